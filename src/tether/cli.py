@@ -1,0 +1,210 @@
+"""The ``tether`` command line: one thin sub-command per recipe.
+
+Every recipe command takes an optional YAML config file and ``key=value`` overrides::
+
+    tether sft examples/sft_tiny.yaml train.max_steps=20
+    tether rm  examples/rm_tiny.yaml model.name_or_path=runs/tiny/sft
+    tether dpo examples/dpo_tiny.yaml loss=ipo beta=0.5
+    tether score model=runs/tiny/rm input=examples/data/preferences_eval.jsonl
+    tether quickstart            # SFT → reward model → DPO on the embedded SmolLM2
+
+``tether <cmd> --help`` lists every field with its type, default and a one-line doc.
+Bad input (config, data, model path) prints one line per problem and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tether import __version__
+from tether.config import (RECIPE_CONFIGS, ConfigError, describe_fields, dump_yaml, load_config)
+
+EXIT_BAD_INPUT = 2
+EXIT_TRAINING_FAILED = 1
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+app = typer.Typer(
+    name="tether",
+    help="RLHF end to end: SFT, preferences, reward models, policy optimisation under a KL leash, evaluation.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+SUMMARIES = {
+    "sft": "Supervised fine-tuning on demonstrations (prompt/completion, messages or text).",
+    "rm": "Train a Bradley-Terry reward model (pairs or rankings), with a held-out report.",
+    "dpo": "Offline preference optimisation: dpo, ipo, cdpo, robust, hinge, kto, orpo, simpo.",
+    "score": "Score jsonl rows with a trained reward model (or an ensemble).",
+    "quickstart": "SFT → reward model → DPO on the embedded SmolLM2-135M-Instruct and shipped data.",
+}
+
+EXAMPLES = {
+    "sft": "tether sft examples/sft_tiny.yaml train.max_steps=20",
+    "rm": "tether rm examples/rm_tiny.yaml ensemble_size=3",
+    "dpo": "tether dpo examples/dpo_tiny.yaml loss=simpo beta=2.0",
+    "score": "tether score model=runs/tiny/rm input=examples/data/preferences_eval.jsonl",
+    "quickstart": "tether quickstart            (or: tether quickstart --tiny)",
+}
+
+
+def _bad_input_types() -> tuple[type, ...]:
+    from tether.data import DataError
+    from tether.models.embedded import EmbeddedModelMissing
+    from tether.models.loading import ModelLoadError
+    from tether.recipes.score import ScoreInputError
+
+    return (ConfigError, DataError, ModelLoadError, EmbeddedModelMissing, ScoreInputError)
+
+
+def _report_bad_input(exc: Exception) -> None:
+    lines = getattr(exc, "problems", None) or str(exc).splitlines() or [type(exc).__name__]
+    for line in lines:
+        err.print(f"[bold red]error:[/] {line}", markup=True, soft_wrap=True)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def split_args(args: list[str]) -> tuple[str | None, list[str]]:
+    """``[cfg.yaml, a=1, --flag, --b=2]`` → ``("cfg.yaml", ["a=1", "flag=true", "b=2"])``."""
+    config_path, overrides = None, []
+    for arg in args:
+        if arg.startswith("--"):
+            body = arg[2:]
+            overrides.append(body if "=" in body else f"{body}=true")
+        elif "=" in arg:
+            overrides.append(arg)
+        elif config_path is None:
+            config_path = arg
+        else:
+            raise ConfigError(f"unexpected argument '{arg}': give one config file, then key=value overrides")
+    return config_path, overrides
+
+
+def print_config_help(command: str) -> None:
+    cls = RECIPE_CONFIGS[command]
+    out.print(f"Usage: tether {command} [CONFIG.yaml] [key=value ...]\n")
+    out.print(SUMMARIES[command])
+    out.print(f"\nExample: {EXAMPLES[command]}\n")
+    table = Table(title=f"{cls.__name__} fields (YAML keys; nested keys with dots on the command line)",
+                  title_justify="left", show_lines=False, expand=False)
+    for col in ("field", "type", "default", "description"):
+        table.add_column(col, overflow="fold")
+    for key, type_name, default, doc in describe_fields(cls):
+        table.add_row(key, type_name, default, doc)
+    out.print(table)
+    out.print("Options: --help  show this; --print-config  print the resolved config and exit")
+
+
+def _run_recipe(command: str, args: list[str], runner: Callable[[Any], Any]) -> None:
+    if "--help" in args or "-h" in args:
+        print_config_help(command)
+        raise typer.Exit(0)
+    print_only = "--print-config" in args
+    args = [a for a in args if a != "--print-config"]
+    bad_input = (ConfigError,)
+    try:
+        config_path, overrides = split_args(args)
+        config = load_config(RECIPE_CONFIGS[command], config_path, overrides)
+        if print_only:
+            out.print(dump_yaml(config), end="")
+            raise typer.Exit(0)
+        _quiet_libraries()
+        bad_input = _bad_input_types()
+        runner(config)
+    except typer.Exit:
+        raise
+    except bad_input as exc:
+        _report_bad_input(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: re-run the same command to resume from the last checkpoint")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the CLI turns known failures into messages
+        from tether.recipes.loop import TrainingError
+
+        if isinstance(exc, TrainingError):
+            err.print(f"[bold red]training stopped:[/] {exc}")
+            raise typer.Exit(EXIT_TRAINING_FAILED) from None
+        raise
+
+
+CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@app.command("sft", help=SUMMARIES["sft"], context_settings=CONTEXT)
+def sft_command(ctx: typer.Context) -> None:
+    from tether.recipes.sft import train_sft
+
+    _run_recipe("sft", ctx.args, train_sft)
+
+
+@app.command("rm", help=SUMMARIES["rm"], context_settings=CONTEXT)
+def rm_command(ctx: typer.Context) -> None:
+    from tether.recipes.reward_model import train_reward_model
+
+    _run_recipe("rm", ctx.args, train_reward_model)
+
+
+@app.command("dpo", help=SUMMARIES["dpo"], context_settings=CONTEXT)
+def dpo_command(ctx: typer.Context) -> None:
+    from tether.recipes.preference import train_preference
+
+    _run_recipe("dpo", ctx.args, train_preference)
+
+
+@app.command("score", help=SUMMARIES["score"], context_settings=CONTEXT)
+def score_command(ctx: typer.Context) -> None:
+    from tether.recipes.score import score_file
+
+    _run_recipe("score", ctx.args, score_file)
+
+
+@app.command("quickstart", help=SUMMARIES["quickstart"], context_settings=CONTEXT)
+def quickstart_command(ctx: typer.Context) -> None:
+    from tether.recipes.quickstart import run_quickstart
+
+    _run_recipe("quickstart", ctx.args, run_quickstart)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"tether {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_callback(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """RLHF end to end, under a KL leash."""
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # e.g. `tether score ... | head`
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

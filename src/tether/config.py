@@ -1,0 +1,412 @@
+"""Typed configs: one dataclass per recipe, YAML files plus ``key=value`` overrides.
+
+Every field carries a one-line doc (``metadata["doc"]``) so ``tether <cmd> --help``
+can list it with its type and default. Nested sections are addressed with dots on
+the command line::
+
+    tether sft examples/sft_tiny.yaml train.learning_rate=3e-4 model.lora.enabled=true
+
+Values on the command line are parsed as YAML scalars (``3e-4`` → float, ``true`` →
+bool, ``[a, b]`` → list) and then checked against the field's type; an unknown key
+or a value of the wrong type raises :class:`ConfigError` with a suggestion.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says which key and why."""
+
+
+def doc_field(default: Any, doc: str, **kwargs: Any) -> Any:
+    """A dataclass field with a one-line doc shown by ``--help``."""
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata={"doc": doc}, **kwargs)
+    return field(default=default, metadata={"doc": doc}, **kwargs)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class LoraConfig:
+    """Low-rank adapters (peft). Off by default: on CPU full fine-tuning of a 135M model is about as fast."""
+
+    enabled: bool = doc_field(False, "Train LoRA adapters instead of all weights.")
+    r: int = doc_field(16, "Adapter rank.")
+    alpha: int = doc_field(32, "LoRA alpha (scaling = alpha / r).")
+    dropout: float = doc_field(0.05, "Dropout on the adapter input.")
+    target_modules: str = doc_field("all-linear", "Modules to adapt: 'all-linear' or a comma-separated list of names.")
+    merge_on_save: bool = doc_field(True, "Merge adapters into the base weights when saving the final model.")
+
+
+@dataclass
+class ModelConfig:
+    """Which model to start from and how to load it."""
+
+    name_or_path: str = doc_field(
+        "embedded", "'embedded' (SmolLM2-135M-Instruct shipped with tether), a local HF directory, or a hub id.")
+    random_init: bool = doc_field(
+        False, "Build the architecture from the config with random weights (tests, tiny demos) instead of loading weights.")
+    config_overrides: dict = doc_field({}, "Config fields to change before building, e.g. {num_hidden_layers: 2}.")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = doc_field(
+        "float32", "Weight dtype. Keep float32 on CPU (no fast bf16 there).")
+    trust_remote_code: bool = doc_field(False, "Allow model code from the model directory (off: a security risk).")
+    revision: str | None = doc_field(None, "Hub revision (branch, tag or commit) for hub ids.")
+    gradient_checkpointing: bool = doc_field(False, "Recompute activations in backward to save memory.")
+    lora: LoraConfig = doc_field(LoraConfig(), "LoRA adapters.")
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is tokenised."""
+
+    train_file: str = doc_field("", "Training data: .jsonl/.json/.parquet/.csv or a saved HF datasets directory.")
+    eval_file: str | None = doc_field(None, "Held-out data; if empty, eval_fraction of the training rows are held out.")
+    eval_fraction: float = doc_field(0.1, "Fraction of training rows held out when eval_file is not given (0 = none).")
+    max_eval_examples: int = doc_field(0, "Evaluate on at most this many held-out examples (0 = all).")
+    max_length: int = doc_field(512, "Maximum tokens of prompt + response.")
+    max_prompt_length: int = doc_field(256, "Prompts longer than this are truncated from the left when a row is too long.")
+    chat_template: Literal["auto", "always", "never"] = doc_field(
+        "auto", "auto: use the tokenizer's chat template when it has one; never: concatenate text and append EOS.")
+    overlong: Literal["truncate", "skip", "error"] = doc_field(
+        "truncate", "Rows over max_length: truncate (counted and reported), skip (counted) or error (exit 2).")
+    max_train_examples: int = doc_field(0, "Use at most this many training examples (0 = all); the rest are counted.")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, logging and checkpointing."""
+
+    learning_rate: float = doc_field(2e-5, "Peak learning rate (AdamW).")
+    weight_decay: float = doc_field(0.0, "AdamW weight decay (not applied to biases and norms).")
+    adam_betas: list = doc_field([0.9, 0.999], "AdamW betas.")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = doc_field("cosine", "Decay after warmup.")
+    warmup_ratio: float = doc_field(0.1, "Fraction of optimizer steps spent warming up linearly from 0.")
+    num_epochs: float = doc_field(1.0, "Passes over the training data (may be fractional).")
+    max_steps: int = doc_field(0, "Stop after this many optimizer steps (0 = use num_epochs).")
+    batch_size: int = doc_field(8, "Examples (or pairs) per micro-batch.")
+    grad_accum_steps: int = doc_field(1, "Micro-batches per optimizer step (effective batch = batch_size x this).")
+    eval_batch_size: int = doc_field(8, "Examples (or pairs) per evaluation batch.")
+    max_grad_norm: float = doc_field(1.0, "Clip the global gradient norm to this (0 = no clipping).")
+    seed: int = doc_field(42, "Seed for data order, initialisation and dropout.")
+    log_every: int = doc_field(1, "Log metrics every N optimizer steps.")
+    eval_every: int = doc_field(0, "Evaluate every N optimizer steps (0 = only at the end).")
+    save_every: int = doc_field(0, "Write a resumable checkpoint every N optimizer steps (0 = only at the end).")
+    keep_checkpoints: int = doc_field(2, "Keep the newest N checkpoints.")
+    resume: bool = doc_field(True, "Resume from the newest complete checkpoint of this stage if there is one.")
+    num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")
+    report_to: list = doc_field(["tensorboard"], "Extra metric sinks: tensorboard, wandb, mlflow (metrics.jsonl always).")
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning on demonstrations (`tether sft`)."""
+
+    run_dir: str = doc_field("runs/sft", "Run directory; the model is written to <run_dir>/<name>/.")
+    name: str = doc_field("sft", "Stage name: output subdirectory, metric prefix and checkpoint folder.")
+    model: ModelConfig = doc_field(ModelConfig(), "Model to fine-tune.")
+    data: DataConfig = doc_field(DataConfig(), "SFT data: prompt/completion, messages or text rows.")
+    train: TrainConfig = doc_field(TrainConfig(), "Optimisation.")
+    completion_only_loss: bool = doc_field(True, "Loss on completion tokens only (prompt masked).")
+    packing: bool = doc_field(False, "Pack several examples into each max_length sequence (attention crosses documents).")
+
+
+@dataclass
+class RewardModelConfig:
+    """Bradley-Terry reward model on preference pairs or rankings (`tether rm`)."""
+
+    run_dir: str = doc_field("runs/rm", "Run directory; the reward model is written to <run_dir>/<name>/.")
+    name: str = doc_field("rm", "Stage name: output subdirectory, metric prefix and checkpoint folder.")
+    model: ModelConfig = doc_field(ModelConfig(), "Model to initialise the reward model from (usually the SFT model).")
+    data: DataConfig = doc_field(DataConfig(), "Preference (prompt/chosen/rejected) or ranking (prompt/responses/ranks) data.")
+    train: TrainConfig = doc_field(TrainConfig(learning_rate=1e-5), "Optimisation.")
+    use_margin: bool = doc_field(True, "Use the rows' 'margin' field (when present) in the loss: -log σ(r_c - r_r - m).")
+    center_coef: float = doc_field(0.0, "Reward centering: add coef * (r_c + r_r)^2 to keep rewards near 0 (0.01 is typical).")
+    ensemble_size: int = doc_field(1, "Train N members with different seeds; score = mean, disagreement = std.")
+    ensemble_k: float = doc_field(1.0, "Conservative score = mean - k * std across members.")
+    calibration_bins: int = doc_field(10, "Bins for the calibration table.")
+
+
+@dataclass
+class PreferenceConfig:
+    """Offline preference optimisation: DPO, IPO, cDPO, robust DPO, hinge, KTO, ORPO, SimPO (`tether dpo`)."""
+
+    run_dir: str = doc_field("runs/dpo", "Run directory; the policy is written to <run_dir>/<name>/.")
+    name: str = doc_field("dpo", "Stage name: output subdirectory, metric prefix and checkpoint folder.")
+    model: ModelConfig = doc_field(ModelConfig(), "Policy to train (usually the SFT model).")
+    ref_model: str | None = doc_field(
+        None, "Reference model; empty = the starting policy (with LoRA: the base with adapters disabled).")
+    data: DataConfig = doc_field(DataConfig(), "Preference or ranking data (KTO also takes prompt/completion/label rows).")
+    train: TrainConfig = doc_field(TrainConfig(learning_rate=5e-6), "Optimisation.")
+    loss: str = doc_field("dpo", "Loss: dpo, ipo, cdpo, robust, hinge, kto, orpo, simpo.")
+    beta: float = doc_field(0.1, "β: strength of the KL leash (DPO family), λ for ORPO, β for SimPO (try 2.0).")
+    label_smoothing: float = doc_field(0.1, "ε for cdpo / robust: assumed fraction of flipped labels.")
+    simpo_gamma: float = doc_field(0.5, "SimPO target reward margin γ.")
+    ipo_average_logps: bool = doc_field(True, "IPO on per-token average log-probs (as in the IPO paper) instead of sums.")
+    kto_desirable_weight: float = doc_field(1.0, "KTO weight on desirable examples.")
+    kto_undesirable_weight: float = doc_field(1.0, "KTO weight on undesirable examples.")
+    sft_coef: float = doc_field(0.0, "Add this times the chosen responses' NLL (RPO-style regulariser; ORPO has its own).")
+
+
+@dataclass
+class ScoreConfig:
+    """Score rows with a trained reward model (`tether score`)."""
+
+    model: str = doc_field("", "Reward model directory (or a comma-separated list: an ensemble).")
+    input: str = doc_field("", "Rows to score: prompt/response, prompt/completion, or prompt/chosen/rejected.")
+    output: str = doc_field("", "Where to write the scored jsonl (default: <input stem>.scored.jsonl).")
+    batch_size: int = doc_field(8, "Rows per forward pass.")
+    max_length: int = doc_field(1024, "Longer rows are truncated from the left (counted and reported).")
+    chat_template: Literal["auto", "always", "never"] = doc_field("auto", "As in data.chat_template.")
+    ensemble_k: float = doc_field(1.0, "Conservative score = mean - k * std when several models are given.")
+
+
+@dataclass
+class QuickstartConfig:
+    """SFT → reward model → DPO on the embedded model and the shipped example data (`tether quickstart`)."""
+
+    run_dir: str = doc_field("runs/quickstart", "Run directory for all stages.")
+    tiny: bool = doc_field(False, "Use a tiny random model instead of SmolLM2 (a smoke test in about a minute).")
+    sft_steps: int = doc_field(12, "SFT optimizer steps.")
+    rm_steps: int = doc_field(16, "Reward-model optimizer steps.")
+    dpo_steps: int = doc_field(12, "DPO optimizer steps.")
+    batch_size: int = doc_field(8, "Micro-batch size for SFT (pairs for RM/DPO use half).")
+    max_length: int = doc_field(192, "Maximum tokens per sequence.")
+    eval_examples: int = doc_field(48, "Held-out pairs for the reward-model report.")
+    num_threads: int = doc_field(0, "torch CPU threads (0 = default).")
+
+
+RECIPE_CONFIGS: dict[str, type] = {
+    "sft": SFTConfig,
+    "rm": RewardModelConfig,
+    "dpo": PreferenceConfig,
+    "score": ScoreConfig,
+    "quickstart": QuickstartConfig,
+}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "|".join(str(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: {value!r} is not a {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if tp is list or origin is list:
+        if isinstance(value, list):
+            return value
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{key}: expected a mapping like {{a: 1}}, got {value!r}")
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (nested) mapping, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{full}'{hint}; see --help for the fields")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value if value is not None else {}, prefix=f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    instance = cls(**kwargs)
+    return instance
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "config_overrides":
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'train.learning_rate=3e-4'`` → ``('train.learning_rate', 0.0003)``."""
+    if "=" not in text:
+        raise ConfigError(f"cannot read '{text}': overrides look like key=value (e.g. train.learning_rate=3e-4)")
+    key, raw = text.split("=", 1)
+    key = key.strip().lstrip("-").replace("-", "_")
+    if not key:
+        raise ConfigError(f"cannot read '{text}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+    """Defaults ← YAML file ← ``key=value`` overrides, validated into ``cls``."""
+    data: dict = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"{p}: not valid YAML ({first})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of config keys")
+        data = loaded
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    # Start from the recipe's own defaults so a partial section (``train: {batch_size: 4}``)
+    # keeps the recipe-specific defaults of the fields it does not mention.
+    config = from_dict(cls, _deep_merge(to_dict(cls()), data))
+    validate(config)
+    return config
+
+
+def _check_ranges(config: Any, prefix: str = "") -> None:
+    positive = {"batch_size", "eval_batch_size", "grad_accum_steps", "max_length", "max_prompt_length",
+                "ensemble_size", "calibration_bins", "log_every", "r", "alpha", "keep_checkpoints"}
+    non_negative = {"learning_rate", "weight_decay", "max_steps", "eval_every", "save_every", "max_grad_norm",
+                    "num_epochs", "center_coef", "ensemble_k", "num_threads", "max_eval_examples",
+                    "max_train_examples", "sft_coef", "sft_steps", "rm_steps", "dpo_steps", "eval_examples"}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_ranges(value, prefix=f"{key}.")
+        elif f.name in positive and isinstance(value, (int, float)) and value <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {value}")
+        elif f.name in non_negative and isinstance(value, (int, float)) and value < 0:
+            raise ConfigError(f"{key}: must be >= 0, got {value}")
+        elif f.name in {"eval_fraction", "warmup_ratio", "dropout"} and not 0.0 <= value < 1.0:
+            raise ConfigError(f"{key}: must be in [0, 1), got {value}")
+
+
+def validate(config: Any) -> None:
+    """Range checks that apply to every recipe config (raise ConfigError)."""
+    _check_ranges(config)
+    if isinstance(config, PreferenceConfig):
+        if config.beta <= 0:
+            raise ConfigError(f"beta: must be > 0, got {config.beta}")
+        if not 0.0 <= config.label_smoothing < 0.5:
+            raise ConfigError(f"label_smoothing: must be in [0, 0.5), got {config.label_smoothing}")
+    train = getattr(config, "train", None)
+    if train is not None and len(train.adam_betas) != 2:
+        raise ConfigError(f"train.adam_betas: expected two numbers, got {train.adam_betas}")
+
+
+def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Rows of (key, type, default, doc) for ``--help``, nested sections flattened with dots."""
+    rows = []
+    hints = _hints(cls)
+    instance = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe_fields(tp, prefix=f"{key}."))
+            continue
+        default = getattr(instance, f.name)
+        rows.append((key, _type_name(tp), yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("\n...").strip(),
+                     f.metadata.get("doc", "")))
+    return rows
+
+
+def dump_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)

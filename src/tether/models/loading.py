@@ -1,0 +1,193 @@
+"""Load causal LMs, reward models and tokenizers; save them as plain HF directories.
+
+Every model tether writes is an ordinary HF directory (safetensors + tokenizer +
+``tether.json``) that ``AutoModelForCausalLM`` / ``AutoModelForSequenceClassification``
+load without tether. Loading never unpickles: ``use_safetensors=True`` always, and
+``trust_remote_code`` is off unless the config turns it on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tether import __version__
+from tether.config import LoraConfig, ModelConfig
+from tether.models.embedded import embedded_model_dir, embedded_tokenizer_dir, is_embedded
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer that cannot be loaded; the message says what to do."""
+
+
+def resolve_model_path(name_or_path: str, weights: bool = True) -> str:
+    """'embedded' → the converted SmolLM2 directory (or just its tokenizer+config when ``weights`` is False);
+    a local directory → itself; anything else is treated as a hub id."""
+    if not name_or_path:
+        raise ModelLoadError("model.name_or_path is empty: give 'embedded', a local HF directory or a hub id")
+    if is_embedded(name_or_path):
+        return str(embedded_model_dir() if weights else embedded_tokenizer_dir())
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{path} is a file; a model is a directory with config.json (or an adapter)")
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise ModelLoadError(f"{path} has no config.json: not a Hugging Face model directory")
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelLoadError(f"model directory {name_or_path} does not exist")
+    return name_or_path  # a hub id: the ordinary transformers path (needs network access)
+
+
+def _hub_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
+    if cfg.revision:
+        kwargs["revision"] = cfg.revision
+    return kwargs
+
+
+def load_tokenizer(name_or_path: str, cfg: ModelConfig | None = None):
+    """Tokenizer with a pad token (EOS when the model has none) and right padding for training."""
+    from transformers import AutoTokenizer
+
+    cfg = cfg or ModelConfig(name_or_path=name_or_path)
+    path = resolve_model_path(name_or_path, weights=False)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **_hub_kwargs(cfg))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load a tokenizer from {name_or_path}: {str(exc).splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _model_config(cfg: ModelConfig, path: str, num_labels: int | None, pad_token_id: int | None):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, **_hub_kwargs(cfg))
+    for key, value in cfg.config_overrides.items():
+        if not hasattr(config, key):
+            raise ModelLoadError(f"model.config_overrides: {config.model_type} config has no field '{key}'")
+        setattr(config, key, value)
+    if num_labels is not None:
+        config.num_labels = num_labels
+    if pad_token_id is not None:
+        config.pad_token_id = pad_token_id
+    return config
+
+
+def _load(auto_cls, cfg: ModelConfig, seed: int, num_labels: int | None, pad_token_id: int | None):
+    path = resolve_model_path(cfg.name_or_path, weights=not cfg.random_init)
+    torch.manual_seed(seed)  # random init (and new heads) are reproducible
+    dtype = DTYPES[cfg.dtype]
+    try:
+        config = _model_config(cfg, path, num_labels, pad_token_id)
+        if cfg.random_init:
+            model = auto_cls.from_config(config, dtype=None if dtype == "auto" else dtype,
+                                         trust_remote_code=cfg.trust_remote_code)
+        else:
+            model = auto_cls.from_pretrained(path, config=config, dtype=dtype, use_safetensors=True,
+                                             **_hub_kwargs(cfg))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load {cfg.name_or_path}: {str(exc).splitlines()[0]}") from None
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    return model
+
+
+def load_causal_lm(cfg: ModelConfig, seed: int = 0, pad_token_id: int | None = None):
+    """A causal LM as the config says (weights, random init, overrides, LoRA not yet applied)."""
+    from transformers import AutoModelForCausalLM
+
+    return _load(AutoModelForCausalLM, cfg, seed, None, pad_token_id)
+
+
+def load_reward_model(cfg: ModelConfig, seed: int = 0, pad_token_id: int | None = None):
+    """``AutoModelForSequenceClassification`` with ``num_labels=1``: a scalar head on the last non-pad token.
+
+    Initialised from ``cfg.name_or_path`` (usually the SFT model); the score head is new
+    and seeded. The head reads the hidden state of the rightmost token that is not the
+    pad token, exactly as transformers does for any user who loads the saved directory.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    model = _load(AutoModelForSequenceClassification, cfg, seed, 1, pad_token_id)
+    if model.config.pad_token_id is None:
+        raise ModelLoadError("the reward model needs a pad token id to find the last token of each sequence")
+    return model
+
+
+def apply_lora(model, lora: LoraConfig, task_type: str = "CAUSAL_LM"):
+    """Wrap ``model`` with peft LoRA adapters (a no-op when ``lora.enabled`` is False)."""
+    if not lora.enabled:
+        return model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    targets: Any = lora.target_modules
+    if targets != "all-linear":
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    peft_config = PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type=task_type,
+        modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
+    )
+    return get_peft_model(model, peft_config)
+
+
+def is_peft(model) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Atomically put directory ``tmp`` at ``target``, replacing what was there."""
+    _fsync_tree(tmp)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_model(model, tokenizer, out_dir: str | Path, meta: dict[str, Any], merge_lora: bool = True) -> Path:
+    """Write an HF directory (safetensors only) atomically, with ``tether.json`` describing how it was made."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        to_save = model
+        if is_peft(model) and merge_lora:
+            to_save = model.merge_and_unload()
+        to_save.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        info = {"tether_version": __version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **meta}
+        (tmp / "tether.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+        replace_dir(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def read_tether_meta(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / "tether.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,87 @@
+"""Scoring with reward models: one model or an ensemble of members.
+
+A reward model is an HF ``AutoModelForSequenceClassification`` directory with
+``num_labels=1``. An ensemble is a directory with ``ensemble.json`` listing member
+directories (written by ``tether rm`` with ``ensemble_size > 1``); its score is the
+members' mean, its disagreement their standard deviation, and its conservative score
+``mean - k * std``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tether.algos.losses.reward_model import ensemble_scores
+
+
+def pad_right(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) right-padded input ids and attention mask."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[row, :len(seq)] = 1
+    return input_ids, attention_mask
+
+
+def reward_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) fp32 scores. The head reads the rightmost non-pad token, as transformers does."""
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+
+
+@torch.no_grad()
+def score_sequences(model, sequences: list[list[int]], pad_token_id: int, batch_size: int = 8) -> torch.Tensor:
+    """Score token sequences (prompt + response ids) → (N,) fp32."""
+    was_training = model.training
+    model.eval()
+    scores = []
+    for start in range(0, len(sequences), batch_size):
+        input_ids, attention_mask = pad_right(sequences[start:start + batch_size], pad_token_id)
+        scores.append(reward_forward(model, input_ids, attention_mask))
+    model.train(was_training)
+    return torch.cat(scores) if scores else torch.zeros(0)
+
+
+def ensemble_members(model_dir: str | Path) -> list[Path]:
+    """Member directories of an ensemble directory, or ``[model_dir]`` for a single model."""
+    model_dir = Path(model_dir)
+    manifest = model_dir / "ensemble.json"
+    if manifest.is_file():
+        members = json.loads(manifest.read_text())["members"]
+        return [model_dir / m for m in members]
+    return [model_dir]
+
+
+def load_reward_models(model_dir: str | Path) -> list:
+    """Load a reward model directory (or every member of an ensemble) for scoring, in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    models = []
+    for member in ensemble_members(model_dir):
+        if not (member / "config.json").is_file():
+            raise FileNotFoundError(f"{member} is not a reward model directory (no config.json)")
+        model = AutoModelForSequenceClassification.from_pretrained(member, use_safetensors=True, dtype=torch.float32)
+        if model.config.num_labels != 1:
+            raise ValueError(f"{member} has num_labels={model.config.num_labels}; a reward model has 1")
+        models.append(model.eval())
+    return models
+
+
+@dataclass
+class EnsembleScores:
+    mean: torch.Tensor          # (N,)
+    std: torch.Tensor           # (N,) disagreement between members (0 for one model)
+    conservative: torch.Tensor  # (N,) mean - k * std
+    members: torch.Tensor       # (M, N)
+
+
+def score_with_members(models: list, sequences: list[list[int]], pad_token_id: int, batch_size: int = 8,
+                       k: float = 1.0) -> EnsembleScores:
+    member_scores = torch.stack([score_sequences(m, sequences, pad_token_id, batch_size) for m in models])
+    stats = ensemble_scores(member_scores, k=k)
+    return EnsembleScores(stats["mean"], stats["std"], stats["conservative"], member_scores)

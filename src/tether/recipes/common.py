@@ -1,0 +1,83 @@
+"""Small helpers every recipe uses: run-directory setup, seeding, held-out splits."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import yaml
+
+from tether.config import to_dict
+from tether.utils.logging import MetricsLogger, console
+
+T = TypeVar("T")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def set_threads(num_threads: int) -> None:
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def record_config(run_dir: Path, stage: str, config: Any) -> None:
+    """Store the resolved config of ``stage`` in ``<run_dir>/config.yaml`` (one section per stage)."""
+    path = run_dir / "config.yaml"
+    existing: dict = {}
+    if path.is_file():
+        try:
+            existing = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            existing = {}
+    existing[stage] = to_dict(config)
+    atomic_write_text(path, yaml.safe_dump(existing, sort_keys=False, allow_unicode=True))
+
+
+def prepare_run(config: Any, stage: str) -> tuple[Path, MetricsLogger]:
+    """Create the run directory, save the config, seed, set threads, open the metric sinks."""
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_config(run_dir, stage, config)
+    train = getattr(config, "train", None)
+    if train is not None:
+        set_threads(train.num_threads)
+        seed_everything(train.seed)
+    logger = MetricsLogger(run_dir, stage, report_to=list(train.report_to) if train else [], config=to_dict(config))
+    return run_dir, logger
+
+
+def split_held_out(examples: list[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """Deterministic held-out split; at least one example on each side when fraction > 0."""
+    if fraction <= 0 or len(examples) < 2:
+        return examples, []
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_eval = min(len(examples) - 1, max(1, int(round(fraction * len(examples)))))
+    held = set(order[:n_eval])
+    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
+
+
+def limit(examples: list[T], n: int, what: str) -> list[T]:
+    """Keep the first ``n`` examples (0 = all), saying how many were left out."""
+    if n and len(examples) > n:
+        console.print(f"{what}: using {n} of {len(examples)} examples (limit set in the config)")
+        return examples[:n]
+    return examples

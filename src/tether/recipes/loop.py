@@ -1,0 +1,209 @@
+"""The optimisation loop shared by the supervised recipes (SFT, reward model, DPO family).
+
+A recipe supplies three small functions and this module does the rest the same way
+everywhere: deterministic data order, exact gradient accumulation, warmup + decay,
+clipping, non-finite guards, progress bar, metric sinks, periodic evaluation, and
+atomic checkpoints with resume.
+
+- ``make_batch(indices) -> batch``: collate the examples at these dataset indices.
+- ``count_items(batch) -> int``: how many loss items (tokens for SFT, pairs for
+  preference losses) the micro-batch holds.
+- ``loss_fn(model, batch, num_items) -> (loss, metrics)``: the micro-batch loss already
+  divided by ``num_items``, the item count of the WHOLE optimizer step, so that the sum
+  over micro-batches is exactly the big-batch mean (gradient accumulation is exact).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from tether.config import TrainConfig
+from tether.utils.checkpoint import (checkpoint_root, latest_valid_checkpoint, load_checkpoint,
+                                     save_checkpoint)
+from tether.utils.logging import MetricsLogger, console
+
+MAX_CONSECUTIVE_NONFINITE = 3
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. repeated NaN losses); the message says why."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: int | None = None
+    seconds: float = 0.0
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and normalisation weights (1-D parameters)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, betas=tuple(cfg.adam_betas))
+
+
+def lr_multiplier(step: int, total: int, warmup: int, kind: str) -> float:
+    """Linear warmup from 0 over ``warmup`` steps, then cosine / linear decay to 0 at ``total`` (or constant)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    progress = min(max(progress, 0.0), 1.0)
+    if kind == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    warmup = int(round(cfg.warmup_ratio * total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, total_steps, warmup, cfg.lr_scheduler))
+
+
+def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled example order of one epoch: a pure function of (seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n_examples, generator=generator).tolist()
+
+
+def micro_batches(n_examples: int, batch_size: int, seed: int, start: int = 0) -> Iterator[list[int]]:
+    """Endless stream of micro-batches of indices, epoch after epoch, beginning at micro-batch ``start``.
+
+    Each epoch is cut into ceil(n / batch_size) batches (the last may be smaller), so
+    every example is seen once per epoch and a resumed run sees exactly the same order.
+    """
+    per_epoch = math.ceil(n_examples / batch_size)
+    index = start
+    while True:
+        epoch, offset = divmod(index, per_epoch)
+        order = epoch_order(n_examples, seed, epoch)
+        yield order[offset * batch_size:(offset + 1) * batch_size]
+        index += 1
+
+
+def plan_total_steps(n_examples: int, cfg: TrainConfig) -> int:
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    per_epoch = math.ceil(math.ceil(n_examples / cfg.batch_size) / cfg.grad_accum_steps)
+    return max(1, math.ceil(per_epoch * cfg.num_epochs))
+
+
+def _accumulate(total: dict[str, float], metrics: dict[str, Any], weight: float) -> None:
+    for key, value in metrics.items():
+        value = float(value.item() if hasattr(value, "item") else value)
+        total[key] = total.get(key, 0.0) + weight * value
+
+
+def _fmt(metrics: dict[str, float], keys: list[str]) -> dict[str, str]:
+    return {k.split("/")[-1]: f"{metrics[k]:.4g}" for k in keys if k in metrics}
+
+
+def run_training(
+    *,
+    model: torch.nn.Module,
+    n_examples: int,
+    make_batch: Callable[[list[int]], dict],
+    count_items: Callable[[dict], int],
+    loss_fn: Callable[[torch.nn.Module, dict, int], tuple[torch.Tensor, dict]],
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    stage: str,
+    logger: MetricsLogger,
+    eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    progress_keys: list[str] | None = None,
+) -> TrainResult:
+    """Train ``model`` for the configured number of optimizer steps; see the module docstring."""
+    if n_examples == 0:
+        raise TrainingError(f"{stage}: no training examples")
+    started = time.time()
+    total_steps = plan_total_steps(n_examples, cfg)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, total_steps)
+    ckpt_root = checkpoint_root(run_dir, stage)
+    step, resumed_from = 0, None
+    if cfg.resume:
+        ckpt = latest_valid_checkpoint(ckpt_root, warn=lambda m: console.print(f"[yellow]{m}[/]"))
+        if ckpt is not None:
+            state = load_checkpoint(ckpt, model, optimizer, scheduler)
+            step = resumed_from = int(state["step"])
+            console.print(f"[green]{stage}: resumed from {ckpt.path} (step {step}/{total_steps})[/]")
+    stream = micro_batches(n_examples, cfg.batch_size, cfg.seed, start=step * cfg.grad_accum_steps)
+    keys = progress_keys or ["loss"]
+    last: dict[str, float] = {}
+    eval_metrics: dict[str, float] = {}
+    nonfinite = 0
+    bar = tqdm(total=total_steps, initial=step, desc=stage, unit="step", dynamic_ncols=True, leave=True)
+    try:
+        while step < total_steps:
+            model.train()
+            batches = [make_batch(next(stream)) for _ in range(cfg.grad_accum_steps)]
+            num_items = sum(count_items(b) for b in batches)
+            if num_items == 0:
+                raise TrainingError(f"{stage}: an optimizer step has no loss items (all-masked batch)")
+            optimizer.zero_grad(set_to_none=True)
+            metrics: dict[str, float] = {}
+            loss_total = 0.0
+            for batch in batches:
+                loss, batch_metrics = loss_fn(model, batch, num_items)
+                loss.backward()
+                loss_total += float(loss.detach())
+                _accumulate(metrics, batch_metrics, count_items(batch) / num_items)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad],
+                cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+            if not (math.isfinite(loss_total) and torch.isfinite(grad_norm)):
+                nonfinite += 1
+                optimizer.zero_grad(set_to_none=True)
+                console.print(f"[yellow]{stage} step {step + 1}: non-finite loss or gradient, step skipped[/]")
+                if nonfinite >= MAX_CONSECUTIVE_NONFINITE:
+                    raise TrainingError(
+                        f"{stage}: {nonfinite} consecutive non-finite losses/gradients; lower train.learning_rate "
+                        "or check the data")
+                continue
+            nonfinite = 0
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            metrics.update({"loss": loss_total, "train/grad_norm": float(grad_norm), "train/lr": lr,
+                            "train/epoch": step * cfg.grad_accum_steps * cfg.batch_size / n_examples})
+            last = metrics
+            if step % cfg.log_every == 0 or step == total_steps:
+                logger.log(metrics, step)
+            if eval_fn is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < total_steps:
+                eval_metrics = _evaluate(eval_fn, model, logger, step)
+            if cfg.save_every > 0 and step % cfg.save_every == 0 and step < total_steps:
+                save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
+            bar.update(1)
+            bar.set_postfix(_fmt({**metrics, **eval_metrics}, keys), refresh=False)
+        if eval_fn is not None:
+            eval_metrics = _evaluate(eval_fn, model, logger, step)
+            bar.set_postfix(_fmt({**last, **eval_metrics}, keys))
+        save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
+    finally:
+        bar.close()
+    return TrainResult(step, last, eval_metrics, resumed_from, time.time() - started)
+
+
+def _evaluate(eval_fn, model, logger: MetricsLogger, step: int) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        metrics = eval_fn(model)
+    model.train()
+    logger.log({f"eval/{k}" if not k.startswith("eval/") else k: v for k, v in metrics.items()}, step)
+    return {f"eval/{k}" if not k.startswith("eval/") else k: v for k, v in metrics.items()}

@@ -1,0 +1,199 @@
+"""Offline preference optimisation: DPO and its family (IPO, cDPO, robust DPO, hinge, KTO, ORPO, SimPO).
+
+Stages: 1. tokenizer + data → 2. policy (+ LoRA) → 3. reference log-probs, computed
+ONCE before training (from the starting policy itself, its LoRA base with adapters
+disabled, or a separate ``ref_model``) and cached, so no second model is held during
+training → 4. train with the chosen loss from ``PREFERENCE_LOSSES`` → 5. save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tether.algos.logprobs import sequence_logprobs
+from tether.algos.losses.preference import REFERENCE_FREE, UNPAIRED, get_preference_loss
+from tether.config import ModelConfig, PreferenceConfig, to_dict
+from tether.data import (collate_pairs, collate_unpaired, load_preference_dataset, load_unpaired_dataset)
+from tether.models.loading import apply_lora, is_peft, load_causal_lm, load_tokenizer, save_model
+from tether.recipes.common import limit, prepare_run, split_held_out
+from tether.recipes.loop import TrainResult, run_training
+from tether.utils.logging import console
+
+
+@dataclass
+class PreferenceResult:
+    model_dir: Path
+    train: TrainResult
+    n_train: int
+    n_eval: int
+
+
+def policy_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs (N,) fp32 and response token counts (N,) for a collated batch."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logps = sequence_logprobs(logits, batch["input_ids"], batch["loss_mask"])
+    lengths = batch["loss_mask"][:, 1:].sum(-1).clamp(min=1).float()
+    return logps, lengths
+
+
+def _kl_batch(examples: list, indices: list[int], pad: int) -> dict:
+    """KTO's mismatched pairs: prompt i with the completion of example (i + 1) mod n (fixed, so cacheable)."""
+    n = len(examples)
+    mismatched = [type(examples[i])(prompt_ids=examples[i].prompt_ids,
+                                    completion_ids=examples[(i + 1) % n].completion_ids,
+                                    desirable=examples[i].desirable) for i in indices]
+    return collate_unpaired(mismatched, pad)
+
+
+def _make_batch(cfg: PreferenceConfig, examples: list, indices: list[int], pad: int) -> dict:
+    if cfg.loss in UNPAIRED:
+        batch = collate_unpaired([examples[i] for i in indices], pad)
+        batch["kl"] = _kl_batch(examples, indices, pad)
+    else:
+        batch = collate_pairs([examples[i] for i in indices], pad)
+    batch["index"] = torch.tensor(indices, dtype=torch.long)
+    return batch
+
+
+@torch.no_grad()
+def reference_logps(ref_model, cfg: PreferenceConfig, examples: list, pad: int, batch_size: int) -> dict[str, torch.Tensor]:
+    """Reference log-probs for every example, computed once: {"logps": (N,) or (N, 2), "kl_logps": (N,)}."""
+    ref_model.eval()
+    logps, kl_logps = [], []
+    for start in range(0, len(examples), batch_size):
+        indices = list(range(start, min(len(examples), start + batch_size)))
+        batch = _make_batch(cfg, examples, indices, pad)
+        values, _ = policy_logps(ref_model, batch)
+        if cfg.loss in UNPAIRED:
+            logps.append(values)
+            kl_logps.append(policy_logps(ref_model, batch["kl"])[0])
+        else:
+            n = len(indices)
+            logps.append(torch.stack([values[:n], values[n:]], dim=1))
+    out = {"logps": torch.cat(logps)}
+    if kl_logps:
+        out["kl_logps"] = torch.cat(kl_logps)
+    return out
+
+
+def preference_loss(model, batch: dict, num_items: int, cfg: PreferenceConfig, ref: dict | None):
+    """Micro-batch loss for the configured loss name, summed and divided by ``num_items``."""
+    loss_fn = get_preference_loss(cfg.loss)
+    logps, lengths = policy_logps(model, batch)
+    index = batch["index"]
+    if cfg.loss in UNPAIRED:
+        with torch.no_grad():
+            kl_logps, _ = policy_logps(model, batch["kl"])
+        kl_estimate = (kl_logps - ref["kl_logps"][index]).mean()
+        losses, metrics = loss_fn(logps, ref["logps"][index], batch["desirable"], cfg.beta, kl_estimate,
+                                  desirable_weight=cfg.kto_desirable_weight,
+                                  undesirable_weight=cfg.kto_undesirable_weight)
+        return losses.sum() / num_items, metrics
+    n = index.numel()
+    chosen, rejected = logps[:n], logps[n:]
+    chosen_len, rejected_len = lengths[:n], lengths[n:]
+    ref_chosen = ref["logps"][index, 0] if ref is not None else None
+    ref_rejected = ref["logps"][index, 1] if ref is not None else None
+    options: dict[str, Any] = {}
+    if cfg.loss in ("cdpo", "robust"):
+        options["label_smoothing"] = cfg.label_smoothing
+    if cfg.loss == "simpo":
+        options["gamma"] = cfg.simpo_gamma
+    if cfg.loss in ("simpo", "orpo"):
+        options.update(chosen_lengths=chosen_len, rejected_lengths=rejected_len)
+    if cfg.loss == "ipo" and cfg.ipo_average_logps:
+        chosen, rejected = chosen / chosen_len, rejected / rejected_len
+        ref_chosen, ref_rejected = ref_chosen / chosen_len, ref_rejected / rejected_len
+    losses, metrics = loss_fn(chosen, rejected, ref_chosen, ref_rejected, cfg.beta, **options)
+    if cfg.sft_coef > 0:
+        nll = -(logps[:n] / chosen_len)
+        losses = losses + cfg.sft_coef * nll
+        metrics["loss/sft_nll"] = nll.mean().detach()
+    return losses.sum() / num_items, metrics
+
+
+def _load_examples(cfg: PreferenceConfig, tokenizer) -> tuple[list, list]:
+    kwargs = dict(max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length,
+                  chat_template=cfg.data.chat_template, overlong=cfg.data.overlong)
+    loader = load_unpaired_dataset if cfg.loss in UNPAIRED else load_preference_dataset
+    examples, report = loader(cfg.data.train_file, tokenizer, **kwargs)
+    console.print(report.summary())
+    if cfg.data.eval_file:
+        eval_examples, eval_report = loader(cfg.data.eval_file, tokenizer, **kwargs)
+        console.print(eval_report.summary())
+        train_examples = examples
+    else:
+        train_examples, eval_examples = split_held_out(examples, cfg.data.eval_fraction, cfg.train.seed)
+    return (limit(train_examples, cfg.data.max_train_examples, "train"),
+            limit(eval_examples, cfg.data.max_eval_examples, "eval"))
+
+
+def _reference_model(cfg: PreferenceConfig, policy, pad: int):
+    """The frozen reference: a separate model, the LoRA base (adapters off), or the untrained policy itself."""
+    if cfg.ref_model:
+        ref_cfg = ModelConfig(**{**to_dict(cfg.model), "name_or_path": cfg.ref_model, "random_init": False,
+                                 "config_overrides": {}})
+        ref_cfg.lora.enabled = False
+        return load_causal_lm(ref_cfg, seed=cfg.train.seed, pad_token_id=pad)
+    return policy  # before the first update the policy IS the reference
+
+
+def _evaluate(model, cfg: PreferenceConfig, examples: list, ref: dict | None, pad: int) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    n_total = len(examples)
+    for start in range(0, n_total, cfg.train.eval_batch_size):
+        indices = list(range(start, min(n_total, start + cfg.train.eval_batch_size)))
+        batch = _make_batch(cfg, examples, indices, pad)
+        loss, metrics = preference_loss(model, batch, n_total, cfg, ref)
+        totals["loss"] = totals.get("loss", 0.0) + float(loss)
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + float(value) * len(indices) / n_total
+    return totals
+
+
+def train_preference(cfg: PreferenceConfig) -> PreferenceResult:
+    get_preference_loss(cfg.loss)  # fail fast on an unknown loss name
+    run_dir, logger = prepare_run(cfg, cfg.name)
+    # 1. tokenizer + data
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
+    pad = tokenizer.pad_token_id
+    train_examples, eval_examples = _load_examples(cfg, tokenizer)
+    # 2. policy
+    policy = load_causal_lm(cfg.model, seed=cfg.train.seed, pad_token_id=pad)
+    policy = apply_lora(policy, cfg.model.lora, "CAUSAL_LM")
+    # 3. reference log-probs, once
+    ref_train = ref_eval = None
+    if cfg.loss not in REFERENCE_FREE:
+        ref_model = _reference_model(cfg, policy, pad)
+        with (ref_model.disable_adapter() if is_peft(ref_model) else contextlib.nullcontext()):
+            console.print(f"reference log-probs for {len(train_examples) + len(eval_examples)} examples ...")
+            ref_train = reference_logps(ref_model, cfg, train_examples, pad, cfg.train.eval_batch_size)
+            ref_eval = reference_logps(ref_model, cfg, eval_examples, pad, cfg.train.eval_batch_size) \
+                if eval_examples else None
+        if ref_model is not policy:
+            del ref_model
+    # 4. train
+    result = run_training(
+        model=policy, n_examples=len(train_examples),
+        make_batch=lambda idx: _make_batch(cfg, train_examples, idx, pad),
+        count_items=lambda b: int(b["index"].numel()),
+        loss_fn=lambda m, b, n: preference_loss(m, b, n, cfg, ref_train),
+        cfg=cfg.train, run_dir=run_dir, stage=cfg.name, logger=logger,
+        eval_fn=(lambda m: _evaluate(m, cfg, eval_examples, ref_eval, pad)) if eval_examples else None,
+        progress_keys=["loss", "rewards/accuracies", "rewards/margins", "eval/rewards/accuracies"],
+    )
+    logger.close()
+    # 5. save
+    out = save_model(policy, tokenizer, run_dir / cfg.name,
+                     {"recipe": "preference", "loss": cfg.loss, "beta": cfg.beta,
+                      "base_model": cfg.model.name_or_path, "reference": cfg.ref_model or cfg.model.name_or_path,
+                      "steps": result.steps, "final_metrics": {**result.last_metrics, **result.eval_metrics},
+                      "config": to_dict(cfg)},
+                     merge_lora=cfg.model.lora.merge_on_save)
+    console.print(f"[bold green]{cfg.loss} done[/]: policy → {out}  ({result.steps} steps, {result.seconds:.0f}s)")
+    return PreferenceResult(out, result, len(train_examples), len(eval_examples))

@@ -1,0 +1,164 @@
+"""Bradley-Terry reward model on preference pairs (and K-way rankings expanded to pairs).
+
+Stages: 1. tokenizer + pairs → 2. for each ensemble member: reward model from the
+SFT model (new scalar head), train with −log σ(r_c − r_r [− margin]) (+ centering)
+→ 3. save ``<run_dir>/<name>/`` (or ``member-i/`` + ``ensemble.json``) → 4. held-out
+report: accuracy vs the "longer wins" baseline, reward-length correlation,
+calibration → ``<run_dir>/<name>/eval_report.json`` and a printed table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.table import Table
+
+from tether.algos.losses.reward_model import bradley_terry_loss, pairwise_accuracy
+from tether.config import RewardModelConfig, to_dict
+from tether.data import PairExample, collate_pairs, load_preference_dataset
+from tether.eval.reward_model import reward_model_report
+from tether.models.loading import apply_lora, load_reward_model, load_tokenizer, save_model
+from tether.models.reward import load_reward_models, reward_forward, score_with_members
+from tether.recipes.common import atomic_write_text, limit, prepare_run, split_held_out
+from tether.recipes.loop import TrainResult, run_training
+from tether.utils.logging import console
+
+
+@dataclass
+class RewardModelResult:
+    model_dir: Path
+    report: dict[str, Any]
+    members: list[TrainResult]
+
+
+def pair_loss(model, batch: dict, num_items: int, use_margin: bool, center_coef: float):
+    """Bradley-Terry loss of a collated pair batch, summed and divided by ``num_items``."""
+    rewards = reward_forward(model, batch["input_ids"], batch["attention_mask"])  # (2B,)
+    n_pairs = rewards.shape[0] // 2
+    chosen_rewards, rejected_rewards = rewards[:n_pairs], rewards[n_pairs:]
+    margin = batch["margin"] if use_margin and batch.get("has_margin") else None
+    losses, metrics = bradley_terry_loss(chosen_rewards, rejected_rewards, margin=margin, center_coef=center_coef)
+    return losses.sum() / num_items, metrics
+
+
+def _sequences(pairs: list[PairExample]) -> tuple[list[list[int]], list[list[int]]]:
+    return ([p.prompt_ids + p.chosen_ids for p in pairs], [p.prompt_ids + p.rejected_ids for p in pairs])
+
+
+def _length(pair: PairExample, which: str) -> int:
+    text = pair.chosen_text if which == "chosen" else pair.rejected_text
+    ids = pair.chosen_ids if which == "chosen" else pair.rejected_ids
+    return len(text) if text else len(ids)
+
+
+def evaluate_pairs(models: list, pairs: list[PairExample], pad_token_id: int, batch_size: int, n_bins: int,
+                   k: float = 1.0) -> dict[str, Any]:
+    """Full held-out report for one model or an ensemble."""
+    chosen, rejected = _sequences(pairs)
+    chosen_scores = score_with_members(models, chosen, pad_token_id, batch_size, k)
+    rejected_scores = score_with_members(models, rejected, pad_token_id, batch_size, k)
+    disagreement = torch.cat([chosen_scores.std, rejected_scores.std]) if len(models) > 1 else None
+    return reward_model_report(chosen_scores.mean, rejected_scores.mean,
+                               [_length(p, "chosen") for p in pairs], [_length(p, "rejected") for p in pairs],
+                               n_bins=n_bins, disagreement=disagreement)
+
+
+def _quick_accuracy(model, pairs, pad_token_id, batch_size) -> dict[str, float]:
+    chosen, rejected = _sequences(pairs)
+    scores = score_with_members([model], chosen + rejected, pad_token_id, batch_size)
+    return {"accuracy": pairwise_accuracy(scores.mean[:len(pairs)], scores.mean[len(pairs):])}
+
+
+def print_report(report: dict[str, Any], title: str = "reward model (held-out)") -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [("pairs", f"{report['n_pairs']}"), ("pairwise accuracy", f"{report['accuracy']:.3f}"),
+            ("'longer wins' baseline", f"{report['length_baseline_accuracy']:.3f}"),
+            ("corr(reward, length)", f"{report['reward_length_correlation']:.3f}"),
+            ("mean margin r_c − r_r", f"{report['mean_margin']:.3f}"),
+            ("calibration error (ECE)", f"{report['calibration_ece']:.3f}")]
+    if "ensemble_disagreement_mean" in report:
+        rows.append(("ensemble disagreement (std)", f"{report['ensemble_disagreement_mean']:.3f}"))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    calib = Table(title="calibration: predicted P(chosen wins) vs observed")
+    for col in ("bin", "count", "predicted", "observed"):
+        calib.add_column(col, justify="right")
+    for b in report["calibration"]:
+        if b["count"]:
+            calib.add_row(f"{b['lo']:.1f}–{b['hi']:.1f}", str(b["count"]), f"{b['mean_predicted']:.3f}",
+                          f"{b['observed']:.3f}")
+    console.print(calib)
+
+
+def _load_pairs(cfg: RewardModelConfig, tokenizer) -> tuple[list[PairExample], list[PairExample]]:
+    kwargs = dict(max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length,
+                  chat_template=cfg.data.chat_template, overlong=cfg.data.overlong)
+    pairs, report = load_preference_dataset(cfg.data.train_file, tokenizer, **kwargs)
+    console.print(report.summary())
+    if cfg.data.eval_file:
+        eval_pairs, eval_report = load_preference_dataset(cfg.data.eval_file, tokenizer, **kwargs)
+        console.print(eval_report.summary())
+        train_pairs = pairs
+    else:
+        train_pairs, eval_pairs = split_held_out(pairs, cfg.data.eval_fraction, cfg.train.seed)
+    return (limit(train_pairs, cfg.data.max_train_examples, "train"),
+            limit(eval_pairs, cfg.data.max_eval_examples, "eval"))
+
+
+def train_reward_model(cfg: RewardModelConfig) -> RewardModelResult:
+    run_dir, logger = prepare_run(cfg, cfg.name)
+    # 1. tokenizer + pairs
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
+    pad = tokenizer.pad_token_id
+    train_pairs, eval_pairs = _load_pairs(cfg, tokenizer)
+    out_dir = run_dir / cfg.name
+    results, member_names = [], []
+    # 2. train each member (one unless ensemble_size > 1), 3. save it
+    for member in range(cfg.ensemble_size):
+        seed = cfg.train.seed + member
+        stage = cfg.name if cfg.ensemble_size == 1 else f"{cfg.name}/member-{member}"
+        member_train = cfg.train if cfg.ensemble_size == 1 else type(cfg.train)(**{**to_dict(cfg.train), "seed": seed})
+        model = load_reward_model(cfg.model, seed=seed, pad_token_id=pad)
+        model = apply_lora(model, cfg.model.lora, "SEQ_CLS")
+        member_logger = logger if member == 0 else type(logger)(run_dir, stage, list(cfg.train.report_to))
+        result = run_training(
+            model=model, n_examples=len(train_pairs),
+            make_batch=lambda idx: collate_pairs([train_pairs[i] for i in idx], pad),
+            count_items=lambda b: b["input_ids"].shape[0] // 2,
+            loss_fn=lambda m, b, n: pair_loss(m, b, n, cfg.use_margin, cfg.center_coef),
+            cfg=member_train, run_dir=run_dir, stage=stage, logger=member_logger,
+            eval_fn=(lambda m: _quick_accuracy(m, eval_pairs, pad, cfg.train.eval_batch_size)) if eval_pairs else None,
+            progress_keys=["loss", "rewards/accuracies", "eval/accuracy"],
+        )
+        if member_logger is not logger:
+            member_logger.close()
+        target = out_dir if cfg.ensemble_size == 1 else out_dir / f"member-{member}"
+        meta = {"recipe": "reward_model", "base_model": cfg.model.name_or_path, "seed": seed, "steps": result.steps,
+                "config": to_dict(cfg)}
+        save_model(model, tokenizer, target, meta, merge_lora=cfg.model.lora.merge_on_save)
+        del model
+        results.append(result)
+        member_names.append(target.name)
+    if cfg.ensemble_size > 1:
+        atomic_write_text(out_dir / "ensemble.json", json.dumps({"members": member_names, "k": cfg.ensemble_k}) + "\n")
+    # 4. held-out report, on the saved directories exactly as users will load them
+    models = load_reward_models(out_dir)
+    report: dict[str, Any] = {"n_train_pairs": len(train_pairs)}
+    if eval_pairs:
+        report.update(evaluate_pairs(models, eval_pairs, pad, cfg.train.eval_batch_size, cfg.calibration_bins,
+                                     cfg.ensemble_k))
+        logger.log({f"report/{k}": v for k, v in report.items() if isinstance(v, (int, float))}, results[0].steps)
+        print_report(report)
+    else:
+        console.print("[yellow]no held-out pairs (eval_fraction=0 and no eval_file): no report[/]")
+    atomic_write_text(out_dir / "eval_report.json", json.dumps(report, indent=2) + "\n")
+    logger.close()
+    console.print(f"[bold green]reward model done[/]: {out_dir}  (report: {out_dir / 'eval_report.json'})")
+    return RewardModelResult(out_dir, report, results)

@@ -1,0 +1,163 @@
+"""Atomic, verifiable training checkpoints.
+
+Layout: ``<run_dir>/checkpoints/<stage>/step-N/`` holding the trainable weights
+(``model.safetensors``), optimizer / scheduler / trainer state (JSON + safetensors,
+see :mod:`tether.utils.state_io`), every RNG state, and ``manifest.json`` with the
+sha256 of each file. A checkpoint is written into a temporary folder, fsynced and
+renamed, so a crash leaves either the old set or the new one. A checkpoint whose
+manifest is missing or whose files do not match it is never loaded: resume falls back
+to the previous good one and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from tether.utils.state_io import load_state, save_state
+
+_STEP = re.compile(r"^step-(\d+)$")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+def trainable_state_dict(model) -> dict[str, torch.Tensor]:
+    """Parameters that train (all of them, or the LoRA adapters), de-duplicated for tied weights."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    seen: set[int] = set()
+    out: dict[str, torch.Tensor] = {}
+    for name, param in named:
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        out[name] = param.detach().cpu().contiguous()
+    return out
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+
+
+def checkpoint_root(run_dir: str | Path, stage: str) -> Path:
+    return Path(run_dir) / "checkpoints" / stage
+
+
+def list_checkpoints(root: Path) -> list[Checkpoint]:
+    if not root.is_dir():
+        return []
+    found = [Checkpoint(p, int(m.group(1))) for p in root.iterdir() if (m := _STEP.match(p.name)) and p.is_dir()]
+    return sorted(found, key=lambda c: c.step)
+
+
+def verify(path: Path) -> str | None:
+    """None if the checkpoint is complete and intact, else the reason it is not."""
+    manifest = path / "manifest.json"
+    if not manifest.is_file():
+        return "no manifest (incomplete write)"
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError):
+        return "unreadable manifest"
+    for name, digest in files.items():
+        file = path / name
+        if not file.is_file():
+            return f"missing {name}"
+        if _sha256(file) != digest:
+            return f"{name} does not match its sha256"
+    return None
+
+
+def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_state: dict[str, Any],
+                    keep: int = 2) -> Path:
+    """Write ``root/step-<step>`` atomically; prune to the newest ``keep``."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.tmp-", dir=root))
+    try:
+        weights = trainable_state_dict(model)
+        for name, tensor in weights.items():
+            if not torch.isfinite(tensor).all():
+                raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} has NaN/inf values")
+        save_file(weights, str(tmp / "model.safetensors"))
+        save_state(optimizer.state_dict(), tmp, "optimizer")
+        save_state(scheduler.state_dict() if scheduler is not None else {}, tmp, "scheduler")
+        save_state({"trainer": trainer_state, "rng": rng_state()}, tmp, "trainer_state")
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / "manifest.json").write_text(json.dumps({"step": step, "files": files}, indent=1))
+        for p in tmp.iterdir():
+            with open(p, "rb") as handle:
+                os.fsync(handle.fileno())
+        target = root / f"step-{step}"
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old.path, ignore_errors=True)
+    return target
+
+
+def latest_valid_checkpoint(root: Path, warn=print) -> Checkpoint | None:
+    """Newest checkpoint that verifies; broken ones are reported and skipped."""
+    for ckpt in reversed(list_checkpoints(root)):
+        problem = verify(ckpt.path)
+        if problem is None:
+            return ckpt
+        warn(f"skipping checkpoint {ckpt.path}: {problem}; trying an older one")
+    return None
+
+
+def load_checkpoint(ckpt: Checkpoint, model, optimizer, scheduler) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNGs; return the trainer state dict."""
+    weights = load_file(str(ckpt.path / "model.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        raise RuntimeError(f"checkpoint {ckpt.path} does not fit this model (e.g. {missing[0]})")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
+    optimizer.load_state_dict(load_state(ckpt.path, "optimizer"))
+    if scheduler is not None:
+        scheduler.load_state_dict(load_state(ckpt.path, "scheduler"))
+    state = load_state(ckpt.path, "trainer_state")
+    set_rng_state(state["rng"])
+    return state["trainer"]
