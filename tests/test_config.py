@@ -1,0 +1,62 @@
+import pytest
+
+from tether.config import (ConfigError, PreferenceConfig, RewardModelConfig, SFTConfig, describe_fields,
+                           load_config, parse_override)
+
+
+def test_yaml_then_overrides_with_recipe_defaults(tmp_path):
+    path = tmp_path / "rm.yaml"
+    path.write_text("train:\n  batch_size: 4\nmodel:\n  lora: {enabled: true}\n")
+    cfg = load_config(RewardModelConfig, path, ["train.seed=7", "model.lora.r=8", "center_coef=0.01"])
+    assert cfg.train.batch_size == 4
+    assert cfg.train.seed == 7
+    # a partial `train:` section keeps the reward model's own learning-rate default, not the generic one
+    assert cfg.train.learning_rate == 1e-5
+    assert cfg.model.lora.enabled is True and cfg.model.lora.r == 8 and cfg.model.lora.alpha == 32
+    assert cfg.center_coef == 0.01
+
+
+def test_override_value_parsing():
+    assert parse_override("train.learning_rate=3e-4") == ("train.learning_rate", 3e-4)
+    assert parse_override("model.lora.enabled=true") == ("model.lora.enabled", True)
+    assert parse_override("--train.seed=3") == ("train.seed", 3)
+    assert parse_override("model.config_overrides={num_hidden_layers: 2}") == (
+        "model.config_overrides", {"num_hidden_layers": 2})
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.learnin_rate=1e-3", "did you mean 'train.learning_rate'"),
+    ("train.batch_size=abc", "train.batch_size: expected an integer"),
+    ("train.batch_size=0", "train.batch_size: must be > 0"),
+    ("train.lr_scheduler=exponential", "not one of cosine, linear, constant"),
+    ("model.random_init=maybe", "expected true or false"),
+    ("data.eval_fraction=1.5", "must be in [0, 1)"),
+    ("beta=-1", "beta: must be > 0"),
+    ("train=3", "train: expected a mapping"),
+    ("nonsense", "overrides look like key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(PreferenceConfig, None, [override])
+    assert message in str(info.value)
+
+
+def test_bad_yaml_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(SFTConfig, path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(SFTConfig, path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(SFTConfig, tmp_path / "missing.yaml")
+
+
+def test_every_field_is_documented():
+    for cls in (SFTConfig, RewardModelConfig, PreferenceConfig):
+        rows = describe_fields(cls)
+        keys = [r[0] for r in rows]
+        assert "train.learning_rate" in keys and "model.lora.r" in keys and "data.max_length" in keys
+        undocumented = [r[0] for r in rows if not r[3]]
+        assert undocumented == []
