@@ -1,0 +1,140 @@
+"""Read records from jsonl / json / parquet / csv files and saved HF ``datasets`` directories."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from tether.data.errors import DataError, Problems
+
+SUPPORTED = (".jsonl", ".json", ".parquet", ".csv")
+LIST_FIELDS = ("messages", "responses", "ranks", "prompt", "chosen", "rejected", "completion")
+
+
+def load_rows(path: str | Path) -> list[tuple[int, Any]]:
+    """(row number as a user counts it, record) pairs. Records are usually dicts; validation checks that."""
+    path = Path(path)
+    if not str(path):
+        raise DataError("no data file given (set data.train_file)")
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        return _load_hf_dir(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED:
+        raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(SUPPORTED)} "
+                        "or a directory saved with datasets' save_to_disk")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    rows = {".jsonl": _load_jsonl, ".json": _load_json, ".parquet": _load_parquet, ".csv": _load_csv}[suffix](path)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def load_records(path: str | Path) -> list[dict]:
+    """All records of a data file (see :func:`load_rows`); every record must be an object."""
+    rows = load_rows(path)
+    problems = Problems(str(path))
+    for number, record in rows:
+        if not isinstance(record, dict):
+            problems.add(number, None, f"expected a JSON object, got {type(record).__name__}")
+    problems.raise_if_any()
+    return [record for _, record in rows]
+
+
+def _load_jsonl(path: Path) -> list[tuple[int, Any]]:
+    problems = Problems(str(path))
+    rows = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.add(number, None, f"not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8")
+                continue
+            if not line.strip():
+                continue
+            try:
+                rows.append((number, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                problems.add(number, None, f"not valid JSON ({exc.msg} at column {exc.colno})")
+    problems.raise_if_any()
+    return rows
+
+
+def _load_json(path: Path) -> list[tuple[int, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if isinstance(data, dict):
+        for key in ("data", "train", "rows", "examples"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}})")
+    return list(enumerate(data, start=1))
+
+
+def _load_parquet(path: Path) -> list[tuple[int, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise DataError(f"{path}: cannot read as parquet ({str(exc).splitlines()[0]})") from None
+    return list(enumerate(table.to_pylist(), start=1))
+
+
+def _parse_cell(key: str, value: str) -> Any:
+    text = value.strip()
+    if key in LIST_FIELDS and text[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return value
+    if key in ("margin",):
+        try:
+            return float(text) if text else None
+        except ValueError:
+            return value
+    if key == "label" and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return value
+
+
+def _load_csv(path: Path) -> list[tuple[int, Any]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            # row 1 is the header line, so data rows start at 2 as a spreadsheet shows them
+            return [(number, {k: _parse_cell(k, v or "") for k, v in row.items() if k is not None})
+                    for number, row in enumerate(reader, start=2)]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: cannot read as CSV ({exc})") from None
+
+
+def _load_hf_dir(path: Path) -> list[tuple[int, Any]]:
+    import datasets
+
+    try:
+        dataset = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise DataError(f"{path}: not a directory saved with datasets' save_to_disk ({str(exc).splitlines()[0]})") \
+            from None
+    if isinstance(dataset, datasets.DatasetDict):
+        if "train" in dataset:
+            dataset = dataset["train"]
+        elif len(dataset) == 1:
+            dataset = next(iter(dataset.values()))
+        else:
+            raise DataError(f"{path}: a DatasetDict with splits {list(dataset)}; point at one split or add 'train'")
+    return list(enumerate(dataset.to_list(), start=1))
