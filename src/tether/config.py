@@ -77,12 +77,18 @@ class DataConfig:
     eval_fraction: float = doc_field(0.1, "Fraction of training rows held out when eval_file is not given (0 = none).")
     max_eval_examples: int = doc_field(0, "Evaluate on at most this many held-out examples (0 = all).")
     max_length: int = doc_field(512, "Maximum tokens of prompt + response.")
-    max_prompt_length: int = doc_field(256, "Prompts longer than this are truncated from the left when a row is too long.")
+    max_prompt_length: int = doc_field(
+        0, "When a row is too long, its prompt is cut from the left to this many tokens (0 = half of max_length).")
     chat_template: Literal["auto", "always", "never"] = doc_field(
         "auto", "auto: use the tokenizer's chat template when it has one; never: concatenate text and append EOS.")
     overlong: Literal["truncate", "skip", "error"] = doc_field(
         "truncate", "Rows over max_length: truncate (counted and reported), skip (counted) or error (exit 2).")
     max_train_examples: int = doc_field(0, "Use at most this many training examples (0 = all); the rest are counted.")
+
+
+def prompt_budget(data: "DataConfig") -> int:
+    """The effective max_prompt_length (0 means half of max_length)."""
+    return data.max_prompt_length or data.max_length // 2
 
 
 @dataclass
@@ -370,11 +376,11 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
 
 
 def _check_ranges(config: Any, prefix: str = "") -> None:
-    positive = {"batch_size", "eval_batch_size", "grad_accum_steps", "max_length", "max_prompt_length",
+    positive = {"batch_size", "eval_batch_size", "grad_accum_steps", "max_length",
                 "ensemble_size", "calibration_bins", "log_every", "r", "alpha", "keep_checkpoints"}
     non_negative = {"learning_rate", "weight_decay", "max_steps", "eval_every", "save_every", "max_grad_norm",
                     "num_epochs", "center_coef", "ensemble_k", "num_threads", "max_eval_examples",
-                    "max_train_examples", "sft_coef", "sft_steps", "rm_steps", "dpo_steps", "eval_examples"}
+                    "max_train_examples", "max_prompt_length", "sft_coef", "sft_steps", "rm_steps", "dpo_steps", "eval_examples"}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         key = f"{prefix}{f.name}"
@@ -396,6 +402,10 @@ def validate(config: Any) -> None:
             raise ConfigError(f"beta: must be > 0, got {config.beta}")
         if not 0.0 <= config.label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing: must be in [0, 0.5), got {config.label_smoothing}")
+    data = getattr(config, "data", None)
+    if data is not None and data.max_prompt_length >= data.max_length:
+        raise ConfigError(f"data.max_prompt_length ({data.max_prompt_length}) must be smaller than data.max_length "
+                          f"({data.max_length})")
     train = getattr(config, "train", None)
     if train is not None and len(train.adam_betas) != 2:
         raise ConfigError(f"train.adam_betas: expected two numbers, got {train.adam_betas}")

@@ -110,7 +110,9 @@ def _accumulate(total: dict[str, float], metrics: dict[str, Any], weight: float)
 
 
 def _fmt(metrics: dict[str, float], keys: list[str]) -> dict[str, str]:
-    return {k.split("/")[-1]: f"{metrics[k]:.4g}" for k in keys if k in metrics}
+    """Short progress-bar names: 'rewards/accuracies' → 'accuracies', 'eval/loss' → 'eval_loss'."""
+    short = {k: ("eval_" if k.startswith("eval/") else "") + k.split("/")[-1] for k in keys}
+    return {short[k]: f"{metrics[k]:.4g}" for k in keys if k in metrics}
 
 
 def run_training(

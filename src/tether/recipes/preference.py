@@ -17,7 +17,7 @@ import torch
 
 from tether.algos.logprobs import sequence_logprobs
 from tether.algos.losses.preference import REFERENCE_FREE, UNPAIRED, get_preference_loss
-from tether.config import ModelConfig, PreferenceConfig, to_dict
+from tether.config import prompt_budget, ModelConfig, PreferenceConfig, to_dict
 from tether.data import (collate_pairs, collate_unpaired, load_preference_dataset, load_unpaired_dataset)
 from tether.models.loading import apply_lora, is_peft, load_causal_lm, load_tokenizer, save_model
 from tether.recipes.common import limit, prepare_run, split_held_out
@@ -118,7 +118,7 @@ def preference_loss(model, batch: dict, num_items: int, cfg: PreferenceConfig, r
 
 
 def _load_examples(cfg: PreferenceConfig, tokenizer) -> tuple[list, list]:
-    kwargs = dict(max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length,
+    kwargs = dict(max_length=cfg.data.max_length, max_prompt_length=prompt_budget(cfg.data),
                   chat_template=cfg.data.chat_template, overlong=cfg.data.overlong)
     loader = load_unpaired_dataset if cfg.loss in UNPAIRED else load_preference_dataset
     examples, report = loader(cfg.data.train_file, tokenizer, **kwargs)

@@ -18,7 +18,7 @@ import torch
 from rich.table import Table
 
 from tether.algos.losses.reward_model import bradley_terry_loss, pairwise_accuracy
-from tether.config import RewardModelConfig, to_dict
+from tether.config import prompt_budget, RewardModelConfig, to_dict
 from tether.data import PairExample, collate_pairs, load_preference_dataset
 from tether.eval.reward_model import reward_model_report
 from tether.models.loading import apply_lora, load_reward_model, load_tokenizer, save_model
@@ -98,7 +98,7 @@ def print_report(report: dict[str, Any], title: str = "reward model (held-out)")
 
 
 def _load_pairs(cfg: RewardModelConfig, tokenizer) -> tuple[list[PairExample], list[PairExample]]:
-    kwargs = dict(max_length=cfg.data.max_length, max_prompt_length=cfg.data.max_prompt_length,
+    kwargs = dict(max_length=cfg.data.max_length, max_prompt_length=prompt_budget(cfg.data),
                   chat_template=cfg.data.chat_template, overlong=cfg.data.overlong)
     pairs, report = load_preference_dataset(cfg.data.train_file, tokenizer, **kwargs)
     console.print(report.summary())
