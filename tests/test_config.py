@@ -60,3 +60,12 @@ def test_every_field_is_documented():
         assert "train.learning_rate" in keys and "model.lora.r" in keys and "data.max_length" in keys
         undocumented = [r[0] for r in rows if not r[3]]
         assert undocumented == []
+
+
+def test_loss_names_match_the_registry():
+    import typing
+
+    from tether.algos.losses.preference import PREFERENCE_LOSSES
+    from tether.config import PreferenceLossName
+
+    assert set(typing.get_args(PreferenceLossName)) == set(PREFERENCE_LOSSES)

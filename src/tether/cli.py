@@ -21,7 +21,6 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from tether import __version__
 from tether.config import (RECIPE_CONFIGS, ConfigError, describe_fields, dump_yaml, load_config)
@@ -100,19 +99,21 @@ def split_args(args: list[str]) -> tuple[str | None, list[str]]:
     return config_path, overrides
 
 
-def print_config_help(command: str) -> None:
+def config_help_text(command: str) -> str:
+    """Plain-text help for a recipe command: usage, an example, then every field with type, default and doc."""
     cls = RECIPE_CONFIGS[command]
-    out.print(f"Usage: tether {command} [CONFIG.yaml] [key=value ...]\n")
-    out.print(SUMMARIES[command])
-    out.print(f"\nExample: {EXAMPLES[command]}\n")
-    table = Table(title=f"{cls.__name__} fields (YAML keys; nested keys with dots on the command line)",
-                  title_justify="left", show_lines=False, expand=False)
-    for col in ("field", "type", "default", "description"):
-        table.add_column(col, overflow="fold")
+    lines = [f"Usage: tether {command} [CONFIG.yaml] [key=value ...] [--print-config]", "", SUMMARIES[command], "",
+             f"Example: {EXAMPLES[command]}", "",
+             f"Fields of {cls.__name__} (YAML keys; nested keys with dots on the command line):", ""]
     for key, type_name, default, doc in describe_fields(cls):
-        table.add_row(key, type_name, default, doc)
-    out.print(table)
-    out.print("Options: --help  show this; --print-config  print the resolved config and exit")
+        lines.append(f"  {key}  ({type_name}, default: {default})")
+        lines.append(f"      {doc}")
+    lines += ["", "--print-config prints the resolved config (defaults < file < overrides) and exits."]
+    return "\n".join(lines)
+
+
+def print_config_help(command: str) -> None:
+    print(config_help_text(command))
 
 
 def _run_recipe(command: str, args: list[str], runner: Callable[[Any], Any]) -> None:

@@ -148,6 +148,9 @@ class RewardModelConfig:
     calibration_bins: int = doc_field(10, "Bins for the calibration table.")
 
 
+PreferenceLossName = Literal["dpo", "ipo", "cdpo", "robust", "hinge", "kto", "orpo", "simpo"]
+
+
 @dataclass
 class PreferenceConfig:
     """Offline preference optimisation: DPO, IPO, cDPO, robust DPO, hinge, KTO, ORPO, SimPO (`tether dpo`)."""
@@ -159,7 +162,7 @@ class PreferenceConfig:
         None, "Reference model; empty = the starting policy (with LoRA: the base with adapters disabled).")
     data: DataConfig = doc_field(DataConfig(), "Preference or ranking data (KTO also takes prompt/completion/label rows).")
     train: TrainConfig = doc_field(TrainConfig(learning_rate=5e-6), "Optimisation.")
-    loss: str = doc_field("dpo", "Loss: dpo, ipo, cdpo, robust, hinge, kto, orpo, simpo.")
+    loss: PreferenceLossName = doc_field("dpo", "Loss by name (tether.algos.losses.preference.PREFERENCE_LOSSES).")
     beta: float = doc_field(0.1, "β: strength of the KL leash (DPO family), λ for ORPO, β for SimPO (try 2.0).")
     label_smoothing: float = doc_field(0.1, "ε for cdpo / robust: assumed fraction of flipped labels.")
     simpo_gamma: float = doc_field(0.5, "SimPO target reward margin γ.")
@@ -411,16 +414,19 @@ def validate(config: Any) -> None:
         raise ConfigError(f"train.adam_betas: expected two numbers, got {train.adam_betas}")
 
 
-def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """Rows of (key, type, default, doc) for ``--help``, nested sections flattened with dots."""
+def describe_fields(cls: type, prefix: str = "", instance: Any = None) -> list[tuple[str, str, str, str]]:
+    """Rows of (key, type, default, doc) for ``--help``, nested sections flattened with dots.
+
+    Defaults are the recipe's own (e.g. the DPO section's learning rate), not the section class's.
+    """
     rows = []
     hints = _hints(cls)
-    instance = cls()
+    instance = instance if instance is not None else cls()
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(tp):
-            rows.extend(describe_fields(tp, prefix=f"{key}."))
+            rows.extend(describe_fields(tp, prefix=f"{key}.", instance=getattr(instance, f.name)))
             continue
         default = getattr(instance, f.name)
         rows.append((key, _type_name(tp), yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("\n...").strip(),

@@ -112,3 +112,13 @@ def test_nonfinite_loss_stops_the_run(tmp_path):
                      loss_fn=loss_fn, cfg=TrainConfig(max_steps=10, batch_size=4), run_dir=tmp_path, stage="nan",
                      logger=MetricsLogger(tmp_path, "nan"))
     assert torch.isfinite(model.weight).all()
+
+
+def test_planned_indices_are_exactly_the_visited_ones():
+    cfg = TrainConfig(max_steps=3, batch_size=4, grad_accum_steps=2)
+    stream = micro_batches(100, 4, seed=cfg.seed)
+    visited = sorted({i for _ in range(6) for i in next(stream)})
+    from tether.recipes.loop import planned_indices
+
+    assert planned_indices(100, cfg) == visited and len(visited) == 24
+    assert planned_indices(10, cfg) == list(range(10))  # covers the data twice over: all of it

@@ -164,11 +164,16 @@ def _pair_items(path: str, accepted: set[str], what: str) -> tuple[list, str, li
     return rows, fmt, items, report
 
 
-def load_preference_dataset(path: str | Path, tokenizer, *, max_length: int = 1024, max_prompt_length: int = 512,
+def load_preference_dataset(path: str | Path, tokenizer, *, max_length: int = 1024, max_prompt_length: int | None = None,
                             chat_template: str = "auto", overlong: str = "truncate"
                             ) -> tuple[list[PairExample], LoadReport]:
-    """Preference rows (or rankings expanded to all C(K,2) pairs) → tokenised pairs."""
+    """Preference rows (or rankings expanded to all C(K,2) pairs) → tokenised pairs.
+
+    ``max_prompt_length`` (default: half of ``max_length``) is where an over-long row's
+    prompt is cut from the left before its responses are cut from the right.
+    """
     _check_overlong_mode(overlong)
+    max_prompt_length = max_prompt_length or max_length // 2
     if max_prompt_length >= max_length:
         raise DataError(f"max_prompt_length ({max_prompt_length}) must be smaller than max_length ({max_length})")
     path = str(path)
@@ -201,11 +206,12 @@ def load_preference_dataset(path: str | Path, tokenizer, *, max_length: int = 10
     return examples, report
 
 
-def load_unpaired_dataset(path: str | Path, tokenizer, *, max_length: int = 1024, max_prompt_length: int = 512,
+def load_unpaired_dataset(path: str | Path, tokenizer, *, max_length: int = 1024, max_prompt_length: int | None = None,
                           chat_template: str = "auto", overlong: str = "truncate"
                           ) -> tuple[list[UnpairedExample], LoadReport]:
     """KTO data: prompt/completion/label rows, or pairs split into a desirable and an undesirable example."""
     _check_overlong_mode(overlong)
+    max_prompt_length = max_prompt_length or max_length // 2
     path = str(path)
     rows = load_rows(path)
     fmt, items = validate_rows(rows, path, PAIR_FORMATS | {"unpaired"}, "KTO training")

@@ -103,6 +103,22 @@ def plan_total_steps(n_examples: int, cfg: TrainConfig) -> int:
     return max(1, math.ceil(per_epoch * cfg.num_epochs))
 
 
+def planned_indices(n_examples: int, cfg: TrainConfig) -> list[int]:
+    """Every example index the run will visit (sorted), from the same stream ``run_training`` uses.
+
+    Lets a recipe precompute per-example quantities (e.g. reference log-probs) only for the
+    examples a short run actually sees.
+    """
+    total_micro = plan_total_steps(n_examples, cfg) * cfg.grad_accum_steps
+    if total_micro * cfg.batch_size >= n_examples * 2:
+        return list(range(n_examples))
+    stream = micro_batches(n_examples, cfg.batch_size, cfg.seed)
+    seen: set[int] = set()
+    for _ in range(total_micro):
+        seen.update(next(stream))
+    return sorted(seen)
+
+
 def _accumulate(total: dict[str, float], metrics: dict[str, Any], weight: float) -> None:
     for key, value in metrics.items():
         value = float(value.item() if hasattr(value, "item") else value)

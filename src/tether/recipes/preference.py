@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from tether.algos.logprobs import sequence_logprobs
 from tether.algos.losses.preference import REFERENCE_FREE, UNPAIRED, get_preference_loss
@@ -21,7 +22,7 @@ from tether.config import prompt_budget, ModelConfig, PreferenceConfig, to_dict
 from tether.data import (collate_pairs, collate_unpaired, load_preference_dataset, load_unpaired_dataset)
 from tether.models.loading import apply_lora, is_peft, load_causal_lm, load_tokenizer, save_model
 from tether.recipes.common import limit, prepare_run, split_held_out
-from tether.recipes.loop import TrainResult, run_training
+from tether.recipes.loop import TrainResult, planned_indices, run_training
 from tether.utils.logging import console
 
 
@@ -61,23 +62,28 @@ def _make_batch(cfg: PreferenceConfig, examples: list, indices: list[int], pad: 
 
 
 @torch.no_grad()
-def reference_logps(ref_model, cfg: PreferenceConfig, examples: list, pad: int, batch_size: int) -> dict[str, torch.Tensor]:
-    """Reference log-probs for every example, computed once: {"logps": (N,) or (N, 2), "kl_logps": (N,)}."""
+def reference_logps(ref_model, cfg: PreferenceConfig, examples: list, pad: int, batch_size: int,
+                    indices: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """Reference log-probs, computed once: {"logps": (N,) or (N, 2), "kl_logps": (N,)}.
+
+    Only ``indices`` (default: all) are computed; the others stay NaN, so using one by
+    mistake poisons the loss loudly instead of silently.
+    """
     ref_model.eval()
-    logps, kl_logps = [], []
-    for start in range(0, len(examples), batch_size):
-        indices = list(range(start, min(len(examples), start + batch_size)))
-        batch = _make_batch(cfg, examples, indices, pad)
+    indices = list(range(len(examples))) if indices is None else indices
+    shape = (len(examples),) if cfg.loss in UNPAIRED else (len(examples), 2)
+    out = {"logps": torch.full(shape, float("nan"))}
+    if cfg.loss in UNPAIRED:
+        out["kl_logps"] = torch.full((len(examples),), float("nan"))
+    for start in tqdm(range(0, len(indices), batch_size), desc="reference log-probs", unit="batch", leave=False):
+        chunk = indices[start:start + batch_size]
+        batch = _make_batch(cfg, examples, chunk, pad)
         values, _ = policy_logps(ref_model, batch)
         if cfg.loss in UNPAIRED:
-            logps.append(values)
-            kl_logps.append(policy_logps(ref_model, batch["kl"])[0])
+            out["logps"][chunk] = values
+            out["kl_logps"][chunk] = policy_logps(ref_model, batch["kl"])[0]
         else:
-            n = len(indices)
-            logps.append(torch.stack([values[:n], values[n:]], dim=1))
-    out = {"logps": torch.cat(logps)}
-    if kl_logps:
-        out["kl_logps"] = torch.cat(kl_logps)
+            out["logps"][chunk] = torch.stack([values[:len(chunk)], values[len(chunk):]], dim=1)
     return out
 
 
@@ -171,8 +177,9 @@ def train_preference(cfg: PreferenceConfig) -> PreferenceResult:
     if cfg.loss not in REFERENCE_FREE:
         ref_model = _reference_model(cfg, policy, pad)
         with (ref_model.disable_adapter() if is_peft(ref_model) else contextlib.nullcontext()):
-            console.print(f"reference log-probs for {len(train_examples) + len(eval_examples)} examples ...")
-            ref_train = reference_logps(ref_model, cfg, train_examples, pad, cfg.train.eval_batch_size)
+            used = planned_indices(len(train_examples), cfg.train)
+            console.print(f"reference log-probs for {len(used)} training + {len(eval_examples)} held-out examples")
+            ref_train = reference_logps(ref_model, cfg, train_examples, pad, cfg.train.eval_batch_size, used)
             ref_eval = reference_logps(ref_model, cfg, eval_examples, pad, cfg.train.eval_batch_size) \
                 if eval_examples else None
         if ref_model is not policy:

@@ -1,0 +1,76 @@
+"""The CLI as a user types it: help, malformed input (one line, exit code 2), config errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MALFORMED = ROOT / "examples" / "data" / "malformed"
+
+
+def tether(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "tether.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_help_lists_the_commands():
+    result = tether("--help")
+    assert result.returncode == 0
+    for command in ("sft", "rm", "dpo", "score", "quickstart"):
+        assert command in result.stdout
+
+
+def test_recipe_help_lists_every_field():
+    result = tether("dpo", "--help")
+    assert result.returncode == 0
+    for field in ("train.learning_rate", "model.lora.enabled", "data.overlong", "beta", "loss"):
+        assert field in result.stdout
+    assert "train.learning_rate  (float, default: 5.0e-06)" in result.stdout  # the DPO learning-rate default, not the generic one
+
+
+def test_print_config_applies_overrides():
+    result = tether("rm", "examples/rm_tiny.yaml", "train.seed=9", "--print-config")
+    assert result.returncode == 0
+    assert "seed: 9" in result.stdout and "center_coef: 0.01" in result.stdout
+
+
+EXPECTED = {
+    "missing_field.jsonl": "row 2, field 'rejected': missing field",
+    "empty_text.jsonl": "row 2, field 'chosen': empty text",
+    "identical.jsonl": "row 2, field 'rejected': identical to 'chosen'",
+    "wrong_type.jsonl": "row 2, field 'chosen': expected text or a list of messages, got int",
+    "bad_ranks.jsonl": "row 2, field 'ranks': [0, 5, 1, 2] is not a ranking of 4 responses",
+    "bad_json.jsonl": "row 2: not valid JSON",
+    "not_an_object.jsonl": "row 2: expected a JSON object, got list",
+    "bad_utf8.jsonl": "row 2: not valid UTF-8",
+    "overlong.jsonl": "row 2: sequence of",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_malformed_data_gives_one_line_and_exit_code_2(name, tmp_path):
+    path = MALFORMED / name
+    result = tether("rm", "examples/rm_tiny.yaml", f"data.train_file={path}", "data.overlong=error",
+                    f"run_dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert f"{path} {EXPECTED[name]}" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "rm").exists()  # nothing trained or written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train.batch_size=abc"], "train.batch_size: expected an integer"),
+    (["trian.seed=1"], "unknown config key 'trian'"),
+    (["loss=dpoo"], "loss: 'dpoo' is not one of dpo, ipo, cdpo"),
+    (["model.name_or_path=/nonexistent/model"], "does not exist"),
+    (["data.train_file=/nonexistent.jsonl"], "/nonexistent.jsonl: file not found"),
+])
+def test_bad_config_and_paths_exit_2(args, message, tmp_path):
+    result = tether("dpo", "examples/dpo_tiny.yaml", f"run_dir={tmp_path}", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
