@@ -1,0 +1,148 @@
+"""Recipes on a tiny random model: each test asserts what only a working recipe achieves."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from tests.helpers import EXAMPLES, tiny_model_config
+from tether.config import (DataConfig, PreferenceConfig, RewardModelConfig, ScoreConfig, SFTConfig, TrainConfig)
+from tether.recipes.preference import train_preference
+from tether.recipes.reward_model import train_reward_model
+from tether.recipes.score import score_file
+from tether.recipes.sft import train_sft
+from tether.utils.logging import read_metrics
+
+DATA = EXAMPLES / "data"
+
+
+def _train(**kwargs):
+    base = dict(batch_size=8, eval_batch_size=16, warmup_ratio=0.1, report_to=["tensorboard"])
+    return TrainConfig(**{**base, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def rm_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("rm")
+    cfg = RewardModelConfig(
+        run_dir=str(run), model=tiny_model_config(),
+        data=DataConfig(train_file=str(DATA / "preferences.jsonl"), eval_file=str(DATA / "preferences_eval.jsonl"),
+                        max_length=256),
+        train=_train(learning_rate=1e-3, max_steps=60), center_coef=0.01)
+    return run, train_reward_model(cfg)
+
+
+def test_sft_loss_falls_and_writes_an_hf_model(tmp_path):
+    cfg = SFTConfig(run_dir=str(tmp_path), model=tiny_model_config(),
+                    data=DataConfig(train_file=str(DATA / "sft.jsonl"), max_length=256, max_eval_examples=32),
+                    train=_train(learning_rate=3e-3, max_steps=30, eval_every=10))
+    result = train_sft(cfg)
+    evals = [r["eval/loss"] for r in read_metrics(tmp_path, "sft") if "eval/loss" in r]
+    assert len(evals) == 3 and evals[-1] < evals[0] - 1.0
+    model = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    assert model.config.num_hidden_layers == 2
+    assert (result.model_dir / "model.safetensors").is_file() and not list(result.model_dir.glob("*.bin"))
+    meta = json.loads((result.model_dir / "tether.json").read_text())
+    assert meta["recipe"] == "sft" and meta["steps"] == 30
+    assert "sft" in (tmp_path / "config.yaml").read_text()
+    assert list((tmp_path / "tensorboard" / "sft").glob("events.out.tfevents.*"))
+
+
+def test_reward_model_beats_the_length_baseline(rm_run):
+    run, result = rm_run
+    report = json.loads((result.model_dir / "eval_report.json").read_text())
+    assert report["n_pairs"] == 192
+    assert 0.4 <= report["length_baseline_accuracy"] <= 0.6  # length is uninformative in this data
+    assert report["accuracy"] >= report["length_baseline_accuracy"] + 0.2
+    assert len(report["calibration"]) == 10 and 0.0 <= report["calibration_ece"] <= 1.0
+    rows = read_metrics(run, "rm")
+    assert rows[-1]["report/accuracy"] == report["accuracy"]
+
+
+def test_score_matches_plain_transformers(rm_run, tmp_path):
+    _, result = rm_run
+    rows = [{"prompt": "How do I keep basil alive?", "response": "Give it light and water when the soil is dry."},
+            {"prompt": "How do I keep basil alive?", "response": "Whatever, figure it out yourself."},
+            {"prompt": "Say hi", "chosen": "Hi there!", "rejected": "No."}]
+    src = tmp_path / "rows.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = score_file(ScoreConfig(model=str(result.model_dir), input=str(src), output=str(tmp_path / "out.jsonl")))
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    model = AutoModelForSequenceClassification.from_pretrained(result.model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(result.model_dir)
+
+    def plain(prompt, response):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt},
+                                              {"role": "assistant", "content": response}], tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            return model(**ids).logits[0, 0].item()
+
+    assert scored[0]["score"] == pytest.approx(plain(rows[0]["prompt"], rows[0]["response"]), abs=1e-5)
+    assert scored[1]["score"] == pytest.approx(plain(rows[1]["prompt"], rows[1]["response"]), abs=1e-5)
+    assert scored[2]["chosen_score"] == pytest.approx(plain("Say hi", "Hi there!"), abs=1e-5)
+    assert scored[0]["score"] > scored[1]["score"]  # the trained model prefers the helpful answer
+
+
+def test_reward_model_ensemble(tmp_path):
+    cfg = RewardModelConfig(
+        run_dir=str(tmp_path), model=tiny_model_config(), ensemble_size=2, ensemble_k=1.0,
+        data=DataConfig(train_file=str(DATA / "preferences.jsonl"), eval_file=str(DATA / "preferences_eval.jsonl"),
+                        max_length=256, max_eval_examples=32, max_train_examples=64),
+        train=_train(learning_rate=1e-3, max_steps=4))
+    result = train_reward_model(cfg)
+    assert json.loads((result.model_dir / "ensemble.json").read_text())["members"] == ["member-0", "member-1"]
+    assert result.report["ensemble_disagreement_mean"] > 0  # different seeds disagree
+    src = tmp_path / "rows.jsonl"
+    src.write_text(json.dumps({"prompt": "Hi", "response": "Hello!"}) + "\n")
+    row = json.loads(score_file(ScoreConfig(model=str(result.model_dir), input=str(src))).read_text())
+    assert row["score_conservative"] == pytest.approx(row["score"] - row["score_std"], abs=1e-6)
+
+
+def _dpo_config(tmp_path, loss, steps, **extra):
+    return PreferenceConfig(
+        run_dir=str(tmp_path), name=loss, model=extra.pop("model", tiny_model_config()), loss=loss,
+        beta=extra.pop("beta", 0.1),
+        data=DataConfig(train_file=str(DATA / "preferences.jsonl"), eval_file=str(DATA / "preferences_eval.jsonl"),
+                        max_length=256, max_eval_examples=32),
+        train=_train(learning_rate=1e-3, max_steps=steps, **extra))
+
+
+def test_dpo_learns_the_preferences(tmp_path):
+    result = train_preference(_dpo_config(tmp_path, "dpo", 20))
+    rows = read_metrics(tmp_path, "dpo")
+    first, last = rows[0], [r for r in rows if "eval/rewards/accuracies" in r][-1]
+    assert first["rewards/margins"] == pytest.approx(0.0, abs=0.05)  # policy == reference at step 1
+    assert last["eval/rewards/accuracies"] >= 0.7 and last["eval/rewards/margins"] > 0.2
+    assert AutoModelForCausalLM.from_pretrained(result.model_dir).config.num_hidden_layers == 2
+
+
+@pytest.mark.parametrize("loss", ["ipo", "cdpo", "robust", "hinge", "kto", "orpo", "simpo"])
+def test_every_preference_loss_trains(tmp_path, loss):
+    result = train_preference(_dpo_config(tmp_path, loss, 3, beta=2.0 if loss == "simpo" else 0.1))
+    rows = read_metrics(tmp_path, loss)
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+    assert all(r["loss"] == r["loss"] for r in rows if "loss" in r)  # finite, not NaN
+    assert (result.model_dir / "model.safetensors").is_file()
+
+
+def test_dpo_with_lora_uses_the_adapter_free_base_as_reference(tmp_path):
+    model = tiny_model_config()
+    model.lora.enabled = True
+    model.lora.r = 4
+    result = train_preference(_dpo_config(tmp_path, "dpo", 3, model=model))
+    rows = read_metrics(tmp_path, "dpo")
+    assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-4)  # LoRA B starts at 0: policy == reference
+    merged = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+
+
+def test_rerunning_a_finished_stage_resumes_instead_of_retraining(tmp_path):
+    cfg = SFTConfig(run_dir=str(tmp_path), model=tiny_model_config(),
+                    data=DataConfig(train_file=str(DATA / "sft.jsonl"), max_length=128, eval_fraction=0.0),
+                    train=_train(learning_rate=1e-3, max_steps=4, save_every=2))
+    first = train_sft(cfg)
+    second = train_sft(cfg)
+    assert first.train.resumed_from is None and second.train.resumed_from == 4
+    assert len([r for r in read_metrics(tmp_path, "sft") if "loss" in r]) == 4
