@@ -66,8 +66,8 @@ def test_cdpo_and_robust_by_hand():
 
 
 def test_ipo_and_hinge_by_hand():
-    ipo, _ = PREFERENCE_LOSSES["ipo"](PC, PR, RC, RR, 0.5)
-    assert ipo.item() == pytest.approx((1.5 - 1 / (2 * 0.5)) ** 2, abs=1e-6)  # (1.5 - 1)^2 = 0.25
+    ipo, _ = PREFERENCE_LOSSES["ipo"](PC, PR, RC, RR, 1.0)
+    assert ipo.item() == pytest.approx((1.5 - 0.5) ** 2, abs=1e-6)  # target margin 1/(2β) = 0.5
     hinge, _ = PREFERENCE_LOSSES["hinge"](PC, PR, RC, RR, 0.5)
     assert hinge.item() == pytest.approx(1 - 0.5 * 1.5, abs=1e-6)
     hinge_done, _ = PREFERENCE_LOSSES["hinge"](PC, PR, RC, RR, 1.0)

@@ -120,6 +120,9 @@ def test_overlong_truncate_skip_and_error(tokenizer, write_jsonl):
     assert report.n_truncated == 1 and len(pairs) == 3
     long = pairs[2]
     assert len(long.prompt_ids) == 64 and len(long.prompt_ids) + len(long.chosen_ids) == 128
+    full, _ = load_preference_dataset(path, tokenizer, max_length=4096)
+    assert long.prompt_ids == full[2].prompt_ids[-64:]  # the END of the prompt is kept (left truncation)
+    assert long.chosen_ids == full[2].chosen_ids[:64]  # the START of the response is kept
     assert "prompt truncated from the left" in report.summary()
     pairs, report = load_preference_dataset(path, tokenizer, max_length=128, max_prompt_length=64, overlong="skip")
     assert report.n_skipped_overlong == 1 and len(pairs) == 2 and "skipped" in report.summary()

@@ -78,13 +78,15 @@ def test_loss_falls(tmp_path):
 
 
 def test_gradient_accumulation_equals_big_batch(tmp_path):
-    # 12 examples: one step of batch 12 == one step of 3 micro-batches of 4 (same examples, same order)
-    big = TrainConfig(learning_rate=0.05, max_steps=1, batch_size=12, warmup_ratio=0.0, lr_scheduler="constant",
-                      max_grad_norm=0.0)
-    small = TrainConfig(learning_rate=0.05, max_steps=1, batch_size=4, grad_accum_steps=3, warmup_ratio=0.0,
-                        lr_scheduler="constant", max_grad_norm=0.0)
-    m_big, _ = _train(tmp_path / "a", big)
-    m_small, _ = _train(tmp_path / "b", small)
+    # 12 examples: one step of batch 12 == one step of micro-batches of 5, 5 and 2 (same examples, same order).
+    # Unequal micro-batches: dividing each by its own size instead of the step's total would change the gradient.
+    common = dict(learning_rate=0.05, max_steps=1, warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=0.0)
+    m_big, _ = _train(tmp_path / "a", TrainConfig(batch_size=12, **common))
+    m_small, _ = _train(tmp_path / "b", TrainConfig(batch_size=5, grad_accum_steps=3, **common))
+    (big,) = read_metrics(tmp_path / "a", "reg")
+    (small,) = read_metrics(tmp_path / "b", "reg")
+    assert small["train/grad_norm"] == pytest.approx(big["train/grad_norm"], rel=1e-6)
+    assert small["loss"] == pytest.approx(big["loss"], rel=1e-6)
     assert torch.allclose(m_big.weight, m_small.weight, atol=1e-7)
 
 
