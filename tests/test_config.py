@@ -1,7 +1,14 @@
 import pytest
 
-from tether.config import (ConfigError, PreferenceConfig, RewardModelConfig, SFTConfig, describe_fields,
-                           load_config, parse_override)
+from tether.config import (
+    ConfigError,
+    PreferenceConfig,
+    RewardModelConfig,
+    SFTConfig,
+    describe_fields,
+    load_config,
+    parse_override,
+)
 
 
 def test_yaml_then_overrides_with_recipe_defaults(tmp_path):

@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 
 from tether import __version__
-from tether.config import (RECIPE_CONFIGS, ConfigError, describe_fields, dump_yaml, load_config)
+from tether.config import RECIPE_CONFIGS, ConfigError, describe_fields, dump_yaml, load_config
 
 EXIT_BAD_INPUT = 2
 EXIT_TRAINING_FAILED = 1

@@ -3,8 +3,13 @@ import math
 import pytest
 import torch
 
-from tether.algos.logprobs import (count_tokens, entropy_from_logits, sequence_logprobs, shift_for_next_token,
-                                   token_logprobs)
+from tether.algos.logprobs import (
+    count_tokens,
+    entropy_from_logits,
+    sequence_logprobs,
+    shift_for_next_token,
+    token_logprobs,
+)
 
 
 def _log_softmax_by_hand(row, index):

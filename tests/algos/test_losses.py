@@ -5,9 +5,14 @@ import math
 import pytest
 import torch
 
-from tether.algos.losses.preference import (PREFERENCE_LOSSES, REFERENCE_FREE, UNPAIRED, get_preference_loss)
-from tether.algos.losses.reward_model import (bradley_terry_loss, calibration_bins, ensemble_scores,
-                                              expected_calibration_error, pairwise_accuracy)
+from tether.algos.losses.preference import PREFERENCE_LOSSES, REFERENCE_FREE, UNPAIRED, get_preference_loss
+from tether.algos.losses.reward_model import (
+    bradley_terry_loss,
+    calibration_bins,
+    ensemble_scores,
+    expected_calibration_error,
+    pairwise_accuracy,
+)
 from tether.algos.losses.sft import sft_loss
 
 

@@ -5,9 +5,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tether.data import (DataError, collate_pairs, collate_prompts, collate_sft, collate_unpaired,
-                         load_preference_dataset, load_prompt_dataset, load_records, load_sft_dataset,
-                         load_unpaired_dataset, pack_sft)
+from tether.data import (
+    DataError,
+    collate_pairs,
+    collate_prompts,
+    collate_sft,
+    collate_unpaired,
+    load_preference_dataset,
+    load_prompt_dataset,
+    load_records,
+    load_sft_dataset,
+    load_unpaired_dataset,
+    pack_sft,
+)
 
 PAIRS = [
     {"prompt": "How do I keep basil alive?", "chosen": "Give it light and water when the soil is dry.",

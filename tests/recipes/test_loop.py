@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from tether.config import TrainConfig
-from tether.recipes.loop import (TrainingError, epoch_order, lr_multiplier, micro_batches, plan_total_steps,
-                                 run_training)
+from tether.recipes.loop import TrainingError, epoch_order, lr_multiplier, micro_batches, plan_total_steps, run_training
 from tether.utils.logging import MetricsLogger, read_metrics
 
 

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from tests.helpers import EXAMPLES, tiny_model_config
-from tether.config import (DataConfig, PreferenceConfig, RewardModelConfig, ScoreConfig, SFTConfig, TrainConfig)
+from tether.config import DataConfig, PreferenceConfig, RewardModelConfig, ScoreConfig, SFTConfig, TrainConfig
 from tether.recipes.preference import train_preference
 from tether.recipes.reward_model import train_reward_model
 from tether.recipes.score import score_file

@@ -3,8 +3,7 @@ import random
 import numpy as np
 import torch
 
-from tether.utils.checkpoint import (latest_valid_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint,
-                                     verify)
+from tether.utils.checkpoint import latest_valid_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint, verify
 from tether.utils.state_io import load_state, save_state
 
 

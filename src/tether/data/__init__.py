@@ -8,9 +8,17 @@ HF ``datasets`` directory. Problems raise :class:`DataError` with one line per p
 """
 
 from tether.data.collate import collate_pairs, collate_prompts, collate_sft, collate_unpaired, pack_sft
-from tether.data.datasets import (LoadReport, PairExample, PromptExample, SFTExample, UnpairedExample,
-                                  load_preference_dataset, load_prompt_dataset, load_sft_dataset,
-                                  load_unpaired_dataset)
+from tether.data.datasets import (
+                                  LoadReport,
+                                  PairExample,
+                                  PromptExample,
+                                  SFTExample,
+                                  UnpairedExample,
+                                  load_preference_dataset,
+                                  load_prompt_dataset,
+                                  load_sft_dataset,
+                                  load_unpaired_dataset,
+)
 from tether.data.errors import DataError
 from tether.data.formats import detect_format
 from tether.data.io import load_records

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any
 
 from tether.data.errors import DataError, Problems
 from tether.data.formats import PAIR_FORMATS, SFT_FORMATS, validate_rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 import yaml
 
-from tether.config import to_dict
+from tether.config import DataConfig, to_dict
 from tether.utils.logging import MetricsLogger, console
 
 T = TypeVar("T")
@@ -73,6 +74,24 @@ def split_held_out(examples: list[T], fraction: float, seed: int) -> tuple[list[
     n_eval = min(len(examples) - 1, max(1, int(round(fraction * len(examples)))))
     held = set(order[:n_eval])
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
+
+
+def load_train_eval(loader: Callable, data: DataConfig, seed: int, tokenizer, **kwargs: Any) -> tuple[list, list]:
+    """Training and held-out examples with ``loader`` (one of tether.data's load_*_dataset functions).
+
+    Held-out data comes from ``data.eval_file`` or a seeded ``data.eval_fraction`` split;
+    each file's load report (counts of truncated / skipped rows) is printed.
+    """
+    examples, report = loader(data.train_file, tokenizer, **kwargs)
+    console.print(report.summary())
+    if data.eval_file:
+        eval_examples, eval_report = loader(data.eval_file, tokenizer, **kwargs)
+        console.print(eval_report.summary())
+        train_examples = examples
+    else:
+        train_examples, eval_examples = split_held_out(examples, data.eval_fraction, seed)
+    return (limit(train_examples, data.max_train_examples, "train"),
+            limit(eval_examples, data.max_eval_examples, "eval"))
 
 
 def limit(examples: list[T], n: int, what: str) -> list[T]:

@@ -26,8 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tether.config import TrainConfig
-from tether.utils.checkpoint import (checkpoint_root, latest_valid_checkpoint, load_checkpoint,
-                                     save_checkpoint)
+from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from tether.utils.logging import MetricsLogger, console
 
 MAX_CONSECUTIVE_NONFINITE = 3

@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 
 from tether.algos.logprobs import sequence_logprobs
 from tether.algos.losses.preference import REFERENCE_FREE, UNPAIRED, get_preference_loss
-from tether.config import prompt_budget, ModelConfig, PreferenceConfig, to_dict
-from tether.data import (collate_pairs, collate_unpaired, load_preference_dataset, load_unpaired_dataset)
+from tether.config import ModelConfig, PreferenceConfig, prompt_budget, to_dict
+from tether.data import collate_pairs, collate_unpaired, load_preference_dataset, load_unpaired_dataset
 from tether.models.loading import apply_lora, is_peft, load_causal_lm, load_tokenizer, save_model
-from tether.recipes.common import limit, prepare_run, split_held_out
+from tether.recipes.common import load_train_eval, prepare_run
 from tether.recipes.loop import TrainResult, planned_indices, run_training
 from tether.utils.logging import console
 
@@ -123,22 +123,6 @@ def preference_loss(model, batch: dict, num_items: int, cfg: PreferenceConfig, r
     return losses.sum() / num_items, metrics
 
 
-def _load_examples(cfg: PreferenceConfig, tokenizer) -> tuple[list, list]:
-    kwargs = dict(max_length=cfg.data.max_length, max_prompt_length=prompt_budget(cfg.data),
-                  chat_template=cfg.data.chat_template, overlong=cfg.data.overlong)
-    loader = load_unpaired_dataset if cfg.loss in UNPAIRED else load_preference_dataset
-    examples, report = loader(cfg.data.train_file, tokenizer, **kwargs)
-    console.print(report.summary())
-    if cfg.data.eval_file:
-        eval_examples, eval_report = loader(cfg.data.eval_file, tokenizer, **kwargs)
-        console.print(eval_report.summary())
-        train_examples = examples
-    else:
-        train_examples, eval_examples = split_held_out(examples, cfg.data.eval_fraction, cfg.train.seed)
-    return (limit(train_examples, cfg.data.max_train_examples, "train"),
-            limit(eval_examples, cfg.data.max_eval_examples, "eval"))
-
-
 def _reference_model(cfg: PreferenceConfig, policy, pad: int):
     """The frozen reference: a separate model, the LoRA base (adapters off), or the untrained policy itself."""
     if cfg.ref_model:
@@ -168,7 +152,10 @@ def train_preference(cfg: PreferenceConfig) -> PreferenceResult:
     # 1. tokenizer + data
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     pad = tokenizer.pad_token_id
-    train_examples, eval_examples = _load_examples(cfg, tokenizer)
+    loader = load_unpaired_dataset if cfg.loss in UNPAIRED else load_preference_dataset
+    train_examples, eval_examples = load_train_eval(
+        loader, cfg.data, cfg.train.seed, tokenizer, max_length=cfg.data.max_length,
+        max_prompt_length=prompt_budget(cfg.data), chat_template=cfg.data.chat_template, overlong=cfg.data.overlong)
     # 2. policy
     policy = load_causal_lm(cfg.model, seed=cfg.train.seed, pad_token_id=pad)
     policy = apply_lora(policy, cfg.model.lora, "CAUSAL_LM")

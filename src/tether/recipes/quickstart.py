@@ -15,8 +15,15 @@ from typing import Any
 
 from rich.table import Table
 
-from tether.config import (DataConfig, ModelConfig, PreferenceConfig, QuickstartConfig, RewardModelConfig,
-                           SFTConfig, TrainConfig)
+from tether.config import (
+    DataConfig,
+    ModelConfig,
+    PreferenceConfig,
+    QuickstartConfig,
+    RewardModelConfig,
+    SFTConfig,
+    TrainConfig,
+)
 from tether.recipes.common import atomic_write_text, set_threads
 from tether.utils.logging import console
 

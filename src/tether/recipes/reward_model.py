@@ -18,12 +18,12 @@ import torch
 from rich.table import Table
 
 from tether.algos.losses.reward_model import bradley_terry_loss, pairwise_accuracy
-from tether.config import prompt_budget, RewardModelConfig, to_dict
+from tether.config import RewardModelConfig, prompt_budget, to_dict
 from tether.data import PairExample, collate_pairs, load_preference_dataset
 from tether.eval.reward_model import reward_model_report
 from tether.models.loading import apply_lora, load_reward_model, load_tokenizer, save_model
 from tether.models.reward import load_reward_models, reward_forward, score_with_members
-from tether.recipes.common import atomic_write_text, limit, prepare_run, split_held_out
+from tether.recipes.common import atomic_write_text, load_train_eval, prepare_run
 from tether.recipes.loop import TrainResult, run_training
 from tether.utils.logging import console
 
@@ -97,27 +97,14 @@ def print_report(report: dict[str, Any], title: str = "reward model (held-out)")
     console.print(calib)
 
 
-def _load_pairs(cfg: RewardModelConfig, tokenizer) -> tuple[list[PairExample], list[PairExample]]:
-    kwargs = dict(max_length=cfg.data.max_length, max_prompt_length=prompt_budget(cfg.data),
-                  chat_template=cfg.data.chat_template, overlong=cfg.data.overlong)
-    pairs, report = load_preference_dataset(cfg.data.train_file, tokenizer, **kwargs)
-    console.print(report.summary())
-    if cfg.data.eval_file:
-        eval_pairs, eval_report = load_preference_dataset(cfg.data.eval_file, tokenizer, **kwargs)
-        console.print(eval_report.summary())
-        train_pairs = pairs
-    else:
-        train_pairs, eval_pairs = split_held_out(pairs, cfg.data.eval_fraction, cfg.train.seed)
-    return (limit(train_pairs, cfg.data.max_train_examples, "train"),
-            limit(eval_pairs, cfg.data.max_eval_examples, "eval"))
-
-
 def train_reward_model(cfg: RewardModelConfig) -> RewardModelResult:
     run_dir, logger = prepare_run(cfg, cfg.name)
     # 1. tokenizer + pairs
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     pad = tokenizer.pad_token_id
-    train_pairs, eval_pairs = _load_pairs(cfg, tokenizer)
+    train_pairs, eval_pairs = load_train_eval(
+        load_preference_dataset, cfg.data, cfg.train.seed, tokenizer, max_length=cfg.data.max_length,
+        max_prompt_length=prompt_budget(cfg.data), chat_template=cfg.data.chat_template, overlong=cfg.data.overlong)
     out_dir = run_dir / cfg.name
     results, member_names = [], []
     # 2. train each member (one unless ensemble_size > 1), 3. save it

@@ -16,7 +16,7 @@ from tether.algos.losses.sft import sft_loss
 from tether.config import SFTConfig, to_dict
 from tether.data import collate_sft, load_sft_dataset, pack_sft
 from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, save_model
-from tether.recipes.common import limit, prepare_run, split_held_out
+from tether.recipes.common import load_train_eval, prepare_run
 from tether.recipes.loop import TrainResult, run_training
 from tether.utils.logging import console
 
@@ -61,16 +61,8 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     data_kwargs = dict(max_length=cfg.data.max_length, completion_only_loss=cfg.completion_only_loss,
                        chat_template=cfg.data.chat_template, overlong=cfg.data.overlong)
-    examples, report = load_sft_dataset(cfg.data.train_file, tokenizer, **data_kwargs)
-    console.print(report.summary())
-    if cfg.data.eval_file:
-        eval_examples, eval_report = load_sft_dataset(cfg.data.eval_file, tokenizer, **data_kwargs)
-        console.print(eval_report.summary())
-        train_examples = examples
-    else:
-        train_examples, eval_examples = split_held_out(examples, cfg.data.eval_fraction, cfg.train.seed)
-    train_examples = limit(train_examples, cfg.data.max_train_examples, "train")
-    eval_examples = limit(eval_examples, cfg.data.max_eval_examples, "eval")
+    train_examples, eval_examples = load_train_eval(load_sft_dataset, cfg.data, cfg.train.seed, tokenizer,
+                                                    **data_kwargs)
     if cfg.packing:
         before = len(train_examples)
         train_examples = pack_sft(train_examples, cfg.data.max_length)
