@@ -74,3 +74,13 @@ def test_bad_config_and_paths_exit_2(args, message, tmp_path):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "model= is required"),
+    (["model=/nonexistent/rm", "input=examples/data/prompts.jsonl"], "reward model directory /nonexistent/rm does not exist"),
+])
+def test_score_input_errors_exit_2(args, message):
+    result = tether("score", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr

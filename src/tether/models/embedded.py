@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -98,6 +99,8 @@ def embedded_model_dir() -> Path:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = gguf_dir()
+        print(f"tether: converting the embedded {EMBEDDED_NAME} GGUF to safetensors once, into {tmp.parent} "
+              "(about 20 s)", file=sys.stderr)
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32)
         # save_pretrained refuses GGUF-quantised models; the weights are already de-quantised fp32.

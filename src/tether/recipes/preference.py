@@ -43,10 +43,15 @@ def policy_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _kl_batch(examples: list, indices: list[int], pad: int) -> dict:
-    """KTO's mismatched pairs: prompt i with the completion of example (i + 1) mod n (fixed, so cacheable)."""
+    """KTO's mismatched pairs: prompt i with the completion of example (i + n/2) mod n.
+
+    Fixed, so their reference log-probs can be cached; half the dataset away, so a pair
+    split into neighbouring desirable/undesirable examples never mismatches with itself.
+    """
     n = len(examples)
+    offset = max(1, n // 2)
     mismatched = [type(examples[i])(prompt_ids=examples[i].prompt_ids,
-                                    completion_ids=examples[(i + 1) % n].completion_ids,
+                                    completion_ids=examples[(i + offset) % n].completion_ids,
                                     desirable=examples[i].desirable) for i in indices]
     return collate_unpaired(mismatched, pad)
 
