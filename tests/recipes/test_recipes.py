@@ -146,3 +146,18 @@ def test_rerunning_a_finished_stage_resumes_instead_of_retraining(tmp_path):
     second = train_sft(cfg)
     assert first.train.resumed_from is None and second.train.resumed_from == 4
     assert len([r for r in read_metrics(tmp_path, "sft") if "loss" in r]) == 4
+
+
+def test_reward_model_with_lora_on_rankings(tmp_path):
+    model = tiny_model_config()
+    model.lora.enabled = True
+    model.lora.r = 4
+    cfg = RewardModelConfig(
+        run_dir=str(tmp_path), model=model,
+        data=DataConfig(train_file=str(DATA / "rankings.jsonl"), eval_fraction=0.2, max_length=256),
+        train=_train(learning_rate=1e-3, max_steps=3))
+    result = train_reward_model(cfg)
+    # 100 rankings of 4 responses, every 10th with one tie: 600 - 10 = 590 ordered pairs, 20% held out
+    assert result.report["n_train_pairs"] + result.report["n_pairs"] == 590
+    saved = AutoModelForSequenceClassification.from_pretrained(result.model_dir)
+    assert saved.config.num_labels == 1 and not any("lora" in n for n, _ in saved.named_parameters())
