@@ -111,6 +111,8 @@ class TrainConfig:
     eval_every: int = doc_field(0, "Evaluate every N optimizer steps (0 = only at the end).")
     save_every: int = doc_field(0, "Write a resumable checkpoint every N optimizer steps (0 = only at the end).")
     keep_checkpoints: int = doc_field(2, "Keep the newest N checkpoints.")
+    save_final_checkpoint: bool = doc_field(
+        True, "Also checkpoint the finished run (optimizer included), so re-running it resumes instead of retraining.")
     resume: bool = doc_field(True, "Resume from the newest complete checkpoint of this stage if there is one.")
     num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")
     report_to: list = doc_field(["tensorboard"], "Extra metric sinks: tensorboard, wandb, mlflow (metrics.jsonl always).")

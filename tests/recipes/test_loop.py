@@ -123,3 +123,22 @@ def test_planned_indices_are_exactly_the_visited_ones():
 
     assert planned_indices(100, cfg) == visited and len(visited) == 24
     assert planned_indices(10, cfg) == list(range(10))  # covers the data twice over: all of it
+
+
+def test_a_single_nonfinite_step_is_skipped_and_counted(tmp_path):
+    x = torch.randn(8, 3)
+    calls = []
+
+    def loss_fn(m, batch, num_items):
+        calls.append(1)
+        scale = float("nan") if len(calls) == 2 else 1.0  # the second step's loss is NaN
+        return m(batch["x"]).pow(2).mean() * scale, {}
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    result = run_training(model=model, n_examples=8, make_batch=lambda idx: {"x": x[idx]}, count_items=lambda b: 1,
+                          loss_fn=loss_fn, cfg=TrainConfig(max_steps=4, batch_size=4), run_dir=tmp_path, stage="s",
+                          logger=MetricsLogger(tmp_path, "s"))
+    rows = read_metrics(tmp_path, "s")
+    assert result.steps == 4 and [r["train/skipped_nonfinite"] for r in rows] == [0, 1, 1, 1]
+    assert torch.isfinite(model.weight).all()

@@ -163,7 +163,7 @@ def run_training(
     keys = progress_keys or ["loss"]
     last: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
-    nonfinite = 0
+    nonfinite = skipped = 0
     bar = tqdm(total=total_steps, initial=step, desc=stage, unit="step", dynamic_ncols=True, leave=True)
     try:
         while step < total_steps:
@@ -183,22 +183,25 @@ def run_training(
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.requires_grad],
                 cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-            if not (math.isfinite(loss_total) and torch.isfinite(grad_norm)):
+            finite = math.isfinite(loss_total) and bool(torch.isfinite(grad_norm))
+            lr = scheduler.get_last_lr()[0]
+            if finite:
+                nonfinite = 0
+                optimizer.step()
+                scheduler.step()
+            else:  # skip the update but keep the step (and so the data order) moving
                 nonfinite += 1
+                skipped += 1
                 optimizer.zero_grad(set_to_none=True)
-                console.print(f"[yellow]{stage} step {step + 1}: non-finite loss or gradient, step skipped[/]")
+                console.print(f"[yellow]{stage} step {step + 1}: non-finite loss or gradient, update skipped[/]")
                 if nonfinite >= MAX_CONSECUTIVE_NONFINITE:
                     raise TrainingError(
                         f"{stage}: {nonfinite} consecutive non-finite losses/gradients; lower train.learning_rate "
                         "or check the data")
-                continue
-            nonfinite = 0
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
             step += 1
             metrics.update({"loss": loss_total, "train/grad_norm": float(grad_norm), "train/lr": lr,
-                            "train/epoch": step * cfg.grad_accum_steps * cfg.batch_size / n_examples})
+                            "train/epoch": step * cfg.grad_accum_steps * cfg.batch_size / n_examples,
+                            "train/skipped_nonfinite": skipped})
             last = metrics
             if step % cfg.log_every == 0 or step == total_steps:
                 logger.log(metrics, step)
@@ -211,7 +214,8 @@ def run_training(
         if eval_fn is not None:
             eval_metrics = _evaluate(eval_fn, model, logger, step)
             bar.set_postfix(_fmt({**last, **eval_metrics}, keys))
-        save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
+        if cfg.save_final_checkpoint:
+            save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
     finally:
         bar.close()
     return TrainResult(step, last, eval_metrics, resumed_from, time.time() - started)

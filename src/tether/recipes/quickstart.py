@@ -48,7 +48,8 @@ def _model(cfg: QuickstartConfig, name_or_path: str) -> ModelConfig:
 
 def _train(cfg: QuickstartConfig, steps: int, lr: float, batch_size: int) -> TrainConfig:
     return TrainConfig(learning_rate=lr, max_steps=steps, batch_size=batch_size, eval_batch_size=batch_size,
-                       warmup_ratio=0.1, num_threads=cfg.num_threads, keep_checkpoints=1)
+                       warmup_ratio=0.1, num_threads=cfg.num_threads,
+                       save_final_checkpoint=False)  # the saved models are the outputs; skip 1.5 GB of optimizer state
 
 
 def stage_configs(cfg: QuickstartConfig) -> tuple[SFTConfig, RewardModelConfig, PreferenceConfig]:
