@@ -1,0 +1,82 @@
+"""PPO losses for language models: clipped policy surrogate (with optional dual clip), clipped value loss.
+
+Shapes: B responses, T response positions; ``mask`` (B, T) 1 on real response tokens.
+Token-level quantities are aggregated with :func:`aggregate`, whose mode is a choice
+with a known bias (see its docstring).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tether.algos.masked import masked_mean
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token_mean") -> torch.Tensor:
+    """Reduce a (B, T) per-token loss to a scalar.
+
+    - ``token_mean``: mean over all response tokens in the batch (every token weighs the
+      same; DAPO, PPO in most RLHF code).
+    - ``seq_mean_token_mean``: mean over tokens within each response, then over responses
+      (original GRPO). Tokens of long responses weigh less: a length bias that favours
+      long wrong answers and short right ones (Dr. GRPO, Liu et al. 2025).
+    - ``seq_mean_token_sum_norm``: sum over tokens divided by the constant T (Dr. GRPO),
+      unbiased with respect to length.
+    """
+    mask = mask.float()
+    if mode == "token_mean":
+        return masked_mean(per_token, mask)
+    if mode == "seq_mean_token_mean":
+        return masked_mean(per_token, mask, dim=-1).mean()
+    if mode == "seq_mean_token_sum_norm":
+        return (per_token * mask).sum(-1).mean() / mask.shape[-1]
+    raise ValueError(f"unknown loss aggregation '{mode}'")
+
+
+def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                clip_range: float = 0.2, dual_clip: float | None = None, aggregation: str = "token_mean"):
+    """Clipped surrogate: −min(ρA, clip(ρ, 1−ε, 1+ε)A) with ρ = exp(log π − log π_old) → (loss, metrics).
+
+    ``dual_clip`` c > 1 (Ye et al. 2020) additionally bounds the loss by −c·A where A < 0, so
+    a very large ratio on a bad action cannot dominate the update.
+    """
+    log_ratio = logps.float() - old_logps.float()
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    per_token = torch.maximum(unclipped, clipped)
+    if dual_clip is not None:
+        if dual_clip <= 1.0:
+            raise ValueError("dual_clip must be > 1")
+        per_token = torch.where(advantages < 0, torch.minimum(per_token, -dual_clip * advantages), per_token)
+    loss = aggregate(per_token, mask, aggregation)
+    with torch.no_grad():
+        metrics = {
+            "policy/loss": loss.detach(),
+            "policy/clip_frac": masked_mean((clipped > unclipped).float(), mask),
+            # k3 estimate of KL(π_old‖π) on the sampled tokens (approx_kl of the PPO literature)
+            "policy/approx_kl": masked_mean(torch.expm1(-log_ratio) + log_ratio, mask),
+            "policy/ratio_mean": masked_mean(ratio, mask),
+        }
+    return loss, metrics
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip_range: float = 0.2, aggregation: str = "token_mean"):
+    """Clipped value loss: ½·max((V − R)², (clip(V, V_old ± ε) − R)²) → (loss, metrics)."""
+    values, old_values, returns = values.float(), old_values.float(), returns.float()
+    clipped_values = old_values + (values - old_values).clamp(-clip_range, clip_range)
+    unclipped_loss = (values - returns) ** 2
+    clipped_loss = (clipped_values - returns) ** 2
+    per_token = 0.5 * torch.maximum(unclipped_loss, clipped_loss)
+    loss = aggregate(per_token, mask, aggregation)
+    with torch.no_grad():
+        metrics = {"value/loss": loss.detach(), "value/clip_frac": masked_mean((clipped_loss > unclipped_loss).float(), mask)}
+    return loss, metrics
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 − Var(R − V)/Var(R) over response tokens (1 = perfect value function, ≤ 0 = useless)."""
+    residual_var = masked_mean((returns - values - masked_mean(returns - values, mask)) ** 2, mask)
+    returns_var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    return 1.0 - residual_var / returns_var.clamp(min=1e-8)

@@ -1,0 +1,125 @@
+"""RL maths (PPO / GRPO / RLOO / REINFORCE++) at points worked out by hand."""
+
+import math
+
+import pytest
+import torch
+
+from tether.algos.advantages import (broadcast_to_tokens, gae, grpo_advantages, reinforce_pp_advantages,
+                                     returns_to_go, rloo_advantages)
+from tether.algos.kl import AdaptiveKLController, FixedKLController, kl_penalty
+from tether.algos.losses.ppo import aggregate, explained_variance, policy_loss, value_loss
+from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards, place_score
+
+
+def t(*rows):
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_gae_by_hand():
+    rewards, values, mask = t([0.0, 1.0, 0.0]), t([0.5, 0.2, 9.0]), t([1, 1, 0])
+    adv, ret = gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    # t=1 is the last real token: δ1 = 1 − 0.2 = 0.8 (no bootstrap from the padding's value 9.0)
+    # t=0: δ0 = 0 + 0.2 − 0.5 = −0.3, A0 = −0.3 + 0.5·0.8 = 0.1
+    assert adv[0].tolist() == pytest.approx([0.1, 0.8, 0.0], abs=1e-6)
+    assert ret[0].tolist() == pytest.approx([0.6, 1.0, 0.0], abs=1e-6)
+    adv, _ = gae(rewards, values, mask, gamma=0.9, lam=0.5)
+    assert adv[0, 0].item() == pytest.approx(0.9 * 0.2 - 0.5 + 0.9 * 0.5 * 0.8, abs=1e-6)
+
+
+def test_gae_with_lambda_one_is_return_minus_value():
+    rewards, values, mask = t([0.1, -0.2, 1.0, 0.0]), t([0.3, 0.4, 0.5, 0.6]), t([1, 1, 1, 0])
+    adv, _ = gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    expected = [0.9 - 0.3, 0.8 - 0.4, 1.0 - 0.5, 0.0]
+    assert adv[0].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_group_baselines_by_hand():
+    scores = torch.tensor([1.0, 2.0, 3.0, 0.0, 0.0, 6.0])
+    std2 = math.sqrt((4 + 4 + 16) / 2)
+    assert grpo_advantages(scores, 3).tolist() == pytest.approx([-1, 0, 1, -2 / std2, -2 / std2, 4 / std2], abs=1e-5)
+    assert grpo_advantages(scores, 3, scale_by_std=False).tolist() == pytest.approx([-1, 0, 1, -2, -2, 4])
+    assert rloo_advantages(scores, 3).tolist() == pytest.approx([-1.5, 0.0, 1.5, -3.0, -3.0, 6.0])
+    with pytest.raises(ValueError, match="groups of 4"):
+        rloo_advantages(scores, 4)
+
+
+def test_returns_to_go_and_reinforce_pp():
+    rewards, mask = t([1.0, 2.0, 3.0]), t([1, 1, 0])
+    assert returns_to_go(rewards, mask, gamma=0.5).tolist() == [[2.0, 2.0, 0.0]]
+    rewards, mask = t([1.0, 2.0, 0.0], [3.0, 0.0, 0.0]), t([1, 1, 0], [1, 0, 0])
+    adv = reinforce_pp_advantages(rewards, mask)
+    # returns 3, 2, 3 → mean 8/3, population std sqrt(2/9)
+    std = math.sqrt(((3 - 8 / 3) ** 2 * 2 + (2 - 8 / 3) ** 2) / 3)
+    assert adv[0, 0].item() == pytest.approx((3 - 8 / 3) / std, abs=1e-4)
+    assert adv[0, 1].item() == pytest.approx((2 - 8 / 3) / std, abs=1e-4)
+    assert adv[0, 2].item() == 0.0
+    assert broadcast_to_tokens(torch.tensor([2.0, -1.0]), mask).tolist() == [[2, 2, 0], [-1, 0, 0]]
+
+
+def test_place_score_uses_the_mask_not_token_ids():
+    mask = t([1, 1, 0], [1, 1, 1])
+    assert place_score(torch.tensor([5.0, 7.0]), mask).tolist() == [[0, 5, 0], [0, 0, 7]]
+    with pytest.raises(ValueError, match="no real tokens"):
+        place_score(torch.tensor([1.0]), t([0, 0]))
+    shaped = kl_shaped_rewards(torch.tensor([5.0]), t([0.5, 1.0, 9.0]), t([1, 1, 0]), kl_coef=0.1)
+    assert shaped[0].tolist() == pytest.approx([-0.05, 5.0 - 0.1, 0.0], abs=1e-6)
+    assert clip_scores(torch.tensor([-7.0, 2.0, 9.0]), 5.0).tolist() == [-5.0, 2.0, 5.0]
+
+
+def test_kl_estimators_by_hand():
+    logps, ref = torch.tensor([-1.0]), torch.tensor([-1.5])
+    assert kl_penalty(logps, ref, "k1").item() == pytest.approx(0.5)
+    assert kl_penalty(logps, ref, "k2").item() == pytest.approx(0.125)
+    assert kl_penalty(logps, ref, "k3").item() == pytest.approx(math.exp(-0.5) - 1 + 0.5, abs=1e-6)
+    with pytest.raises(ValueError, match="k1, k2, k3"):
+        kl_penalty(logps, ref, "k4")
+
+
+def test_adaptive_kl_controller_by_hand():
+    ctl = AdaptiveKLController(init_kl_coef=0.1, target=6.0, horizon=10000)
+    ctl.update(current_kl=9.0, n_steps=256)  # error 0.5 clipped to 0.2
+    assert ctl.value == pytest.approx(0.1 * (1 + 0.2 * 256 / 10000))
+    before = ctl.value
+    ctl.update(current_kl=5.4, n_steps=256)  # error −0.1, not clipped
+    assert ctl.value == pytest.approx(before * (1 - 0.1 * 256 / 10000))
+    restored = AdaptiveKLController(1.0, 1.0, 1)
+    restored.load_state_dict(ctl.state_dict())
+    assert restored.value == ctl.value and restored.target == 6.0 and restored.horizon == 10000
+    assert FixedKLController(0.05).update(100.0, 10) == 0.05
+
+
+def test_running_moments_match_the_whole_batch():
+    moments = RunningMoments()
+    moments.update(torch.tensor([1.0, 2.0, 3.0]))
+    moments.update(torch.tensor([4.0, 5.0]))
+    assert moments.mean == pytest.approx(3.0) and moments.var == pytest.approx(2.0)
+    assert moments.normalize(torch.tensor([3.0 + math.sqrt(2.0)])).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_policy_loss_by_hand():
+    mask = t([1])
+    loss, metrics = policy_loss(t([-1.0]), t([-1.2]), t([2.0]), mask, clip_range=0.2)
+    # ratio e^0.2 = 1.2214 > 1.2: the clipped term −2·1.2 is the max
+    assert loss.item() == pytest.approx(-2.4, abs=1e-6)
+    assert metrics["policy/clip_frac"].item() == 1.0
+    assert metrics["policy/approx_kl"].item() == pytest.approx(math.exp(-0.2) - 1 + 0.2, abs=1e-6)
+    loss, metrics = policy_loss(t([-1.0]), t([-1.2]), t([-1.0]), mask, clip_range=0.2)
+    assert loss.item() == pytest.approx(math.exp(0.2), abs=1e-6) and metrics["policy/clip_frac"].item() == 0.0
+    loss, _ = policy_loss(t([0.0]), t([-2.0]), t([-1.0]), mask, clip_range=0.2, dual_clip=3.0)
+    assert loss.item() == pytest.approx(3.0)  # e^2 = 7.39 bounded by c·|A| = 3
+
+
+def test_value_loss_and_explained_variance_by_hand():
+    loss, metrics = value_loss(t([1.0]), t([0.5]), t([2.0]), t([1]), clip_range=0.2)
+    assert loss.item() == pytest.approx(0.5 * (0.7 - 2.0) ** 2) and metrics["value/clip_frac"].item() == 1.0
+    returns, mask = t([1.0, 2.0, 3.0]), t([1, 1, 1])
+    assert explained_variance(returns, returns, mask).item() == pytest.approx(1.0)
+    assert explained_variance(torch.full((1, 3), 2.0), returns, mask).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_aggregation_modes_by_hand():
+    per_token, mask = t([1.0, 2.0, 3.0], [4.0, 0.0, 0.0]), t([1, 1, 1], [1, 0, 0])
+    assert aggregate(per_token, mask, "token_mean").item() == pytest.approx(2.5)
+    assert aggregate(per_token, mask, "seq_mean_token_mean").item() == pytest.approx(3.0)
+    assert aggregate(per_token, mask, "seq_mean_token_sum_norm").item() == pytest.approx(10 / 2 / 3)
