@@ -5,8 +5,14 @@ import math
 import pytest
 import torch
 
-from tether.algos.advantages import (broadcast_to_tokens, gae, grpo_advantages, reinforce_pp_advantages,
-                                     returns_to_go, rloo_advantages)
+from tether.algos.advantages import (
+    broadcast_to_tokens,
+    gae,
+    grpo_advantages,
+    reinforce_pp_advantages,
+    returns_to_go,
+    rloo_advantages,
+)
 from tether.algos.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from tether.algos.losses.ppo import aggregate, explained_variance, policy_loss, value_loss
 from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards, place_score
