@@ -44,6 +44,7 @@ SUMMARIES = {
     "sft": "Supervised fine-tuning on demonstrations (prompt/completion, messages or text).",
     "rm": "Train a Bradley-Terry reward model (pairs or rankings), with a held-out report.",
     "dpo": "Offline preference optimisation: dpo, ipo, cdpo, robust, hinge, kto, orpo, simpo.",
+    "ppo": "PPO under a KL leash: reward model or function, value model, adaptive KL, GAE, clipping.",
     "score": "Score jsonl rows with a trained reward model (or an ensemble).",
     "quickstart": "SFT → reward model → DPO on the embedded SmolLM2-135M-Instruct and shipped data.",
 }
@@ -52,6 +53,7 @@ EXAMPLES = {
     "sft": "tether sft examples/sft_tiny.yaml train.max_steps=20",
     "rm": "tether rm examples/rm_tiny.yaml ensemble_size=3",
     "dpo": "tether dpo examples/dpo_tiny.yaml loss=simpo beta=2.0",
+    "ppo": "tether ppo examples/ppo_tiny.yaml num_iterations=10",
     "score": "tether score model=runs/tiny/rm input=examples/data/preferences_eval.jsonl",
     "quickstart": "tether quickstart            (or: tether quickstart --tiny)",
 }
@@ -62,8 +64,9 @@ def _bad_input_types() -> tuple[type, ...]:
     from tether.models.embedded import EmbeddedModelMissing
     from tether.models.loading import ModelLoadError
     from tether.recipes.score import ScoreInputError
+    from tether.rollout.rewards import RewardSpecError
 
-    return (ConfigError, DataError, ModelLoadError, EmbeddedModelMissing, ScoreInputError)
+    return (ConfigError, DataError, ModelLoadError, EmbeddedModelMissing, ScoreInputError, RewardSpecError)
 
 
 def _report_bad_input(exc: Exception) -> None:
@@ -171,6 +174,13 @@ def dpo_command(ctx: typer.Context) -> None:
     from tether.recipes.preference import train_preference
 
     _run_recipe("dpo", ctx.args, train_preference)
+
+
+@app.command("ppo", help=SUMMARIES["ppo"], context_settings=CONTEXT)
+def ppo_command(ctx: typer.Context) -> None:
+    from tether.recipes.ppo import train_ppo
+
+    _run_recipe("ppo", ctx.args, train_ppo)
 
 
 @app.command("score", help=SUMMARIES["score"], context_settings=CONTEXT)

@@ -175,6 +175,52 @@ class PreferenceConfig:
 
 
 @dataclass
+class PPOConfig:
+    """PPO under a KL leash to the frozen reference (`tether ppo`)."""
+
+    run_dir: str = doc_field("runs/ppo", "Run directory; the policy is written to <run_dir>/<name>/.")
+    name: str = doc_field("ppo", "Stage name: output subdirectory, metric prefix and checkpoint folder.")
+    model: ModelConfig = doc_field(ModelConfig(), "Policy to train (usually the SFT model); also the reference.")
+    ref_model: str | None = doc_field(None, "Reference model; empty = a frozen copy of the starting policy "
+                                            "(with LoRA: the base with adapters disabled, no copy).")
+    reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
+    value_model: str | None = doc_field(None, "Value model init; empty = the reward model directory (or the policy).")
+    data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
+    max_new_tokens: int = doc_field(48, "Longest response sampled.")
+    temperature: float = doc_field(1.0, "Sampling temperature (log-probs are computed at the same temperature).")
+    top_p: float = doc_field(1.0, "Nucleus sampling; keep 1.0 so the ratio matches the sampling distribution.")
+    num_iterations: int = doc_field(20, "Rollout + update iterations.")
+    rollout_batch_size: int = doc_field(16, "Prompts sampled per iteration.")
+    minibatch_size: int = doc_field(8, "Responses per gradient step in an update epoch.")
+    ppo_epochs: int = doc_field(2, "Passes over each rollout batch.")
+    learning_rate: float = doc_field(1e-6, "Policy learning rate.")
+    value_learning_rate: float = doc_field(1e-5, "Value model learning rate.")
+    clip_range: float = doc_field(0.2, "Policy ratio clip ε.")
+    value_clip_range: float = doc_field(0.2, "Value clip around the old values.")
+    dual_clip: float | None = doc_field(None, "Dual-clip constant c > 1 (None = off).")
+    value_coef: float = doc_field(0.1, "Weight of the value loss.")
+    entropy_coef: float = doc_field(0.0, "Entropy bonus weight.")
+    gamma: float = doc_field(1.0, "Discount.")
+    lam: float = doc_field(0.95, "GAE λ.")
+    init_kl_coef: float = doc_field(0.05, "β: weight of the per-token KL penalty −β·KL_t.")
+    adaptive_kl: bool = doc_field(True, "Adapt β toward target_kl (Ziegler et al. 2019); false = fixed β.")
+    target_kl: float = doc_field(6.0, "Target KL per response (nats) for the adaptive controller.")
+    kl_horizon: int = doc_field(10000, "Adaptive controller horizon (samples).")
+    kl_estimator: Literal["k1", "k2", "k3"] = doc_field("k1", "Per-token KL estimator in the reward penalty.")
+    kl_limit: float = doc_field(20.0, "Stop the run when the mean KL per response exceeds this (nats).")
+    missing_eos_penalty: float = doc_field(1.0, "Subtracted from the score of a response that ends without EOS.")
+    normalize_scores: bool = doc_field(True, "Normalise scores with running mean/std before the KL penalty.")
+    score_clip: float = doc_field(5.0, "Clip (normalised) scores to ±this (0 = off).")
+    whiten_advantages: bool = doc_field(True, "Whiten advantages over the batch's response tokens.")
+    approx_kl_stop: float = doc_field(0.0, "Stop an update epoch early when approx KL(old‖new) exceeds this (0 = off).")
+    max_grad_norm: float = doc_field(1.0, "Clip each model's gradient norm.")
+    seed: int = doc_field(42, "Seed for prompt order, sampling and initialisation.")
+    save_every: int = doc_field(0, "Checkpoint every N iterations (0 = only at the end).")
+    num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")
+    report_to: list = doc_field(["tensorboard"], "Extra metric sinks: tensorboard, wandb, mlflow.")
+
+
+@dataclass
 class ScoreConfig:
     """Score rows with a trained reward model (`tether score`)."""
 
@@ -206,6 +252,7 @@ RECIPE_CONFIGS: dict[str, type] = {
     "sft": SFTConfig,
     "rm": RewardModelConfig,
     "dpo": PreferenceConfig,
+    "ppo": PPOConfig,
     "score": ScoreConfig,
     "quickstart": QuickstartConfig,
 }
@@ -381,11 +428,13 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
 
 
 def _check_ranges(config: Any, prefix: str = "") -> None:
-    positive = {"batch_size", "eval_batch_size", "grad_accum_steps", "max_length",
+    positive = {"batch_size", "eval_batch_size", "grad_accum_steps", "max_length", "max_new_tokens", "num_iterations",
+                "rollout_batch_size", "minibatch_size", "ppo_epochs", "temperature", "kl_horizon", "target_kl",
                 "ensemble_size", "calibration_bins", "log_every", "r", "alpha", "keep_checkpoints"}
     non_negative = {"learning_rate", "weight_decay", "max_steps", "eval_every", "save_every", "max_grad_norm",
                     "num_epochs", "center_coef", "ensemble_k", "num_threads", "max_eval_examples",
-                    "max_train_examples", "max_prompt_length", "sft_coef", "sft_steps", "rm_steps", "dpo_steps", "eval_examples"}
+                    "max_train_examples", "max_prompt_length", "sft_coef", "value_coef", "entropy_coef",
+                    "sft_steps", "rm_steps", "dpo_steps", "eval_examples"}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         key = f"{prefix}{f.name}"

@@ -1,0 +1,273 @@
+"""PPO for language models under a KL leash to the frozen reference.
+
+Each iteration, top to bottom:
+  1. generate   — sample one response per prompt (left-padded prompts, stop at EOS)
+  2. score      — reward source on prompt + response; penalty for a missing EOS
+  3. log-probs  — old policy and reference log-probs of the sampled tokens (fp32)
+  4. values     — per-token values from the value model (initialised from the reward model)
+  5. advantages — score normalised + clipped, placed on the last real token, per-token
+                  −β·KL added; GAE; advantages whitened over response tokens
+  6. update     — PPO epochs over minibatches: clipped policy loss (+ dual clip), clipped
+                  value loss, entropy bonus, gradient clipping, early stop on approx KL
+  7. control    — adaptive β (Ziegler et al. 2019), KL guard, metrics, checkpoint
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tether.algos.advantages import gae
+from tether.algos.kl import AdaptiveKLController, FixedKLController, kl_penalty
+from tether.algos.losses.ppo import explained_variance, policy_loss, value_loss
+from tether.algos.masked import masked_mean, masked_whiten
+from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
+from tether.config import ModelConfig, PPOConfig, to_dict
+from tether.data import collate_prompts, load_prompt_dataset
+from tether.models.loading import apply_lora, is_peft, load_causal_lm, load_reward_model, load_tokenizer, save_model
+from tether.recipes.common import prepare_run, seed_everything, set_threads
+from tether.recipes.loop import TrainingError, epoch_order
+from tether.rollout.generation import GenerationConfig, Rollout, generate, position_ids, response_logprobs
+from tether.rollout.rewards import load_reward_source
+from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from tether.utils.logging import console
+
+
+@dataclass
+class PPOResult:
+    model_dir: Path
+    iterations: int
+    history: list[dict]
+    stopped_early: str | None = None
+
+
+class PolicyAndValue(torch.nn.Module):
+    """The two trained networks in one module, so one optimizer (two learning rates) and one checkpoint hold both."""
+
+    def __init__(self, policy: torch.nn.Module, value: torch.nn.Module):
+        super().__init__()
+        self.policy = policy
+        self.value = value
+
+
+def token_values(value_model, rollout: Rollout) -> torch.Tensor:
+    """V(state before response token t) → (B, R): the scalar head applied to every hidden state."""
+    base = getattr(value_model, value_model.base_model_prefix)
+    attention_mask = rollout.attention_mask
+    hidden = base(input_ids=rollout.input_ids, attention_mask=attention_mask,
+                  position_ids=position_ids(attention_mask)).last_hidden_state
+    values = value_model.score(hidden).squeeze(-1).float()
+    n_prompt = rollout.prompt_ids.shape[1]
+    return values[:, n_prompt - 1:-1] * rollout.response_mask
+
+
+def _value_init(cfg: PPOConfig) -> ModelConfig:
+    source = cfg.value_model or (cfg.reward.split(",")[0] if Path(cfg.reward.split(",")[0]).is_dir() else None)
+    if source:
+        return ModelConfig(name_or_path=source, trust_remote_code=cfg.model.trust_remote_code)
+    return copy.deepcopy(cfg.model)  # a function reward: start the value model from the policy
+
+
+def _subset(rollout: Rollout, idx: torch.Tensor) -> Rollout:
+    return Rollout(rollout.prompt_ids[idx], rollout.prompt_mask[idx], rollout.response_ids[idx],
+                   rollout.response_mask[idx], rollout.ended_with_eos[idx])
+
+
+def _prompt_batches(n: int, batch_size: int, seed: int, iteration: int) -> list[int]:
+    """The prompts of an iteration: consecutive slices of per-epoch shuffles (a pure function of iteration)."""
+    start = iteration * batch_size
+    return [epoch_order(n, seed, (start + i) // n)[(start + i) % n] for i in range(batch_size)]
+
+
+@torch.no_grad()
+def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_source, tokenizer, prompts, kl_coef,
+                    moments: RunningMoments) -> tuple[dict, dict]:
+    """Stages 1-5: a rollout with everything the update needs, and its metrics."""
+    timings = {}
+    mark = time.time()
+    batch = collate_prompts(prompts, tokenizer.pad_token_id)
+    gen = GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+    rollout = generate(models.policy, batch["input_ids"], batch["attention_mask"], gen, tokenizer.eos_token_id,
+                       tokenizer.pad_token_id)
+    timings["time/generate"] = time.time() - mark
+    mark = time.time()
+    responses = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
+                 for r, m in zip(rollout.response_ids, rollout.response_mask)]
+    raw_scores = reward_source.score(rollout, [p.prompt_text for p in prompts], responses)
+    scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
+    timings["time/score"] = time.time() - mark
+    mark = time.time()
+    mask = rollout.response_mask
+    old_logps = response_logprobs(models.policy, rollout, cfg.temperature)
+    if ref_model is None:  # LoRA: the reference is the base with adapters disabled
+        with models.policy.disable_adapter():
+            ref_logps = response_logprobs(models.policy, rollout, cfg.temperature)
+    else:
+        ref_logps = response_logprobs(ref_model, rollout, cfg.temperature)
+    values = token_values(models.value, rollout)
+    timings["time/logprobs_values"] = time.time() - mark
+    if cfg.normalize_scores:
+        moments.update(scores)
+        scores_used = moments.normalize(scores)
+    else:
+        scores_used = scores
+    scores_used = clip_scores(scores_used, cfg.score_clip)
+    kl = kl_penalty(old_logps, ref_logps, cfg.kl_estimator) * mask
+    rewards = kl_shaped_rewards(scores_used, kl, mask, kl_coef)
+    advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+        advantages = masked_whiten(advantages, mask)
+    kl_per_response = (kl_penalty(old_logps, ref_logps, "k1") * mask).sum(-1)
+    experience = {"rollout": rollout, "old_logps": old_logps, "old_values": values, "advantages": advantages,
+                  "returns": returns, "responses": responses}
+    metrics = {
+        "reward/score_mean": float(raw_scores.mean()), "reward/score_std": float(raw_scores.std()) if len(raw_scores) > 1
+        else 0.0, "reward/proxy_mean": float(scores.mean()), "reward/normalized_mean": float(scores_used.mean()),
+        "objective/kl": float(kl_per_response.mean()), "objective/kl_coef": kl_coef,
+        "objective/rlhf_reward": float(scores.mean() - kl_coef * kl_per_response.mean()),
+        "response/length_mean": float(mask.sum(-1).float().mean()),
+        "response/eos_frac": float(rollout.ended_with_eos.float().mean()),
+        **timings,
+    }
+    return experience, metrics
+
+
+def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: dict) -> dict:
+    """Stage 6: PPO epochs over minibatches of one rollout batch."""
+    rollout = experience["rollout"]
+    n = rollout.prompt_ids.shape[0]
+    sums: dict[str, float] = {}
+    count = 0
+    stopped = False
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(n)
+        for start in range(0, n, cfg.minibatch_size):
+            idx = order[start:start + cfg.minibatch_size]
+            mini = _subset(rollout, idx)
+            mask = mini.response_mask
+            logps, entropy = response_logprobs(models.policy, mini, cfg.temperature, return_entropy=True)
+            pg_loss, pg_metrics = policy_loss(logps, experience["old_logps"][idx], experience["advantages"][idx],
+                                              mask, cfg.clip_range, cfg.dual_clip)
+            values = token_values(models.value, mini)
+            vf_loss, vf_metrics = value_loss(values, experience["old_values"][idx], experience["returns"][idx], mask,
+                                             cfg.value_clip_range)
+            entropy_mean = masked_mean(entropy, mask)  # (has grad: the entropy bonus)
+            loss = pg_loss + cfg.value_coef * vf_loss - cfg.entropy_coef * entropy_mean
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for part in (models.policy, models.value):
+                torch.nn.utils.clip_grad_norm_([p for p in part.parameters() if p.requires_grad], cfg.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                ev = explained_variance(values, experience["returns"][idx], mask)
+            for key, value in {**pg_metrics, **vf_metrics, "objective/entropy": entropy_mean.detach(),
+                               "value/explained_variance": ev}.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            count += 1
+            if cfg.approx_kl_stop > 0 and float(pg_metrics["policy/approx_kl"]) > cfg.approx_kl_stop:
+                stopped = True
+                break
+        if stopped:
+            break
+    metrics = {k: v / count for k, v in sums.items()}
+    metrics["policy/early_stopped"] = float(stopped)
+    return metrics
+
+
+def _build_models(cfg: PPOConfig, tokenizer):
+    pad = tokenizer.pad_token_id
+    policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=pad)
+    policy = apply_lora(policy, cfg.model.lora, "CAUSAL_LM")
+    if cfg.ref_model:
+        ref_cfg = ModelConfig(name_or_path=cfg.ref_model, trust_remote_code=cfg.model.trust_remote_code)
+        ref_model = load_causal_lm(ref_cfg, seed=cfg.seed, pad_token_id=pad)
+    elif is_peft(policy):
+        ref_model = None
+    else:
+        ref_model = copy.deepcopy(policy)
+    if ref_model is not None:
+        ref_model.eval().requires_grad_(False)
+    value = load_reward_model(_value_init(cfg), seed=cfg.seed + 1, pad_token_id=pad)
+    return PolicyAndValue(policy, value), ref_model
+
+
+def train_ppo(cfg: PPOConfig) -> PPOResult:
+    run_dir, logger = prepare_run(cfg, cfg.name)
+    set_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
+    prompts, report = load_prompt_dataset(cfg.data.train_file, tokenizer,
+                                          max_prompt_length=cfg.data.max_length - cfg.max_new_tokens,
+                                          chat_template=cfg.data.chat_template)
+    console.print(report.summary())
+    reward_source = load_reward_source(cfg.reward, tokenizer)
+    models, ref_model = _build_models(cfg, tokenizer)
+    optimizer = torch.optim.AdamW([
+        {"params": [p for p in models.policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},
+        {"params": [p for p in models.value.parameters() if p.requires_grad], "lr": cfg.value_learning_rate},
+    ], eps=1e-5)
+    kl_ctl = (AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
+              else FixedKLController(cfg.init_kl_coef))
+    moments = RunningMoments()
+    start = 0
+    ckpt_root = checkpoint_root(run_dir, cfg.name)
+    ckpt = latest_valid_checkpoint(ckpt_root, warn=lambda m: console.print(f"[yellow]{m}[/]"))
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, models, optimizer, None)
+        start = int(state["iteration"])
+        kl_ctl.load_state_dict(state["kl_controller"])
+        moments.load_state_dict(state["score_moments"])
+        console.print(f"[green]{cfg.name}: resumed from {ckpt.path} (iteration {start}/{cfg.num_iterations})[/]")
+    history: list[dict] = []
+    stopped_early = None
+    bar = tqdm(total=cfg.num_iterations, initial=start, desc=cfg.name, unit="iter", dynamic_ncols=True)
+    iteration = start
+    try:
+        for iteration in range(start, cfg.num_iterations):
+            mark = time.time()
+            batch_prompts = [prompts[i] for i in _prompt_batches(len(prompts), cfg.rollout_batch_size, cfg.seed,
+                                                                 iteration)]
+            experience, metrics = make_experience(cfg, models, ref_model, reward_source, tokenizer, batch_prompts,
+                                                  kl_ctl.value, moments)
+            update_start = time.time()
+            metrics.update(ppo_update(cfg, models, optimizer, experience))
+            metrics["time/update"] = time.time() - update_start
+            metrics["time/iteration"] = time.time() - mark
+            kl_ctl.update(metrics["objective/kl"], cfg.rollout_batch_size)
+            logger.log(metrics, iteration + 1)
+            history.append(metrics)
+            bar.update(1)
+            bar.set_postfix({"score": f"{metrics['reward/score_mean']:.3g}", "kl": f"{metrics['objective/kl']:.3g}",
+                             "beta": f"{metrics['objective/kl_coef']:.3g}",
+                             "len": f"{metrics['response/length_mean']:.3g}"})
+            state = {"iteration": iteration + 1, "kl_controller": kl_ctl.state_dict(),
+                     "score_moments": moments.state_dict()}
+            if metrics["objective/kl"] > cfg.kl_limit:
+                stopped_early = (f"mean KL per response {metrics['objective/kl']:.1f} nats exceeded kl_limit="
+                                 f"{cfg.kl_limit} at iteration {iteration + 1}: the policy is running away from the "
+                                 "reference; raise init_kl_coef / lower learning_rate")
+                console.print(f"[bold red]stopping:[/] {stopped_early}")
+                iteration += 1
+                break
+            if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
+                save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state)
+        else:
+            iteration = cfg.num_iterations
+        if iteration > start:
+            save_checkpoint(ckpt_root, iteration, models, optimizer, None, state)
+    except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
+        raise TrainingError(f"out of memory: lower rollout_batch_size or minibatch_size ({exc})") from None
+    finally:
+        bar.close()
+        logger.close()
+    out = save_model(models.policy, tokenizer, run_dir / cfg.name,
+                     {"recipe": "ppo", "base_model": cfg.model.name_or_path, "reward": cfg.reward,
+                      "iterations": iteration, "stopped_early": stopped_early, "final_kl_coef": kl_ctl.value,
+                      "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)
+    console.print(f"[bold green]PPO done[/]: policy → {out}  ({iteration} iterations)")
+    return PPOResult(out, iteration, history, stopped_early)

@@ -1,0 +1,1 @@
+"""Rollouts: sampling responses from a policy and scoring them (transformers backend)."""

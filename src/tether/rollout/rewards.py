@@ -1,0 +1,102 @@
+"""Reward sources behind one interface: a reward-model directory (or ensemble), or a Python function.
+
+``load_reward_source(spec, tokenizer)``:
+- a directory (or comma-separated directories / an ensemble directory) → :class:`RewardModelSource`
+- ``package.module:function`` → :class:`FunctionSource`; the function is called as
+  ``fn(prompts: list[str], responses: list[str], response_ids: list[list[int]]) -> list[float]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from tether.data.tokenize import encode_prompt_response
+from tether.models.reward import ensemble_members, load_reward_models, score_with_members
+from tether.rollout.generation import Rollout
+
+
+class RewardSpecError(ValueError):
+    """A reward specification that names nothing usable."""
+
+
+class RewardSource(Protocol):
+    def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:  # (B,)
+        ...
+
+
+def end_of_turn_suffix(tokenizer, chat_template: str = "auto") -> list[int]:
+    """Tokens the chat template puts after the EOS that ends an assistant turn (ChatML: '\\n').
+
+    A generated response stops at EOS; the reward model was trained on responses rendered by
+    the template, so the suffix is appended before scoring to read the score at the same place.
+    """
+    _, response_ids = encode_prompt_response(tokenizer, "x", "y", chat_template)
+    eos = tokenizer.eos_token_id
+    if eos not in response_ids:
+        return []
+    last = len(response_ids) - 1 - response_ids[::-1].index(eos)
+    return response_ids[last + 1:]
+
+
+class RewardModelSource:
+    """Score = reward model (ensemble mean, or mean − k·std when ``conservative``) on prompt + response."""
+
+    def __init__(self, spec: str, tokenizer, batch_size: int = 8, conservative_k: float = 0.0,
+                 chat_template: str = "auto"):
+        dirs = [Path(p.strip()) for p in spec.split(",") if p.strip()]
+        self.models = [m for d in dirs for member in ensemble_members(d) for m in load_reward_models(member)]
+        self.pad_token_id = self.models[0].config.pad_token_id
+        self.suffix = end_of_turn_suffix(tokenizer, chat_template)
+        self.batch_size = batch_size
+        self.k = conservative_k
+
+    def sequences(self, rollout: Rollout) -> list[list[int]]:
+        out = []
+        for b in range(rollout.prompt_ids.shape[0]):
+            prompt = rollout.prompt_ids[b][rollout.prompt_mask[b].bool()].tolist()
+            response = rollout.response_ids[b][rollout.response_mask[b].bool()].tolist()
+            out.append(prompt + response + (self.suffix if bool(rollout.ended_with_eos[b]) else []))
+        return out
+
+    @torch.no_grad()
+    def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        scores = score_with_members(self.models, self.sequences(rollout), self.pad_token_id, self.batch_size, self.k)
+        return scores.conservative if self.k > 0 else scores.mean
+
+
+class FunctionSource:
+    """A Python reward function given as ``module:function``."""
+
+    def __init__(self, spec: str):
+        module_name, _, function_name = spec.partition(":")
+        if os.getcwd() not in sys.path:  # like `python -m`: modules next to where the command runs are found
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+            self.fn = getattr(module, function_name)
+        except (ImportError, AttributeError) as exc:
+            raise RewardSpecError(f"reward function '{spec}' cannot be imported: {exc}") from None
+
+    def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        ids = [rollout.response_ids[b][rollout.response_mask[b].bool()].tolist() for b in range(len(responses))]
+        values = self.fn(prompts, responses, ids)
+        if len(values) != len(responses):
+            raise ValueError(f"reward function returned {len(values)} scores for {len(responses)} responses")
+        return torch.tensor([float(v) for v in values], dtype=torch.float32)
+
+
+def load_reward_source(spec: str, tokenizer, batch_size: int = 8, conservative_k: float = 0.0) -> RewardSource:
+    if not spec:
+        raise RewardSpecError("reward= is required: a reward model directory or module:function")
+    first = spec.split(",")[0].strip()
+    if Path(first).is_dir():
+        return RewardModelSource(spec, tokenizer, batch_size, conservative_k)
+    if ":" in spec and not Path(first).exists():
+        return FunctionSource(spec)
+    raise RewardSpecError(f"reward '{spec}' is neither a reward model directory nor module:function")

@@ -1,0 +1,63 @@
+"""PPO on a tiny model: the score rises under the KL leash, β adapts, the KL guard stops a runaway run."""
+
+import json
+
+import pytest
+import torch
+
+from tests.helpers import EXAMPLES, tiny_model_config
+from tether.config import DataConfig, ModelConfig, PPOConfig, SFTConfig, TrainConfig
+from tether.recipes.ppo import train_ppo
+from tether.recipes.sft import train_sft
+from tether.rollout.generation import response_mask_from_ids
+from tether.utils.logging import read_metrics
+
+DATA = EXAMPLES / "data"
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("sft")
+    cfg = SFTConfig(run_dir=str(run), model=tiny_model_config(),
+                    data=DataConfig(train_file=str(DATA / "sft.jsonl"), max_length=256, eval_fraction=0.0),
+                    train=TrainConfig(learning_rate=3e-3, max_steps=60, batch_size=8, save_final_checkpoint=False))
+    return str(train_sft(cfg).model_dir)
+
+
+def _ppo(run_dir, sft_dir, **extra):
+    base = dict(run_dir=str(run_dir), model=ModelConfig(name_or_path=sft_dir), reward="tests.helpers:period_reward",
+                data=DataConfig(train_file=str(DATA / "prompts.jsonl")), max_new_tokens=12, num_iterations=14,
+                rollout_batch_size=16, minibatch_size=8, learning_rate=2e-3, value_learning_rate=1e-4)
+    return PPOConfig(**{**base, **extra})
+
+
+def test_response_mask_keeps_the_first_eos_even_when_pad_is_eos():
+    eos = 2
+    ids = torch.tensor([[5, 6, eos, eos, eos], [7, eos, 9, eos, eos], [5, 6, 7, 8, 9]])
+    mask, ended = response_mask_from_ids(ids, eos)
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+    assert ended.tolist() == [True, True, False]
+
+
+def test_ppo_raises_the_score_under_the_kl_leash(tmp_path, sft_dir):
+    result = train_ppo(_ppo(tmp_path, sft_dir))
+    rows = read_metrics(tmp_path, "ppo")
+    assert len(rows) == 14 and result.stopped_early is None
+    scores = [r["reward/score_mean"] for r in rows]
+    assert sum(scores[-4:]) / 4 > sum(scores[:4]) / 4 + 0.3
+    assert all(0 < r["objective/kl"] < 20 for r in rows[1:])
+    assert rows[-1]["objective/kl_coef"] != 0.05  # the adaptive controller moved β (its arithmetic: tests/algos)
+    for key in ("policy/clip_frac", "policy/approx_kl", "value/loss", "value/explained_variance",
+                "objective/entropy", "response/eos_frac", "time/generate"):
+        assert key in rows[-1]
+    # the controller's state (after its last update) is in the final checkpoint and in tether.json
+    state = json.loads((tmp_path / "checkpoints" / "ppo" / "step-14" / "trainer_state.json").read_text())
+    final_beta = json.loads((result.model_dir / "tether.json").read_text())["final_kl_coef"]
+    assert state["trainer"]["kl_controller"]["value"] == final_beta != rows[-1]["objective/kl_coef"]
+
+
+def test_kl_guard_stops_a_runaway_policy(tmp_path, sft_dir):
+    result = train_ppo(_ppo(tmp_path, sft_dir, learning_rate=3e-3, kl_limit=0.5, num_iterations=14))
+    assert result.stopped_early is not None and "exceeded kl_limit=0.5" in result.stopped_early
+    assert result.iterations < 14
+    assert json.loads((result.model_dir / "tether.json").read_text())["stopped_early"] == result.stopped_early
