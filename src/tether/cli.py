@@ -45,6 +45,7 @@ SUMMARIES = {
     "rm": "Train a Bradley-Terry reward model (pairs or rankings), with a held-out report.",
     "dpo": "Offline preference optimisation: dpo, ipo, cdpo, robust, hinge, kto, orpo, simpo.",
     "ppo": "PPO under a KL leash: reward model or function, value model, adaptive KL, GAE, clipping.",
+    "grpo": "Critic-free RL with K samples per prompt: advantage=grpo | rloo | reinforce_pp.",
     "score": "Score jsonl rows with a trained reward model (or an ensemble).",
     "quickstart": "SFT → reward model → DPO on the embedded SmolLM2-135M-Instruct and shipped data.",
 }
@@ -54,6 +55,7 @@ EXAMPLES = {
     "rm": "tether rm examples/rm_tiny.yaml ensemble_size=3",
     "dpo": "tether dpo examples/dpo_tiny.yaml loss=simpo beta=2.0",
     "ppo": "tether ppo examples/ppo_tiny.yaml num_iterations=10",
+    "grpo": "tether grpo examples/grpo_tiny.yaml advantage=rloo",
     "score": "tether score model=runs/tiny/rm input=examples/data/preferences_eval.jsonl",
     "quickstart": "tether quickstart            (or: tether quickstart --tiny)",
 }
@@ -181,6 +183,13 @@ def ppo_command(ctx: typer.Context) -> None:
     from tether.recipes.ppo import train_ppo
 
     _run_recipe("ppo", ctx.args, train_ppo)
+
+
+@app.command("grpo", help=SUMMARIES["grpo"], context_settings=CONTEXT)
+def grpo_command(ctx: typer.Context) -> None:
+    from tether.recipes.grpo import train_grpo
+
+    _run_recipe("grpo", ctx.args, train_grpo)
 
 
 @app.command("score", help=SUMMARIES["score"], context_settings=CONTEXT)

@@ -221,6 +221,45 @@ class PPOConfig:
 
 
 @dataclass
+class GRPOConfig:
+    """Critic-free policy optimisation with K samples per prompt: GRPO, RLOO, REINFORCE++ (`tether grpo`)."""
+
+    run_dir: str = doc_field("runs/grpo", "Run directory; the policy is written to <run_dir>/<name>/.")
+    name: str = doc_field("grpo", "Stage name: output subdirectory, metric prefix and checkpoint folder.")
+    advantage: Literal["grpo", "rloo", "reinforce_pp"] = doc_field(
+        "grpo", "Baseline: group mean/std (grpo), leave-one-out (rloo), global batch whitening (reinforce_pp).")
+    model: ModelConfig = doc_field(ModelConfig(), "Policy to train (usually the SFT model); also the reference.")
+    ref_model: str | None = doc_field(None, "Reference model; empty = a frozen copy of the starting policy "
+                                            "(with LoRA: the base with adapters disabled).")
+    reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
+    data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
+    group_size: int = doc_field(4, "K: responses sampled per prompt.")
+    prompts_per_iteration: int = doc_field(4, "Prompts per iteration (batch = prompts x K responses).")
+    max_new_tokens: int = doc_field(48, "Longest response sampled.")
+    temperature: float = doc_field(1.0, "Sampling temperature (log-probs are computed at the same temperature).")
+    top_p: float = doc_field(1.0, "Nucleus sampling; keep 1.0 so the ratio matches the sampling distribution.")
+    num_iterations: int = doc_field(20, "Rollout + update iterations.")
+    minibatch_size: int = doc_field(8, "Responses per gradient step.")
+    update_epochs: int = doc_field(1, "Passes over each rollout batch (1 = on-policy; >1 uses the clipped ratio).")
+    learning_rate: float = doc_field(1e-6, "Policy learning rate.")
+    clip_range: float = doc_field(0.2, "Policy ratio clip ε.")
+    kl_coef: float = doc_field(0.04, "β of the KL term (0 = no leash).")
+    kl_in_reward: bool = doc_field(
+        False, "KL as a per-token reward penalty (k1) instead of a k3 loss term (GRPO's choice); reinforce_pp always "
+               "puts it in the reward.")
+    scale_by_std: bool = doc_field(True, "grpo: divide by the group std; false = Dr. GRPO (no difficulty bias).")
+    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = doc_field(
+        "token_mean", "How token losses are averaged; seq_mean_token_mean (original GRPO) has a length bias.")
+    missing_eos_penalty: float = doc_field(0.0, "Subtracted from the score of a response that ends without EOS.")
+    kl_limit: float = doc_field(20.0, "Stop the run when the mean KL per response exceeds this (nats).")
+    max_grad_norm: float = doc_field(1.0, "Clip the gradient norm.")
+    seed: int = doc_field(42, "Seed for prompt order, sampling and initialisation.")
+    save_every: int = doc_field(0, "Checkpoint every N iterations (0 = only at the end).")
+    num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")
+    report_to: list = doc_field(["tensorboard"], "Extra metric sinks: tensorboard, wandb, mlflow.")
+
+
+@dataclass
 class ScoreConfig:
     """Score rows with a trained reward model (`tether score`)."""
 
@@ -253,6 +292,7 @@ RECIPE_CONFIGS: dict[str, type] = {
     "rm": RewardModelConfig,
     "dpo": PreferenceConfig,
     "ppo": PPOConfig,
+    "grpo": GRPOConfig,
     "score": ScoreConfig,
     "quickstart": QuickstartConfig,
 }
@@ -429,11 +469,12 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
 
 def _check_ranges(config: Any, prefix: str = "") -> None:
     positive = {"batch_size", "eval_batch_size", "grad_accum_steps", "max_length", "max_new_tokens", "num_iterations",
-                "rollout_batch_size", "minibatch_size", "ppo_epochs", "temperature", "kl_horizon", "target_kl",
+                "rollout_batch_size", "minibatch_size", "ppo_epochs", "prompts_per_iteration", "update_epochs",
+                "temperature", "kl_horizon", "target_kl",
                 "ensemble_size", "calibration_bins", "log_every", "r", "alpha", "keep_checkpoints"}
     non_negative = {"learning_rate", "weight_decay", "max_steps", "eval_every", "save_every", "max_grad_norm",
                     "num_epochs", "center_coef", "ensemble_k", "num_threads", "max_eval_examples",
-                    "max_train_examples", "max_prompt_length", "sft_coef", "value_coef", "entropy_coef",
+                    "max_train_examples", "max_prompt_length", "sft_coef", "value_coef", "entropy_coef", "kl_coef",
                     "sft_steps", "rm_steps", "dpo_steps", "eval_examples"}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
@@ -451,6 +492,8 @@ def _check_ranges(config: Any, prefix: str = "") -> None:
 def validate(config: Any) -> None:
     """Range checks that apply to every recipe config (raise ConfigError)."""
     _check_ranges(config)
+    if isinstance(config, GRPOConfig) and config.group_size < 2:
+        raise ConfigError(f"group_size: needs at least 2 samples per prompt for a baseline, got {config.group_size}")
     if isinstance(config, PreferenceConfig):
         if config.beta <= 0:
             raise ConfigError(f"beta: must be > 0, got {config.beta}")

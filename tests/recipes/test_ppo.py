@@ -61,3 +61,18 @@ def test_kl_guard_stops_a_runaway_policy(tmp_path, sft_dir):
     assert result.stopped_early is not None and "exceeded kl_limit=0.5" in result.stopped_early
     assert result.iterations < 14
     assert json.loads((result.model_dir / "tether.json").read_text())["stopped_early"] == result.stopped_early
+
+
+@pytest.mark.parametrize("advantage", ["grpo", "rloo", "reinforce_pp"])
+def test_critic_free_estimators_raise_the_score(tmp_path, sft_dir, advantage):
+    from tether.config import GRPOConfig
+    from tether.recipes.grpo import train_grpo
+
+    cfg = GRPOConfig(run_dir=str(tmp_path), model=ModelConfig(name_or_path=sft_dir), advantage=advantage,
+                     reward="tests.helpers:period_reward", data=DataConfig(train_file=str(DATA / "prompts.jsonl")),
+                     group_size=4, prompts_per_iteration=4, max_new_tokens=12, num_iterations=12,
+                     learning_rate=2e-3, kl_limit=50.0)
+    result = train_grpo(cfg)
+    scores = [r["reward/score_mean"] for r in read_metrics(tmp_path, "grpo")]
+    assert result.iterations == 12 and len(scores) == 12
+    assert sum(scores[-4:]) / 4 > sum(scores[:4]) / 4 + 0.3

@@ -1,0 +1,187 @@
+"""Critic-free RL with K samples per prompt: GRPO, RLOO and REINFORCE++.
+
+Each iteration, top to bottom:
+  1. generate   — K responses for each of ``prompts_per_iteration`` prompts
+  2. score      — reward source; penalty for a missing EOS
+  3. log-probs  — old policy and reference log-probs of the sampled tokens (fp32)
+  4. advantages — grpo: (s − mean_group)/std_group (Dr. GRPO: no std); rloo: s − mean of the
+                  other K−1; reinforce_pp: returns of the KL-shaped token rewards, whitened
+                  over the whole batch. No value model.
+  5. update     — clipped surrogate over minibatches, KL either in the reward (k1) or as a
+                  k3 loss term, token losses aggregated as configured
+  6. control    — KL guard, metrics, checkpoint
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tether.algos.advantages import broadcast_to_tokens, grpo_advantages, reinforce_pp_advantages, rloo_advantages
+from tether.algos.kl import kl_penalty
+from tether.algos.losses.ppo import aggregate, policy_loss
+from tether.algos.rewards import kl_shaped_rewards
+from tether.config import GRPOConfig, ModelConfig, to_dict
+from tether.data import collate_prompts, load_prompt_dataset
+from tether.models.loading import apply_lora, is_peft, load_causal_lm, load_tokenizer, save_model
+from tether.recipes.common import prepare_run, seed_everything, set_threads
+from tether.recipes.ppo import _prompt_batches, _subset
+from tether.rollout.generation import GenerationConfig, generate, response_logprobs
+from tether.rollout.rewards import load_reward_source
+from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from tether.utils.logging import console
+
+
+@dataclass
+class GRPOResult:
+    model_dir: Path
+    iterations: int
+    history: list[dict]
+    stopped_early: str | None = None
+
+
+def sequence_advantages(cfg: GRPOConfig, scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token advantages (B, T) for the configured estimator (KL-in-reward applied where configured)."""
+    if cfg.advantage == "reinforce_pp":
+        return reinforce_pp_advantages(kl_shaped_rewards(scores, kl, mask, cfg.kl_coef), mask)
+    if cfg.kl_in_reward:
+        scores = scores - cfg.kl_coef * (kl * mask).sum(-1)
+    if cfg.advantage == "rloo":
+        per_sequence = rloo_advantages(scores, cfg.group_size)
+    else:
+        per_sequence = grpo_advantages(scores, cfg.group_size, scale_by_std=cfg.scale_by_std)
+    return broadcast_to_tokens(per_sequence, mask)
+
+
+@torch.no_grad()
+def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer, prompts) -> tuple[dict, dict]:
+    mark = time.time()
+    grouped = [p for p in prompts for _ in range(cfg.group_size)]  # K consecutive samples per prompt
+    batch = collate_prompts(grouped, tokenizer.pad_token_id)
+    rollout = generate(policy, batch["input_ids"], batch["attention_mask"],
+                       GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p), tokenizer.eos_token_id,
+                       tokenizer.pad_token_id)
+    generate_time = time.time() - mark
+    responses = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
+                 for r, m in zip(rollout.response_ids, rollout.response_mask)]
+    raw_scores = reward_source.score(rollout, [p.prompt_text for p in grouped], responses)
+    scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
+    mask = rollout.response_mask
+    old_logps = response_logprobs(policy, rollout, cfg.temperature)
+    if ref_model is None:
+        with policy.disable_adapter():
+            ref_logps = response_logprobs(policy, rollout, cfg.temperature)
+    else:
+        ref_logps = response_logprobs(ref_model, rollout, cfg.temperature)
+    kl = kl_penalty(old_logps, ref_logps, "k1") * mask
+    advantages = sequence_advantages(cfg, scores, kl, mask)
+    groups = scores.view(-1, cfg.group_size)
+    metrics = {
+        "reward/score_mean": float(raw_scores.mean()), "reward/proxy_mean": float(scores.mean()),
+        "reward/group_std_mean": float(groups.std(-1).mean()),
+        "reward/zero_std_groups": float((groups.std(-1) == 0).float().mean()),
+        "objective/kl": float(kl.sum(-1).mean()), "objective/kl_coef": cfg.kl_coef,
+        "response/length_mean": float(mask.sum(-1).float().mean()),
+        "response/eos_frac": float(rollout.ended_with_eos.float().mean()),
+        "time/generate": generate_time, "time/experience": time.time() - mark,
+    }
+    return {"rollout": rollout, "old_logps": old_logps, "ref_logps": ref_logps, "advantages": advantages}, metrics
+
+
+def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: dict) -> dict:
+    rollout = experience["rollout"]
+    n = rollout.prompt_ids.shape[0]
+    sums: dict[str, float] = {}
+    count = 0
+    for _ in range(cfg.update_epochs):
+        order = torch.randperm(n)
+        for start in range(0, n, cfg.minibatch_size):
+            idx = order[start:start + cfg.minibatch_size]
+            mini = _subset(rollout, idx)
+            mask = mini.response_mask
+            logps = response_logprobs(policy, mini, cfg.temperature)
+            loss, metrics = policy_loss(logps, experience["old_logps"][idx], experience["advantages"][idx], mask,
+                                        cfg.clip_range, aggregation=cfg.loss_aggregation)
+            if cfg.kl_coef > 0 and not cfg.kl_in_reward and cfg.advantage != "reinforce_pp":
+                kl_term = aggregate(kl_penalty(logps, experience["ref_logps"][idx], "k3"), mask, cfg.loss_aggregation)
+                loss = loss + cfg.kl_coef * kl_term
+                metrics["policy/kl_loss"] = kl_term.detach()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], cfg.max_grad_norm)
+            optimizer.step()
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            count += 1
+    return {k: v / count for k, v in sums.items()}
+
+
+def train_grpo(cfg: GRPOConfig) -> GRPOResult:
+    run_dir, logger = prepare_run(cfg, cfg.name)
+    set_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
+    prompts, report = load_prompt_dataset(cfg.data.train_file, tokenizer,
+                                          max_prompt_length=cfg.data.max_length - cfg.max_new_tokens,
+                                          chat_template=cfg.data.chat_template)
+    console.print(report.summary())
+    reward_source = load_reward_source(cfg.reward, tokenizer)
+    policy = apply_lora(load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id),
+                        cfg.model.lora, "CAUSAL_LM")
+    if cfg.ref_model:
+        ref_model = load_causal_lm(ModelConfig(name_or_path=cfg.ref_model), pad_token_id=tokenizer.pad_token_id)
+    else:
+        ref_model = None if is_peft(policy) else copy.deepcopy(policy)
+    if ref_model is not None:
+        ref_model.eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
+    ckpt_root = checkpoint_root(run_dir, cfg.name)
+    start = 0
+    ckpt = latest_valid_checkpoint(ckpt_root, warn=lambda m: console.print(f"[yellow]{m}[/]"))
+    if ckpt is not None:
+        start = int(load_checkpoint(ckpt, policy, optimizer, None)["iteration"])
+        console.print(f"[green]{cfg.name}: resumed from {ckpt.path} (iteration {start}/{cfg.num_iterations})[/]")
+    history: list[dict] = []
+    stopped_early = None
+    iteration = start
+    bar = tqdm(total=cfg.num_iterations, initial=start, desc=f"{cfg.name} ({cfg.advantage})", unit="iter",
+               dynamic_ncols=True)
+    try:
+        for iteration in range(start, cfg.num_iterations):
+            mark = time.time()
+            chosen = _prompt_batches(len(prompts), cfg.prompts_per_iteration, cfg.seed, iteration)
+            experience, metrics = make_experience(cfg, policy, ref_model, reward_source, tokenizer,
+                                                  [prompts[i] for i in chosen])
+            metrics.update(grpo_update(cfg, policy, optimizer, experience))
+            metrics["time/iteration"] = time.time() - mark
+            logger.log(metrics, iteration + 1)
+            history.append(metrics)
+            bar.update(1)
+            bar.set_postfix({"score": f"{metrics['reward/score_mean']:.3g}", "kl": f"{metrics['objective/kl']:.3g}",
+                             "len": f"{metrics['response/length_mean']:.3g}"})
+            if metrics["objective/kl"] > cfg.kl_limit:
+                stopped_early = (f"mean KL per response {metrics['objective/kl']:.1f} nats exceeded kl_limit="
+                                 f"{cfg.kl_limit} at iteration {iteration + 1}; raise kl_coef / lower learning_rate")
+                console.print(f"[bold red]stopping:[/] {stopped_early}")
+                iteration += 1
+                break
+            if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
+                save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, {"iteration": iteration + 1})
+        else:
+            iteration = cfg.num_iterations
+        if iteration > start:
+            save_checkpoint(ckpt_root, iteration, policy, optimizer, None, {"iteration": iteration})
+    finally:
+        bar.close()
+        logger.close()
+    out = save_model(policy, tokenizer, run_dir / cfg.name,
+                     {"recipe": "grpo", "advantage": cfg.advantage, "base_model": cfg.model.name_or_path,
+                      "reward": cfg.reward, "iterations": iteration, "stopped_early": stopped_early,
+                      "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)
+    console.print(f"[bold green]{cfg.advantage} done[/]: policy → {out}  ({iteration} iterations)")
+    return GRPOResult(out, iteration, history, stopped_early)
