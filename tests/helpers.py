@@ -15,14 +15,3 @@ def tiny_model_config(**extra):
 
     return ModelConfig(name_or_path="embedded", random_init=True, config_overrides=dict(TINY_OVERRIDES), **extra)
 
-
-def lower_half_vocab_reward(prompts, responses, response_ids):
-    """A dense toy reward a tiny random policy can learn fast: the fraction of response tokens in the lower half
-    of the vocabulary (49,152 tokens). Random sampling scores about 0.5."""
-    return [sum(t < 24576 for t in ids) / max(1, len(ids)) for ids in response_ids]
-
-
-def period_reward(prompts, responses, response_ids):
-    """A toy reward for PPO tests: the fraction of characters that are periods (a short-SFT'd tiny model emits
-    some, so the policy can learn to emit more)."""
-    return [text.count(".") / max(1, len(text)) * 10 for text in responses]

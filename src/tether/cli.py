@@ -46,6 +46,8 @@ SUMMARIES = {
     "dpo": "Offline preference optimisation: dpo, ipo, cdpo, robust, hinge, kto, orpo, simpo.",
     "ppo": "PPO under a KL leash: reward model or function, value model, adaptive KL, GAE, clipping.",
     "grpo": "Critic-free RL with K samples per prompt: advantage=grpo | rloo | reinforce_pp.",
+    "bon": "Best-of-N: sample N per prompt, keep the highest-reward response (KL = log N − (N−1)/N).",
+    "rejection-sample": "Rejection-sampling fine-tuning: sample N, keep the best, fine-tune, repeat for R rounds.",
     "score": "Score jsonl rows with a trained reward model (or an ensemble).",
     "quickstart": "SFT → reward model → DPO on the embedded SmolLM2-135M-Instruct and shipped data.",
 }
@@ -56,6 +58,8 @@ EXAMPLES = {
     "dpo": "tether dpo examples/dpo_tiny.yaml loss=simpo beta=2.0",
     "ppo": "tether ppo examples/ppo_tiny.yaml num_iterations=10",
     "grpo": "tether grpo examples/grpo_tiny.yaml advantage=rloo",
+    "bon": "tether bon examples/bon_tiny.yaml n=8",
+    "rejection-sample": "tether rejection-sample examples/rejection_tiny.yaml rounds=3",
     "score": "tether score model=runs/tiny/rm input=examples/data/preferences_eval.jsonl",
     "quickstart": "tether quickstart            (or: tether quickstart --tiny)",
 }
@@ -190,6 +194,20 @@ def grpo_command(ctx: typer.Context) -> None:
     from tether.recipes.grpo import train_grpo
 
     _run_recipe("grpo", ctx.args, train_grpo)
+
+
+@app.command("bon", help=SUMMARIES["bon"], context_settings=CONTEXT)
+def bon_command(ctx: typer.Context) -> None:
+    from tether.recipes.best_of_n import run_best_of_n
+
+    _run_recipe("bon", ctx.args, run_best_of_n)
+
+
+@app.command("rejection-sample", help=SUMMARIES["rejection-sample"], context_settings=CONTEXT)
+def rejection_command(ctx: typer.Context) -> None:
+    from tether.recipes.best_of_n import run_rejection_sampling
+
+    _run_recipe("rejection-sample", ctx.args, run_rejection_sampling)
 
 
 @app.command("score", help=SUMMARIES["score"], context_settings=CONTEXT)

@@ -260,6 +260,43 @@ class GRPOConfig:
 
 
 @dataclass
+class BestOfNConfig:
+    """Best-of-N sampling against a reward (`tether bon`)."""
+
+    model: ModelConfig = doc_field(ModelConfig(), "Policy to sample from.")
+    reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
+    data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
+    output: str = doc_field("runs/bon/best_of_n.jsonl", "Where to write prompt / best response / scores rows.")
+    n: int = doc_field(4, "Samples per prompt.")
+    max_new_tokens: int = doc_field(48, "Longest response sampled.")
+    temperature: float = doc_field(1.0, "Sampling temperature.")
+    top_p: float = doc_field(1.0, "Nucleus sampling.")
+    batch_size: int = doc_field(8, "Prompts per generation batch (each sampled n times).")
+    max_prompts: int = doc_field(0, "Use at most this many prompts (0 = all).")
+    seed: int = doc_field(42, "Sampling seed.")
+    num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")
+
+
+@dataclass
+class RejectionSamplingConfig:
+    """Rejection-sampling fine-tuning, Llama 2 style (`tether rejection-sample`)."""
+
+    run_dir: str = doc_field("runs/rejection", "Run directory: round-<r>/ holds each round's data and model.")
+    model: ModelConfig = doc_field(ModelConfig(), "Policy to start from (usually the SFT model).")
+    reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
+    data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
+    rounds: int = doc_field(2, "Sample → keep the best → fine-tune, this many times.")
+    n: int = doc_field(4, "Samples per prompt.")
+    threshold: float | None = doc_field(None, "Keep a prompt's best response only if its score is at least this.")
+    max_new_tokens: int = doc_field(48, "Longest response sampled.")
+    temperature: float = doc_field(1.0, "Sampling temperature.")
+    batch_size: int = doc_field(8, "Prompts per generation batch (each sampled n times).")
+    max_prompts: int = doc_field(0, "Prompts per round (0 = all).")
+    train: TrainConfig = doc_field(TrainConfig(learning_rate=1e-5, num_epochs=1.0), "Fine-tuning on each round's best.")
+    seed: int = doc_field(42, "Sampling seed.")
+
+
+@dataclass
 class ScoreConfig:
     """Score rows with a trained reward model (`tether score`)."""
 
@@ -293,6 +330,8 @@ RECIPE_CONFIGS: dict[str, type] = {
     "dpo": PreferenceConfig,
     "ppo": PPOConfig,
     "grpo": GRPOConfig,
+    "bon": BestOfNConfig,
+    "rejection-sample": RejectionSamplingConfig,
     "score": ScoreConfig,
     "quickstart": QuickstartConfig,
 }
@@ -469,13 +508,13 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
 
 def _check_ranges(config: Any, prefix: str = "") -> None:
     positive = {"batch_size", "eval_batch_size", "grad_accum_steps", "max_length", "max_new_tokens", "num_iterations",
-                "rollout_batch_size", "minibatch_size", "ppo_epochs", "prompts_per_iteration", "update_epochs",
+                "rollout_batch_size", "minibatch_size", "ppo_epochs", "prompts_per_iteration", "update_epochs", "n", "rounds",
                 "temperature", "kl_horizon", "target_kl",
                 "ensemble_size", "calibration_bins", "log_every", "r", "alpha", "keep_checkpoints"}
     non_negative = {"learning_rate", "weight_decay", "max_steps", "eval_every", "save_every", "max_grad_norm",
                     "num_epochs", "center_coef", "ensemble_k", "num_threads", "max_eval_examples",
                     "max_train_examples", "max_prompt_length", "sft_coef", "value_coef", "entropy_coef", "kl_coef",
-                    "sft_steps", "rm_steps", "dpo_steps", "eval_examples"}
+                    "sft_steps", "rm_steps", "dpo_steps", "eval_examples", "max_prompts"}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         key = f"{prefix}{f.name}"

@@ -25,7 +25,7 @@ def sft_dir(tmp_path_factory):
 
 
 def _ppo(run_dir, sft_dir, **extra):
-    base = dict(run_dir=str(run_dir), model=ModelConfig(name_or_path=sft_dir), reward="tests.helpers:period_reward",
+    base = dict(run_dir=str(run_dir), model=ModelConfig(name_or_path=sft_dir), reward="tether.tasks.toy:period_density",
                 data=DataConfig(train_file=str(DATA / "prompts.jsonl")), max_new_tokens=12, num_iterations=14,
                 rollout_batch_size=16, minibatch_size=8, learning_rate=2e-3, value_learning_rate=1e-4)
     return PPOConfig(**{**base, **extra})
@@ -69,10 +69,73 @@ def test_critic_free_estimators_raise_the_score(tmp_path, sft_dir, advantage):
     from tether.recipes.grpo import train_grpo
 
     cfg = GRPOConfig(run_dir=str(tmp_path), model=ModelConfig(name_or_path=sft_dir), advantage=advantage,
-                     reward="tests.helpers:period_reward", data=DataConfig(train_file=str(DATA / "prompts.jsonl")),
+                     reward="tether.tasks.toy:period_density", data=DataConfig(train_file=str(DATA / "prompts.jsonl")),
                      group_size=4, prompts_per_iteration=4, max_new_tokens=12, num_iterations=12,
                      learning_rate=2e-3, kl_limit=50.0)
     result = train_grpo(cfg)
     scores = [r["reward/score_mean"] for r in read_metrics(tmp_path, "grpo")]
     assert result.iterations == 12 and len(scores) == 12
     assert sum(scores[-4:]) / 4 > sum(scores[:4]) / 4 + 0.3
+
+
+def test_best_of_n_beats_a_single_sample_and_reports_its_kl(tmp_path, sft_dir):
+    import math
+
+    from tether.config import BestOfNConfig
+    from tether.recipes.best_of_n import run_best_of_n
+
+    out = tmp_path / "bon.jsonl"
+    summary = run_best_of_n(BestOfNConfig(model=ModelConfig(name_or_path=sft_dir), reward="tether.tasks.toy:period_density",
+                                          data=DataConfig(train_file=str(DATA / "prompts.jsonl")), output=str(out),
+                                          n=4, max_new_tokens=12))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 30 and all(r["score"] == max(r["scores"]) and len(r["scores"]) == 4 for r in rows)
+    assert summary["score_best_mean"] > summary["score_sample_mean"]
+    assert summary["kl_best_of_n"] == pytest.approx(math.log(4) - 3 / 4)
+
+
+def test_rejection_sampling_rounds_raise_the_sample_reward(tmp_path, sft_dir):
+    from tether.config import RejectionSamplingConfig
+    from tether.recipes.best_of_n import run_rejection_sampling
+
+    cfg = RejectionSamplingConfig(run_dir=str(tmp_path), model=ModelConfig(name_or_path=sft_dir),
+                                  reward="tether.tasks.toy:period_density",
+                                  data=DataConfig(train_file=str(DATA / "prompts.jsonl")), rounds=3, n=4,
+                                  max_new_tokens=12,
+                                  train=TrainConfig(learning_rate=1e-3, num_epochs=2, batch_size=8,
+                                                    save_final_checkpoint=False))
+    result = run_rejection_sampling(cfg)
+    assert len(result.rounds) == 3 and (tmp_path / "round-1" / "best.jsonl").is_file()
+    assert result.rounds[-1]["reward/sample_mean"] > result.rounds[0]["reward/sample_mean"]
+    assert result.model_dir == tmp_path / "round-3" / "model"
+
+
+def test_without_a_leash_the_policy_drifts_further(tmp_path, sft_dir):
+    leashed = train_ppo(_ppo(tmp_path / "leash", sft_dir, init_kl_coef=0.5, adaptive_kl=True, target_kl=1.0))
+    free = train_ppo(_ppo(tmp_path / "free", sft_dir, init_kl_coef=0.0, adaptive_kl=False))
+    kl = lambda result: sum(h["objective/kl"] for h in result.history[-4:]) / 4  # noqa: E731
+    assert kl(free) > kl(leashed) + 0.5
+
+
+def test_resumed_ppo_reproduces_the_uninterrupted_run(tmp_path, sft_dir, monkeypatch):
+    from tether.rollout import rewards as reward_module
+
+    full = train_ppo(_ppo(tmp_path / "full", sft_dir, num_iterations=4))
+    calls = {"n": 0}
+    original = reward_module.FunctionSource.score
+
+    def crash_on_third_iteration(self, rollout, prompts, responses):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # killed during iteration 3, after the checkpoint at 2
+        return original(self, rollout, prompts, responses)
+
+    monkeypatch.setattr(reward_module.FunctionSource, "score", crash_on_third_iteration)
+    with pytest.raises(KeyboardInterrupt):
+        train_ppo(_ppo(tmp_path / "cut", sft_dir, num_iterations=4, save_every=2))
+    monkeypatch.setattr(reward_module.FunctionSource, "score", original)
+    resumed = train_ppo(_ppo(tmp_path / "cut", sft_dir, num_iterations=4, save_every=2))
+    assert [h["reward/score_mean"] for h in resumed.history] == pytest.approx(
+        [h["reward/score_mean"] for h in full.history[2:]], abs=1e-5)
+    for key in ("objective/kl", "objective/kl_coef", "reward/normalized_mean", "policy/approx_kl", "value/loss"):
+        assert [h[key] for h in resumed.history] == pytest.approx([h[key] for h in full.history[2:]], abs=1e-5), key

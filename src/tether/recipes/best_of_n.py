@@ -1,0 +1,124 @@
+"""Best-of-N sampling (``tether bon``) and rejection-sampling fine-tuning (``tether rejection-sample``).
+
+Best-of-N: sample N responses per prompt and return the one the reward ranks highest. Its
+distance from the policy is known in closed form, KL = log N − (N−1)/N, which makes it the
+reference point of the reward-vs-KL frontier (Gao et al. 2022).
+
+Rejection sampling (Llama 2): each round, sample N per prompt from the current policy,
+keep the best response (optionally only above a threshold), write them as an SFT dataset
+and fine-tune the policy on it; the next round samples from the fine-tuned policy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tether.config import BestOfNConfig, ModelConfig, RejectionSamplingConfig, SFTConfig
+from tether.data import load_prompt_dataset
+from tether.models.loading import load_causal_lm, load_tokenizer
+from tether.recipes.common import atomic_write_text, limit, record_config, seed_everything, set_threads
+from tether.rollout.best_of_n import best_of_n_kl, sample_and_score
+from tether.rollout.generation import GenerationConfig
+from tether.rollout.rewards import load_reward_source
+from tether.utils.logging import MetricsLogger, console
+
+
+def _prompts(cfg, tokenizer):
+    prompts, report = load_prompt_dataset(cfg.data.train_file, tokenizer,
+                                          max_prompt_length=cfg.data.max_length - cfg.max_new_tokens,
+                                          chat_template=cfg.data.chat_template)
+    console.print(report.summary())
+    return limit(prompts, cfg.max_prompts, "prompts")
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def run_best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
+    set_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
+    prompts = _prompts(cfg, tokenizer)
+    reward_source = load_reward_source(cfg.reward, tokenizer)
+    policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
+    sampled = sample_and_score(policy, tokenizer, reward_source, prompts, cfg.n,
+                               GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p), cfg.batch_size,
+                               desc=f"best-of-{cfg.n}")
+    rows = [{"prompt": s.prompt.prompt_text, "response": s.responses[s.best], "score": s.scores[s.best],
+             "scores": s.scores, "n": cfg.n} for s in sampled]
+    summary = {
+        "n": cfg.n, "prompts": len(rows), "kl_best_of_n": best_of_n_kl(cfg.n),
+        "score_best_mean": sum(r["score"] for r in rows) / len(rows),
+        "score_sample_mean": sum(sum(s.scores) for s in sampled) / (len(sampled) * cfg.n),
+    }
+    output = Path(cfg.output)
+    atomic_write_text(output, _jsonl(rows))
+    atomic_write_text(output.with_suffix(".summary.json"), json.dumps(summary, indent=2) + "\n")
+    console.print(f"best-of-{cfg.n}: mean best score {summary['score_best_mean']:.4g} vs a single sample "
+                  f"{summary['score_sample_mean']:.4g}; KL(best-of-N ‖ policy) = log N − (N−1)/N = "
+                  f"{summary['kl_best_of_n']:.3f} nats → {output}")
+    return summary
+
+
+@dataclass
+class RejectionResult:
+    model_dir: Path
+    rounds: list[dict]
+
+
+def run_rejection_sampling(cfg: RejectionSamplingConfig) -> RejectionResult:
+    from tether.recipes.sft import train_sft
+
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_config(run_dir, "rejection-sample", cfg)
+    seed_everything(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
+    prompts = _prompts(cfg, tokenizer)
+    reward_source = load_reward_source(cfg.reward, tokenizer)
+    logger = MetricsLogger(run_dir, "rejection-sample", list(cfg.train.report_to))
+    model_cfg = copy.deepcopy(cfg.model)
+    history = []
+    for round_index in range(1, cfg.rounds + 1):
+        round_dir = run_dir / f"round-{round_index}"
+        policy = load_causal_lm(model_cfg, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
+        sampled = sample_and_score(policy, tokenizer, reward_source, prompts, cfg.n,
+                                   GenerationConfig(cfg.max_new_tokens, cfg.temperature), cfg.batch_size,
+                                   desc=f"round {round_index}: sampling")
+        del policy
+        kept = [s for s in sampled if cfg.threshold is None or s.scores[s.best] >= cfg.threshold]
+        rows = [{"prompt": s.prompt.prompt_text, "completion": s.responses[s.best], "score": s.scores[s.best]}
+                for s in kept if s.responses[s.best].strip()]
+        metrics = {"reward/sample_mean": sum(sum(s.scores) for s in sampled) / (len(sampled) * cfg.n),
+                   "reward/best_mean": sum(s.scores[s.best] for s in sampled) / len(sampled),
+                   "rejection/kept": len(rows), "rejection/prompts": len(sampled)}
+        logger.log(metrics, round_index)
+        console.print(f"round {round_index}: kept {len(rows)} of {len(sampled)} prompts' best responses "
+                      f"(mean best score {metrics['reward/best_mean']:.4g}, mean sample {metrics['reward/sample_mean']:.4g})")
+        if not rows:
+            console.print("[yellow]no response passed the threshold; stopping[/]")
+            break
+        data_file = round_dir / "best.jsonl"
+        atomic_write_text(data_file, _jsonl(rows))
+        sft_cfg = SFTConfig(run_dir=str(round_dir), name="model", model=model_cfg,
+                            data=_with_file(cfg.data, data_file), train=cfg.train)
+        result = train_sft(sft_cfg)
+        model_cfg = ModelConfig(name_or_path=str(result.model_dir), dtype=cfg.model.dtype,
+                                trust_remote_code=cfg.model.trust_remote_code, lora=copy.deepcopy(cfg.model.lora))
+        history.append({**metrics, "model": str(result.model_dir)})
+    logger.close()
+    final = Path(model_cfg.name_or_path)
+    atomic_write_text(run_dir / "rounds.json", json.dumps(history, indent=2) + "\n")
+    console.print(f"[bold green]rejection sampling done[/]: {len(history)} rounds, final policy → {final}")
+    return RejectionResult(final, history)
+
+
+def _with_file(data, path: Path):
+    out = copy.deepcopy(data)
+    out.train_file, out.eval_file, out.eval_fraction = str(path), None, 0.0
+    return out

@@ -1,0 +1,1 @@
+"""Built-in tasks: prompts and programmatic rewards for demos, tests and benchmarks."""
