@@ -18,7 +18,7 @@ def tether(*args, cwd=ROOT):
 def test_help_lists_the_commands():
     result = tether("--help")
     assert result.returncode == 0
-    for command in ("sft", "rm", "dpo", "score", "quickstart"):
+    for command in ("sft", "rm", "dpo", "score", "quickstart", "ppo", "grpo", "bon", "rejection-sample"):
         assert command in result.stdout
 
 
@@ -84,3 +84,22 @@ def test_score_input_errors_exit_2(args, message):
     result = tether("score", *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+TINY = ["model.name_or_path=embedded", "model.random_init=true",
+        "model.config_overrides={hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, "
+        "num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16}", "reward=tether.tasks.toy:period_density",
+        "max_new_tokens=4"]
+
+
+@pytest.mark.parametrize("command, config, extra", [
+    ("ppo", "examples/ppo_tiny.yaml", ["num_iterations=2"]),
+    ("grpo", "examples/grpo_tiny.yaml", ["num_iterations=2", "advantage=rloo"]),
+    ("bon", "examples/bon_tiny.yaml", ["max_prompts=4"]),
+    ("rejection-sample", "examples/rejection_tiny.yaml", ["rounds=1", "max_prompts=8"]),
+])
+def test_online_rl_example_configs_run(command, config, extra, tmp_path):
+    where = [f"output={tmp_path / 'bon.jsonl'}"] if command == "bon" else [f"run_dir={tmp_path}"]
+    result = tether(command, config, *TINY, *where, *extra)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
