@@ -139,3 +139,16 @@ def test_resumed_ppo_reproduces_the_uninterrupted_run(tmp_path, sft_dir, monkeyp
         [h["reward/score_mean"] for h in full.history[2:]], abs=1e-5)
     for key in ("objective/kl", "objective/kl_coef", "reward/normalized_mean", "policy/approx_kl", "value/loss"):
         assert [h[key] for h in resumed.history] == pytest.approx([h[key] for h in full.history[2:]], abs=1e-5), key
+
+
+def test_ppo_with_lora_uses_the_adapter_free_base_as_reference(tmp_path, sft_dir):
+    model = ModelConfig(name_or_path=sft_dir)
+    model.lora.enabled = True
+    model.lora.r = 4
+    result = train_ppo(_ppo(tmp_path, sft_dir, model=model, num_iterations=2))
+    # LoRA B starts at zero: on the first rollout the policy equals the reference exactly
+    assert result.history[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)
+    assert result.history[1]["objective/kl"] != 0.0
+    from transformers import AutoModelForCausalLM
+
+    assert not any("lora" in n for n, _ in AutoModelForCausalLM.from_pretrained(result.model_dir).named_parameters())
