@@ -1,0 +1,1 @@
+"""Preference feedback: annotator agreement and vote aggregation (the labelling side of RLHF)."""

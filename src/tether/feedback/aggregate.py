@@ -1,0 +1,81 @@
+"""Turn several annotators' votes into one label per item: majority vote and Dawid–Skene.
+
+Dawid & Skene (1979) model each annotator with a confusion matrix π_a[true, given] and
+estimate, by EM, both the matrices and the posterior of each item's true label. Unlike a
+majority vote, it down-weights noisy annotators and can even use a systematically wrong
+one (an annotator who always picks the other answer is informative once detected).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+Annotation = tuple[Hashable, Hashable, int]  # (item, annotator, label index)
+
+
+def majority_vote(labels: Sequence[Hashable]) -> tuple[Hashable | None, float]:
+    """(winning label or None on a tie for first place, fraction of votes it got)."""
+    if not labels:
+        raise ValueError("majority_vote needs at least one label")
+    ranked = Counter(labels).most_common()
+    top, votes = ranked[0]
+    if len(ranked) > 1 and ranked[1][1] == votes:
+        return None, votes / len(labels)
+    return top, votes / len(labels)
+
+
+@dataclass
+class DawidSkeneResult:
+    items: list[Hashable]
+    annotators: list[Hashable]
+    posteriors: torch.Tensor     # (n_items, n_classes) P(true label | all votes)
+    confusions: torch.Tensor     # (n_annotators, n_classes, n_classes) P(given label | true label)
+    priors: torch.Tensor         # (n_classes,)
+
+    def labels(self) -> dict[Hashable, int]:
+        return {item: int(self.posteriors[i].argmax()) for i, item in enumerate(self.items)}
+
+    def accuracy(self, annotator: Hashable) -> float:
+        """The annotator's estimated accuracy: Σ_c prior_c · π_a[c, c]."""
+        a = self.annotators.index(annotator)
+        return float((self.priors * torch.diagonal(self.confusions[a])).sum())
+
+
+def dawid_skene(annotations: Sequence[Annotation], n_classes: int, iterations: int = 100,
+                smoothing: float = 0.01, tol: float = 1e-8) -> DawidSkeneResult:
+    """EM for the Dawid–Skene model, initialised from (soft) majority votes."""
+    items = sorted({a[0] for a in annotations}, key=str)
+    annotators = sorted({a[1] for a in annotations}, key=str)
+    item_index = {x: i for i, x in enumerate(items)}
+    annotator_index = {x: i for i, x in enumerate(annotators)}
+    votes = torch.zeros(len(items), len(annotators), n_classes, dtype=torch.float64)
+    for item, annotator, label in annotations:
+        if not 0 <= label < n_classes:
+            raise ValueError(f"label {label} of item {item!r} is outside 0..{n_classes - 1}")
+        votes[item_index[item], annotator_index[annotator], label] += 1
+    posteriors = votes.sum(1) + smoothing
+    posteriors = posteriors / posteriors.sum(-1, keepdim=True)
+    previous = None
+    for _ in range(iterations):
+        # M-step: priors and confusion matrices from the current posteriors
+        priors = posteriors.mean(0)
+        confusions = torch.einsum("ic,iak->ack", posteriors, votes) + smoothing
+        confusions = confusions / confusions.sum(-1, keepdim=True)
+        # E-step: posterior of each item's true label
+        log_post = priors.log().unsqueeze(0) + torch.einsum("iak,ack->ic", votes, confusions.log())
+        posteriors = torch.softmax(log_post, dim=-1)
+        if previous is not None and (posteriors - previous).abs().max() < tol:
+            break
+        previous = posteriors
+    return DawidSkeneResult(items, annotators, posteriors.float(), confusions.float(), priors.float())
+
+
+def group_by_item(annotations: Sequence[Annotation]) -> dict[Hashable, list[int]]:
+    grouped: dict[Hashable, list[int]] = defaultdict(list)
+    for item, _, label in annotations:
+        grouped[item].append(label)
+    return dict(grouped)
