@@ -30,6 +30,9 @@ def test_krippendorff_alpha_by_hand():
     assert krippendorff_alpha_nominal([[1, 1], [1, 2], [2, 2], [2, 2]]) == pytest.approx(1 - 14 / 30)
     # a unit with a single label is not pairable and changes nothing; missing labels are allowed
     assert krippendorff_alpha_nominal([[1, 1], [1, 2], [2, 2], [2, 2], [1]]) == pytest.approx(1 - 14 / 30)
+    # three labels on a unit: each of its 6 ordered pairs weighs 1/(3 − 1): o11 = 3, o12 = o21 = 1, o22 = 2
+    # n1 = 4, n2 = 3, n = 7 → α = 1 − 6·2 / (4·3 + 3·4) = 0.5
+    assert krippendorff_alpha_nominal([[1, 1, 1], [1, 2], [2, 2]]) == pytest.approx(0.5)
 
 
 def test_majority_vote_and_ties():
