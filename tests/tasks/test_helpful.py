@@ -1,0 +1,27 @@
+import json
+
+import pytest
+
+from tests.helpers import EXAMPLES
+from tether.tasks.helpful import gold_components, gold_utility
+
+
+def test_gold_utility_components_by_hand():
+    prompt = "How do I keep basil healthy indoors?"
+    good = "Give basil plenty of light, check the soil and water it when the top is dry."
+    parts = gold_components(prompt, good)
+    # content words of the prompt: basil, healthy, indoors → the answer uses 1 of 3
+    assert parts["on_topic"] == pytest.approx(2.0 / 3)
+    assert parts["actionable"] == 1.0  # give, check, water
+    assert parts["polite"] == parts["hedging"] == parts["refusal"] == parts["repetition"] == 0.0
+    rude = "Whatever, figure it out yourself."
+    assert gold_components(prompt, rude)["polite"] == -2.0
+    looped = "basil is good. basil is good. basil is good."
+    assert gold_components(prompt, looped)["repetition"] == pytest.approx(-2.0 * (1 - 3 / 7))
+    assert gold_utility(prompt, good) > gold_utility(prompt, rude)
+
+
+def test_gold_utility_agrees_with_the_constructed_preferences():
+    rows = [json.loads(line) for line in (EXAMPLES / "data" / "preferences_eval.jsonl").read_text().splitlines()]
+    agree = sum(gold_utility(r["prompt"], r["chosen"]) > gold_utility(r["prompt"], r["rejected"]) for r in rows)
+    assert agree / len(rows) >= 0.9
