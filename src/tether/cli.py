@@ -48,6 +48,10 @@ SUMMARIES = {
     "grpo": "Critic-free RL with K samples per prompt: advantage=grpo | rloo | reinforce_pp.",
     "bon": "Best-of-N: sample N per prompt, keep the highest-reward response (KL = log N − (N−1)/N).",
     "rejection-sample": "Rejection-sampling fine-tuning: sample N, keep the best, fine-tune, repeat for R rounds.",
+    "sample": "Sample K responses per prompt into samples.jsonl (for labelling).",
+    "label simulate": "Label samples with a simulated annotator panel that has a known gold utility.",
+    "label stats": "Annotator throughput, gold-question accuracy, agreement (kappa, alpha), aggregation quality.",
+    "label export": "Aggregate votes (Dawid-Skene or majority) into preferences.jsonl.",
     "score": "Score jsonl rows with a trained reward model (or an ensemble).",
     "quickstart": "SFT → reward model → DPO on the embedded SmolLM2-135M-Instruct and shipped data.",
 }
@@ -60,6 +64,10 @@ EXAMPLES = {
     "grpo": "tether grpo examples/grpo_tiny.yaml advantage=rloo",
     "bon": "tether bon examples/bon_tiny.yaml n=8",
     "rejection-sample": "tether rejection-sample examples/rejection_tiny.yaml rounds=3",
+    "sample": "tether sample model.name_or_path=runs/tiny/sft data.train_file=examples/data/prompts.jsonl k=4",
+    "label simulate": "tether label simulate samples=runs/samples.jsonl planted_length_bias=1.0",
+    "label stats": "tether label stats db=runs/labels.sqlite",
+    "label export": "tether label export db=runs/labels.sqlite output=runs/preferences.jsonl",
     "score": "tether score model=runs/tiny/rm input=examples/data/preferences_eval.jsonl",
     "quickstart": "tether quickstart            (or: tether quickstart --tiny)",
 }
@@ -208,6 +216,39 @@ def rejection_command(ctx: typer.Context) -> None:
     from tether.recipes.best_of_n import run_rejection_sampling
 
     _run_recipe("rejection-sample", ctx.args, run_rejection_sampling)
+
+
+@app.command("sample", help=SUMMARIES["sample"], context_settings=CONTEXT)
+def sample_command(ctx: typer.Context) -> None:
+    from tether.recipes.label import run_sample
+
+    _run_recipe("sample", ctx.args, run_sample)
+
+
+label_app = typer.Typer(help="Preference labels: simulate a panel, check agreement, export preferences.",
+                        no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(label_app, name="label")
+
+
+@label_app.command("simulate", help=SUMMARIES["label simulate"], context_settings=CONTEXT)
+def label_simulate_command(ctx: typer.Context) -> None:
+    from tether.recipes.label import run_label_simulate
+
+    _run_recipe("label simulate", ctx.args, run_label_simulate)
+
+
+@label_app.command("stats", help=SUMMARIES["label stats"], context_settings=CONTEXT)
+def label_stats_command(ctx: typer.Context) -> None:
+    from tether.recipes.label import run_label_stats
+
+    _run_recipe("label stats", ctx.args, run_label_stats)
+
+
+@label_app.command("export", help=SUMMARIES["label export"], context_settings=CONTEXT)
+def label_export_command(ctx: typer.Context) -> None:
+    from tether.recipes.label import run_label_export
+
+    _run_recipe("label export", ctx.args, run_label_export)
 
 
 @app.command("score", help=SUMMARIES["score"], context_settings=CONTEXT)

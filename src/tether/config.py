@@ -297,6 +297,57 @@ class RejectionSamplingConfig:
 
 
 @dataclass
+class SampleConfig:
+    """Sample K responses per prompt for labelling (`tether sample`)."""
+
+    model: ModelConfig = doc_field(ModelConfig(), "Policy to sample from (usually the SFT model).")
+    data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
+    output: str = doc_field("runs/samples.jsonl", "Where to write prompt / responses / generation rows.")
+    k: int = doc_field(4, "Responses per prompt.")
+    max_new_tokens: int = doc_field(64, "Longest response.")
+    temperature: float = doc_field(0.9, "Sampling temperature.")
+    top_p: float = doc_field(1.0, "Nucleus sampling.")
+    batch_size: int = doc_field(8, "Prompts per generation batch (each sampled k times).")
+    max_prompts: int = doc_field(0, "Use at most this many prompts (0 = all).")
+    seed: int = doc_field(42, "Sampling seed.")
+
+
+@dataclass
+class LabelSimulateConfig:
+    """Label sampled responses with a simulated annotator panel (`tether label simulate`)."""
+
+    samples: str = doc_field("", "samples.jsonl from `tether sample` (prompt + responses rows).")
+    db: str = doc_field("runs/labels.sqlite", "Label store (SQLite) to write.")
+    utility: str = doc_field("tether.tasks.helpful:gold_utility", "Gold utility, module:function(prompt, response).")
+    panel_size: int = doc_field(5, "Annotators in the panel.")
+    labels_per_item: int = doc_field(3, "Annotators per comparison.")
+    planted_length_bias: float = doc_field(0.0, "Utility bonus per 100 characters every annotator adds (0 = off).")
+    adversarial: int = doc_field(0, "How many of the annotators answer the opposite of their judgement.")
+    gold_fraction: float = doc_field(0.1, "Fraction of comparisons that are gold questions (answer known, not shown).")
+    pairs_per_prompt: int = doc_field(1, "Comparisons made from each prompt's K responses.")
+    seed: int = doc_field(0, "Seed for the panel's noise and the gold-question draw.")
+
+
+@dataclass
+class LabelStatsConfig:
+    """Agreement and quality report for a label store (`tether label stats`)."""
+
+    db: str = doc_field("runs/labels.sqlite", "Label store (SQLite).")
+    output: str = doc_field("", "Also write the report as JSON here (default: <db stem>.stats.json).")
+
+
+@dataclass
+class LabelExportConfig:
+    """Aggregate votes and export preferences.jsonl (`tether label export`)."""
+
+    db: str = doc_field("runs/labels.sqlite", "Label store (SQLite).")
+    output: str = doc_field("runs/preferences.jsonl", "TRL-format preference rows with source and agreement.")
+    method: Literal["dawid_skene", "majority"] = doc_field("dawid_skene", "How votes become one preference per item.")
+    min_agreement: float = doc_field(0.0, "Drop items whose votes agree with the winner less than this (counted).")
+    include_gold: bool = doc_field(False, "Also export gold questions.")
+
+
+@dataclass
 class ScoreConfig:
     """Score rows with a trained reward model (`tether score`)."""
 
@@ -330,6 +381,10 @@ RECIPE_CONFIGS: dict[str, type] = {
     "dpo": PreferenceConfig,
     "ppo": PPOConfig,
     "grpo": GRPOConfig,
+    "sample": SampleConfig,
+    "label simulate": LabelSimulateConfig,
+    "label stats": LabelStatsConfig,
+    "label export": LabelExportConfig,
     "bon": BestOfNConfig,
     "rejection-sample": RejectionSamplingConfig,
     "score": ScoreConfig,
@@ -508,7 +563,8 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
 
 def _check_ranges(config: Any, prefix: str = "") -> None:
     positive = {"batch_size", "eval_batch_size", "grad_accum_steps", "max_length", "max_new_tokens", "num_iterations",
-                "rollout_batch_size", "minibatch_size", "ppo_epochs", "prompts_per_iteration", "update_epochs", "n", "rounds",
+                "rollout_batch_size", "minibatch_size", "ppo_epochs", "prompts_per_iteration", "update_epochs",
+                "n", "rounds", "k", "panel_size", "labels_per_item", "pairs_per_prompt",
                 "temperature", "kl_horizon", "target_kl",
                 "ensemble_size", "calibration_bins", "log_every", "r", "alpha", "keep_checkpoints"}
     non_negative = {"learning_rate", "weight_decay", "max_steps", "eval_every", "save_every", "max_grad_norm",
@@ -524,13 +580,15 @@ def _check_ranges(config: Any, prefix: str = "") -> None:
             raise ConfigError(f"{key}: must be > 0, got {value}")
         elif f.name in non_negative and isinstance(value, (int, float)) and value < 0:
             raise ConfigError(f"{key}: must be >= 0, got {value}")
-        elif f.name in {"eval_fraction", "warmup_ratio", "dropout"} and not 0.0 <= value < 1.0:
+        elif f.name in {"eval_fraction", "warmup_ratio", "dropout", "gold_fraction"} and not 0.0 <= value < 1.0:
             raise ConfigError(f"{key}: must be in [0, 1), got {value}")
 
 
 def validate(config: Any) -> None:
     """Range checks that apply to every recipe config (raise ConfigError)."""
     _check_ranges(config)
+    if isinstance(config, LabelSimulateConfig) and config.labels_per_item > config.panel_size:
+        raise ConfigError(f"labels_per_item ({config.labels_per_item}) cannot exceed panel_size ({config.panel_size})")
     if isinstance(config, GRPOConfig) and config.group_size < 2:
         raise ConfigError(f"group_size: needs at least 2 samples per prompt for a baseline, got {config.group_size}")
     if isinstance(config, PreferenceConfig):

@@ -30,7 +30,7 @@ class Sampled:
 
 def sample_and_score(policy, tokenizer, reward_source, prompts: list[PromptExample], n: int,
                      generation: GenerationConfig, batch_size: int, desc: str = "sampling") -> list[Sampled]:
-    """N samples per prompt, scored; prompts are processed ``batch_size`` at a time (each repeated N times)."""
+    """N samples per prompt, scored (NaN when ``reward_source`` is None); ``batch_size`` prompts at a time."""
     out: list[Sampled] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", leave=False):
         chunk = prompts[start:start + batch_size]
@@ -40,8 +40,11 @@ def sample_and_score(policy, tokenizer, reward_source, prompts: list[PromptExamp
                            tokenizer.pad_token_id)
         texts = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
                  for r, m in zip(rollout.response_ids, rollout.response_mask)]
-        with torch.no_grad():
-            scores = reward_source.score(rollout, [p.prompt_text for p in repeated], texts).tolist()
+        if reward_source is None:  # sampling only (e.g. for labelling)
+            scores = [float("nan")] * len(texts)
+        else:
+            with torch.no_grad():
+                scores = reward_source.score(rollout, [p.prompt_text for p in repeated], texts).tolist()
         for i, prompt in enumerate(chunk):
             out.append(Sampled(prompt, texts[i * n:(i + 1) * n], scores[i * n:(i + 1) * n]))
     return out

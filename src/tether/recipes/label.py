@@ -1,0 +1,176 @@
+"""Preference collection: sample K responses, label them, check the labels, export preferences.
+
+``tether sample`` → ``samples.jsonl`` → ``tether label simulate`` (or people, or a judge)
+→ ``labels.sqlite`` → ``tether label stats`` / ``tether label export`` → ``preferences.jsonl``
+(TRL format, ready for ``tether rm`` and ``tether dpo``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import random
+import sys
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from tether.config import LabelExportConfig, LabelSimulateConfig, LabelStatsConfig, SampleConfig
+from tether.data import DataError, load_prompt_dataset, load_records
+from tether.feedback.simulate import AnnotatorSpec, Comparison, default_panel, simulate_labels
+from tether.feedback.stats import aggregate_labels, label_stats
+from tether.feedback.store import Item, LabelStore, StoredLabel
+from tether.models.loading import load_causal_lm, load_tokenizer
+from tether.recipes.common import atomic_write_text, limit, seed_everything
+from tether.rollout.generation import GenerationConfig
+from tether.utils.logging import console
+
+
+def _import(spec: str):
+    module_name, _, name = spec.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise DataError(f"cannot import '{spec}': {exc}") from None
+
+
+def run_sample(cfg: SampleConfig) -> Path:
+    """K responses per prompt → samples.jsonl rows {prompt, responses, generation, model}."""
+    from tether.rollout.best_of_n import sample_and_score
+
+    seed_everything(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
+    prompts, report = load_prompt_dataset(cfg.data.train_file, tokenizer,
+                                          max_prompt_length=cfg.data.max_length - cfg.max_new_tokens,
+                                          chat_template=cfg.data.chat_template)
+    console.print(report.summary())
+    prompts = limit(prompts, cfg.max_prompts, "prompts")
+    policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
+
+    generation = GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+    sampled = sample_and_score(policy, tokenizer, None, prompts, cfg.k, generation, cfg.batch_size,
+                               desc=f"sampling {cfg.k} per prompt")
+    params = {"k": cfg.k, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p,
+              "seed": cfg.seed}
+    rows = [{"prompt": s.prompt.prompt_text, "responses": s.responses, "generation": params,
+             "model": cfg.model.name_or_path} for s in sampled]
+    output = Path(cfg.output)
+    atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    console.print(f"sampled {cfg.k} responses for each of {len(rows)} prompts → {output}")
+    return output
+
+
+def comparisons_from_samples(path: str, pairs_per_prompt: int, seed: int) -> list[Comparison]:
+    """Pairs of distinct responses from each samples.jsonl row (the order within a pair is randomised)."""
+    rng = random.Random(seed)
+    out = []
+    for number, row in enumerate(load_records(path), start=1):
+        responses = row.get("responses")
+        if not isinstance(responses, list) or len(responses) < 2 or "prompt" not in row:
+            raise DataError(f"{path} row {number}: expected 'prompt' and a 'responses' list of at least 2")
+        pairs = [(i, j) for i, j in combinations(range(len(responses)), 2) if responses[i] != responses[j]]
+        for n, (i, j) in enumerate(pairs[:pairs_per_prompt]):
+            a, b = (i, j) if rng.random() < 0.5 else (j, i)
+            out.append(Comparison(f"r{number}-{n}", row["prompt"], responses[a], responses[b]))
+    if not out:
+        raise DataError(f"{path}: no row has two different responses to compare")
+    return out
+
+
+def run_label_simulate(cfg: LabelSimulateConfig) -> dict[str, Any]:
+    if not cfg.samples:
+        raise DataError("samples= is required: a samples.jsonl from `tether sample`")
+    utility = _import(cfg.utility)
+    comparisons = comparisons_from_samples(cfg.samples, cfg.pairs_per_prompt, cfg.seed)
+    rng = random.Random(cfg.seed)
+    panel: list[AnnotatorSpec] = default_panel(cfg.panel_size, cfg.planted_length_bias)
+    for spec in panel[len(panel) - cfg.adversarial:]:
+        spec.adversarial = True
+    items = []
+    for comp in comparisons:
+        comp.is_gold = rng.random() < cfg.gold_fraction
+        gold = None
+        if comp.is_gold:
+            u_a, u_b = utility(comp.prompt, comp.response_a), utility(comp.prompt, comp.response_b)
+            gold = None if u_a == u_b else (0 if u_a > u_b else 1)
+        items.append(Item(comp.item, comp.prompt, [comp.response_a, comp.response_b], comp.is_gold and gold is not None,
+                          gold, source="simulated-panel"))
+    labels = simulate_labels(comparisons, panel, cfg.labels_per_item, utility, seed=cfg.seed)
+    store = LabelStore(cfg.db)
+    try:
+        store.add_items(items)
+        added = store.add_labels([StoredLabel(lab.annotator, lab.item, lab.choice, shown_order=[0, 1],
+                                              seconds=lab.seconds) for lab in labels])
+    finally:
+        store.close()
+    console.print(f"{len(panel)} simulated annotators labelled {len(comparisons)} comparisons "
+                  f"({sum(i.is_gold for i in items)} gold questions): {added} labels → {cfg.db}")
+    return {"comparisons": len(comparisons), "labels": added}
+
+
+def _open_existing(db: str) -> LabelStore:
+    if not Path(db).is_file():
+        raise DataError(f"label store {db} does not exist")
+    return LabelStore(db)
+
+
+def run_label_stats(cfg: LabelStatsConfig) -> dict[str, Any]:
+    store = _open_existing(cfg.db)
+    try:
+        report = label_stats(store.items(), store.labels())
+    finally:
+        store.close()
+    table = Table(title=f"annotators ({report['labels']} labels on {report['items']} items)")
+    for col in ("annotator", "labels", "gold acc", "estimated acc", "mean s"):
+        table.add_column(col, justify="right")
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    for name, a in report["annotators"].items():
+        table.add_row(name, str(a["labels"]), fmt(a["gold_accuracy"]), fmt(a["estimated_accuracy"]),
+                      fmt(a["mean_seconds"]))
+    console.print(table)
+    console.print(f"pairwise agreement {fmt(report['pairwise_agreement'])}, Fleiss' κ {fmt(report['fleiss_kappa'])}, "
+                  f"Krippendorff's α {fmt(report['krippendorff_alpha'])}")
+    if "majority_gold_accuracy" in report:
+        console.print(f"on gold questions: majority vote {fmt(report['majority_gold_accuracy'])}, "
+                      f"Dawid–Skene {fmt(report['dawid_skene_gold_accuracy'])}")
+    output = Path(cfg.output) if cfg.output else Path(cfg.db).with_suffix(".stats.json")
+    atomic_write_text(output, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def run_label_export(cfg: LabelExportConfig) -> dict[str, Any]:
+    store = _open_existing(cfg.db)
+    try:
+        items, labels = store.items(), store.labels()
+    finally:
+        store.close()
+    winners = aggregate_labels(items, labels, cfg.method)
+    rows, ties, low, gold_skipped = [], 0, 0, 0
+    for item in items:
+        if item.item_id not in winners:
+            continue
+        if item.is_gold and not cfg.include_gold:
+            gold_skipped += 1
+            continue
+        winner, agreement, n_votes = winners[item.item_id]
+        if winner is None:
+            ties += 1
+            continue
+        if agreement < cfg.min_agreement:
+            low += 1
+            continue
+        loser = 1 - winner if len(item.responses) == 2 else None
+        if loser is None:
+            continue
+        rows.append({"prompt": item.prompt, "chosen": item.responses[winner], "rejected": item.responses[loser],
+                     "source": item.source or "labels", "agreement": round(agreement, 4), "n_labels": n_votes,
+                     "aggregation": cfg.method})
+    atomic_write_text(Path(cfg.output), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    console.print(f"exported {len(rows)} preference pairs → {cfg.output} ({ties} tied, {low} below "
+                  f"min_agreement={cfg.min_agreement}, {gold_skipped} gold questions left out)")
+    return {"exported": len(rows), "ties": ties, "low_agreement": low, "gold_skipped": gold_skipped}
