@@ -50,6 +50,7 @@ SUMMARIES = {
     "rejection-sample": "Rejection-sampling fine-tuning: sample N, keep the best, fine-tune, repeat for R rounds.",
     "sample": "Sample K responses per prompt into samples.jsonl (for labelling).",
     "label simulate": "Label samples with a simulated annotator panel that has a known gold utility.",
+    "label judge": "Label with an AI judge (local model or OpenAI-compatible endpoint) and a constitution.",
     "label stats": "Annotator throughput, gold-question accuracy, agreement (kappa, alpha), aggregation quality.",
     "label export": "Aggregate votes (Dawid-Skene or majority) into preferences.jsonl.",
     "score": "Score jsonl rows with a trained reward model (or an ensemble).",
@@ -66,6 +67,7 @@ EXAMPLES = {
     "rejection-sample": "tether rejection-sample examples/rejection_tiny.yaml rounds=3",
     "sample": "tether sample model.name_or_path=runs/tiny/sft data.train_file=examples/data/prompts.jsonl k=4",
     "label simulate": "tether label simulate samples=runs/samples.jsonl planted_length_bias=1.0",
+    "label judge": "tether label judge samples=runs/samples.jsonl judge=embedded max_comparisons=50",
     "label stats": "tether label stats db=runs/labels.sqlite",
     "label export": "tether label export db=runs/labels.sqlite output=runs/preferences.jsonl",
     "score": "tether score model=runs/tiny/rm input=examples/data/preferences_eval.jsonl",
@@ -235,6 +237,13 @@ def label_simulate_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_label_simulate
 
     _run_recipe("label simulate", ctx.args, run_label_simulate)
+
+
+@label_app.command("judge", help=SUMMARIES["label judge"], context_settings=CONTEXT)
+def label_judge_command(ctx: typer.Context) -> None:
+    from tether.recipes.label import run_label_judge
+
+    _run_recipe("label judge", ctx.args, run_label_judge)
 
 
 @label_app.command("stats", help=SUMMARIES["label stats"], context_settings=CONTEXT)

@@ -329,6 +329,23 @@ class LabelSimulateConfig:
 
 
 @dataclass
+class LabelJudgeConfig:
+    """Label comparisons with an AI judge and a written constitution (`tether label judge`)."""
+
+    samples: str = doc_field("", "samples.jsonl from `tether sample` (prompt + responses rows).")
+    db: str = doc_field("runs/labels.sqlite", "Label store (SQLite) to write.")
+    judge: str = doc_field("embedded", "Local judge model: 'embedded' or an HF directory (ignored with base_url).")
+    base_url: str = doc_field("", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (empty = local model).")
+    api_model: str = doc_field("", "Model name sent to the endpoint.")
+    api_key_env: str = doc_field("OPENAI_API_KEY", "Environment variable holding the endpoint's API key.")
+    constitution: str = doc_field("", "Text file with one principle per line (empty = the built-in constitution).")
+    utility: str = doc_field("tether.tasks.helpful:gold_utility", "Gold utility for the agreement report ('' = none).")
+    pairs_per_prompt: int = doc_field(1, "Comparisons made from each prompt's responses.")
+    max_comparisons: int = doc_field(0, "Judge at most this many comparisons (0 = all).")
+    seed: int = doc_field(0, "Seed for the order within pairs and the principle drawn per comparison.")
+
+
+@dataclass
 class LabelStatsConfig:
     """Agreement and quality report for a label store (`tether label stats`)."""
 
@@ -383,6 +400,7 @@ RECIPE_CONFIGS: dict[str, type] = {
     "grpo": GRPOConfig,
     "sample": SampleConfig,
     "label simulate": LabelSimulateConfig,
+    "label judge": LabelJudgeConfig,
     "label stats": LabelStatsConfig,
     "label export": LabelExportConfig,
     "bon": BestOfNConfig,
@@ -570,7 +588,8 @@ def _check_ranges(config: Any, prefix: str = "") -> None:
     non_negative = {"learning_rate", "weight_decay", "max_steps", "eval_every", "save_every", "max_grad_norm",
                     "num_epochs", "center_coef", "ensemble_k", "num_threads", "max_eval_examples",
                     "max_train_examples", "max_prompt_length", "sft_coef", "value_coef", "entropy_coef", "kl_coef",
-                    "sft_steps", "rm_steps", "dpo_steps", "eval_examples", "max_prompts"}
+                    "sft_steps", "rm_steps", "dpo_steps", "eval_examples", "max_prompts",
+                    "max_comparisons"}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         key = f"{prefix}{f.name}"

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.table import Table
 
-from tether.config import LabelExportConfig, LabelSimulateConfig, LabelStatsConfig, SampleConfig
+from tether.config import LabelExportConfig, LabelJudgeConfig, LabelSimulateConfig, LabelStatsConfig, ModelConfig, SampleConfig
 from tether.data import DataError, load_prompt_dataset, load_records
 from tether.feedback.simulate import AnnotatorSpec, Comparison, default_panel, simulate_labels
 from tether.feedback.stats import aggregate_labels, label_stats
@@ -174,3 +174,54 @@ def run_label_export(cfg: LabelExportConfig) -> dict[str, Any]:
     console.print(f"exported {len(rows)} preference pairs → {cfg.output} ({ties} tied, {low} below "
                   f"min_agreement={cfg.min_agreement}, {gold_skipped} gold questions left out)")
     return {"exported": len(rows), "ties": ties, "low_agreement": low, "gold_skipped": gold_skipped}
+
+
+def run_label_judge(cfg: LabelJudgeConfig) -> dict[str, Any]:
+    """Judge comparisons in both orders; store the labels; report position bias and agreement with the gold utility."""
+    from tether.feedback.judge import DEFAULT_CONSTITUTION, EndpointJudge, LocalJudge, judge_pairs, position_bias_rate
+
+    if not cfg.samples:
+        raise DataError("samples= is required: a samples.jsonl from `tether sample`")
+    comparisons = comparisons_from_samples(cfg.samples, cfg.pairs_per_prompt, cfg.seed)
+    comparisons = limit(comparisons, cfg.max_comparisons, "comparisons")
+    constitution = DEFAULT_CONSTITUTION
+    if cfg.constitution:
+        path = Path(cfg.constitution)
+        if not path.is_file():
+            raise DataError(f"constitution file {path} does not exist")
+        constitution = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        if not constitution:
+            raise DataError(f"{path}: no principles (one per line)")
+    if cfg.base_url:
+        judge = EndpointJudge(cfg.base_url, cfg.api_model, os.environ.get(cfg.api_key_env, ""))
+        name = f"judge:{cfg.api_model or cfg.base_url}"
+    else:
+        tokenizer = load_tokenizer(cfg.judge)
+        judge = LocalJudge(load_causal_lm(ModelConfig(name_or_path=cfg.judge)), tokenizer)
+        name = f"judge:{Path(cfg.judge).name or cfg.judge}"
+    verdicts = judge_pairs(judge, [(c.prompt, c.response_a, c.response_b) for c in comparisons], constitution,
+                           cfg.seed)
+    store = LabelStore(cfg.db)
+    try:
+        store.add_items([Item(c.item, c.prompt, [c.response_a, c.response_b], source=name) for c in comparisons])
+        store.add_labels([StoredLabel(name, c.item, v.choice, tie=v.choice is None, confidence=round(v.confidence, 4),
+                                      rationale=v.principle, shown_order=[0, 1]) for c, v in zip(comparisons, verdicts)])
+    finally:
+        store.close()
+    summary: dict[str, Any] = {"judge": name, "comparisons": len(verdicts),
+                               "position_bias_rate": position_bias_rate(verdicts)}
+    if cfg.utility:
+        utility = _import(cfg.utility)
+        gold = [None if (ua := utility(c.prompt, c.response_a)) == (ub := utility(c.prompt, c.response_b))
+                else (0 if ua > ub else 1) for c in comparisons]
+        decided = [(v.choice, g) for v, g in zip(verdicts, gold) if v.choice is not None and g is not None]
+        first_order = [(v.first_order, g) for v, g in zip(verdicts, gold) if g is not None]
+        summary["gold_agreement"] = sum(a == g for a, g in decided) / len(decided) if decided else None
+        summary["gold_agreement_single_order"] = (sum(a == g for a, g in first_order) / len(first_order)
+                                                  if first_order else None)
+    atomic_write_text(Path(cfg.db).with_suffix(".judge.json"), json.dumps(summary, indent=2) + "\n")
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    console.print(f"{name} judged {len(verdicts)} comparisons in both orders: position bias "
+                  f"{fmt(summary['position_bias_rate'])} (verdict flipped with the order → recorded as a tie); "
+                  f"agreement with the gold utility {fmt(summary.get('gold_agreement'))} on consistent verdicts → {cfg.db}")
+    return summary
