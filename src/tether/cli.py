@@ -53,6 +53,7 @@ SUMMARIES = {
     "label judge": "Label with an AI judge (local model or OpenAI-compatible endpoint) and a constitution.",
     "label stats": "Annotator throughput, gold-question accuracy, agreement (kappa, alpha), aggregation quality.",
     "label export": "Aggregate votes (Dawid-Skene or majority) into preferences.jsonl.",
+    "cost": "Estimate annotation and accelerator cost (and cost per point of held-out gain).",
     "score": "Score jsonl rows with a trained reward model (or an ensemble).",
     "quickstart": "SFT → reward model → DPO on the embedded SmolLM2-135M-Instruct and shipped data.",
 }
@@ -70,6 +71,7 @@ EXAMPLES = {
     "label judge": "tether label judge samples=runs/samples.jsonl judge=embedded max_comparisons=50",
     "label stats": "tether label stats db=runs/labels.sqlite",
     "label export": "tether label export db=runs/labels.sqlite output=runs/preferences.jsonl",
+    "cost": "tether cost comparisons=50000 labels_per_comparison=3 rl_sequences=100000",
     "score": "tether score model=runs/tiny/rm input=examples/data/preferences_eval.jsonl",
     "quickstart": "tether quickstart            (or: tether quickstart --tiny)",
 }
@@ -258,6 +260,13 @@ def label_export_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_label_export
 
     _run_recipe("label export", ctx.args, run_label_export)
+
+
+@app.command("cost", help=SUMMARIES["cost"], context_settings=CONTEXT)
+def cost_command(ctx: typer.Context) -> None:
+    from tether.recipes.cost import run_cost
+
+    _run_recipe("cost", ctx.args, run_cost)
 
 
 @app.command("score", help=SUMMARIES["score"], context_settings=CONTEXT)

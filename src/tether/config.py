@@ -365,6 +365,25 @@ class LabelExportConfig:
 
 
 @dataclass
+class CostConfig:
+    """Estimate annotation and compute cost of an RLHF run (`tether cost`)."""
+
+    comparisons: int = doc_field(10000, "Preference comparisons wanted.")
+    labels_per_comparison: int = doc_field(1, "Annotators per comparison (3 for majority / Dawid-Skene).")
+    seconds_per_comparison: float = doc_field(60.0, "Annotator time per comparison.")
+    hourly_rate: float = doc_field(20.0, "Annotator cost per hour (your currency).")
+    model: str = doc_field("embedded", "Model directory whose parameters are counted ('' = use params).")
+    params: int = doc_field(0, "Parameter count when no model is given.")
+    tokens_per_sequence: int = doc_field(512, "Prompt + response tokens per sequence.")
+    rm_epochs: float = doc_field(1.0, "Reward-model epochs over the comparisons.")
+    rl_sequences: int = doc_field(0, "Responses sampled during RL (PPO: iterations x rollout batch).")
+    gpu_tflops: float = doc_field(989.0, "Peak dense bf16 TFLOP/s of one accelerator (H100 SXM: 989).")
+    mfu: float = doc_field(0.35, "Model FLOPs utilisation you expect to reach.")
+    gpu_hour_price: float = doc_field(2.5, "Price of one accelerator-hour.")
+    gain: float = doc_field(0.0, "Held-out gain the run bought (e.g. win-rate points); 0 = not known yet.")
+
+
+@dataclass
 class ScoreConfig:
     """Score rows with a trained reward model (`tether score`)."""
 
@@ -405,6 +424,7 @@ RECIPE_CONFIGS: dict[str, type] = {
     "label export": LabelExportConfig,
     "bon": BestOfNConfig,
     "rejection-sample": RejectionSamplingConfig,
+    "cost": CostConfig,
     "score": ScoreConfig,
     "quickstart": QuickstartConfig,
 }
