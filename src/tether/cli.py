@@ -51,6 +51,7 @@ SUMMARIES = {
     "sample": "Sample K responses per prompt into samples.jsonl (for labelling).",
     "label simulate": "Label samples with a simulated annotator panel that has a known gold utility.",
     "label judge": "Label with an AI judge (local model or OpenAI-compatible endpoint) and a constitution.",
+    "label serve": "The web labeling app: token login, pairwise choice with keyboard shortcuts, admin page.",
     "label stats": "Annotator throughput, gold-question accuracy, agreement (kappa, alpha), aggregation quality.",
     "label export": "Aggregate votes (Dawid-Skene or majority) into preferences.jsonl.",
     "cost": "Estimate annotation and accelerator cost (and cost per point of held-out gain).",
@@ -69,6 +70,7 @@ EXAMPLES = {
     "sample": "tether sample model.name_or_path=runs/tiny/sft data.train_file=examples/data/prompts.jsonl k=4",
     "label simulate": "tether label simulate samples=runs/samples.jsonl planted_length_bias=1.0",
     "label judge": "tether label judge samples=runs/samples.jsonl judge=embedded max_comparisons=50",
+    "label serve": "tether label serve samples=runs/samples.jsonl annotators=[alice,bob]",
     "label stats": "tether label stats db=runs/labels.sqlite",
     "label export": "tether label export db=runs/labels.sqlite output=runs/preferences.jsonl",
     "cost": "tether cost comparisons=50000 labels_per_comparison=3 rl_sequences=100000",
@@ -246,6 +248,13 @@ def label_judge_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_label_judge
 
     _run_recipe("label judge", ctx.args, run_label_judge)
+
+
+@label_app.command("serve", help=SUMMARIES["label serve"], context_settings=CONTEXT)
+def label_serve_command(ctx: typer.Context) -> None:
+    from tether.recipes.label import run_label_serve
+
+    _run_recipe("label serve", ctx.args, run_label_serve)
 
 
 @label_app.command("stats", help=SUMMARIES["label stats"], context_settings=CONTEXT)

@@ -346,6 +346,22 @@ class LabelJudgeConfig:
 
 
 @dataclass
+class LabelServeConfig:
+    """The web labeling app (`tether label serve`)."""
+
+    db: str = doc_field("runs/labels.sqlite", "Label store (SQLite); created if missing.")
+    samples: str = doc_field("", "Load comparisons from this samples.jsonl first (empty = serve what the store has).")
+    pairs_per_prompt: int = doc_field(1, "Comparisons made from each prompt's responses when loading samples.")
+    annotators: list = doc_field([], "Annotator names to create; each new one gets a token, printed once.")
+    tokens_file: str = doc_field("", "Also write new tokens here (mode 600); default <db stem>.tokens.json.")
+    admin_token: str = doc_field("", "Admin token for /admin (empty = generate one and print it).")
+    host: str = doc_field("127.0.0.1", "Interface to bind; 127.0.0.1 keeps the app off the network.")
+    port: int = doc_field(8765, "Port.")
+    rate_limit: int = doc_field(600, "Labels per annotator per minute (0 = unlimited).")
+    seed: int = doc_field(0, "Seed for the response order within loaded pairs.")
+
+
+@dataclass
 class LabelStatsConfig:
     """Agreement and quality report for a label store (`tether label stats`)."""
 
@@ -420,6 +436,7 @@ RECIPE_CONFIGS: dict[str, type] = {
     "sample": SampleConfig,
     "label simulate": LabelSimulateConfig,
     "label judge": LabelJudgeConfig,
+    "label serve": LabelServeConfig,
     "label stats": LabelStatsConfig,
     "label export": LabelExportConfig,
     "bon": BestOfNConfig,

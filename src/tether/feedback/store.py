@@ -11,6 +11,7 @@ so an acknowledged label survives a crash. Tables:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -25,6 +26,12 @@ CREATE TABLE IF NOT EXISTS items (
   is_gold INTEGER NOT NULL DEFAULT 0,
   gold_choice INTEGER,
   source TEXT,
+  created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS annotators (
+  name TEXT PRIMARY KEY,
+  token_sha256 TEXT NOT NULL UNIQUE,
+  role TEXT NOT NULL DEFAULT 'annotator',
   created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS labels (
@@ -42,6 +49,10 @@ CREATE TABLE IF NOT EXISTS labels (
   UNIQUE (annotator, item_id)
 );
 """
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -105,6 +116,39 @@ class LabelStore:
                   lab.rationale, json.dumps(lab.shown_order) if lab.shown_order is not None else None, lab.seconds,
                   lab.created or time.time()) for lab in labels])
             return self.db.total_changes - before
+
+    def set_annotator(self, name: str, token: str, role: str = "annotator") -> None:
+        """Register (or re-key) an annotator; only the token's sha256 is stored."""
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO annotators VALUES (?, ?, ?, ?)",
+                            (name, token_digest(token), role, time.time()))
+
+    def annotator_for_token(self, token: str) -> tuple[str, str] | None:
+        """(name, role) of the token's owner, or None."""
+        row = self.db.execute("SELECT name, role FROM annotators WHERE token_sha256 = ?",
+                              (token_digest(token),)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def next_item(self, annotator: str, seed: int = 0) -> Item | None:
+        """An item this annotator has not labelled yet (a stable per-annotator shuffle), or None."""
+        rows = self.db.execute(
+            "SELECT item_id FROM items WHERE item_id NOT IN (SELECT item_id FROM labels WHERE annotator = ?)",
+            (annotator,)).fetchall()
+        if not rows:
+            return None
+        ids = sorted(r[0] for r in rows)
+        pick = min(ids, key=lambda i: hashlib.sha256(f"{annotator}:{seed}:{i}".encode()).hexdigest())
+        return self.item(pick)
+
+    def item(self, item_id: str) -> Item | None:
+        row = self.db.execute("SELECT item_id, prompt, responses, is_gold, gold_choice, source FROM items "
+                              "WHERE item_id = ?", (item_id,)).fetchone()
+        return Item(row[0], row[1], json.loads(row[2]), bool(row[3]), row[4], row[5] or "") if row else None
+
+    def progress(self, annotator: str) -> tuple[int, int]:
+        done = self.db.execute("SELECT COUNT(*) FROM labels WHERE annotator = ?", (annotator,)).fetchone()[0]
+        total = self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        return done, total
 
     def items(self) -> list[Item]:
         rows = self.db.execute("SELECT item_id, prompt, responses, is_gold, gold_choice, source FROM items "

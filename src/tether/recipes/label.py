@@ -18,7 +18,15 @@ from typing import Any
 
 from rich.table import Table
 
-from tether.config import LabelExportConfig, LabelJudgeConfig, LabelSimulateConfig, LabelStatsConfig, ModelConfig, SampleConfig
+from tether.config import (
+    LabelExportConfig,
+    LabelJudgeConfig,
+    LabelServeConfig,
+    LabelSimulateConfig,
+    LabelStatsConfig,
+    ModelConfig,
+    SampleConfig,
+)
 from tether.data import DataError, load_prompt_dataset, load_records
 from tether.feedback.simulate import AnnotatorSpec, Comparison, default_panel, simulate_labels
 from tether.feedback.stats import aggregate_labels, label_stats
@@ -225,3 +233,45 @@ def run_label_judge(cfg: LabelJudgeConfig) -> dict[str, Any]:
                   f"{fmt(summary['position_bias_rate'])} (verdict flipped with the order → recorded as a tie); "
                   f"agreement with the gold utility {fmt(summary.get('gold_agreement'))} on consistent verdicts → {cfg.db}")
     return summary
+
+
+def prepare_server(cfg: LabelServeConfig) -> tuple[str, dict[str, str]]:
+    """Load samples and create annotators; returns (admin token, {new annotator: token})."""
+    import secrets
+
+    store = LabelStore(cfg.db)
+    try:
+        if cfg.samples:
+            comparisons = comparisons_from_samples(cfg.samples, cfg.pairs_per_prompt, cfg.seed)
+            added = store.add_items([Item(c.item, c.prompt, [c.response_a, c.response_b], source="labeling-app")
+                                     for c in comparisons])
+            console.print(f"loaded {added} new comparisons from {cfg.samples}")
+        existing = {row[0] for row in store.db.execute("SELECT name FROM annotators")}
+        new_tokens = {}
+        for name in cfg.annotators:
+            if name not in existing:
+                new_tokens[name] = secrets.token_urlsafe(24)
+                store.set_annotator(name, new_tokens[name])
+    finally:
+        store.close()
+    admin = cfg.admin_token or secrets.token_urlsafe(24)
+    if new_tokens or not cfg.admin_token:
+        path = Path(cfg.tokens_file) if cfg.tokens_file else Path(cfg.db).with_suffix(".tokens.json")
+        atomic_write_text(path, json.dumps({"admin": admin, "annotators": new_tokens}, indent=2) + "\n")
+        path.chmod(0o600)
+        console.print(f"tokens (shown once, also in {path}): admin={admin} "
+                      + " ".join(f"{n}={t}" for n, t in new_tokens.items()))
+    return admin, new_tokens
+
+
+def run_label_serve(cfg: LabelServeConfig) -> None:
+    try:
+        import uvicorn
+
+        from tether.feedback.server import create_app
+    except ImportError:
+        raise DataError("the labeling app needs the serve extra: pip install 'tether-rlhf[serve]'") from None
+    admin, _ = prepare_server(cfg)
+    app = create_app(cfg.db, admin, cfg.rate_limit)
+    console.print(f"labeling app on http://{cfg.host}:{cfg.port}/  (admin: http://{cfg.host}:{cfg.port}/admin)")
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")

@@ -1,0 +1,169 @@
+"""The labeling app: auth, CSRF, escaping, labels committed, a real browser, and a concurrent load."""
+
+import json
+import re
+import shutil
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from tether.feedback.server import create_app  # noqa: E402
+from tether.feedback.store import Item, LabelStore  # noqa: E402
+
+XSS = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
+
+
+def _store(tmp_path, n_items=3):
+    db = tmp_path / "labels.sqlite"
+    store = LabelStore(db)
+    store.add_items([Item(f"i{k}", f"Question {k}?", [f"Answer A{k}. {XSS}", f"Answer B{k}."]) for k in range(n_items)])
+    store.set_annotator("alice", "tok-alice")
+    store.set_annotator("bob", "tok-bob")
+    store.close()
+    return db
+
+
+def _login(client, token):
+    return client.post("/login", data={"token": token}, follow_redirects=False)
+
+
+def test_auth_csrf_and_escaping(tmp_path):
+    db = _store(tmp_path)
+    client = TestClient(create_app(str(db), admin_token="admin-secret"))
+    assert "Log in" in client.get("/").text
+    assert _login(client, "wrong").status_code == 401
+    assert client.post("/api/labels", json={"item_id": "i0", "slot": "0"}).status_code == 401
+    assert client.get("/admin").status_code == 403
+    assert client.get("/admin?token=nope").status_code == 403
+    assert _login(client, "tok-alice").status_code == 303
+    page = client.get("/").text
+    assert "<script>document.title" not in page and "&lt;script&gt;" in page and "&lt;img src=x" in page
+    form = {m.group(1): m.group(2) for m in re.finditer(r"name='(\w+)' value='([^']*)'", page)}
+    no_csrf = {**form, "slot": "0", "csrf": "forged"}
+    assert client.post("/label", data=no_csrf, follow_redirects=False).status_code == 403
+    ok = client.post("/label", data={**form, "slot": "1", "confidence": "1.0", "rationale": "clearer"},
+                     follow_redirects=False)
+    assert ok.status_code == 303
+    store = LabelStore(db)
+    (label,) = store.labels()
+    order = json.loads(form["shown_order"].replace("&quot;", '"'))
+    assert label.annotator == "alice" and label.choice == order[1] and label.confidence == 1.0
+    assert label.rationale == "clearer" and label.seconds is not None and label.seconds >= 0
+    # only the token's hash is stored
+    assert "tok-alice" not in json.dumps(store.db.execute("SELECT * FROM annotators").fetchall())
+    store.close()
+    assert "alice" in client.get("/admin?token=admin-secret").text
+
+
+def test_api_labels_and_duplicates(tmp_path):
+    db = _store(tmp_path)
+    client = TestClient(create_app(str(db), admin_token="admin-secret"))
+    headers = {"Authorization": "Bearer tok-bob"}
+    assert client.post("/api/labels", json={"item_id": "i0", "slot": "0", "shown_order": [1, 0]},
+                       headers=headers).status_code == 201
+    assert client.post("/api/labels", json={"item_id": "i0", "slot": "1"}, headers=headers).status_code == 409
+    assert client.post("/api/labels", json={"item_id": "nope", "slot": "0"}, headers=headers).status_code == 422
+    assert client.post("/api/labels", json={"item_id": "i1", "slot": "7"}, headers=headers).status_code == 422
+    assert client.post("/api/labels", content=b"{not json", headers=headers).status_code == 422
+    store = LabelStore(db)
+    (label,) = store.labels()
+    assert label.choice == 1  # slot 0 showed response index 1
+    store.close()
+    export = client.get("/admin/export", headers={"Authorization": "Bearer admin-secret"})
+    assert export.status_code == 200 and json.loads(export.text.splitlines()[0])["chosen"] == "Answer B0."
+
+
+def _serve(db, admin="admin-secret"):
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(str(db), admin, rate_limit=0), host="127.0.0.1", port=port,
+                                           log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.05)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+def test_twenty_concurrent_clients_store_exactly_1000_labels(tmp_path):
+    import httpx
+
+    db = tmp_path / "load.sqlite"
+    store = LabelStore(db)
+    store.add_items([Item(f"i{k}", "q", ["a", "b"]) for k in range(50)])
+    for c in range(20):
+        store.set_annotator(f"client{c}", f"tok{c}")
+    store.close()
+    server, thread, url = _serve(db)
+    try:
+        def client(c):
+            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer tok{c}"}, timeout=30) as http:
+                return [http.post("/api/labels", json={"item_id": f"i{k}", "slot": str(k % 2)}).status_code
+                        for k in range(50)]
+
+        with ThreadPoolExecutor(20) as pool:
+            codes = [code for result in pool.map(client, range(20)) for code in result]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert codes.count(201) == 1000
+    check = LabelStore(db)
+    rows = check.db.execute("SELECT COUNT(*), COUNT(DISTINCT annotator || '/' || item_id) FROM labels").fetchone()
+    check.close()
+    assert rows == (1000, 1000)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
+                    reason="Debian chromium + chromium-driver not installed (.ci/run installs them)")
+def test_two_annotators_label_in_a_real_browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    db = _store(tmp_path, n_items=2)
+    server, thread, url = _serve(db)
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
+    try:
+        for token, keys in (("tok-alice", ["1", "t"]), ("tok-bob", ["2", "click"])):
+            driver.delete_all_cookies()
+            driver.get(url + "/")
+            driver.find_element(By.ID, "token").send_keys(token)
+            driver.find_element(By.ID, "login").click()
+            for key in keys:
+                WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "prompt"))  # a comparison is shown
+                time.sleep(2.0)  # give any injected onerror handler time to fire (it must not)
+                assert driver.title != "pwned"
+                assert "<script>" in driver.find_element(By.ID, "resp-0").text + driver.find_element(By.ID, "resp-1").text
+                if key == "click":
+                    driver.find_element(By.ID, "choice-0").click()
+                else:
+                    driver.find_element(By.TAG_NAME, "body").send_keys(key)
+                WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "progress"))
+            WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "done"))
+            assert "All done" in driver.find_element(By.ID, "done").text
+    finally:
+        driver.quit()
+        server.should_exit = True
+        thread.join(timeout=10)
+    store = LabelStore(db)
+    labels = store.labels()
+    store.close()
+    assert len(labels) == 4 and {lab.annotator for lab in labels} == {"alice", "bob"}
+    assert sum(lab.tie for lab in labels) == 1 and sum(lab.choice is not None for lab in labels) == 3
