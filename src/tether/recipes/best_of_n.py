@@ -18,21 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from tether.config import BestOfNConfig, ModelConfig, RejectionSamplingConfig, SFTConfig
-from tether.data import load_prompt_dataset
 from tether.models.loading import load_causal_lm, load_tokenizer
-from tether.recipes.common import atomic_write_text, limit, record_config, seed_everything, set_threads
+from tether.recipes.common import atomic_write_text, load_generation_prompts, record_config, seed_everything, set_threads
 from tether.rollout.best_of_n import best_of_n_kl, sample_and_score
 from tether.rollout.generation import GenerationConfig
 from tether.rollout.rewards import load_reward_source
 from tether.utils.logging import MetricsLogger, console
-
-
-def _prompts(cfg, tokenizer):
-    prompts, report = load_prompt_dataset(cfg.data.train_file, tokenizer,
-                                          max_prompt_length=cfg.data.max_length - cfg.max_new_tokens,
-                                          chat_template=cfg.data.chat_template)
-    console.print(report.summary())
-    return limit(prompts, cfg.max_prompts, "prompts")
 
 
 def _jsonl(rows: list[dict]) -> str:
@@ -43,7 +34,7 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
     set_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
-    prompts = _prompts(cfg, tokenizer)
+    prompts = load_generation_prompts(cfg, tokenizer, cfg.max_prompts)
     reward_source = load_reward_source(cfg.reward, tokenizer)
     policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
     sampled = sample_and_score(policy, tokenizer, reward_source, prompts, cfg.n,
@@ -79,7 +70,7 @@ def run_rejection_sampling(cfg: RejectionSamplingConfig) -> RejectionResult:
     record_config(run_dir, "rejection-sample", cfg)
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
-    prompts = _prompts(cfg, tokenizer)
+    prompts = load_generation_prompts(cfg, tokenizer, cfg.max_prompts)
     reward_source = load_reward_source(cfg.reward, tokenizer)
     logger = MetricsLogger(run_dir, "rejection-sample", list(cfg.train.report_to))
     model_cfg = copy.deepcopy(cfg.model)

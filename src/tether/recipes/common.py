@@ -100,3 +100,33 @@ def limit(examples: list[T], n: int, what: str) -> list[T]:
         console.print(f"{what}: using {n} of {len(examples)} examples (limit set in the config)")
         return examples[:n]
     return examples
+
+
+def load_generation_prompts(cfg: Any, tokenizer, max_prompts: int = 0) -> list:
+    """Prompts for sampling: ``cfg.data`` read by any format with a prompt, each cut from the left to leave
+    room for ``cfg.max_new_tokens`` within ``cfg.data.max_length``; the load report is printed."""
+    from tether.data import load_prompt_dataset
+
+    prompts, report = load_prompt_dataset(cfg.data.train_file, tokenizer,
+                                          max_prompt_length=cfg.data.max_length - cfg.max_new_tokens,
+                                          chat_template=cfg.data.chat_template)
+    console.print(report.summary())
+    return limit(prompts, max_prompts, "prompts")
+
+
+def frozen_reference(ref_model: str | None, policy, pad_token_id: int, trust_remote_code: bool = False):
+    """The frozen reference of an RL run: ``ref_model`` if given, else a copy of the starting policy, or
+    None for a LoRA policy (its reference is the same base with the adapters disabled)."""
+    import copy
+
+    from tether.config import ModelConfig
+    from tether.models.loading import is_peft, load_causal_lm
+
+    if ref_model:
+        reference = load_causal_lm(ModelConfig(name_or_path=ref_model, trust_remote_code=trust_remote_code),
+                                   pad_token_id=pad_token_id)
+    elif is_peft(policy):
+        return None
+    else:
+        reference = copy.deepcopy(policy)
+    return reference.eval().requires_grad_(False)

@@ -14,7 +14,6 @@ Each iteration, top to bottom:
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +25,10 @@ from tether.algos.advantages import broadcast_to_tokens, grpo_advantages, reinfo
 from tether.algos.kl import kl_penalty
 from tether.algos.losses.ppo import aggregate, policy_loss
 from tether.algos.rewards import kl_shaped_rewards
-from tether.config import GRPOConfig, ModelConfig, to_dict
-from tether.data import collate_prompts, load_prompt_dataset
-from tether.models.loading import apply_lora, is_peft, load_causal_lm, load_tokenizer, save_model
-from tether.recipes.common import prepare_run, seed_everything, set_threads
+from tether.config import GRPOConfig, to_dict
+from tether.data import collate_prompts
+from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, save_model
+from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
 from tether.recipes.ppo import _prompt_batches, _subset
 from tether.rollout.generation import GenerationConfig, generate, response_logprobs
 from tether.rollout.rewards import load_reward_source
@@ -126,19 +125,11 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     set_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
-    prompts, report = load_prompt_dataset(cfg.data.train_file, tokenizer,
-                                          max_prompt_length=cfg.data.max_length - cfg.max_new_tokens,
-                                          chat_template=cfg.data.chat_template)
-    console.print(report.summary())
+    prompts = load_generation_prompts(cfg, tokenizer)
     reward_source = load_reward_source(cfg.reward, tokenizer)
     policy = apply_lora(load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id),
                         cfg.model.lora, "CAUSAL_LM")
-    if cfg.ref_model:
-        ref_model = load_causal_lm(ModelConfig(name_or_path=cfg.ref_model), pad_token_id=tokenizer.pad_token_id)
-    else:
-        ref_model = None if is_peft(policy) else copy.deepcopy(policy)
-    if ref_model is not None:
-        ref_model.eval().requires_grad_(False)
+    ref_model = frozen_reference(cfg.ref_model, policy, tokenizer.pad_token_id, cfg.model.trust_remote_code)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
     ckpt_root = checkpoint_root(run_dir, cfg.name)
     start = 0

@@ -27,12 +27,12 @@ from tether.config import (
     ModelConfig,
     SampleConfig,
 )
-from tether.data import DataError, load_prompt_dataset, load_records
+from tether.data import DataError, load_records
 from tether.feedback.simulate import AnnotatorSpec, Comparison, default_panel, simulate_labels
 from tether.feedback.stats import aggregate_labels, label_stats
 from tether.feedback.store import Item, LabelStore, StoredLabel
 from tether.models.loading import load_causal_lm, load_tokenizer
-from tether.recipes.common import atomic_write_text, limit, seed_everything
+from tether.recipes.common import atomic_write_text, limit, load_generation_prompts, seed_everything
 from tether.rollout.generation import GenerationConfig
 from tether.utils.logging import console
 
@@ -53,11 +53,7 @@ def run_sample(cfg: SampleConfig) -> Path:
 
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
-    prompts, report = load_prompt_dataset(cfg.data.train_file, tokenizer,
-                                          max_prompt_length=cfg.data.max_length - cfg.max_new_tokens,
-                                          chat_template=cfg.data.chat_template)
-    console.print(report.summary())
-    prompts = limit(prompts, cfg.max_prompts, "prompts")
+    prompts = load_generation_prompts(cfg, tokenizer, cfg.max_prompts)
     policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
 
     generation = GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p)

@@ -28,9 +28,9 @@ from tether.algos.losses.ppo import explained_variance, policy_loss, value_loss
 from tether.algos.masked import masked_mean, masked_whiten
 from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
 from tether.config import ModelConfig, PPOConfig, to_dict
-from tether.data import collate_prompts, load_prompt_dataset
-from tether.models.loading import apply_lora, is_peft, load_causal_lm, load_reward_model, load_tokenizer, save_model
-from tether.recipes.common import prepare_run, seed_everything, set_threads
+from tether.data import collate_prompts
+from tether.models.loading import apply_lora, load_causal_lm, load_reward_model, load_tokenizer, save_model
+from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
 from tether.recipes.loop import TrainingError, epoch_order
 from tether.rollout.generation import GenerationConfig, Rollout, generate, position_ids, response_logprobs
 from tether.rollout.rewards import load_reward_source
@@ -183,15 +183,7 @@ def _build_models(cfg: PPOConfig, tokenizer):
     pad = tokenizer.pad_token_id
     policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=pad)
     policy = apply_lora(policy, cfg.model.lora, "CAUSAL_LM")
-    if cfg.ref_model:
-        ref_cfg = ModelConfig(name_or_path=cfg.ref_model, trust_remote_code=cfg.model.trust_remote_code)
-        ref_model = load_causal_lm(ref_cfg, seed=cfg.seed, pad_token_id=pad)
-    elif is_peft(policy):
-        ref_model = None
-    else:
-        ref_model = copy.deepcopy(policy)
-    if ref_model is not None:
-        ref_model.eval().requires_grad_(False)
+    ref_model = frozen_reference(cfg.ref_model, policy, pad, cfg.model.trust_remote_code)
     value = load_reward_model(_value_init(cfg), seed=cfg.seed + 1, pad_token_id=pad)
     return PolicyAndValue(policy, value), ref_model
 
@@ -201,10 +193,7 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     set_threads(cfg.num_threads)
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
-    prompts, report = load_prompt_dataset(cfg.data.train_file, tokenizer,
-                                          max_prompt_length=cfg.data.max_length - cfg.max_new_tokens,
-                                          chat_template=cfg.data.chat_template)
-    console.print(report.summary())
+    prompts = load_generation_prompts(cfg, tokenizer)
     reward_source = load_reward_source(cfg.reward, tokenizer)
     models, ref_model = _build_models(cfg, tokenizer)
     optimizer = torch.optim.AdamW([
