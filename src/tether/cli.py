@@ -53,7 +53,8 @@ SUMMARIES = {
     "label judge": "Label with an AI judge (local model or OpenAI-compatible endpoint) and a constitution.",
     "label serve": "The web labeling app: token login, pairwise choice with keyboard shortcuts, admin page.",
     "label stats": "Annotator throughput, gold-question accuracy, agreement (kappa, alpha), aggregation quality.",
-    "label export": "Aggregate votes (Dawid-Skene or majority) into preferences.jsonl.",
+    "label export": "Aggregate votes (Dawid-Skene or majority) into preferences.jsonl, or export Label Studio tasks.",
+    "label import": "Import a Label Studio JSON export into the label store.",
     "cost": "Estimate annotation and accelerator cost (and cost per point of held-out gain).",
     "score": "Score jsonl rows with a trained reward model (or an ensemble).",
     "quickstart": "SFT → reward model → DPO on the embedded SmolLM2-135M-Instruct and shipped data.",
@@ -73,6 +74,7 @@ EXAMPLES = {
     "label serve": "tether label serve samples=runs/samples.jsonl annotators=[alice,bob]",
     "label stats": "tether label stats db=runs/labels.sqlite",
     "label export": "tether label export db=runs/labels.sqlite output=runs/preferences.jsonl",
+    "label import": "tether label import input=label_studio_export.json db=runs/labels.sqlite",
     "cost": "tether cost comparisons=50000 labels_per_comparison=3 rl_sequences=100000",
     "score": "tether score model=runs/tiny/rm input=examples/data/preferences_eval.jsonl",
     "quickstart": "tether quickstart            (or: tether quickstart --tiny)",
@@ -269,6 +271,13 @@ def label_export_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_label_export
 
     _run_recipe("label export", ctx.args, run_label_export)
+
+
+@label_app.command("import", help=SUMMARIES["label import"], context_settings=CONTEXT)
+def label_import_command(ctx: typer.Context) -> None:
+    from tether.recipes.label import run_label_import
+
+    _run_recipe("label import", ctx.args, run_label_import)
 
 
 @app.command("cost", help=SUMMARIES["cost"], context_settings=CONTEXT)

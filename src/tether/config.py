@@ -378,6 +378,16 @@ class LabelExportConfig:
     method: Literal["dawid_skene", "majority"] = doc_field("dawid_skene", "How votes become one preference per item.")
     min_agreement: float = doc_field(0.0, "Drop items whose votes agree with the winner less than this (counted).")
     include_gold: bool = doc_field(False, "Also export gold questions.")
+    format: Literal["trl", "labelstudio"] = doc_field(
+        "trl", "trl: aggregated preferences.jsonl; labelstudio: every item and label as Label Studio tasks (JSON).")
+
+
+@dataclass
+class LabelImportConfig:
+    """Import a Label Studio JSON export into the label store (`tether label import`)."""
+
+    input: str = doc_field("", "Label Studio JSON export (list of tasks with data prompt/response_a/response_b).")
+    db: str = doc_field("runs/labels.sqlite", "Label store (SQLite) to add to.")
 
 
 @dataclass
@@ -439,6 +449,7 @@ RECIPE_CONFIGS: dict[str, type] = {
     "label serve": LabelServeConfig,
     "label stats": LabelStatsConfig,
     "label export": LabelExportConfig,
+    "label import": LabelImportConfig,
     "bon": BestOfNConfig,
     "rejection-sample": RejectionSamplingConfig,
     "cost": CostConfig,

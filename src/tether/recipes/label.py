@@ -20,6 +20,7 @@ from rich.table import Table
 
 from tether.config import (
     LabelExportConfig,
+    LabelImportConfig,
     LabelJudgeConfig,
     LabelServeConfig,
     LabelSimulateConfig,
@@ -153,6 +154,14 @@ def run_label_export(cfg: LabelExportConfig) -> dict[str, Any]:
         items, labels = store.items(), store.labels()
     finally:
         store.close()
+    if cfg.format == "labelstudio":
+        from tether.feedback.labelstudio import to_labelstudio
+
+        tasks = to_labelstudio(items, labels)
+        atomic_write_text(Path(cfg.output), json.dumps(tasks, ensure_ascii=False, indent=1) + "\n")
+        console.print(f"exported {len(tasks)} Label Studio tasks with {sum(len(t['annotations']) for t in tasks)} "
+                      f"annotations → {cfg.output}")
+        return {"exported": len(tasks)}
     winners = aggregate_labels(items, labels, cfg.method)
     rows, ties, low, gold_skipped = [], 0, 0, 0
     for item in items:
@@ -271,3 +280,24 @@ def run_label_serve(cfg: LabelServeConfig) -> None:
     app = create_app(cfg.db, admin, cfg.rate_limit)
     console.print(f"labeling app on http://{cfg.host}:{cfg.port}/  (admin: http://{cfg.host}:{cfg.port}/admin)")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+
+
+def run_label_import(cfg: LabelImportConfig) -> dict[str, int]:
+    from tether.feedback.labelstudio import from_labelstudio
+
+    path = Path(cfg.input)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a JSON file ({exc})") from None
+    items, labels = from_labelstudio(tasks, str(path))
+    store = LabelStore(cfg.db)
+    try:
+        new_items = store.add_items(items)
+        new_labels = store.add_labels(labels)
+    finally:
+        store.close()
+    console.print(f"imported {new_items} new items and {new_labels} labels from {path} → {cfg.db}")
+    return {"items": new_items, "labels": new_labels}
