@@ -25,3 +25,23 @@ def test_gold_utility_agrees_with_the_constructed_preferences():
     rows = [json.loads(line) for line in (EXAMPLES / "data" / "preferences_eval.jsonl").read_text().splitlines()]
     agree = sum(gold_utility(r["prompt"], r["chosen"]) > gold_utility(r["prompt"], r["rejected"]) for r in rows)
     assert agree / len(rows) >= 0.9
+
+
+def test_task_prompt_splits_are_disjoint():
+    from tether.tasks.helpful import task_prompts
+
+    train, held, test = (set(task_prompts(s)) for s in ("train", "eval", "test"))
+    assert (len(train), len(held), len(test)) == (354, 96, 30)
+    assert not (train & held) and not (train & test) and not (held & test)
+    with pytest.raises(ValueError, match="train, eval, test"):
+        task_prompts("dev")
+
+
+def test_held_out_evaluator_is_nearly_always_right():
+    from tether.feedback.simulate import Comparison, gold_choice, held_out_evaluator, simulate_labels
+
+    rows = [json.loads(line) for line in (EXAMPLES / "data" / "preferences_eval.jsonl").read_text().splitlines()]
+    comps = [Comparison(f"i{k}", r["prompt"], r["chosen"], r["rejected"]) for k, r in enumerate(rows)]
+    labels = simulate_labels(comps, [held_out_evaluator()], 1, gold_utility, seed=0)
+    truth = {c.item: gold_choice(c, gold_utility) for c in comps}
+    assert sum(lab.choice == truth[lab.item] for lab in labels) / len(labels) >= 0.95

@@ -1,9 +1,10 @@
 """Masked reductions over padded tensors.
 
 ``mask`` is 1 (or True) on real positions and 0 on padding; it has the shape of
-``values`` (or broadcasts to it). Reductions divide by the number of real positions,
-never by the padded size. A mask with no real positions raises instead of silently
-returning 0 (a zero learning signal must fail loudly).
+``values`` or broadcasts to it. Reductions divide by the number of real positions,
+never by the padded size. Whatever sits under a 0 of the mask (padding, -inf
+log-probs, NaN) cannot leak into a result. A mask with no real positions raises
+instead of silently returning 0: a zero learning signal must fail loudly.
 """
 
 from __future__ import annotations
@@ -11,35 +12,52 @@ from __future__ import annotations
 import torch
 
 
+def _masked(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """values·mask with exact zeros where mask == 0 (even if values is inf/NaN there), and the mask as values' dtype.
+
+    values: (...); mask: broadcastable to values → both returned with values' shape.
+    """
+    weights = mask.to(values.dtype).expand_as(values)  # (...)
+    kept = torch.where(weights != 0, values * weights, torch.zeros_like(values))  # (...)
+    return kept, weights
+
+
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Σ values·mask over ``dim`` (all elements when None)."""
-    masked = values * mask.to(values.dtype)
-    return masked.sum() if dim is None else masked.sum(dim=dim)
+    """Σ_i values_i·mask_i over ``dim`` (all elements when None).
+
+    values (B, T), mask (B, T) → scalar, or the shape of values without ``dim``.
+    """
+    kept, _ = _masked(values, mask)
+    return kept.sum() if dim is None else kept.sum(dim=dim)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Σ values·mask / Σ mask over ``dim`` (all elements when None).
 
-    With ``dim=None`` an all-zero mask raises ValueError. With a ``dim``, rows whose
-    mask is all zero give 0 (their count is clamped to 1) so a batch can hold an
-    empty row without producing NaN.
+    values (B, T), mask (B, T) → scalar (dim=None) or e.g. (B,) for dim=-1.
+    With ``dim=None`` an all-zero mask raises ValueError. With a ``dim``, a row whose
+    mask is all zero gives 0 (its count is clamped to 1), so a batch may hold an empty
+    row without producing NaN; check the counts yourself if that must not happen.
     """
-    mask = mask.to(values.dtype)
+    kept, weights = _masked(values, mask)
     if dim is None:
-        count = mask.sum()
+        count = weights.sum()
         if count.item() == 0:
-            raise ValueError("masked_mean: the mask has no real positions (all zeros)")
-        return (values * mask).sum() / count
-    return (values * mask).sum(dim=dim) / mask.sum(dim=dim).clamp(min=1)
+            raise ValueError("masked_mean: the mask has no real positions (all zeros); nothing to average")
+        return kept.sum() / count
+    return kept.sum(dim=dim) / weights.sum(dim=dim).clamp(min=1)
 
 
 def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance of the masked elements (scalar); Bessel-corrected when ``unbiased``."""
-    mean = masked_mean(values, mask)
-    centred_sq = (values - mean) ** 2
-    variance = masked_mean(centred_sq, mask)
+    """Variance of all masked elements → scalar.
+
+    var = Σ mask·(x − μ)² / n, times n / (n − 1) when ``unbiased`` (Bessel), where
+    μ = masked_mean(x) and n = Σ mask. An unbiased variance of fewer than 2 elements raises.
+    """
+    mean = masked_mean(values, mask)  # ()
+    variance = masked_mean((values - mean) ** 2, mask)  # ()
     if unbiased:
-        count = mask.to(values.dtype).sum()
+        count = mask.to(values.dtype).expand_as(values).sum()
         if count.item() < 2:
             raise ValueError("masked_var: an unbiased variance needs at least 2 real positions")
         variance = variance * count / (count - 1)
@@ -47,13 +65,15 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) 
 
 
 def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
-    """(values − mean) / sqrt(var + eps) over masked elements; masked-out positions become 0.
+    """(x − μ) / sqrt(σ² + eps) over the masked elements; masked-out positions become 0.
 
-    With ``shift_mean=False`` the mean is added back (scale only), as in PPO reward whitening.
+    values (B, T), mask (B, T) → (B, T). μ and σ² are the masked mean and the population
+    (biased) variance, so the result has masked mean 0 and masked population variance 1.
+    With ``shift_mean=False`` μ is added back (rescale only, as in PPO reward whitening).
     """
-    mean = masked_mean(values, mask)
-    var = masked_var(values, mask, unbiased=False)
-    whitened = (values - mean) * torch.rsqrt(var + eps)
+    mean = masked_mean(values, mask)  # ()
+    variance = masked_var(values, mask, unbiased=False)  # ()
+    whitened = (values - mean) * torch.rsqrt(variance + eps)  # (B, T)
     if not shift_mean:
         whitened = whitened + mean
-    return whitened * mask.to(values.dtype)
+    return torch.where(mask.expand_as(values) != 0, whitened, torch.zeros_like(whitened))

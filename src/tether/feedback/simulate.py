@@ -54,6 +54,11 @@ def default_panel(n: int = 5, planted_length_bias: float = 0.0) -> list[Annotato
                           length_bias=planted_length_bias, random_rate=0.1) for i in range(n)]
 
 
+def held_out_evaluator() -> AnnotatorSpec:
+    """A low-noise, unbiased evaluator standing for held-out human evaluation (not used to train anything)."""
+    return AnnotatorSpec("held-out-evaluator", temperature=0.1, length_bias=0.0, random_rate=0.0)
+
+
 def prefers_a(spec: AnnotatorSpec, utility_a: float, utility_b: float, len_a: int, len_b: int,
               rng: random.Random) -> bool:
     """One simulated judgement: True when the annotator reports response A as better."""
