@@ -27,6 +27,8 @@ def _gathered_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     """logits (B, T, V), labels (B, T) valid ids → (B, T) in fp32 (fp64 for fp64 logits)."""
     if logits.dtype in _FULL_PRECISION:
         return _selected_logprobs(logits, labels)
+    if logits.shape[0] == 0:
+        return _selected_logprobs(logits.float(), labels)
     # half precision: upcast one sequence at a time, so the fp32 copy is (T, V), not (B, T, V)
     return torch.stack([_selected_logprobs(row.float(), row_labels) for row, row_labels in zip(logits, labels)])
 
