@@ -324,7 +324,10 @@ class LabelSimulateConfig:
     planted_length_bias: float = doc_field(0.0, "Utility bonus per 100 characters every annotator adds (0 = off).")
     adversarial: int = doc_field(0, "How many of the annotators answer the opposite of their judgement.")
     gold_fraction: float = doc_field(0.1, "Fraction of comparisons that are gold questions (answer known, not shown).")
-    pairs_per_prompt: int = doc_field(1, "Comparisons made from each prompt's K responses.")
+    pairs_per_prompt: int = doc_field(1, "Comparisons made from each prompt's K responses (mode=pairs).")
+    mode: Literal["pairs", "ranking"] = doc_field(
+        "pairs", "pairs: pick the better of two responses; ranking: rank all K responses of a prompt "
+        "(Plackett-Luce), exported as rankings and expanded to C(K,2) pairs for the reward model.")
     seed: int = doc_field(0, "Seed for the panel's noise and the gold-question draw.")
 
 
@@ -352,6 +355,8 @@ class LabelServeConfig:
     db: str = doc_field("runs/labels.sqlite", "Label store (SQLite); created if missing.")
     samples: str = doc_field("", "Load comparisons from this samples.jsonl first (empty = serve what the store has).")
     pairs_per_prompt: int = doc_field(1, "Comparisons made from each prompt's responses when loading samples.")
+    mode: Literal["pairs", "ranking"] = doc_field(
+        "pairs", "How loaded samples are shown: pairs (pick the better of two) or ranking (rank all K responses).")
     annotators: list = doc_field([], "Annotator names to create; each new one gets a token, printed once.")
     tokens_file: str = doc_field("", "Also write new tokens here (mode 600); default <db stem>.tokens.json.")
     admin_token: str = doc_field("", "Admin token for /admin (empty = generate one and print it).")

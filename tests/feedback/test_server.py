@@ -167,3 +167,68 @@ def test_two_annotators_label_in_a_real_browser(tmp_path):
     store.close()
     assert len(labels) == 4 and {lab.annotator for lab in labels} == {"alice", "bob"}
     assert sum(lab.tie for lab in labels) == 1 and sum(lab.choice is not None for lab in labels) == 3
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
+                    reason="Debian chromium + chromium-driver not installed (.ci/run installs them)")
+def test_rank_three_responses_with_clicks_and_keys_in_a_real_browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    db = tmp_path / "rank.sqlite"
+    store = LabelStore(db)
+    store.add_items([Item("k1", "Rank these", [f"zero {XSS}", "one", "two"])])
+    store.set_annotator("alice", "tok-alice")
+    store.set_annotator("bob", "tok-bob")
+    store.close()
+    server, thread, url = _serve(db)
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
+    try:
+        for token in ("tok-alice", "tok-bob"):
+            driver.delete_all_cookies()
+            driver.get(url + "/")
+            driver.find_element(By.ID, "token").send_keys(token)
+            driver.find_element(By.ID, "login").click()
+            WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "submit-ranking"))
+            submit = driver.find_element(By.ID, "submit-ranking")
+            assert not submit.is_enabled()
+            if token == "tok-alice":  # mouse: a wrong first click, undo, then the shown positions 2 and 0
+                driver.find_element(By.ID, "resp-1").click()
+                assert driver.find_element(By.ID, "rank-1").text == "#1"
+                driver.find_element(By.ID, "undo").click()
+                assert driver.find_element(By.ID, "rank-1").text == ""
+                driver.find_element(By.ID, "resp-2").click()
+                driver.find_element(By.ID, "resp-0").click()  # the last one is placed automatically
+                assert [driver.find_element(By.ID, f"rank-{s}").text for s in range(3)] == ["#2", "#3", "#1"]
+                submit.click()
+            else:  # keyboard: 3 then 1 (the last is placed automatically), u undoes the 1, 1 again, then Enter
+                body = driver.find_element(By.TAG_NAME, "body")
+                body.send_keys("3")
+                body.send_keys("1")
+                assert submit.is_enabled()
+                body.send_keys("u")
+                assert [driver.find_element(By.ID, f"rank-{s}").text for s in range(3)] == ["", "", "#1"]
+                assert not submit.is_enabled()
+                body.send_keys("1")
+                body.send_keys(Keys.ENTER)
+            WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "done"))
+            assert driver.title != "pwned"
+    finally:
+        driver.quit()
+        server.should_exit = True
+        thread.join(timeout=10)
+    store = LabelStore(db)
+    labels = store.labels()
+    store.close()
+    assert len(labels) == 2
+    for label in labels:  # positions 2, 0, 1 of the order each annotator saw
+        shown = label.shown_order
+        assert label.ranking == [shown[2], shown[0], shown[1]] and label.choice == shown[2]

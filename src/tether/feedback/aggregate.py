@@ -1,9 +1,12 @@
-"""Turn several annotators' votes into one label per item: majority vote and Dawid–Skene.
+"""Turn several annotators' votes into one label per item: majority vote, Dawid–Skene, Borda.
 
 Dawid & Skene (1979) model each annotator with a confusion matrix π_a[true, given] and
 estimate, by EM, both the matrices and the posterior of each item's true label. Unlike a
 majority vote, it down-weights noisy annotators and can even use a systematically wrong
 one (an annotator who always picks the other answer is informative once detected).
+
+K-way rankings are combined with a Borda count (:func:`borda_ranks`): each response's mean
+position over the annotators' rankings, ties where the means are equal.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
+from itertools import combinations
 
 import torch
 
@@ -79,3 +84,46 @@ def group_by_item(annotations: Sequence[Annotation]) -> dict[Hashable, list[int]
     for item, _, label in annotations:
         grouped[item].append(label)
     return dict(grouped)
+
+
+def positions(ranking: Sequence[int], k: int) -> list[Fraction]:
+    """Position (0 = best) of each of ``k`` responses in a ranking given best first.
+
+    A partial ranking (a top choice, or the first m places) leaves the other responses tied
+    at the mean of the remaining positions: ``[2]`` of 3 responses gives ``[1.5, 1.5, 0]``.
+    """
+    if len(set(ranking)) != len(ranking) or any(not 0 <= r < k for r in ranking):
+        raise ValueError(f"{list(ranking)} is not a ranking of responses 0..{k - 1}")
+    rest = Fraction(len(ranking) + k - 1, 2)
+    out = [rest] * k
+    for place, response in enumerate(ranking):
+        out[response] = Fraction(place)
+    return out
+
+
+def borda_ranks(rankings: Sequence[Sequence[int]], k: int) -> list[int]:
+    """Combined ranks (0 = best, equal = tie) of ``k`` responses from several rankings (best first).
+
+    Responses are ordered by their mean position; the rank of a response is the number of
+    responses with a strictly better mean (so ties share a rank: ``[0, 0, 2]``).
+    """
+    if not rankings:
+        raise ValueError("borda_ranks needs at least one ranking")
+    totals = [sum(col) for col in zip(*(positions(r, k) for r in rankings))]
+    return [sum(other < mine for other in totals) for mine in totals]
+
+
+def ranking_agreement(rankings: Sequence[Sequence[int]], ranks: Sequence[int]) -> float:
+    """Fraction of the annotators' ordered response pairs that the combined ``ranks`` order the same way.
+
+    Only pairs both sides order strictly count; 1.0 when no pair is comparable.
+    """
+    k = len(ranks)
+    agree = total = 0
+    for ranking in rankings:
+        pos = positions(ranking, k)
+        for i, j in combinations(range(k), 2):
+            if pos[i] != pos[j] and ranks[i] != ranks[j]:
+                total += 1
+                agree += (pos[i] < pos[j]) == (ranks[i] < ranks[j])
+    return agree / total if total else 1.0

@@ -7,6 +7,10 @@ annotator has the planted bias, ``length_bias`` × (characters / 100). On top of
 reports the opposite of their judgement. ``accuracy``, when set, replaces the
 Bradley–Terry model with a flat rate of agreeing with the gold preference (used to inject
 known accuracies in tests). Labels come out in the same schema as people's.
+
+Rankings of K responses follow the Plackett–Luce model, the K-way form of Bradley–Terry:
+the annotator picks the best with probability softmax(u / temperature), then the best of
+the rest, and so on (for K = 2 this is exactly the pairwise model above).
 """
 
 from __future__ import annotations
@@ -93,3 +97,47 @@ def gold_choice(comp: Comparison, utility: Callable[[str, str], float]) -> int |
     """The gold utility's preference (0 = A, 1 = B, None on an exact tie)."""
     u_a, u_b = utility(comp.prompt, comp.response_a), utility(comp.prompt, comp.response_b)
     return None if u_a == u_b else (0 if u_a > u_b else 1)
+
+
+def simulate_ranking(spec: AnnotatorSpec, utilities: Sequence[float], lengths: Sequence[int],
+                     rng: random.Random) -> list[int]:
+    """One simulated K-way ranking (response indices, best first) under Plackett–Luce."""
+    k = len(utilities)
+    if spec.accuracy is not None:
+        gold = sorted(range(k), key=lambda i: (-utilities[i], rng.random()))
+        if rng.random() < spec.accuracy:
+            ranking = gold
+        else:
+            ranking = list(range(k))
+            rng.shuffle(ranking)
+    elif rng.random() < spec.random_rate:
+        ranking = list(range(k))
+        rng.shuffle(ranking)
+    else:
+        scores = [(u + spec.length_bias * n / 100) / spec.temperature for u, n in zip(utilities, lengths)]
+        left, ranking = list(range(k)), []
+        while left:
+            top = max(scores[i] for i in left)
+            weights = [math.exp(scores[i] - top) for i in left]
+            pick = rng.choices(left, weights=weights)[0]
+            ranking.append(pick)
+            left.remove(pick)
+    return ranking[::-1] if spec.adversarial else ranking
+
+
+def simulate_rankings(items: Sequence[tuple[str, str, Sequence[str]]], panel: Sequence[AnnotatorSpec],
+                      labels_per_item: int, utility: Callable[[str, str], float], seed: int = 0
+                      ) -> list[tuple[str, str, list[int], float]]:
+    """(annotator, item id, ranking best first, seconds) for each (item id, prompt, responses)."""
+    if labels_per_item > len(panel):
+        raise ValueError(f"labels_per_item={labels_per_item} is more than the panel's {len(panel)} annotators")
+    rng = random.Random(seed)
+    out = []
+    for item_id, prompt, responses in items:
+        utilities = [utility(prompt, r) for r in responses]
+        lengths = [len(r) for r in responses]
+        for spec in rng.sample(list(panel), labels_per_item):
+            ranking = simulate_ranking(spec, utilities, lengths, rng)
+            seconds = rng.expovariate(1 / (spec.seconds_per_item * (len(responses) - 1)))
+            out.append((spec.name, item_id, ranking, round(seconds, 2)))
+    return out

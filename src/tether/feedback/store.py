@@ -5,8 +5,9 @@ so an acknowledged label survives a crash. Tables:
 
 - ``items``: id, prompt, responses (JSON list), whether it is a gold question and its gold answer
 - ``labels``: who (annotator or judge), which item, the choice (index into the item's
-  responses; NULL for a tie or skip), tie / skip flags, confidence, rationale, the order the
-  responses were shown in, seconds spent, and when
+  responses; NULL for a tie or skip), the full ranking when the annotator ranked K responses
+  (response indices, best first; its first entry is the choice), tie / skip flags,
+  confidence, rationale, the order the responses were shown in, seconds spent, and when
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ CREATE TABLE IF NOT EXISTS labels (
   shown_order TEXT,
   seconds REAL,
   created REAL NOT NULL,
+  ranking TEXT,
   UNIQUE (annotator, item_id)
 );
 """
+LABEL_COLUMNS = ("annotator, item_id, choice, tie, skipped, confidence, rationale, shown_order, seconds, created, "
+                 "ranking")
 
 
 def token_digest(token: str) -> str:
@@ -77,6 +81,7 @@ class StoredLabel:
     shown_order: list[int] | None = None
     seconds: float | None = None
     created: float = 0.0
+    ranking: list[int] | None = None  # response indices, best first (K-way ranking); ranking[0] == choice
 
 
 class LabelStore:
@@ -88,6 +93,10 @@ class LabelStore:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(labels)")}
+        if "ranking" not in columns:  # a store written before rankings existed
+            with self.db:
+                self.db.execute("ALTER TABLE labels ADD COLUMN ranking TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -110,11 +119,11 @@ class LabelStore:
         with self.db:
             before = self.db.total_changes
             self.db.executemany(
-                "INSERT OR IGNORE INTO labels (annotator, item_id, choice, tie, skipped, confidence, rationale, "
-                "shown_order, seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO labels ({LABEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(lab.annotator, lab.item_id, lab.choice, int(lab.tie), int(lab.skipped), lab.confidence,
                   lab.rationale, json.dumps(lab.shown_order) if lab.shown_order is not None else None, lab.seconds,
-                  lab.created or time.time()) for lab in labels])
+                  lab.created or time.time(), json.dumps(lab.ranking) if lab.ranking is not None else None)
+                 for lab in labels])
             return self.db.total_changes - before
 
     def set_annotator(self, name: str, token: str, role: str = "annotator") -> None:
@@ -156,7 +165,6 @@ class LabelStore:
         return [Item(r[0], r[1], json.loads(r[2]), bool(r[3]), r[4], r[5] or "") for r in rows]
 
     def labels(self) -> list[StoredLabel]:
-        rows = self.db.execute("SELECT annotator, item_id, choice, tie, skipped, confidence, rationale, shown_order, "
-                               "seconds, created FROM labels ORDER BY id").fetchall()
+        rows = self.db.execute(f"SELECT {LABEL_COLUMNS} FROM labels ORDER BY id").fetchall()
         return [StoredLabel(r[0], r[1], r[2], bool(r[3]), bool(r[4]), r[5], r[6], json.loads(r[7]) if r[7] else None,
-                            r[8], r[9]) for r in rows]
+                            r[8], r[9], json.loads(r[10]) if r[10] else None) for r in rows]

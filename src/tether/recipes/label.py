@@ -29,8 +29,8 @@ from tether.config import (
     SampleConfig,
 )
 from tether.data import DataError, load_records
-from tether.feedback.simulate import AnnotatorSpec, Comparison, default_panel, simulate_labels
-from tether.feedback.stats import aggregate_labels, label_stats
+from tether.feedback.simulate import AnnotatorSpec, Comparison, default_panel, simulate_labels, simulate_rankings
+from tether.feedback.stats import label_stats, preference_rows
 from tether.feedback.store import Item, LabelStore, StoredLabel
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.recipes.common import atomic_write_text, limit, load_generation_prompts, seed_everything
@@ -87,15 +87,57 @@ def comparisons_from_samples(path: str, pairs_per_prompt: int, seed: int) -> lis
     return out
 
 
+def ranking_items_from_samples(path: str) -> list[tuple[str, str, list[str]]]:
+    """(item id, prompt, distinct responses) per samples.jsonl row, for K-way ranking."""
+    out = []
+    for number, row in enumerate(load_records(path), start=1):
+        responses = row.get("responses")
+        if not isinstance(responses, list) or "prompt" not in row:
+            raise DataError(f"{path} row {number}: expected 'prompt' and a 'responses' list")
+        distinct = list(dict.fromkeys(r for r in responses if isinstance(r, str)))
+        if len(distinct) >= 2:
+            out.append((f"r{number}", row["prompt"], distinct))
+    if not out:
+        raise DataError(f"{path}: no row has two different responses to rank")
+    return out
+
+
+def _simulate_rankings(cfg: LabelSimulateConfig, utility, panel: list[AnnotatorSpec]) -> dict[str, Any]:
+    rng = random.Random(cfg.seed)
+    ranked = ranking_items_from_samples(cfg.samples)
+    items = []
+    for item_id, prompt, responses in ranked:
+        utilities = [utility(prompt, r) for r in responses]
+        best = max(utilities)
+        unique_best = utilities.count(best) == 1
+        is_gold = rng.random() < cfg.gold_fraction and unique_best
+        items.append(Item(item_id, prompt, responses, is_gold, utilities.index(best) if is_gold else None,
+                          source="simulated-panel"))
+    labels = simulate_rankings(ranked, panel, cfg.labels_per_item, utility, seed=cfg.seed)
+    store = LabelStore(cfg.db)
+    try:
+        store.add_items(items)
+        added = store.add_labels([StoredLabel(name, item_id, ranking[0], shown_order=list(range(len(ranking))),
+                                              seconds=seconds, ranking=ranking)
+                                  for name, item_id, ranking, seconds in labels])
+    finally:
+        store.close()
+    console.print(f"{len(panel)} simulated annotators ranked {len(items)} sets of responses "
+                  f"({sum(i.is_gold for i in items)} gold questions): {added} rankings → {cfg.db}")
+    return {"comparisons": len(items), "labels": added}
+
+
 def run_label_simulate(cfg: LabelSimulateConfig) -> dict[str, Any]:
     if not cfg.samples:
         raise DataError("samples= is required: a samples.jsonl from `tether sample`")
     utility = _import(cfg.utility)
-    comparisons = comparisons_from_samples(cfg.samples, cfg.pairs_per_prompt, cfg.seed)
-    rng = random.Random(cfg.seed)
     panel: list[AnnotatorSpec] = default_panel(cfg.panel_size, cfg.planted_length_bias)
     for spec in panel[len(panel) - cfg.adversarial:]:
         spec.adversarial = True
+    if cfg.mode == "ranking":
+        return _simulate_rankings(cfg, utility, panel)
+    comparisons = comparisons_from_samples(cfg.samples, cfg.pairs_per_prompt, cfg.seed)
+    rng = random.Random(cfg.seed)
     items = []
     for comp in comparisons:
         comp.is_gold = rng.random() < cfg.gold_fraction
@@ -162,31 +204,12 @@ def run_label_export(cfg: LabelExportConfig) -> dict[str, Any]:
         console.print(f"exported {len(tasks)} Label Studio tasks with {sum(len(t['annotations']) for t in tasks)} "
                       f"annotations → {cfg.output}")
         return {"exported": len(tasks)}
-    winners = aggregate_labels(items, labels, cfg.method)
-    rows, ties, low, gold_skipped = [], 0, 0, 0
-    for item in items:
-        if item.item_id not in winners:
-            continue
-        if item.is_gold and not cfg.include_gold:
-            gold_skipped += 1
-            continue
-        winner, agreement, n_votes = winners[item.item_id]
-        if winner is None:
-            ties += 1
-            continue
-        if agreement < cfg.min_agreement:
-            low += 1
-            continue
-        loser = 1 - winner if len(item.responses) == 2 else None
-        if loser is None:
-            continue
-        rows.append({"prompt": item.prompt, "chosen": item.responses[winner], "rejected": item.responses[loser],
-                     "source": item.source or "labels", "agreement": round(agreement, 4), "n_labels": n_votes,
-                     "aggregation": cfg.method})
+    rows, left_out = preference_rows(items, labels, cfg.method, cfg.min_agreement, cfg.include_gold)
     atomic_write_text(Path(cfg.output), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    console.print(f"exported {len(rows)} preference pairs → {cfg.output} ({ties} tied, {low} below "
-                  f"min_agreement={cfg.min_agreement}, {gold_skipped} gold questions left out)")
-    return {"exported": len(rows), "ties": ties, "low_agreement": low, "gold_skipped": gold_skipped}
+    kind = "rankings" if rows and "ranks" in rows[0] else "preference pairs"
+    console.print(f"exported {len(rows)} {kind} → {cfg.output} ({left_out['ties']} tied, {left_out['low_agreement']} "
+                  f"below min_agreement={cfg.min_agreement}, {left_out['gold_skipped']} gold questions left out)")
+    return {"exported": len(rows), **left_out}
 
 
 def run_label_judge(cfg: LabelJudgeConfig) -> dict[str, Any]:
@@ -246,7 +269,11 @@ def prepare_server(cfg: LabelServeConfig) -> tuple[str, dict[str, str]]:
 
     store = LabelStore(cfg.db)
     try:
-        if cfg.samples:
+        if cfg.samples and cfg.mode == "ranking":
+            added = store.add_items([Item(f"k{item_id}", prompt, responses, source="labeling-app")
+                                     for item_id, prompt, responses in ranking_items_from_samples(cfg.samples)])
+            console.print(f"loaded {added} new sets of responses to rank from {cfg.samples}")
+        elif cfg.samples:
             comparisons = comparisons_from_samples(cfg.samples, cfg.pairs_per_prompt, cfg.seed)
             added = store.add_items([Item(c.item, c.prompt, [c.response_a, c.response_b], source="labeling-app")
                                      for c in comparisons])
