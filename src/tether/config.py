@@ -175,6 +175,26 @@ class PreferenceConfig:
 
 
 @dataclass
+class HeldOutConfig:
+    """Held-out evaluation during RL and the reward-hacking alarm (off unless ``gold`` is set)."""
+
+    gold: str = doc_field("", "Gold / held-out reward, module:function(prompts, responses) → scores, e.g. "
+                              "tether.tasks.helpful:gold_reward (empty = no held-out evaluation).")
+    prompts_file: str = doc_field("", "Held-out prompts (any format with a prompt); empty = data.eval_file.")
+    max_prompts: int = doc_field(32, "Held-out prompts evaluated each time (the same ones every time).")
+    every: int = doc_field(5, "Evaluate every N iterations (and once before training, on the reference).")
+    seed: int = doc_field(1234, "Sampling seed of the held-out evaluation (it never disturbs the training RNG).")
+    patience: int = doc_field(2, "Consecutive evaluations a rule must hold before the alarm fires.")
+    gold_drop: float = doc_field(0.1, "Alarm when gold falls this far below its best while the proxy rises past "
+                                      "its value at that best.")
+    length_ratio: float = doc_field(2.0, "Alarm when mean response length exceeds this x the reference's.")
+    ngram_share: float = doc_field(0.6, "Alarm when one word trigram is in more than this share of responses "
+                                        "(and at least twice the reference's share).")
+    stop_on_alarm: bool = doc_field(False, "Stop training when the alarm fires (the policy is still saved).")
+    keep_best: bool = doc_field(False, "Save the policy with the best held-out gold reward to <run_dir>/<name>-best/.")
+
+
+@dataclass
 class PPOConfig:
     """PPO under a KL leash to the frozen reference (`tether ppo`)."""
 
@@ -217,6 +237,7 @@ class PPOConfig:
     seed: int = doc_field(42, "Seed for prompt order, sampling and initialisation.")
     save_every: int = doc_field(0, "Checkpoint every N iterations (0 = only at the end).")
     num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")
+    heldout: HeldOutConfig = doc_field(HeldOutConfig(), "Held-out gold evaluation and the reward-hacking alarm.")
     report_to: list = doc_field(["tensorboard"], "Extra metric sinks: tensorboard, wandb, mlflow.")
 
 
@@ -256,6 +277,7 @@ class GRPOConfig:
     seed: int = doc_field(42, "Seed for prompt order, sampling and initialisation.")
     save_every: int = doc_field(0, "Checkpoint every N iterations (0 = only at the end).")
     num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")
+    heldout: HeldOutConfig = doc_field(HeldOutConfig(), "Held-out gold evaluation and the reward-hacking alarm.")
     report_to: list = doc_field(["tensorboard"], "Extra metric sinks: tensorboard, wandb, mlflow.")
 
 

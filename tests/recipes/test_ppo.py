@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.helpers import EXAMPLES, tiny_model_config
-from tether.config import DataConfig, ModelConfig, PPOConfig, SFTConfig, TrainConfig
+from tether.config import DataConfig, HeldOutConfig, ModelConfig, PPOConfig, SFTConfig, TrainConfig
 from tether.recipes.ppo import train_ppo
 from tether.recipes.sft import train_sft
 from tether.rollout.generation import response_mask_from_ids
@@ -152,3 +152,31 @@ def test_ppo_with_lora_uses_the_adapter_free_base_as_reference(tmp_path, sft_dir
     from transformers import AutoModelForCausalLM
 
     assert not any("lora" in n for n, _ in AutoModelForCausalLM.from_pretrained(result.model_dir).named_parameters())
+
+
+def test_hacking_alarm_fires_when_the_proxy_rises_and_gold_falls(tmp_path, sft_dir):
+    # proxy: period density; gold: periods help up to a density of 0.5, then hurt (tether.tasks.toy:moderate_periods)
+    heldout = HeldOutConfig(gold="tether.tasks.toy:moderate_periods", prompts_file=str(DATA / "prompts.jsonl"),
+                            max_prompts=16, every=2, stop_on_alarm=True, keep_best=True)
+    result = train_ppo(_ppo(tmp_path, sft_dir, heldout=heldout))
+    (alarm,) = result.alarms
+    assert alarm["rule"] == "proxy_up_gold_down" and result.stopped_early.startswith("reward-hacking alarm")
+    assert result.iterations == alarm["iteration"] < 14
+    curve = json.loads((tmp_path / "ppo_heldout.json").read_text())
+    points = {p["iteration"]: p for p in curve["points"]}
+    assert points[0]["kl"] == 0.0  # the first point is the reference itself
+    best = max(curve["points"], key=lambda p: p["gold"])
+    last = curve["points"][-1]
+    assert last["proxy"] > best["proxy"] and last["gold"] < best["gold"] - 0.1
+    assert json.loads((tmp_path / "ppo-best" / "tether.json").read_text())["heldout_gold"] == best["gold"]
+    rows = read_metrics(tmp_path, "ppo")
+    assert [r["heldout/gold_mean"] for r in rows if "heldout/gold_mean" in r] == [p["gold"] for p in curve["points"]]
+
+
+def test_hacking_alarm_stays_silent_when_gold_rises_with_the_proxy(tmp_path, sft_dir):
+    heldout = HeldOutConfig(gold="tether.tasks.toy:period_density", prompts_file=str(DATA / "prompts.jsonl"),
+                            max_prompts=16, every=2)
+    result = train_ppo(_ppo(tmp_path, sft_dir, heldout=heldout))
+    assert result.alarms == [] and result.iterations == 14
+    curve = json.loads((tmp_path / "ppo_heldout.json").read_text())
+    assert curve["points"][-1]["gold"] > curve["points"][0]["gold"] + 0.3

@@ -15,7 +15,7 @@ Each iteration, top to bottom:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,7 +29,7 @@ from tether.config import GRPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, save_model
 from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
-from tether.recipes.ppo import _prompt_batches, _subset
+from tether.recipes.ppo import _prompt_batches, _subset, make_heldout
 from tether.rollout.generation import GenerationConfig, generate, response_logprobs
 from tether.rollout.rewards import load_reward_source
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
@@ -42,6 +42,7 @@ class GRPOResult:
     iterations: int
     history: list[dict]
     stopped_early: str | None = None
+    alarms: list[dict] = field(default_factory=list)
 
 
 def sequence_advantages(cfg: GRPOConfig, scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -131,18 +132,26 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                         cfg.model.lora, "CAUSAL_LM")
     ref_model = frozen_reference(cfg.ref_model, policy, tokenizer.pad_token_id, cfg.model.trust_remote_code)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
+    heldout = make_heldout(cfg, tokenizer, reward_source)
     ckpt_root = checkpoint_root(run_dir, cfg.name)
     start = 0
     ckpt = latest_valid_checkpoint(ckpt_root, warn=lambda m: console.print(f"[yellow]{m}[/]"))
     if ckpt is not None:
-        start = int(load_checkpoint(ckpt, policy, optimizer, None)["iteration"])
+        state = load_checkpoint(ckpt, policy, optimizer, None)
+        start = int(state["iteration"])
+        if heldout is not None and "heldout" in state:
+            heldout.monitor.load_state_dict(state["heldout"])
         console.print(f"[green]{cfg.name}: resumed from {ckpt.path} (iteration {start}/{cfg.num_iterations})[/]")
     history: list[dict] = []
     stopped_early = None
     iteration = start
     bar = tqdm(total=cfg.num_iterations, initial=start, desc=f"{cfg.name} ({cfg.advantage})", unit="iter",
                dynamic_ncols=True)
+    meta = {"recipe": "grpo", "advantage": cfg.advantage, "base_model": cfg.model.name_or_path, "reward": cfg.reward}
+    state = {"iteration": start}
     try:
+        if heldout is not None and start == 0:  # the reference point every later one is compared with
+            logger.log(heldout.step(policy, ref_model, 0, run_dir, cfg.name, tokenizer, meta)[0], 0)
         for iteration in range(start, cfg.num_iterations):
             mark = time.time()
             chosen = _prompt_batches(len(prompts), cfg.prompts_per_iteration, cfg.seed, iteration)
@@ -150,11 +159,24 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                                                   [prompts[i] for i in chosen])
             metrics.update(grpo_update(cfg, policy, optimizer, experience))
             metrics["time/iteration"] = time.time() - mark
+            fired = []
+            if heldout is not None and heldout.due(iteration + 1, cfg.num_iterations):
+                heldout_metrics, fired = heldout.step(policy, ref_model, iteration + 1, run_dir, cfg.name, tokenizer,
+                                                      meta)
+                metrics.update(heldout_metrics)
             logger.log(metrics, iteration + 1)
             history.append(metrics)
             bar.update(1)
             bar.set_postfix({"score": f"{metrics['reward/score_mean']:.3g}", "kl": f"{metrics['objective/kl']:.3g}",
                              "len": f"{metrics['response/length_mean']:.3g}"})
+            state = {"iteration": iteration + 1}
+            if heldout is not None:
+                state["heldout"] = heldout.monitor.state_dict()
+            if fired and cfg.heldout.stop_on_alarm:
+                stopped_early = f"reward-hacking alarm at iteration {iteration + 1}: {fired[0]['message']}"
+                console.print(f"[bold red]stopping:[/] {stopped_early} (heldout.stop_on_alarm=true)")
+                iteration += 1
+                break
             if metrics["objective/kl"] > cfg.kl_limit:
                 stopped_early = (f"mean KL per response {metrics['objective/kl']:.1f} nats exceeded kl_limit="
                                  f"{cfg.kl_limit} at iteration {iteration + 1}; raise kl_coef / lower learning_rate")
@@ -162,17 +184,16 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                 iteration += 1
                 break
             if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
-                save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, {"iteration": iteration + 1})
+                save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, state)
         else:
             iteration = cfg.num_iterations
         if iteration > start:
-            save_checkpoint(ckpt_root, iteration, policy, optimizer, None, {"iteration": iteration})
+            save_checkpoint(ckpt_root, iteration, policy, optimizer, None, {**state, "iteration": iteration})
     finally:
         bar.close()
         logger.close()
     out = save_model(policy, tokenizer, run_dir / cfg.name,
-                     {"recipe": "grpo", "advantage": cfg.advantage, "base_model": cfg.model.name_or_path,
-                      "reward": cfg.reward, "iterations": iteration, "stopped_early": stopped_early,
+                     {**meta, "iterations": iteration, "stopped_early": stopped_early,
                       "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)
     console.print(f"[bold green]{cfg.advantage} done[/]: policy → {out}  ({iteration} iterations)")
-    return GRPOResult(out, iteration, history, stopped_early)
+    return GRPOResult(out, iteration, history, stopped_early, heldout.monitor.events if heldout else [])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,6 +44,7 @@ class PPOResult:
     iterations: int
     history: list[dict]
     stopped_early: str | None = None
+    alarms: list[dict] = field(default_factory=list)
 
 
 class PolicyAndValue(torch.nn.Module):
@@ -188,6 +189,16 @@ def _build_models(cfg: PPOConfig, tokenizer):
     return PolicyAndValue(policy, value), ref_model
 
 
+def make_heldout(cfg, tokenizer, reward_source):
+    """The held-out evaluator of an RL run (None unless ``heldout.gold`` is set)."""
+    if not cfg.heldout.gold:
+        return None
+    from tether.eval.heldout import HeldOutEvaluator
+
+    return HeldOutEvaluator(cfg.heldout, cfg.data.eval_file, tokenizer, reward_source, cfg.max_new_tokens,
+                            cfg.data.max_length, cfg.temperature, cfg.data.chat_template)
+
+
 def train_ppo(cfg: PPOConfig) -> PPOResult:
     run_dir, logger = prepare_run(cfg, cfg.name)
     set_threads(cfg.num_threads)
@@ -196,6 +207,7 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     prompts = load_generation_prompts(cfg, tokenizer)
     reward_source = load_reward_source(cfg.reward, tokenizer)
     models, ref_model = _build_models(cfg, tokenizer)
+    heldout = make_heldout(cfg, tokenizer, reward_source)
     optimizer = torch.optim.AdamW([
         {"params": [p for p in models.policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},
         {"params": [p for p in models.value.parameters() if p.requires_grad], "lr": cfg.value_learning_rate},
@@ -211,12 +223,17 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
         start = int(state["iteration"])
         kl_ctl.load_state_dict(state["kl_controller"])
         moments.load_state_dict(state["score_moments"])
+        if heldout is not None and "heldout" in state:
+            heldout.monitor.load_state_dict(state["heldout"])
         console.print(f"[green]{cfg.name}: resumed from {ckpt.path} (iteration {start}/{cfg.num_iterations})[/]")
     history: list[dict] = []
     stopped_early = None
     bar = tqdm(total=cfg.num_iterations, initial=start, desc=cfg.name, unit="iter", dynamic_ncols=True)
     iteration = start
+    meta = {"recipe": "ppo", "base_model": cfg.model.name_or_path, "reward": cfg.reward}
     try:
+        if heldout is not None and start == 0:  # the reference point every later one is compared with
+            logger.log(heldout.step(models.policy, ref_model, 0, run_dir, cfg.name, tokenizer, meta)[0], 0)
         for iteration in range(start, cfg.num_iterations):
             mark = time.time()
             batch_prompts = [prompts[i] for i in _prompt_batches(len(prompts), cfg.rollout_batch_size, cfg.seed,
@@ -228,6 +245,11 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
             metrics["time/update"] = time.time() - update_start
             metrics["time/iteration"] = time.time() - mark
             kl_ctl.update(metrics["objective/kl"], cfg.rollout_batch_size)
+            fired = []
+            if heldout is not None and heldout.due(iteration + 1, cfg.num_iterations):
+                heldout_metrics, fired = heldout.step(models.policy, ref_model, iteration + 1, run_dir, cfg.name,
+                                                      tokenizer, meta)
+                metrics.update(heldout_metrics)
             logger.log(metrics, iteration + 1)
             history.append(metrics)
             bar.update(1)
@@ -236,6 +258,13 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
                              "len": f"{metrics['response/length_mean']:.3g}"})
             state = {"iteration": iteration + 1, "kl_controller": kl_ctl.state_dict(),
                      "score_moments": moments.state_dict()}
+            if heldout is not None:
+                state["heldout"] = heldout.monitor.state_dict()
+            if fired and cfg.heldout.stop_on_alarm:
+                stopped_early = f"reward-hacking alarm at iteration {iteration + 1}: {fired[0]['message']}"
+                console.print(f"[bold red]stopping:[/] {stopped_early} (heldout.stop_on_alarm=true)")
+                iteration += 1
+                break
             if metrics["objective/kl"] > cfg.kl_limit:
                 stopped_early = (f"mean KL per response {metrics['objective/kl']:.1f} nats exceeded kl_limit="
                                  f"{cfg.kl_limit} at iteration {iteration + 1}: the policy is running away from the "
@@ -255,8 +284,7 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
         bar.close()
         logger.close()
     out = save_model(models.policy, tokenizer, run_dir / cfg.name,
-                     {"recipe": "ppo", "base_model": cfg.model.name_or_path, "reward": cfg.reward,
-                      "iterations": iteration, "stopped_early": stopped_early, "final_kl_coef": kl_ctl.value,
+                     {**meta, "iterations": iteration, "stopped_early": stopped_early, "final_kl_coef": kl_ctl.value,
                       "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)
     console.print(f"[bold green]PPO done[/]: policy → {out}  ({iteration} iterations)")
-    return PPOResult(out, iteration, history, stopped_early)
+    return PPOResult(out, iteration, history, stopped_early, heldout.monitor.events if heldout else [])

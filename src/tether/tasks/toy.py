@@ -23,3 +23,12 @@ def contains_target_word(prompts: list[str], responses: list[str], response_ids:
 def short_and_ended(prompts: list[str], responses: list[str], response_ids: list[list[int]]) -> list[float]:
     """Prefers short responses: −(characters / 100)."""
     return [-len(text) / 100 for text in responses]
+
+
+def moderate_periods(prompts: list[str], responses: list[str], response_ids: list[list[int]]) -> list[float]:
+    """A toy *gold* reward for over-optimisation demos: periods help up to ``period_density`` 0.5, then hurt.
+
+    Train on ``period_density`` (the proxy) and watch this one with ``heldout.gold=``: it rises
+    with the proxy at first, then falls while the proxy keeps rising (Goodhart in one line).
+    """
+    return [p if p <= 0.5 else 1.0 - p for p in period_density(prompts, responses, response_ids)]

@@ -1,0 +1,112 @@
+"""Held-out evaluation during RL: the seeds' "held-out human evaluation", run every few iterations.
+
+A fixed set of held-out prompts is answered by the current policy (sampled with its own
+seed inside a forked RNG, so training randomness and exact resume are untouched), then
+scored by the proxy reward (what the policy is trained on) and by the gold / held-out
+reward (what we actually want, never trained on). KL to the reference, length and the
+most widespread trigram complete each point; :class:`tether.eval.alarm.HackingMonitor`
+decides whether the run is hacking its reward.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tether.config import HeldOutConfig
+from tether.data import collate_prompts, load_prompt_dataset
+from tether.eval.alarm import HackingMonitor, HeldOutPoint
+from tether.eval.metrics import sequence_kl, top_ngram_share
+from tether.recipes.common import atomic_write_text, limit
+from tether.rollout.generation import GenerationConfig, generate, response_logprobs
+from tether.rollout.rewards import FunctionSource, RewardSpecError
+
+
+class HeldOutEvaluator:
+    """Answers the held-out prompts with a policy and scores them by proxy and gold reward."""
+
+    def __init__(self, cfg: HeldOutConfig, fallback_file: str | None, tokenizer, reward_source, max_new_tokens: int,
+                 max_length: int, temperature: float, chat_template: str = "auto", batch_size: int = 16):
+        path = cfg.prompts_file or fallback_file
+        if not path:
+            raise RewardSpecError("heldout.gold is set but there are no held-out prompts: set heldout.prompts_file "
+                                  "or data.eval_file")
+        prompts, _ = load_prompt_dataset(path, tokenizer, max_prompt_length=max_length - max_new_tokens,
+                                         chat_template=chat_template)
+        self.prompts = limit(prompts, cfg.max_prompts, "held-out prompts")
+        self.gold = FunctionSource(cfg.gold)
+        self.cfg, self.tokenizer, self.reward_source = cfg, tokenizer, reward_source
+        self.generation = GenerationConfig(max_new_tokens, temperature)
+        self.temperature, self.batch_size = temperature, batch_size
+        self.monitor = HackingMonitor(cfg.patience, cfg.gold_drop, cfg.length_ratio, cfg.ngram_share)
+        self.last_responses: list[str] = []
+
+    def due(self, iteration: int, last: int) -> bool:
+        """Evaluate before training (iteration 0), every ``every`` iterations and at the end."""
+        return iteration == 0 or iteration == last or (self.cfg.every > 0 and iteration % self.cfg.every == 0)
+
+    @torch.no_grad()
+    def evaluate(self, policy, ref_model, iteration: int) -> tuple[HeldOutPoint, list[dict[str, Any]]]:
+        """One held-out point for the current policy, and the alarms it fires."""
+        proxies, golds, kls, lengths, responses = [], [], [], [], []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            for start in range(0, len(self.prompts), self.batch_size):
+                chunk = self.prompts[start:start + self.batch_size]
+                batch = collate_prompts(chunk, self.tokenizer.pad_token_id)
+                rollout = generate(policy, batch["input_ids"], batch["attention_mask"], self.generation,
+                                   self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+                texts = [self.tokenizer.decode(r[m.bool()], skip_special_tokens=True)
+                         for r, m in zip(rollout.response_ids, rollout.response_mask)]
+                prompt_texts = [p.prompt_text for p in chunk]
+                proxies += self.reward_source.score(rollout, prompt_texts, texts).tolist()
+                golds += self.gold.score(rollout, prompt_texts, texts).tolist()
+                logps = response_logprobs(policy, rollout, self.temperature)
+                if ref_model is None:  # LoRA: the reference is the base with adapters disabled
+                    with policy.disable_adapter():
+                        ref_logps = response_logprobs(policy, rollout, self.temperature)
+                else:
+                    ref_logps = response_logprobs(ref_model, rollout, self.temperature)
+                kls += sequence_kl(logps, ref_logps, rollout.response_mask).tolist()
+                lengths += rollout.response_lengths.tolist()
+                responses += texts
+        share, gram = top_ngram_share(responses)
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        point = HeldOutPoint(iteration, mean(proxies), mean(golds), mean(lengths), share, mean(kls), gram)
+        self.last_responses = responses
+        return point, self.monitor.update(point)
+
+    def metrics(self, point: HeldOutPoint) -> dict[str, float]:
+        return {"heldout/proxy_mean": point.proxy, "heldout/gold_mean": point.gold, "heldout/kl": point.kl,
+                "heldout/length_mean": point.length, "heldout/top_ngram_share": point.ngram_share,
+                "heldout/alarms": float(len(self.monitor.events))}
+
+    def write(self, path: Path) -> None:
+        """The held-out curve and alarm events as JSON (read by ``tether report``)."""
+        state = self.monitor.state_dict()
+        atomic_write_text(path, json.dumps({"points": state["history"], "alarms": state["events"],
+                                            "rules": {"patience": self.cfg.patience, "gold_drop": self.cfg.gold_drop,
+                                                      "length_ratio": self.cfg.length_ratio,
+                                                      "ngram_share": self.cfg.ngram_share},
+                                            "gold": self.cfg.gold, "prompts": len(self.prompts)}, indent=2) + "\n")
+
+    def step(self, policy, ref_model, iteration: int, run_dir: Path, name: str, tokenizer,
+             meta: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Evaluate, record ``<run_dir>/<name>_heldout.json``, keep the best policy if asked, report alarms."""
+        from tether.models.loading import save_model
+        from tether.utils.logging import console
+
+        previous_best = self.monitor.best
+        point, fired = self.evaluate(policy, ref_model, iteration)
+        self.write(run_dir / f"{name}_heldout.json")
+        if (self.cfg.keep_best and iteration > 0 and previous_best is not None
+                and point.gold > previous_best.gold):
+            save_model(policy, tokenizer, run_dir / f"{name}-best", {**meta, "iteration": iteration,
+                                                                      "heldout_gold": point.gold})
+        for event in fired:
+            console.print(f"[bold red]reward-hacking alarm[/] ({event['rule']}, iteration {iteration}): "
+                          f"{event['message']}")
+        return self.metrics(point), fired
