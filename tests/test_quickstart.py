@@ -17,18 +17,24 @@ def _quickstart(tmp_path, *args):
 
 
 def _check_outputs(summary):
-    for stage in ("sft", "dpo"):
+    for stage in ("sft", "ppo", "dpo"):
         AutoModelForCausalLM.from_pretrained(summary["outputs"][stage])
     AutoModelForSequenceClassification.from_pretrained(summary["outputs"]["rm"])
-    assert Path(summary["outputs"]["rm_report"]).is_file()
-    assert set(summary["seconds"]) == {"sft", "rm", "dpo", "total"}
+    for key in ("rm_report", "eval", "samples", "labels", "preferences"):
+        assert Path(summary["outputs"][key]).exists(), key
+    assert set(summary["seconds"]) == {"sft", "sample", "label_simulate", "label_stats", "label_export", "rm", "ppo",
+                                       "dpo", "eval", "total"}
+    assert set(summary["eval"]) == {"sft", "ppo", "dpo"}
+    assert summary["eval"]["sft"]["kl_mean"] == 0.0 and summary["eval"]["ppo"]["kl_mean"] != 0.0
+    page = Path(summary["outputs"]["report"]).read_text()
+    assert "id='alarm'" in page and "id='eval'" in page and "id='answers'" in page and "<script" not in page
 
 
 def test_tiny_quickstart(tmp_path):
     summary, result = _quickstart(tmp_path, "--tiny")
     _check_outputs(summary)
-    assert "quickstart outputs" in result.stderr
-    assert summary["rm"]["accuracy"] > summary["rm"]["length_baseline_accuracy"]
+    assert "quickstart results" in result.stderr
+    assert summary["labels"]["exported_pairs"] > 100 and summary["headline"]["hacking alarms"] == len(summary["alarms"])
 
 
 @pytest.mark.slow
@@ -36,5 +42,6 @@ def test_quickstart_on_the_embedded_model(tmp_path):
     summary, _ = _quickstart(tmp_path)
     _check_outputs(summary)
     assert summary["model"].startswith("SmolLM2")
-    assert summary["rm"]["accuracy"] >= summary["rm"]["length_baseline_accuracy"] + 0.15
-    assert summary["dpo"]["rewards/margins"] > 0
+    headline = summary["headline"]
+    assert headline["gold after PPO"] > headline["gold after SFT"]
+    assert headline["RM held-out accuracy"] >= headline["RM 'longer wins' baseline"] + 0.15

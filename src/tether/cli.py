@@ -57,6 +57,10 @@ SUMMARIES = {
     "label import": "Import a Label Studio JSON export into the label store.",
     "cost": "Estimate annotation and accelerator cost (and cost per point of held-out gain).",
     "score": "Score jsonl rows with a trained reward model (or an ensemble).",
+    "eval": "Compare policies on held-out prompts: proxy vs gold reward, KL, length, diversity, win-rate, alignment tax.",
+    "report": "Write report.html for a run directory: training curves, held-out alarm, RM, labels, eval, samples.",
+    "frontier": "Reward-vs-KL frontier: PPO at several fixed β and best-of-N at several N, proxy and gold vs KL.",
+    "pipeline": "The whole lifecycle over your models and data: sft → sample → label → rm → ppo → dpo → eval → report.",
     "quickstart": "SFT → reward model → DPO on the embedded SmolLM2-135M-Instruct and shipped data.",
 }
 
@@ -78,6 +82,10 @@ EXAMPLES = {
     "cost": "tether cost comparisons=50000 labels_per_comparison=3 rl_sequences=100000",
     "score": "tether score model=runs/tiny/rm input=examples/data/preferences_eval.jsonl",
     "quickstart": "tether quickstart            (or: tether quickstart --tiny)",
+    "eval": "tether eval models=[runs/q/sft,runs/q/ppo] reward=runs/q/rm data.train_file=prompts.jsonl",
+    "report": "tether report run_dir=runs/quickstart",
+    "frontier": "tether frontier ppo.model.name_or_path=runs/q/sft ppo.reward=runs/q/rm prompts_file=prompts.jsonl",
+    "pipeline": "tether pipeline examples/pipeline_tiny.yaml rounds=2",
 }
 
 
@@ -292,6 +300,34 @@ def score_command(ctx: typer.Context) -> None:
     from tether.recipes.score import score_file
 
     _run_recipe("score", ctx.args, score_file)
+
+
+@app.command("eval", help=SUMMARIES["eval"], context_settings=CONTEXT)
+def eval_command(ctx: typer.Context) -> None:
+    from tether.recipes.evaluate import run_eval
+
+    _run_recipe("eval", ctx.args, run_eval)
+
+
+@app.command("report", help=SUMMARIES["report"], context_settings=CONTEXT)
+def report_command(ctx: typer.Context) -> None:
+    from tether.eval.report import write_report
+
+    _run_recipe("report", ctx.args, write_report)
+
+
+@app.command("frontier", help=SUMMARIES["frontier"], context_settings=CONTEXT)
+def frontier_command(ctx: typer.Context) -> None:
+    from tether.recipes.frontier import run_frontier
+
+    _run_recipe("frontier", ctx.args, run_frontier)
+
+
+@app.command("pipeline", help=SUMMARIES["pipeline"], context_settings=CONTEXT)
+def pipeline_command(ctx: typer.Context) -> None:
+    from tether.recipes.pipeline import run_pipeline
+
+    _run_recipe("pipeline", ctx.args, run_pipeline)
 
 
 @app.command("quickstart", help=SUMMARIES["quickstart"], context_settings=CONTEXT)

@@ -450,14 +450,114 @@ class ScoreConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluate policies on held-out prompts: reward, gold, KL, diversity, win-rate, alignment tax (`tether eval`)."""
+
+    run_dir: str = doc_field("runs/eval", "Where eval.json and eval_samples.jsonl are written.")
+    models: list = doc_field([], "Model directories to evaluate, e.g. [runs/q/sft,runs/q/ppo,runs/q/dpo].")
+    reference: str = doc_field("", "Reference policy for KL and win-rate (empty = the first of models).")
+    reward: str = doc_field("", "Proxy reward: reward model directory (or ensemble) or module:function (empty = skip).")
+    gold: str = doc_field("tether.tasks.helpful:gold_reward",
+                          "Gold / held-out reward, module:function(prompts, responses, ids) (empty = skip).")
+    data: DataConfig = doc_field(DataConfig(max_length=512), "Held-out prompts (any format with a prompt).")
+    max_prompts: int = doc_field(32, "Evaluate on at most this many prompts (0 = all).")
+    max_new_tokens: int = doc_field(48, "Longest response.")
+    temperature: float = doc_field(1.0, "Sampling temperature (KL is measured at the same temperature).")
+    batch_size: int = doc_field(16, "Prompts per generation batch.")
+    evaluator_temperature: float = doc_field(
+        0.1, "Noise of the held-out evaluator judging win-rates: P(A wins) = σ((gold_A − gold_B) / this).")
+    general_text: str = doc_field("", "Held-out general text for perplexity (empty = the packaged paragraphs).")
+    multiple_choice: str = doc_field("", "Multiple-choice jsonl {question, choices, answer} (empty = packaged set).")
+    alignment_tax: bool = doc_field(True, "Measure perplexity and multiple-choice accuracy before vs after.")
+    seed: int = doc_field(0, "Sampling and evaluator seed.")
+    num_threads: int = doc_field(0, "torch CPU threads (0 = default).")
+
+
+@dataclass
+class FrontierConfig:
+    """Reward-vs-KL frontier: PPO at several fixed β and best-of-N at several N, proxy and gold vs KL (`tether frontier`)."""
+
+    run_dir: str = doc_field("runs/frontier", "Run directory: ppo-beta-<β>/ per PPO run, frontier.json, report.html.")
+    ppo: PPOConfig = doc_field(PPOConfig(), "The PPO run to sweep (model, reward, data, iterations ...); each point "
+                                            "overrides init_kl_coef and turns adaptive_kl off.")
+    betas: list = doc_field([0.5, 0.1, 0.02], "Fixed β per PPO run, strong to weak leash ([] = no PPO points).")
+    ns: list = doc_field([1, 2, 4, 8, 16], "Best-of-N sizes from the starting policy ([] = no best-of-N points).")
+    gold: str = doc_field("tether.tasks.helpful:gold_reward", "Gold / held-out reward, module:function.")
+    prompts_file: str = doc_field("", "Held-out prompts (empty = ppo.data.eval_file).")
+    max_prompts: int = doc_field(32, "Held-out prompts per point.")
+    batch_size: int = doc_field(16, "Prompts per generation batch (best-of-N: each sampled max(ns) times).")
+    seed: int = doc_field(0, "Sampling seed of the evaluation.")
+
+
+@dataclass
+class ReportConfig:
+    """Write a self-contained report.html for a run directory (`tether report`)."""
+
+    run_dir: str = doc_field("runs/quickstart", "Run directory to report on (metrics.jsonl, *_heldout.json, ...).")
+    output: str = doc_field("", "Where to write the report (default <run_dir>/report.html).")
+    title: str = doc_field("", "Report title (default: the run directory's name).")
+    max_samples: int = doc_field(12, "Prompts shown in the side-by-side answer table.")
+
+
+@dataclass
+class PipelineConfig:
+    """The whole lifecycle over your own models and data, resumable, in rounds (`tether pipeline config.yaml`).
+
+    Each stage section is that recipe's full config; the pipeline sets the paths between
+    stages (run directories, models, data files), so only set what the stage should do.
+    """
+
+    run_dir: str = doc_field("runs/pipeline", "Run directory; with rounds > 1 each round writes to round-<r>/.")
+    model: ModelConfig = doc_field(ModelConfig(), "The pretrained model SFT starts from.")
+    rounds: int = doc_field(1, "Iterative RLHF: each round re-samples from the current policy, relabels, continues "
+                               "the reward model on all preferences so far and continues the policy.")
+    stages: list = doc_field(["sft", "sample", "label", "rm", "ppo", "dpo", "eval", "report"],
+                             "Stages to run, in this order (drop one to skip it).")
+    sft_model: str = doc_field("", "Bring your own SFT model directory (skips sft).")
+    preferences: str = doc_field("", "Bring your own preferences / rankings file (skips sample and label in round 1).")
+    reward: str = doc_field("", "Bring your own reward: a reward model directory or module:function (skips rm).")
+    extra_preferences: str = doc_field("", "Pairs appended to the labelled preferences for rm and dpo (e.g. a "
+                                           "curated set); empty = none.")
+    sft: SFTConfig = doc_field(SFTConfig(), "SFT stage (set data.train_file to your demonstrations).")
+    sample: SampleConfig = doc_field(SampleConfig(), "Sampling K responses per prompt for labelling "
+                                                     "(data.train_file empty = ppo.data.train_file).")
+    label: LabelSimulateConfig = doc_field(LabelSimulateConfig(), "Labelling by the simulated panel (utility = your "
+                                                                  "gold utility, module:function(prompt, response)).")
+    export: LabelExportConfig = doc_field(LabelExportConfig(), "Aggregating labels into preferences.")
+    rm: RewardModelConfig = doc_field(RewardModelConfig(), "Reward model stage.")
+    ppo: PPOConfig = doc_field(PPOConfig(), "PPO stage (set data.train_file to your RL prompts).")
+    dpo: PreferenceConfig = doc_field(PreferenceConfig(), "DPO-family stage on the same preferences.")
+    eval: EvalConfig = doc_field(EvalConfig(), "Final evaluation (data.train_file = held-out prompts).")
+
+
+@dataclass
 class QuickstartConfig:
-    """SFT → reward model → DPO on the embedded model and the shipped example data (`tether quickstart`)."""
+    """The whole lifecycle on the embedded model and the built-in task (`tether quickstart`).
+
+    SFT → sample K responses → simulated annotator panel → reward model → PPO (with the
+    held-out gold evaluation and the hacking alarm) and DPO on the same preferences →
+    held-out evaluation → report.html.
+    """
 
     run_dir: str = doc_field("runs/quickstart", "Run directory for all stages.")
-    tiny: bool = doc_field(False, "Use a tiny random model instead of SmolLM2 (a smoke test in about a minute).")
+    tiny: bool = doc_field(False, "Use a tiny random model instead of SmolLM2 (a smoke test in a few minutes).")
     sft_steps: int = doc_field(12, "SFT optimizer steps.")
-    rm_steps: int = doc_field(16, "Reward-model optimizer steps.")
+    sample_prompts: int = doc_field(64, "Training prompts sampled for labelling.")
+    k: int = doc_field(4, "Responses sampled per prompt.")
+    pairs_per_prompt: int = doc_field(3, "Comparisons the panel labels per prompt (from the K responses).")
+    labels_per_item: int = doc_field(3, "Simulated annotators per comparison.")
+    planted_length_bias: float = doc_field(0.0, "The panel's planted bias for longer answers (utility per 100 chars).")
+    rm_steps: int = doc_field(24, "Reward-model optimizer steps.")
+    ppo_iterations: int = doc_field(10, "PPO iterations.")
+    ppo_batch: int = doc_field(16, "Prompts per PPO iteration (one update epoch in two minibatches).")
+    ppo_learning_rate: float = doc_field(1e-5, "PPO policy learning rate.")
+    init_kl_coef: float = doc_field(0.05, "PPO's initial β (adaptive toward target_kl).")
+    target_kl: float = doc_field(4.0, "PPO's target KL per response (nats).")
     dpo_steps: int = doc_field(12, "DPO optimizer steps.")
+    max_new_tokens: int = doc_field(40, "Longest sampled response.")
+    heldout_prompts: int = doc_field(16, "Held-out prompts for the gold evaluation during PPO.")
+    heldout_every: int = doc_field(4, "PPO iterations between held-out evaluations.")
+    eval_prompts: int = doc_field(30, "Test prompts for the final evaluation.")
     batch_size: int = doc_field(8, "Micro-batch size for SFT (pairs for RM/DPO use half).")
     max_length: int = doc_field(192, "Maximum tokens per sequence.")
     eval_examples: int = doc_field(48, "Held-out pairs for the reward-model report.")
@@ -481,6 +581,10 @@ RECIPE_CONFIGS: dict[str, type] = {
     "rejection-sample": RejectionSamplingConfig,
     "cost": CostConfig,
     "score": ScoreConfig,
+    "eval": EvalConfig,
+    "report": ReportConfig,
+    "frontier": FrontierConfig,
+    "pipeline": PipelineConfig,
     "quickstart": QuickstartConfig,
 }
 

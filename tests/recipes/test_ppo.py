@@ -120,25 +120,34 @@ def test_without_a_leash_the_policy_drifts_further(tmp_path, sft_dir):
 def test_resumed_ppo_reproduces_the_uninterrupted_run(tmp_path, sft_dir, monkeypatch):
     from tether.rollout import rewards as reward_module
 
-    full = train_ppo(_ppo(tmp_path / "full", sft_dir, num_iterations=4))
+    # the held-out evaluation (8 prompts, every iteration) runs too: its monitor state must resume exactly
+    heldout = HeldOutConfig(gold="tether.tasks.toy:moderate_periods", prompts_file=str(DATA / "prompts.jsonl"),
+                            max_prompts=8, every=1)
+    full = train_ppo(_ppo(tmp_path / "full", sft_dir, num_iterations=4, heldout=heldout))
     calls = {"n": 0}
     original = reward_module.FunctionSource.score
 
     def crash_on_third_iteration(self, rollout, prompts, responses):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # killed during iteration 3, after the checkpoint at 2
+        if len(prompts) == 16:  # a training rollout (the held-out batches have 8)
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt  # killed during iteration 3, after the checkpoint at 2
         return original(self, rollout, prompts, responses)
 
     monkeypatch.setattr(reward_module.FunctionSource, "score", crash_on_third_iteration)
     with pytest.raises(KeyboardInterrupt):
-        train_ppo(_ppo(tmp_path / "cut", sft_dir, num_iterations=4, save_every=2))
+        train_ppo(_ppo(tmp_path / "cut", sft_dir, num_iterations=4, save_every=2, heldout=heldout))
     monkeypatch.setattr(reward_module.FunctionSource, "score", original)
-    resumed = train_ppo(_ppo(tmp_path / "cut", sft_dir, num_iterations=4, save_every=2))
+    resumed = train_ppo(_ppo(tmp_path / "cut", sft_dir, num_iterations=4, save_every=2, heldout=heldout))
     assert [h["reward/score_mean"] for h in resumed.history] == pytest.approx(
         [h["reward/score_mean"] for h in full.history[2:]], abs=1e-5)
-    for key in ("objective/kl", "objective/kl_coef", "reward/normalized_mean", "policy/approx_kl", "value/loss"):
+    for key in ("objective/kl", "objective/kl_coef", "reward/normalized_mean", "policy/approx_kl", "value/loss",
+                "heldout/gold_mean", "heldout/proxy_mean", "heldout/kl"):
         assert [h[key] for h in resumed.history] == pytest.approx([h[key] for h in full.history[2:]], abs=1e-5), key
+    full_curve = json.loads((tmp_path / "full" / "ppo_heldout.json").read_text())
+    cut_curve = json.loads((tmp_path / "cut" / "ppo_heldout.json").read_text())
+    assert [p["iteration"] for p in cut_curve["points"]] == [0, 1, 2, 3, 4]
+    assert [p["gold"] for p in cut_curve["points"]] == pytest.approx([p["gold"] for p in full_curve["points"]], abs=1e-6)
 
 
 def test_ppo_with_lora_uses_the_adapter_free_base_as_reference(tmp_path, sft_dir):

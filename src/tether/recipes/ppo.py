@@ -33,7 +33,7 @@ from tether.models.loading import apply_lora, load_causal_lm, load_reward_model,
 from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
 from tether.recipes.loop import TrainingError, epoch_order
 from tether.rollout.generation import GenerationConfig, Rollout, generate, position_ids, response_logprobs
-from tether.rollout.rewards import load_reward_source
+from tether.rollout.rewards import load_reward_source, parse_weighted
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from tether.utils.logging import console
 
@@ -68,7 +68,9 @@ def token_values(value_model, rollout: Rollout) -> torch.Tensor:
 
 
 def _value_init(cfg: PPOConfig) -> ModelConfig:
-    source = cfg.value_model or (cfg.reward.split(",")[0] if Path(cfg.reward.split(",")[0]).is_dir() else None)
+    first = parse_weighted(cfg.reward)[0][1] if ("+" in cfg.reward or "*" in cfg.reward) else cfg.reward
+    first = first.split(",")[0].strip()
+    source = cfg.value_model or (first if Path(first).is_dir() else None)
     if source:
         return ModelConfig(name_or_path=source, trust_remote_code=cfg.model.trust_remote_code)
     return copy.deepcopy(cfg.model)  # a function reward: start the value model from the policy

@@ -1,9 +1,16 @@
-"""``tether quickstart``: SFT → reward model → DPO on the embedded SmolLM2-135M-Instruct.
+"""``tether quickstart``: the whole alignment lifecycle on the embedded SmolLM2-135M-Instruct.
 
-It uses the example data shipped inside the package (the same files as
-``examples/data/``), small settings measured to finish on a 2-core CPU, and prints
-where every output is. ``tiny=true`` (``--tiny``) runs the same flow on a tiny random
-model as a smoke test.
+    SFT → sample K → simulated panel → reward model → PPO (held-out gold + hacking alarm)
+        and DPO on the same preferences → held-out evaluation → report.html
+
+It runs on the built-in "helpful short answers" task (``tether.tasks.helpful``): SFT on its
+demonstrations, sampling on its train prompts, the panel judging with its gold utility
+(plus a switchable planted length bias), the held-out evaluation during PPO on its eval
+prompts and the final evaluation on its test prompts. The reward model and DPO train on
+the panel's preferences followed by the task's shipped preference pairs (a few hundred
+noisy on-policy labels alone are too few for a useful reward model in a CPU-sized run).
+Every stage writes to the run directory; ``tiny=true`` (``--tiny``) runs the same flow on
+a tiny random model.
 """
 
 from __future__ import annotations
@@ -17,10 +24,18 @@ from rich.table import Table
 
 from tether.config import (
     DataConfig,
+    EvalConfig,
+    HeldOutConfig,
+    LabelExportConfig,
+    LabelSimulateConfig,
+    LabelStatsConfig,
     ModelConfig,
+    PPOConfig,
     PreferenceConfig,
     QuickstartConfig,
+    ReportConfig,
     RewardModelConfig,
+    SampleConfig,
     SFTConfig,
     TrainConfig,
 )
@@ -28,6 +43,7 @@ from tether.recipes.common import atomic_write_text, set_threads
 from tether.utils.logging import console
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "data"
+GOLD = "tether.tasks.helpful:gold_reward"
 
 TINY_OVERRIDES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
                   "num_key_value_heads": 2, "head_dim": 16}
@@ -40,92 +56,152 @@ def asset(name: str) -> str:
     return str(path)
 
 
-def _model(cfg: QuickstartConfig, name_or_path: str) -> ModelConfig:
-    if cfg.tiny and name_or_path == "embedded":
-        return ModelConfig(name_or_path="embedded", random_init=True, config_overrides=dict(TINY_OVERRIDES))
-    return ModelConfig(name_or_path=name_or_path)
-
-
 def _train(cfg: QuickstartConfig, steps: int, lr: float, batch_size: int) -> TrainConfig:
     return TrainConfig(learning_rate=lr, max_steps=steps, batch_size=batch_size, eval_batch_size=batch_size,
                        warmup_ratio=0.1, num_threads=cfg.num_threads,
-                       save_final_checkpoint=False)  # the saved models are the outputs; skip 1.5 GB of optimizer state
+                       save_final_checkpoint=False)  # the saved models are the outputs; skip the optimizer state
 
 
-def stage_configs(cfg: QuickstartConfig) -> tuple[SFTConfig, RewardModelConfig, PreferenceConfig]:
-    """The three stage configs the quickstart runs (also useful as a template for your own)."""
-    run = cfg.run_dir
-    pair_batch = max(1, cfg.batch_size // 2)
+def stage_configs(cfg: QuickstartConfig) -> dict[str, Any]:
+    """Every stage's config, in order (also a template for your own pipeline)."""
+    run = Path(cfg.run_dir)
     lr_scale = 50.0 if cfg.tiny else 1.0  # a random tiny model needs a much larger step size
-    sft = SFTConfig(
-        run_dir=run, name="sft", model=_model(cfg, "embedded"),
-        data=DataConfig(train_file=asset("sft.jsonl"), eval_fraction=0.1, max_eval_examples=cfg.eval_examples,
-                        max_length=cfg.max_length),
-        train=_train(cfg, cfg.sft_steps, 2e-5 * lr_scale, cfg.batch_size))
-    sft_dir = str(Path(run) / "sft")
-    rm = RewardModelConfig(
-        run_dir=run, name="rm", model=ModelConfig(name_or_path=sft_dir),
-        data=DataConfig(train_file=asset("preferences.jsonl"), eval_file=asset("preferences_eval.jsonl"),
-                        max_eval_examples=cfg.eval_examples, max_length=cfg.max_length),
-        train=_train(cfg, cfg.rm_steps, 2e-5 * lr_scale, pair_batch))
-    dpo = PreferenceConfig(
-        run_dir=run, name="dpo", model=ModelConfig(name_or_path=sft_dir), loss="dpo", beta=0.1,
-        data=DataConfig(train_file=asset("preferences.jsonl"), eval_file=asset("preferences_eval.jsonl"),
-                        max_eval_examples=cfg.eval_examples // 2, max_length=cfg.max_length),
-        train=_train(cfg, cfg.dpo_steps, 1e-5 * lr_scale, pair_batch))
-    return sft, rm, dpo
+    pair_batch = max(1, cfg.batch_size // 2)
+    sft_dir, rm_dir = str(run / "sft"), str(run / "rm")
+    base = (ModelConfig(name_or_path="embedded", random_init=True, config_overrides=dict(TINY_OVERRIDES))
+            if cfg.tiny else ModelConfig(name_or_path="embedded"))
+    preferences = str(run / "preferences.jsonl")
+    training_pairs = str(run / "training_pairs.jsonl")  # the panel's preferences + the shipped pairs
+    heldout_pairs = asset("preferences_eval.jsonl")  # eval-split prompts, gold-labelled pairs
+    return {
+        "sft": SFTConfig(
+            run_dir=str(run), name="sft", model=base,
+            data=DataConfig(train_file=asset("sft.jsonl"), eval_fraction=0.1, max_eval_examples=cfg.eval_examples,
+                            max_length=cfg.max_length),
+            train=_train(cfg, cfg.sft_steps, 2e-5 * lr_scale, cfg.batch_size)),
+        "sample": SampleConfig(
+            model=ModelConfig(name_or_path=sft_dir), data=DataConfig(train_file=asset("sft.jsonl"),
+                                                                     max_length=cfg.max_length),
+            output=str(run / "samples.jsonl"), k=cfg.k, max_new_tokens=cfg.max_new_tokens, temperature=1.0,
+            batch_size=16, max_prompts=cfg.sample_prompts),
+        "label simulate": LabelSimulateConfig(
+            samples=str(run / "samples.jsonl"), db=str(run / "labels.sqlite"), labels_per_item=cfg.labels_per_item,
+            planted_length_bias=cfg.planted_length_bias, pairs_per_prompt=cfg.pairs_per_prompt),
+        "label stats": LabelStatsConfig(db=str(run / "labels.sqlite")),
+        "label export": LabelExportConfig(db=str(run / "labels.sqlite"), output=preferences),
+        "rm": RewardModelConfig(
+            run_dir=str(run), name="rm", model=ModelConfig(name_or_path=sft_dir),
+            data=DataConfig(train_file=training_pairs, eval_file=heldout_pairs, max_eval_examples=cfg.eval_examples,
+                            max_length=cfg.max_length),
+            train=_train(cfg, cfg.rm_steps, 2e-5 * lr_scale, pair_batch)),
+        "ppo": PPOConfig(
+            run_dir=str(run), name="ppo", model=ModelConfig(name_or_path=sft_dir), reward=rm_dir,
+            data=DataConfig(train_file=asset("sft.jsonl"), max_length=cfg.max_length),
+            max_new_tokens=cfg.max_new_tokens, num_iterations=cfg.ppo_iterations, rollout_batch_size=cfg.ppo_batch,
+            minibatch_size=max(1, cfg.ppo_batch // 2), ppo_epochs=1, learning_rate=cfg.ppo_learning_rate * lr_scale,
+            value_learning_rate=1e-5 * lr_scale, init_kl_coef=cfg.init_kl_coef, target_kl=cfg.target_kl,
+            num_threads=cfg.num_threads,
+            heldout=HeldOutConfig(gold=GOLD, prompts_file=heldout_pairs, max_prompts=cfg.heldout_prompts,
+                                  every=cfg.heldout_every)),
+        "dpo": PreferenceConfig(
+            run_dir=str(run), name="dpo", model=ModelConfig(name_or_path=sft_dir), loss="dpo", beta=0.1,
+            data=DataConfig(train_file=training_pairs, eval_file=heldout_pairs,
+                            max_eval_examples=cfg.eval_examples // 2, max_length=cfg.max_length),
+            train=_train(cfg, cfg.dpo_steps, 1e-5 * lr_scale, pair_batch)),
+        "eval": EvalConfig(
+            run_dir=str(run), models=[sft_dir, str(run / "ppo"), str(run / "dpo")], reward=rm_dir, gold=GOLD,
+            data=DataConfig(train_file=asset("prompts.jsonl"), max_length=cfg.max_length),
+            max_prompts=cfg.eval_prompts, max_new_tokens=cfg.max_new_tokens, num_threads=cfg.num_threads),
+        "report": ReportConfig(run_dir=str(run), title="tether quickstart"),
+    }
+
+
+def merge_training_pairs(panel_preferences: Path, output: Path) -> int:
+    """The reward model's and DPO's training pairs: the panel's labels of the SFT model's own samples
+    (on-policy, noisy) followed by the preference pairs shipped with the task (off-policy, clean)."""
+    rows = [line for line in panel_preferences.read_text(encoding="utf-8").splitlines() if line.strip()]
+    shipped = [line for line in Path(asset("preferences.jsonl")).read_text(encoding="utf-8").splitlines() if line.strip()]
+    atomic_write_text(output, "\n".join(rows + shipped) + "\n")
+    console.print(f"training pairs: {len(rows)} from the panel + {len(shipped)} shipped → {output}")
+    return len(rows) + len(shipped)
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
+    from tether.recipes.evaluate import run_eval
+    from tether.recipes.label import run_label_export, run_label_simulate, run_label_stats, run_sample
+    from tether.recipes.ppo import train_ppo
     from tether.recipes.preference import train_preference
     from tether.recipes.reward_model import train_reward_model
     from tether.recipes.sft import train_sft
 
     set_threads(cfg.num_threads)
-    sft_cfg, rm_cfg, dpo_cfg = stage_configs(cfg)
+    stages = stage_configs(cfg)
     what = "a tiny random model" if cfg.tiny else "SmolLM2-135M-Instruct (embedded)"
-    console.print(f"[bold]tether quickstart[/]: SFT → reward model → DPO on {what}, run directory {cfg.run_dir}")
+    console.print(f"[bold]tether quickstart[/] on {what}: SFT → sample {cfg.k} → simulated panel → reward model → "
+                  f"PPO + DPO → evaluation → report, in {cfg.run_dir}")
+    runners = {"sft": train_sft, "sample": run_sample, "label simulate": run_label_simulate,
+               "label stats": run_label_stats, "label export": run_label_export, "rm": train_reward_model,
+               "ppo": train_ppo, "dpo": train_preference, "eval": run_eval}
+    results: dict[str, Any] = {}
     timings: dict[str, float] = {}
     started = time.time()
-    sft = train_sft(sft_cfg)
-    timings["sft"] = time.time() - started
-    mark = time.time()
-    rm = train_reward_model(rm_cfg)
-    timings["rm"] = time.time() - mark
-    mark = time.time()
-    dpo = train_preference(dpo_cfg)
-    timings["dpo"] = time.time() - mark
-    timings["total"] = time.time() - started
+    for name, runner in runners.items():
+        console.rule(f"[bold]{name}")
+        mark = time.time()
+        results[name] = runner(stages[name])
+        if name == "label export":
+            merge_training_pairs(Path(stages[name].output), Path(stages["rm"].data.train_file))
+        timings[name.replace(" ", "_")] = round(time.time() - mark, 1)
+    run = Path(cfg.run_dir)
+    evaluation = results["eval"]["models"]
+    rm_report = results["rm"].report
+    ppo = results["ppo"]
+    headline = {
+        "gold after SFT": evaluation["sft"]["gold_mean"], "gold after PPO": evaluation["ppo"]["gold_mean"],
+        "gold after DPO": evaluation["dpo"]["gold_mean"],
+        "proxy after SFT": evaluation["sft"]["proxy_mean"], "proxy after PPO": evaluation["ppo"]["proxy_mean"],
+        "KL of PPO to SFT": evaluation["ppo"]["kl_mean"], "KL of DPO to SFT": evaluation["dpo"]["kl_mean"],
+        "PPO win-rate vs SFT": evaluation["ppo"].get("win_rate_vs_reference"),
+        "DPO win-rate vs SFT": evaluation["dpo"].get("win_rate_vs_reference"),
+        "RM held-out accuracy": rm_report.get("accuracy"),
+        "RM 'longer wins' baseline": rm_report.get("length_baseline_accuracy"),
+        "panel pairwise agreement": results["label stats"].get("pairwise_agreement"),
+        "hacking alarms": len(ppo.alarms),
+    }
+    timings["total"] = round(time.time() - started, 1)
     summary = {
         "model": what,
-        "run_dir": str(Path(cfg.run_dir).resolve()),
-        "outputs": {"sft": str(sft.model_dir), "rm": str(rm.model_dir), "dpo": str(dpo.model_dir),
-                    "rm_report": str(rm.model_dir / "eval_report.json"),
-                    "metrics": str(Path(cfg.run_dir) / "metrics.jsonl"),
-                    "config": str(Path(cfg.run_dir) / "config.yaml")},
-        "sft": {"eval_loss": sft.train.eval_metrics.get("eval/loss")},
-        "rm": {k: rm.report.get(k) for k in ("accuracy", "length_baseline_accuracy", "reward_length_correlation",
+        "run_dir": str(run.resolve()),
+        "headline": headline,
+        "outputs": {"sft": str(run / "sft"), "samples": str(run / "samples.jsonl"), "labels": str(run / "labels.sqlite"),
+                    "preferences": str(run / "preferences.jsonl"), "training_pairs": str(run / "training_pairs.jsonl"),
+                    "rm": str(run / "rm"), "ppo": str(ppo.model_dir),
+                    "dpo": str(run / "dpo"), "rm_report": str(run / "rm" / "eval_report.json"),
+                    "eval": str(run / "eval.json"), "report": str(run / "report.html"),
+                    "metrics": str(run / "metrics.jsonl"), "config": str(run / "config.yaml")},
+        "rm": {k: rm_report.get(k) for k in ("accuracy", "length_baseline_accuracy", "reward_length_correlation",
                                              "calibration_ece", "n_pairs")},
-        "dpo": {k: dpo.train.eval_metrics.get(f"eval/{k}") for k in ("rewards/accuracies", "rewards/margins")},
-        "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "labels": {"comparisons": results["label simulate"]["comparisons"],
+                   "exported_pairs": results["label export"]["exported"]},
+        "eval": evaluation,
+        "alarms": ppo.alarms,
+        "seconds": timings,
     }
-    atomic_write_text(Path(cfg.run_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run / "summary.json", json.dumps(summary, indent=2) + "\n")
+    from tether.eval.report import write_report
+
+    write_report(stages["report"])
     _print_summary(summary)
     return summary
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    table = Table(title="quickstart outputs")
-    table.add_column("stage")
-    table.add_column("where")
-    table.add_column("result", justify="right")
-    rm, dpo, secs = summary["rm"], summary["dpo"], summary["seconds"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    table.add_row("sft", summary["outputs"]["sft"], f"eval loss {fmt(summary['sft']['eval_loss'])}  ({secs['sft']:.0f}s)")
-    table.add_row("rm", summary["outputs"]["rm"],
-                  f"acc {fmt(rm['accuracy'])} vs longer-wins {fmt(rm['length_baseline_accuracy'])}  ({secs['rm']:.0f}s)")
-    table.add_row("dpo", summary["outputs"]["dpo"],
-                  f"pref acc {fmt(dpo['rewards/accuracies'])}, margin {fmt(dpo['rewards/margins'])}  ({secs['dpo']:.0f}s)")
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    table = Table(title="quickstart results")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for key, value in summary["headline"].items():
+        table.add_row(key, fmt(value))
     console.print(table)
-    console.print(f"metrics: {summary['outputs']['metrics']}   config: {summary['outputs']['config']}   "
-                  f"summary: {Path(summary['run_dir']) / 'summary.json'}   total {secs['total']:.0f}s")
+    console.print(f"report: {summary['outputs']['report']}   summary: {Path(summary['run_dir']) / 'summary.json'}   "
+                  f"total {summary['seconds']['total']:.0f}s")

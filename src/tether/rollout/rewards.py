@@ -4,6 +4,8 @@
 - a directory (or comma-separated directories / an ensemble directory) → :class:`RewardModelSource`
 - ``package.module:function`` → :class:`FunctionSource`; the function is called as
   ``fn(prompts: list[str], responses: list[str], response_ids: list[list[int]]) -> list[float]``.
+- several objectives combined by weights, ``"0.7*runs/rm_helpful + 0.3*my_rules:harmless"``
+  → :class:`WeightedSource` (Σ wᵢ · scoreᵢ; a weight may be negative; no weight means 1).
 """
 
 from __future__ import annotations
@@ -91,9 +93,40 @@ class FunctionSource:
         return torch.tensor([float(v) for v in values], dtype=torch.float32)
 
 
+class WeightedSource:
+    """Several reward sources combined as Σ wᵢ · scoreᵢ (e.g. helpfulness and harmlessness)."""
+
+    def __init__(self, parts: list[tuple[float, RewardSource]]):
+        self.parts = parts
+
+    def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        return sum(weight * source.score(rollout, prompts, responses) for weight, source in self.parts)
+
+
+def parse_weighted(spec: str) -> list[tuple[float, str]]:
+    """``"0.7*a + 0.3*b:f"`` → [(0.7, "a"), (0.3, "b:f")]; a term without ``w*`` has weight 1."""
+    terms = []
+    for term in spec.split("+"):
+        term = term.strip()
+        weight, star, rest = term.partition("*")
+        if star:
+            try:
+                terms.append((float(weight), rest.strip()))
+            except ValueError:
+                raise RewardSpecError(f"reward term '{term}': the weight before '*' must be a number") from None
+        else:
+            terms.append((1.0, term))
+        if not terms[-1][1]:
+            raise RewardSpecError(f"reward '{spec}': empty term")
+    return terms
+
+
 def load_reward_source(spec: str, tokenizer, batch_size: int = 8, conservative_k: float = 0.0) -> RewardSource:
     if not spec:
         raise RewardSpecError("reward= is required: a reward model directory or module:function")
+    if "+" in spec or "*" in spec:
+        return WeightedSource([(w, load_reward_source(part, tokenizer, batch_size, conservative_k))
+                               for w, part in parse_weighted(spec)])
     first = spec.split(",")[0].strip()
     if Path(first).is_dir():
         return RewardModelSource(spec, tokenizer, batch_size, conservative_k)

@@ -1,0 +1,215 @@
+"""``tether eval``: compare policies on held-out prompts, the way reward hacking shows up.
+
+For each model directory, on the same held-out prompts and sampling seed:
+
+- proxy reward (the reward model / function the policy was trained on) and gold reward
+  (the held-out utility it was not trained on): a proxy gain without a gold gain is hacking;
+- KL to the reference: Σ over response tokens of log π − log π_ref on the policy's own samples;
+- response length and EOS rate; distinct-1/2 and self-BLEU across responses (mode collapse);
+- win-rate against the reference, judged by a low-noise held-out evaluator on the gold
+  reward (P(A wins) = σ((gold_A − gold_B)/T), sampled with a fixed seed; ties count ½);
+- alignment tax: perplexity on held-out general text and accuracy on a small
+  multiple-choice set shipped with tether, for every model (compare with the reference).
+
+Writes ``<run_dir>/eval.json`` (all numbers) and ``<run_dir>/eval_samples.jsonl`` (each
+prompt with every model's answer), which ``tether report`` turns into tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.table import Table
+from tqdm.auto import tqdm
+
+from tether.config import EvalConfig, ModelConfig
+from tether.data import DataError, collate_prompts, load_prompt_dataset, load_records
+from tether.eval.metrics import distinct_n, perplexity, self_bleu, sequence_kl, win_rate
+from tether.models.loading import load_causal_lm, load_tokenizer
+from tether.recipes.common import atomic_write_text, limit, record_config, seed_everything, set_threads
+from tether.rollout.generation import GenerationConfig, generate, position_ids, response_logprobs
+from tether.rollout.rewards import FunctionSource, load_reward_source
+from tether.utils.logging import console
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "eval"
+
+
+def model_name(path: str) -> str:
+    return Path(path).name or str(path)
+
+
+@torch.no_grad()
+def sample_responses(model, tokenizer, prompts, cfg: EvalConfig, reference, reward_source, gold_source) -> dict:
+    """Answer every prompt once; proxy, gold and KL per response."""
+    out: dict[str, list] = {"responses": [], "proxy": [], "gold": [], "kl": [], "length": [], "eos": []}
+    generation = GenerationConfig(cfg.max_new_tokens, cfg.temperature)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        for start in range(0, len(prompts), cfg.batch_size):
+            chunk = prompts[start:start + cfg.batch_size]
+            batch = collate_prompts(chunk, tokenizer.pad_token_id)
+            rollout = generate(model, batch["input_ids"], batch["attention_mask"], generation, tokenizer.eos_token_id,
+                               tokenizer.pad_token_id)
+            texts = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
+                     for r, m in zip(rollout.response_ids, rollout.response_mask)]
+            prompt_texts = [p.prompt_text for p in chunk]
+            out["responses"] += texts
+            if reward_source is not None:
+                out["proxy"] += reward_source.score(rollout, prompt_texts, texts).tolist()
+            if gold_source is not None:
+                out["gold"] += gold_source.score(rollout, prompt_texts, texts).tolist()
+            logps = response_logprobs(model, rollout, cfg.temperature)
+            ref_logps = response_logprobs(reference, rollout, cfg.temperature)
+            out["kl"] += sequence_kl(logps, ref_logps, rollout.response_mask).tolist()
+            out["length"] += rollout.response_lengths.tolist()
+            out["eos"] += rollout.ended_with_eos.float().tolist()
+    return out
+
+
+@torch.no_grad()
+def text_perplexity(model, tokenizer, paragraphs: list[str]) -> float:
+    """Perplexity over all paragraphs (each scored on its own, next-token NLL in fp32)."""
+    nll, count = 0.0, 0
+    for text in paragraphs:
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+        if ids.shape[1] < 2:
+            continue
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        nll += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                                       reduction="sum"))
+        count += ids.shape[1] - 1
+    return perplexity(nll, count)
+
+
+@torch.no_grad()
+def multiple_choice_accuracy(model, tokenizer, questions: list[dict]) -> float:
+    """Pick the choice with the highest mean log-prob per token after "Question: …\\nAnswer:"."""
+    correct = 0
+    for q in questions:
+        context = tokenizer(f"Question: {q['question']}\nAnswer:", add_special_tokens=False)["input_ids"]
+        scores = []
+        for choice in q["choices"]:
+            option = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([context + option])
+            mask = torch.ones_like(ids)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits[0].float()
+            logps = torch.log_softmax(logits[len(context) - 1:-1], -1)
+            scores.append(float(logps.gather(-1, torch.tensor(option).unsqueeze(-1)).mean()))
+        correct += int(max(range(len(scores)), key=scores.__getitem__) == q["answer"])
+    return correct / len(questions)
+
+
+def load_multiple_choice(path: str) -> list[dict]:
+    questions = []
+    for number, row in enumerate(load_records(path), start=1):
+        choices = row.get("choices")
+        if not isinstance(row.get("question"), str) or not isinstance(choices, list) or len(choices) < 2:
+            raise DataError(f"{path} row {number}: expected 'question' (text) and 'choices' (a list of 2 or more)")
+        if not isinstance(row.get("answer"), int) or not 0 <= row["answer"] < len(choices):
+            raise DataError(f"{path} row {number}, field 'answer': must be the index of the right choice "
+                            f"(0..{len(choices) - 1})")
+        questions.append(row)
+    return questions
+
+
+def evaluator_win_rate(gold_a: list[float], gold_b: list[float], temperature: float, seed: int) -> float:
+    """Win-rate of A over B judged by a simulated low-noise evaluator on the gold reward.
+
+    Each pair is one judgement: A wins with probability σ((gold_A − gold_B) / temperature),
+    drawn with ``seed``; equal gold rewards are a tie (½), so a model against itself scores 0.5.
+    """
+    rng = random.Random(seed)
+    outcomes = []
+    for a, b in zip(gold_a, gold_b):
+        if a == b:
+            outcomes.append(0.5)
+        else:
+            outcomes.append(1.0 if rng.random() < 1 / (1 + math.exp(-(a - b) / temperature)) else 0.0)
+    return win_rate(outcomes, [1.0 - o for o in outcomes])
+
+
+def run_eval(cfg: EvalConfig) -> dict[str, Any]:
+    if not cfg.models:
+        raise DataError("models= is required: model directories to evaluate, e.g. models=[runs/q/sft,runs/q/ppo]")
+    if not cfg.data.train_file:
+        raise DataError("data.train_file= is required: held-out prompts (any format with a prompt)")
+    set_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    run_dir = Path(cfg.run_dir)
+    record_config(run_dir, "eval", cfg)
+    reference_dir = cfg.reference or cfg.models[0]
+    tokenizer = load_tokenizer(reference_dir, ModelConfig(name_or_path=reference_dir))
+    prompts, report = load_prompt_dataset(cfg.data.train_file, tokenizer,
+                                          max_prompt_length=cfg.data.max_length - cfg.max_new_tokens,
+                                          chat_template=cfg.data.chat_template)
+    console.print(report.summary())
+    prompts = limit(prompts, cfg.max_prompts, "prompts")
+    reward_source = load_reward_source(cfg.reward, tokenizer) if cfg.reward else None
+    gold_source = FunctionSource(cfg.gold) if cfg.gold else None
+    reference = load_causal_lm(ModelConfig(name_or_path=reference_dir), pad_token_id=tokenizer.pad_token_id).eval()
+    paragraphs = questions = None
+    if cfg.alignment_tax:
+        text_path = Path(cfg.general_text or ASSETS / "general_text.txt")
+        if not text_path.is_file():
+            raise DataError(f"general_text {text_path} does not exist")
+        paragraphs = [p.strip() for p in text_path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+        questions = load_multiple_choice(cfg.multiple_choice or str(ASSETS / "multiple_choice.jsonl"))
+    results: dict[str, dict[str, Any]] = {}
+    answers: dict[str, list[str]] = {}
+    golds: dict[str, list[float]] = {}
+    for path in tqdm(cfg.models, desc="evaluating models", unit="model", dynamic_ncols=True):
+        name = model_name(path)
+        model = reference if path == reference_dir else load_causal_lm(
+            ModelConfig(name_or_path=path), pad_token_id=tokenizer.pad_token_id).eval()
+        sampled = sample_responses(model, tokenizer, prompts, cfg, reference, reward_source, gold_source)
+        mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+        row: dict[str, Any] = {
+            "model": str(path), "proxy_mean": mean(sampled["proxy"]), "gold_mean": mean(sampled["gold"]),
+            "kl_mean": mean(sampled["kl"]), "length_mean": mean(sampled["length"]), "eos_rate": mean(sampled["eos"]),
+            "distinct_1": distinct_n(sampled["responses"], 1), "distinct_2": distinct_n(sampled["responses"], 2),
+            "self_bleu": self_bleu(sampled["responses"]) if len(sampled["responses"]) > 1 else None,
+        }
+        if paragraphs is not None:
+            row["perplexity"] = text_perplexity(model, tokenizer, paragraphs)
+            row["mc_accuracy"] = multiple_choice_accuracy(model, tokenizer, questions)
+        results[name] = row
+        answers[name] = sampled["responses"]
+        golds[name] = sampled["gold"]
+        if model is not reference:
+            del model
+    ref_name = model_name(reference_dir)
+    for name, row in results.items():
+        if gold_source is not None and ref_name in golds:
+            row["win_rate_vs_reference"] = evaluator_win_rate(golds[name], golds[ref_name],
+                                                              cfg.evaluator_temperature, cfg.seed)
+        if paragraphs is not None and ref_name in results:
+            row["perplexity_change"] = row["perplexity"] / results[ref_name]["perplexity"] - 1
+            row["mc_accuracy_change"] = row["mc_accuracy"] - results[ref_name]["mc_accuracy"]
+    summary = {"reference": ref_name, "prompts": len(prompts), "reward": cfg.reward, "gold": cfg.gold,
+               "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "models": results}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run_dir / "eval_samples.jsonl", "".join(
+        json.dumps({"prompt": p.prompt_text, "responses": {n: a[i] for n, a in answers.items()}}, ensure_ascii=False)
+        + "\n" for i, p in enumerate(prompts)))
+    _print_table(summary)
+    return summary
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+    table = Table(title=f"held-out evaluation on {summary['prompts']} prompts (reference: {summary['reference']})")
+    columns = [("proxy", "proxy_mean"), ("gold", "gold_mean"), ("KL", "kl_mean"), ("length", "length_mean"),
+               ("EOS", "eos_rate"), ("distinct-2", "distinct_2"), ("self-BLEU", "self_bleu"),
+               ("win vs ref", "win_rate_vs_reference"), ("ppl", "perplexity"), ("MC acc", "mc_accuracy")]
+    table.add_column("model")
+    for title, _ in columns:
+        table.add_column(title, justify="right")
+    for name, row in summary["models"].items():
+        table.add_row(name, *[fmt(row.get(key)) for _, key in columns])
+    console.print(table)

@@ -1,0 +1,176 @@
+"""``tether pipeline config.yaml``: the whole lifecycle over your own models and data.
+
+    sft → sample → label → rm → ppo → dpo → eval → report        (× rounds)
+
+Every stage writes into the run directory (``round-<r>/`` when ``rounds`` > 1) and, when
+it finishes, a marker ``.stages/<stage>.json`` with its outputs. Running the same command
+again skips finished stages and resumes an interrupted one from its own checkpoints, so
+a crash costs at most the work since the last checkpoint.
+
+Bring your own inputs to skip stages: ``sft_model=`` (no SFT), ``preferences=`` (no
+sampling or labelling in round 1), ``reward=`` (no reward model: a directory or a
+``module:function``). With ``rounds: N`` each later round samples from the current PPO
+policy, relabels, continues the reward model from the previous one on every preference so
+far, and continues PPO and DPO from the previous round's policies; the reference stays the
+SFT model throughout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from tether.config import LabelStatsConfig, ModelConfig, PipelineConfig, ReportConfig
+from tether.data import DataError
+from tether.recipes.common import atomic_write_text, record_config
+from tether.utils.logging import console
+
+STAGES = ("sft", "sample", "label", "rm", "ppo", "dpo", "eval", "report")
+
+
+def _replace(config: Any, **changes: Any) -> Any:
+    return dataclasses.replace(config, **changes)
+
+
+def _model(path: str, like: ModelConfig) -> ModelConfig:
+    """``like`` (LoRA, dtype, trust_remote_code ...) pointed at ``path``."""
+    return _replace(like, name_or_path=path, random_init=False, config_overrides={})
+
+
+class Stages:
+    """Finished-stage markers under ``<dir>/.stages/``."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory / ".stages"
+
+    def done(self, name: str) -> dict[str, Any] | None:
+        path = self.directory / f"{name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def mark(self, name: str, outputs: dict[str, Any], seconds: float) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.directory / f"{name}.json",
+                          json.dumps({"outputs": outputs, "seconds": round(seconds, 1), "finished": time.time()},
+                                     indent=2) + "\n")
+
+
+def _run(stages: Stages, name: str, fn: Callable[[], dict[str, Any]], timings: dict[str, float]) -> dict[str, Any]:
+    finished = stages.done(name)
+    if finished is not None:
+        console.print(f"[green]{name}: finished earlier, skipping[/] ({stages.directory / (name + '.json')})")
+        return finished["outputs"]
+    console.rule(f"[bold]{name}")
+    mark = time.time()
+    outputs = fn()
+    timings[name] = round(time.time() - mark, 1)
+    stages.mark(name, outputs, timings[name])
+    return outputs
+
+
+def _concat(files: list[str], output: Path) -> str:
+    lines = []
+    for f in files:
+        lines += [line for line in Path(f).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"no preference rows to train on (from {', '.join(files)})")
+    atomic_write_text(output, "\n".join(lines) + "\n")
+    return str(output)
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
+    from tether.eval.report import write_report
+    from tether.recipes.evaluate import run_eval
+    from tether.recipes.label import run_label_export, run_label_simulate, run_label_stats, run_sample
+    from tether.recipes.ppo import train_ppo
+    from tether.recipes.preference import train_preference
+    from tether.recipes.reward_model import train_reward_model
+    from tether.recipes.sft import train_sft
+
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise DataError(f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
+    wanted = set(cfg.stages)
+    root = Path(cfg.run_dir)
+    record_config(root, "pipeline", cfg)
+    timings: dict[str, float] = {}
+
+    # SFT, once
+    sft_dir = cfg.sft_model
+    if not sft_dir:
+        if "sft" not in wanted:
+            raise DataError("no SFT model: keep 'sft' in stages or give sft_model=<directory>")
+        if not cfg.sft.data.train_file:
+            raise DataError("sft.data.train_file is required (your demonstrations), or give sft_model=<directory>")
+        sft_dir = _run(Stages(root), "sft", lambda: {"model": str(train_sft(
+            _replace(cfg.sft, run_dir=str(root), name="sft", model=cfg.model)).model_dir)}, timings)["model"]
+    prompts_file = cfg.sample.data.train_file or cfg.ppo.data.train_file
+    policy, dpo_policy, rm_init = sft_dir, sft_dir, sft_dir
+    all_preferences: list[str] = []
+    reward = cfg.reward
+    outputs: dict[str, Any] = {"sft": sft_dir}
+    for r in range(1, cfg.rounds + 1):
+        here = root if cfg.rounds == 1 else root / f"round-{r}"
+        stages = Stages(here)
+        console.rule(f"[bold]round {r} of {cfg.rounds}" if cfg.rounds > 1 else "[bold]pipeline")
+        if r == 1 and cfg.preferences:
+            all_preferences.append(cfg.preferences)
+        elif "sample" in wanted and "label" in wanted:
+            if not prompts_file:
+                raise DataError("no prompts to sample: set sample.data.train_file or ppo.data.train_file")
+            samples = str(here / "samples.jsonl")
+            _run(stages, "sample", lambda: {"samples": str(run_sample(_replace(
+                cfg.sample, model=_model(policy, cfg.ppo.model), output=samples,
+                data=_replace(cfg.sample.data, train_file=prompts_file))))}, timings)
+            db = str(here / "labels.sqlite")
+
+            def label() -> dict[str, Any]:
+                run_label_simulate(_replace(cfg.label, samples=samples, db=db))
+                run_label_stats(LabelStatsConfig(db=db))
+                exported = run_label_export(_replace(cfg.export, db=db, output=str(here / "preferences.jsonl")))
+                return {"preferences": str(here / "preferences.jsonl"), **exported}
+
+            all_preferences.append(_run(stages, "label", label, timings)["preferences"])
+        training = all_preferences + ([cfg.extra_preferences] if cfg.extra_preferences else [])
+        pairs = _concat(training, here / "training_pairs.jsonl") if training else ""
+        if not cfg.reward and "rm" in wanted:
+            if not pairs:
+                raise DataError("the reward model has no preferences: keep sample and label in stages or give "
+                                "preferences=<file>")
+            rm_dir = _run(stages, "rm", lambda: {"model": str(train_reward_model(_replace(
+                cfg.rm, run_dir=str(here), name="rm", model=_model(rm_init, cfg.rm.model),
+                data=_replace(cfg.rm.data, train_file=pairs))).model_dir)}, timings)["model"]
+            reward, rm_init = rm_dir, rm_dir  # later rounds continue from this reward model
+        if "ppo" in wanted:
+            if not reward:
+                raise DataError("PPO has no reward: keep 'rm' in stages or give reward=<directory or module:function>")
+            if not prompts_file:
+                raise DataError("ppo.data.train_file is required: the RL prompts")
+            policy = _run(stages, "ppo", lambda: {"model": str(train_ppo(_replace(
+                cfg.ppo, run_dir=str(here), name="ppo", model=_model(policy, cfg.ppo.model), ref_model=sft_dir,
+                reward=reward, data=_replace(cfg.ppo.data, train_file=prompts_file))).model_dir)}, timings)["model"]
+        if "dpo" in wanted and pairs:
+            dpo_policy = _run(stages, "dpo", lambda: {"model": str(train_preference(_replace(
+                cfg.dpo, run_dir=str(here), name="dpo", model=_model(dpo_policy, cfg.dpo.model), ref_model=sft_dir,
+                data=_replace(cfg.dpo.data, train_file=pairs))).model_dir)}, timings)["model"]
+        models = [sft_dir] + [m for m in (policy, dpo_policy) if m != sft_dir]
+        if "eval" in wanted:
+            eval_prompts = cfg.eval.data.train_file or cfg.ppo.data.eval_file
+            if not eval_prompts:
+                raise DataError("eval.data.train_file is required: held-out prompts for the evaluation")
+
+            def evaluate() -> dict[str, Any]:
+                run_eval(_replace(cfg.eval, run_dir=str(here), models=models, reference=sft_dir,
+                                  reward=cfg.eval.reward or reward, data=_replace(cfg.eval.data, train_file=eval_prompts)))
+                return {"eval": str(here / "eval.json")}
+
+            _run(stages, "eval", evaluate, timings)
+        if "report" in wanted:
+            write_report(ReportConfig(run_dir=str(here), title=f"{root.name} round {r}" if cfg.rounds > 1 else ""))
+        outputs[f"round-{r}"] = {"policy": policy, "dpo": dpo_policy, "reward": reward, "dir": str(here)}
+    summary = {"run_dir": str(root.resolve()), "rounds": cfg.rounds, "outputs": outputs, "seconds": timings}
+    atomic_write_text(root / "pipeline_summary.json", json.dumps(summary, indent=2) + "\n")
+    console.print(f"[bold green]pipeline done[/]: {root / 'pipeline_summary.json'}")
+    return summary

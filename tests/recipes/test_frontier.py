@@ -1,0 +1,40 @@
+"""The reward-vs-KL frontier: the best-of-N curve by hand, and a tiny sweep end to end."""
+
+import json
+import math
+
+import pytest
+
+from tests.helpers import EXAMPLES, tiny_model_config
+from tether.config import DataConfig, FrontierConfig, PPOConfig
+from tether.recipes.frontier import best_of_n_curve, run_frontier
+
+
+def test_best_of_n_curve_by_hand():
+    proxy = [[1.0, 3.0, 2.0, 5.0], [4.0, 0.0, 6.0, 1.0]]
+    gold = [[0.0, 1.0, 2.0, -1.0], [1.0, 0.0, -2.0, 3.0]]
+    points = best_of_n_curve(proxy, gold, [1, 2, 4])
+    # N=1 picks sample 0 of each prompt; N=2 picks samples 1 and 0; N=4 picks samples 3 and 2
+    assert [p["proxy"] for p in points] == [2.5, 3.5, 5.5]
+    assert [p["gold"] for p in points] == [0.5, 1.0, -1.5]
+    assert [p["kl"] for p in points] == pytest.approx([0.0, math.log(2) - 0.5, math.log(4) - 0.75])
+
+
+def test_tiny_frontier_sweep(tmp_path):
+    ppo = PPOConfig(model=tiny_model_config(), reward="tether.tasks.toy:period_density",
+                    data=DataConfig(train_file=str(EXAMPLES / "data" / "prompts.jsonl"), max_length=128),
+                    max_new_tokens=10, num_iterations=6, rollout_batch_size=8, minibatch_size=8, learning_rate=3e-3,
+                    value_learning_rate=1e-4, kl_limit=1000.0)
+    cfg = FrontierConfig(run_dir=str(tmp_path), ppo=ppo, betas=[1.0, 0.0], ns=[1, 4],
+                         prompts_file=str(EXAMPLES / "data" / "prompts.jsonl"), max_prompts=8,
+                         gold="tether.tasks.toy:moderate_periods")
+    result = run_frontier(cfg)
+    bon = [p for p in result["points"] if p["method"] == "best-of-n"]
+    ppo_points = {p["setting"]: p for p in result["points"] if p["method"] == "ppo"}
+    assert bon[1]["proxy"] >= bon[0]["proxy"] and bon[0]["kl"] == 0.0
+    assert ppo_points["beta=0.0"]["kl"] > ppo_points["beta=1.0"]["kl"]  # the weaker leash goes further
+    assert json.loads((tmp_path / "frontier.json").read_text())["points"] == result["points"]
+    assert "id='frontier'" in (tmp_path / "report.html").read_text()
+    # a second run reuses the finished PPO runs instead of training again
+    again = run_frontier(cfg)
+    assert [p["kl"] for p in again["points"]] == [p["kl"] for p in result["points"]]
