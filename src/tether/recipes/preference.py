@@ -9,6 +9,7 @@ training → 4. train with the chosen loss from ``PREFERENCE_LOSSES`` → 5. sav
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from tether.algos.logprobs import sequence_logprobs
 from tether.algos.losses.preference import REFERENCE_FREE, UNPAIRED, get_preference_loss
-from tether.config import ModelConfig, PreferenceConfig, prompt_budget, to_dict
+from tether.config import PreferenceConfig, prompt_budget, to_dict
 from tether.data import collate_pairs, collate_unpaired, load_preference_dataset, load_unpaired_dataset
 from tether.models.loading import apply_lora, is_peft, load_causal_lm, load_tokenizer, save_model
 from tether.recipes.common import load_train_eval, prepare_run
@@ -131,9 +132,8 @@ def preference_loss(model, batch: dict, num_items: int, cfg: PreferenceConfig, r
 def _reference_model(cfg: PreferenceConfig, policy, pad: int):
     """The frozen reference: a separate model, the LoRA base (adapters off), or the untrained policy itself."""
     if cfg.ref_model:
-        ref_cfg = ModelConfig(**{**to_dict(cfg.model), "name_or_path": cfg.ref_model, "random_init": False,
-                                 "config_overrides": {}})
-        ref_cfg.lora.enabled = False
+        ref_cfg = dataclasses.replace(cfg.model, name_or_path=cfg.ref_model, random_init=False, config_overrides={},
+                                      lora=dataclasses.replace(cfg.model.lora, enabled=False))
         return load_causal_lm(ref_cfg, seed=cfg.train.seed, pad_token_id=pad)
     return policy  # before the first update the policy IS the reference
 
