@@ -51,7 +51,7 @@ SUMMARIES = {
     "sample": "Sample K responses per prompt into samples.jsonl (for labelling).",
     "label simulate": "Label samples with a simulated annotator panel that has a known gold utility.",
     "label judge": "Label with an AI judge (local model or OpenAI-compatible endpoint) and a constitution.",
-    "label serve": "The web labeling app: token login, pairwise choice with keyboard shortcuts, admin page.",
+    "label serve": "The web labeling app: token login, pick the better of two or rank K (mouse or keys), admin page.",
     "label stats": "Annotator throughput, gold-question accuracy, agreement (kappa, alpha), aggregation quality.",
     "label export": "Aggregate votes (Dawid-Skene or majority) into preferences.jsonl, or export Label Studio tasks.",
     "label import": "Import a Label Studio JSON export into the label store.",
@@ -61,7 +61,8 @@ SUMMARIES = {
     "report": "Write report.html for a run directory: training curves, held-out alarm, RM, labels, eval, samples.",
     "frontier": "Reward-vs-KL frontier: PPO at several fixed β and best-of-N at several N, proxy and gold vs KL.",
     "pipeline": "The whole lifecycle over your models and data: sft → sample → label → rm → ppo → dpo → eval → report.",
-    "quickstart": "SFT → reward model → DPO on the embedded SmolLM2-135M-Instruct and shipped data.",
+    "quickstart": "The whole lifecycle on the embedded SmolLM2-135M-Instruct: SFT → sample → simulated panel → "
+                  "reward model → PPO + DPO → evaluation → report.html.",
 }
 
 EXAMPLES = {
