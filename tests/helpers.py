@@ -15,3 +15,25 @@ def tiny_model_config(**extra):
 
     return ModelConfig(name_or_path="embedded", random_init=True, config_overrides=dict(TINY_OVERRIDES), **extra)
 
+
+
+def have_chromium() -> bool:
+    import shutil
+
+    return shutil.which("chromium") is not None and shutil.which("chromedriver") is not None
+
+
+def chromium_driver(*flags: str):
+    """Headless Debian Chromium through selenium (browser console logs kept for error checks)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", *flags):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)

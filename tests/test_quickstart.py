@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+from tests.helpers import chromium_driver, have_chromium
+
 
 def _quickstart(tmp_path, *args):
     result = subprocess.run([sys.executable, "-m", "tether.cli", "quickstart", f"run_dir={tmp_path / 'qs'}", *args],
@@ -33,6 +35,14 @@ def _check_outputs(summary):
 def test_tiny_quickstart(tmp_path):
     summary, result = _quickstart(tmp_path, "--tiny")
     _check_outputs(summary)
+    if have_chromium():  # the report a user opens first renders without a single browser error
+        driver = chromium_driver()
+        try:
+            driver.get(Path(summary["outputs"]["report"]).resolve().as_uri())
+            assert driver.title == "tether quickstart — tether report"
+            assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+        finally:
+            driver.quit()
     assert "quickstart results" in result.stderr
     assert summary["labels"]["exported_pairs"] > 100 and summary["headline"]["hacking alarms"] == len(summary["alarms"])
 

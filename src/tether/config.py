@@ -547,6 +547,8 @@ class QuickstartConfig:
     pairs_per_prompt: int = doc_field(3, "Comparisons the panel labels per prompt (from the K responses).")
     labels_per_item: int = doc_field(3, "Simulated annotators per comparison.")
     planted_length_bias: float = doc_field(0.0, "The panel's planted bias for longer answers (utility per 100 chars).")
+    shipped_pairs: bool = doc_field(True, "Train RM and DPO on the panel's preferences plus the task's shipped pairs "
+                                          "(false: the panel's labels alone, biases and all).")
     rm_steps: int = doc_field(24, "Reward-model optimizer steps.")
     ppo_iterations: int = doc_field(10, "PPO iterations.")
     ppo_batch: int = doc_field(16, "Prompts per PPO iteration (one update epoch in two minibatches).")

@@ -1,10 +1,10 @@
 """report.html from a run directory: every section, escaped model text, no script, opens in headless Chromium."""
 
 import json
-import shutil
 
 import pytest
 
+from tests.helpers import chromium_driver, have_chromium
 from tether.config import ReportConfig
 from tether.eval.report import build_report, svg_chart, write_report
 
@@ -64,20 +64,12 @@ def test_svg_chart_maps_points_into_the_frame():
     assert svg_chart({"empty": []}, "t", "x") == ""
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-                    reason="Debian chromium + chromium-driver not installed (.ci/run installs them)")
+@pytest.mark.skipif(not have_chromium(), reason="Debian chromium + chromium-driver not installed (.ci/run installs them)")
 def test_report_opens_in_headless_chromium_without_errors(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     output = write_report(ReportConfig(run_dir=str(_run_dir(tmp_path))))
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
+    driver = chromium_driver()
     try:
         driver.get(output.resolve().as_uri())
         assert driver.title.endswith("tether report") and driver.title != "pwned"

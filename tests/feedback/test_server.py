@@ -2,7 +2,6 @@
 
 import json
 import re
-import shutil
 import socket
 import threading
 import time
@@ -13,6 +12,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from tests.helpers import chromium_driver, have_chromium  # noqa: E402
 from tether.feedback.server import create_app  # noqa: E402
 from tether.feedback.store import Item, LabelStore  # noqa: E402
 
@@ -124,22 +124,14 @@ def test_twenty_concurrent_clients_store_exactly_1000_labels(tmp_path):
     assert rows == (1000, 1000)
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-                    reason="Debian chromium + chromium-driver not installed (.ci/run installs them)")
+@pytest.mark.skipif(not have_chromium(), reason="Debian chromium + chromium-driver not installed (.ci/run installs them)")
 def test_two_annotators_label_in_a_real_browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     db = _store(tmp_path, n_items=2)
     server, thread, url = _serve(db)
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
+    driver = chromium_driver()
     try:
         for token, keys in (("tok-alice", ["1", "t"]), ("tok-bob", ["2", "click"])):
             driver.delete_all_cookies()
@@ -169,11 +161,8 @@ def test_two_annotators_label_in_a_real_browser(tmp_path):
     assert sum(lab.tie for lab in labels) == 1 and sum(lab.choice is not None for lab in labels) == 3
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-                    reason="Debian chromium + chromium-driver not installed (.ci/run installs them)")
+@pytest.mark.skipif(not have_chromium(), reason="Debian chromium + chromium-driver not installed (.ci/run installs them)")
 def test_rank_three_responses_with_clicks_and_keys_in_a_real_browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -185,12 +174,7 @@ def test_rank_three_responses_with_clicks_and_keys_in_a_real_browser(tmp_path):
     store.set_annotator("bob", "tok-bob")
     store.close()
     server, thread, url = _serve(db)
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
+    driver = chromium_driver()
     try:
         for token in ("tok-alice", "tok-bob"):
             driver.delete_all_cookies()

@@ -116,11 +116,12 @@ def stage_configs(cfg: QuickstartConfig) -> dict[str, Any]:
     }
 
 
-def merge_training_pairs(panel_preferences: Path, output: Path) -> int:
+def merge_training_pairs(panel_preferences: Path, output: Path, shipped_pairs: bool = True) -> int:
     """The reward model's and DPO's training pairs: the panel's labels of the SFT model's own samples
-    (on-policy, noisy) followed by the preference pairs shipped with the task (off-policy, clean)."""
+    (on-policy, noisy) followed, unless ``shipped_pairs`` is false, by the task's shipped pairs (off-policy, clean)."""
     rows = [line for line in panel_preferences.read_text(encoding="utf-8").splitlines() if line.strip()]
-    shipped = [line for line in Path(asset("preferences.jsonl")).read_text(encoding="utf-8").splitlines() if line.strip()]
+    shipped = ([line for line in Path(asset("preferences.jsonl")).read_text(encoding="utf-8").splitlines()
+                if line.strip()] if shipped_pairs else [])
     atomic_write_text(output, "\n".join(rows + shipped) + "\n")
     console.print(f"training pairs: {len(rows)} from the panel + {len(shipped)} shipped → {output}")
     return len(rows) + len(shipped)
@@ -150,7 +151,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         mark = time.time()
         results[name] = runner(stages[name])
         if name == "label export":
-            merge_training_pairs(Path(stages[name].output), Path(stages["rm"].data.train_file))
+            merge_training_pairs(Path(stages[name].output), Path(stages["rm"].data.train_file), cfg.shipped_pairs)
         timings[name.replace(" ", "_")] = round(time.time() - mark, 1)
     run = Path(cfg.run_dir)
     evaluation = results["eval"]["models"]
