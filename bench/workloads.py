@@ -1,0 +1,198 @@
+"""One benchmark workload in one library, in this process; prints one JSON line of results.
+
+    python bench/workloads.py --lib tether|trl --workload sft|rm|dpo|grpo|ppo --model DIR --data DIR --steps N
+
+Both libraries get the same model directory, the same synthetic data, fp32, 2 threads,
+batch 8 per optimiser step (RM: 8 pairs = 16 sequences), max length 128, AdamW lr 1e-5
+constant, no warmup, grad-norm clip 1.0, seed 0, no gradient checkpointing, no mixed
+precision. Step times come from per-step timestamps (tether: ``metrics.jsonl``, TRL: a
+callback); peak RSS from ``getrusage``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+LR, BATCH, MAX_LEN, SEED = 1e-5, 8, 128, 0
+
+
+def length_reward(prompts=None, completions=None, responses=None, response_ids=None, **_):
+    """−|len(text) − 50| / 50 on the decoded completion (both libraries' reward-function signatures)."""
+    texts = completions if completions is not None else responses
+    texts = [t if isinstance(t, str) else t[-1]["content"] for t in texts]
+    return [-abs(len(t) - 50) / 50 for t in texts]
+
+
+def tether_length_reward(prompts, responses, response_ids):
+    return length_reward(responses=responses)
+
+
+# ----------------------------------------------------------------------------- tether
+
+
+def run_tether(workload: str, model: str, data: Path, steps: int, out: Path) -> list[float]:
+    from tether.config import (
+        DataConfig,
+        GRPOConfig,
+        ModelConfig,
+        PPOConfig,
+        PreferenceConfig,
+        RewardModelConfig,
+        SFTConfig,
+        TrainConfig,
+    )
+
+    train = TrainConfig(learning_rate=LR, lr_scheduler="constant", warmup_ratio=0.0, max_steps=steps, batch_size=BATCH,
+                        max_grad_norm=1.0, seed=SEED, num_threads=2, save_final_checkpoint=False, report_to=[],
+                        eval_every=0)
+    mcfg = ModelConfig(name_or_path=model)
+
+    def dcfg(name):
+        return DataConfig(train_file=str(data / name), eval_fraction=0.0, max_length=MAX_LEN, chat_template="never")
+
+    if workload == "sft":
+        from tether.recipes.sft import train_sft
+
+        train_sft(SFTConfig(run_dir=str(out), model=mcfg, data=dcfg("sft.jsonl"), train=train))
+        return _tether_step_times(out, "sft")
+    if workload == "rm":
+        from tether.recipes.reward_model import train_reward_model
+
+        train_reward_model(RewardModelConfig(run_dir=str(out), model=mcfg, data=dcfg("preferences.jsonl"), train=train))
+        return _tether_step_times(out, "rm")
+    if workload == "dpo":
+        from tether.recipes.preference import train_preference
+
+        train_preference(PreferenceConfig(run_dir=str(out), model=mcfg, data=dcfg("preferences.jsonl"), train=train,
+                                          loss="dpo", beta=0.1))
+        return _tether_step_times(out, "dpo")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if workload == "grpo":
+        from tether.recipes.grpo import train_grpo
+
+        train_grpo(GRPOConfig(run_dir=str(out), model=mcfg, data=dcfg("prompts.jsonl"), advantage="grpo",
+                              reward="workloads:tether_length_reward", group_size=4, prompts_per_iteration=2,
+                              max_new_tokens=32, temperature=1.0, num_iterations=steps, minibatch_size=8,
+                              learning_rate=LR, kl_coef=0.04, kl_in_reward=False, loss_aggregation="token_mean",
+                              kl_limit=1e9, seed=SEED, num_threads=2, report_to=[]))
+        return [r["time/iteration"] for r in _rows(out, "grpo")]
+    if workload == "ppo":
+        from tether.recipes.ppo import train_ppo
+
+        train_ppo(PPOConfig(run_dir=str(out), model=mcfg, data=dcfg("prompts.jsonl"), value_model=model,
+                            reward="workloads:tether_length_reward", max_new_tokens=32, temperature=1.0,
+                            num_iterations=steps, rollout_batch_size=8, minibatch_size=8, ppo_epochs=1,
+                            learning_rate=LR, value_learning_rate=LR, kl_limit=1e9, seed=SEED, num_threads=2,
+                            report_to=[]))
+        return [r["time/iteration"] for r in _rows(out, "ppo")]
+    raise SystemExit(f"unknown workload {workload}")
+
+
+def _rows(out: Path, stage: str) -> list[dict]:
+    """The stage's per-step records (evaluation and report records left out)."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r.get("stage") == stage and ("loss" in r or "time/iteration" in r)]
+
+
+def _tether_step_times(out: Path, stage: str) -> list[float]:
+    stamps = [r["time"] for r in _rows(out, stage)]
+    start = json.loads((out / "bench_start.json").read_text())["t"] if (out / "bench_start.json").is_file() else None
+    return ([stamps[0] - start] if start else []) + [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+# ----------------------------------------------------------------------------- TRL
+
+
+def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> list[float]:
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+
+    torch.set_num_threads(2)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.pad_token = tokenizer.eos_token
+    stamps: list[float] = []
+
+    class Stamp(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if not stamps:
+                stamps.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    common = dict(output_dir=str(out), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
+                  lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, seed=SEED, bf16=False, fp16=False,
+                  gradient_checkpointing=False, report_to=[], save_strategy="no", logging_steps=1, use_cpu=True,
+                  dataloader_num_workers=0)
+    if workload == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        trainer = SFTTrainer(model=model, args=SFTConfig(**common, max_length=MAX_LEN, completion_only_loss=True,
+                                                         packing=False),
+                             train_dataset=load_dataset("json", data_files=str(data / "sft.jsonl"), split="train"),
+                             processing_class=tokenizer, callbacks=[Stamp()])
+    elif workload == "rm":
+        from trl import RewardConfig, RewardTrainer
+
+        rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
+        rm.config.pad_token_id = tokenizer.pad_token_id
+        trainer = RewardTrainer(model=rm, args=RewardConfig(**common, max_length=MAX_LEN),
+                                train_dataset=load_dataset("json", data_files=str(data / "preferences.jsonl"),
+                                                           split="train"),
+                                processing_class=tokenizer, callbacks=[Stamp()])
+    elif workload == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        trainer = DPOTrainer(model=model, args=DPOConfig(**common, max_length=MAX_LEN, beta=0.1, loss_type="sigmoid"),
+                             train_dataset=load_dataset("json", data_files=str(data / "preferences.jsonl"),
+                                                        split="train"),
+                             processing_class=tokenizer, callbacks=[Stamp()])
+    elif workload == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        policy = AutoModelForCausalLM.from_pretrained(model)
+        trainer = GRPOTrainer(model=policy, reward_funcs=length_reward,
+                              args=GRPOConfig(**common, num_generations=4, max_completion_length=32, temperature=1.0,
+                                              top_k=0, top_p=1.0, beta=0.04, loss_type="dapo", scale_rewards="group",
+                                              generation_batch_size=8),
+                              train_dataset=load_dataset("json", data_files=str(data / "prompts.jsonl"), split="train"),
+                              processing_class=tokenizer, callbacks=[Stamp()])
+    else:
+        raise SystemExit(f"TRL has no '{workload}' workload here")
+    trainer.train()
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    for name in ("lib", "workload", "model", "data"):
+        parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--steps", type=int, required=True)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    torch.manual_seed(SEED)
+    with tempfile.TemporaryDirectory(prefix=f"bench-{args.lib}-{args.workload}-") as tmp:
+        out = Path(tmp)
+        (out / "bench_start.json").write_text(json.dumps({"t": time.time()}))
+        runner = run_tether if args.lib == "tether" else run_trl
+        started = time.time()
+        times = runner(args.workload, args.model, Path(args.data), args.steps, out)
+        total = time.time() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print("BENCH " + json.dumps({"lib": args.lib, "workload": args.workload, "model": args.model,
+                                 "step_times": times, "total_seconds": total, "peak_rss_mb": peak_kb / 1024}))
+
+
+if __name__ == "__main__":
+    main()
