@@ -167,7 +167,8 @@ def main() -> None:
                     row["error"] = result["error"]
                     print(f"  failed: {result['error'][-300:]}")
                 else:
-                    row.update(summarise(result, tokens, n_weights, flops), step_times=result["step_times"])
+                    row.update(summarise(result, tokens, n_weights, flops), step_times=result["step_times"],
+                               process_seconds=result["total_seconds"])
                     print(f"  median {row['median_s']:.3f} s/step, MFU {row['mfu']:.0%}, peak {row['peak_rss_mb']:.0f} MB")
                 rows.append(row)
     stamp = time.strftime("%Y-%m-%d")
