@@ -189,3 +189,22 @@ def test_hacking_alarm_stays_silent_when_gold_rises_with_the_proxy(tmp_path, sft
     assert result.alarms == [] and result.iterations == 14
     curve = json.loads((tmp_path / "ppo_heldout.json").read_text())
     assert curve["points"][-1]["gold"] > curve["points"][0]["gold"] + 0.3
+
+
+def test_grpo_single_step_reuses_the_training_forward_as_old_logprobs(tmp_path, sft_dir, monkeypatch):
+    from tether.config import GRPOConfig
+    from tether.recipes import grpo as grpo_module
+
+    def run(name):
+        cfg = GRPOConfig(run_dir=str(tmp_path / name), model=ModelConfig(name_or_path=sft_dir),
+                         reward="tether.tasks.toy:period_density", data=DataConfig(train_file=str(DATA / "prompts.jsonl")),
+                         group_size=4, prompts_per_iteration=4, minibatch_size=16, max_new_tokens=12, num_iterations=3,
+                         learning_rate=2e-3, kl_limit=50.0)
+        return grpo_module.train_grpo(cfg).history
+
+    deferred = run("deferred")
+    monkeypatch.setattr(grpo_module, "single_on_policy_step", lambda cfg, batch: False)
+    explicit = run("explicit")  # the separate no-grad forward for the old log-probs
+    for key in ("reward/score_mean", "objective/kl", "policy/loss", "policy/kl_loss", "policy/clip_frac"):
+        assert [h[key] for h in deferred] == pytest.approx([h[key] for h in explicit], abs=1e-5), key
+    assert deferred[-1]["objective/kl"] > 0

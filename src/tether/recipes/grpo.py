@@ -58,6 +58,13 @@ def sequence_advantages(cfg: GRPOConfig, scores: torch.Tensor, kl: torch.Tensor,
     return broadcast_to_tokens(per_sequence, mask)
 
 
+def single_on_policy_step(cfg: GRPOConfig, batch: int) -> bool:
+    """One gradient step on the fresh rollout, with KL as a loss term: the old log-probs equal the training
+    forward's (detached), so the separate no-grad forward is skipped (the ratio is exactly 1, as it should)."""
+    return (cfg.update_epochs == 1 and cfg.minibatch_size >= batch and not cfg.kl_in_reward
+            and cfg.advantage != "reinforce_pp")
+
+
 @torch.no_grad()
 def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer, prompts) -> tuple[dict, dict]:
     mark = time.time()
@@ -72,13 +79,15 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
     raw_scores = reward_source.score(rollout, [p.prompt_text for p in grouped], responses)
     scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
     mask = rollout.response_mask
-    old_logps = response_logprobs(policy, rollout, cfg.temperature)
+    reuse = single_on_policy_step(cfg, len(grouped))
+    old_logps = None if reuse else response_logprobs(policy, rollout, cfg.temperature)
     if ref_model is None:
         with policy.disable_adapter():
             ref_logps = response_logprobs(policy, rollout, cfg.temperature)
     else:
         ref_logps = response_logprobs(ref_model, rollout, cfg.temperature)
-    kl = kl_penalty(old_logps, ref_logps, "k1") * mask
+    # (when the old log-probs are deferred to the update, KL is not needed here: it is a loss term)
+    kl = torch.zeros_like(ref_logps) if reuse else kl_penalty(old_logps, ref_logps, "k1") * mask
     advantages = sequence_advantages(cfg, scores, kl, mask)
     groups = scores.view(-1, cfg.group_size)
     metrics = {
@@ -105,8 +114,12 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: dict) -> dict:
             mini = _subset(rollout, idx)
             mask = mini.response_mask
             logps = response_logprobs(policy, mini, cfg.temperature)
-            loss, metrics = policy_loss(logps, experience["old_logps"][idx], experience["advantages"][idx], mask,
-                                        cfg.clip_range, aggregation=cfg.loss_aggregation)
+            deferred = experience["old_logps"] is None
+            old = logps.detach() if deferred else experience["old_logps"][idx]
+            loss, metrics = policy_loss(logps, old, experience["advantages"][idx], mask, cfg.clip_range,
+                                        aggregation=cfg.loss_aggregation)
+            if deferred:  # the rollout's KL to the reference, from this forward
+                metrics["objective/kl"] = (kl_penalty(old, experience["ref_logps"][idx], "k1") * mask).sum(-1).mean()
             if cfg.kl_coef > 0 and not cfg.kl_in_reward and cfg.advantage != "reinforce_pp":
                 kl_term = aggregate(kl_penalty(logps, experience["ref_logps"][idx], "k3"), mask, cfg.loss_aggregation)
                 loss = loss + cfg.kl_coef * kl_term
