@@ -61,6 +61,7 @@ SUMMARIES = {
     "report": "Write report.html for a run directory: training curves, held-out alarm, RM, labels, eval, samples.",
     "frontier": "Reward-vs-KL frontier: PPO at several fixed β and best-of-N at several N, proxy and gold vs KL.",
     "pipeline": "The whole lifecycle over your models and data: sft → sample → label → rm → ppo → dpo → eval → report.",
+    "plan": "Accelerator memory per device for each role (policy, reference, reward, value) under ZeRO, LoRA, offload.",
     "quickstart": "The whole lifecycle on the embedded SmolLM2-135M-Instruct: SFT → sample → simulated panel → "
                   "reward model → PPO + DPO → evaluation → report.html.",
 }
@@ -87,6 +88,7 @@ EXAMPLES = {
     "report": "tether report run_dir=runs/quickstart",
     "frontier": "tether frontier ppo.model.name_or_path=runs/q/sft ppo.reward=runs/q/rm prompts_file=prompts.jsonl",
     "pipeline": "tether pipeline examples/pipeline_tiny.yaml rounds=2",
+    "plan": "tether plan model=7b gpus=8 algo=ppo zero=3",
 }
 
 
@@ -329,6 +331,13 @@ def pipeline_command(ctx: typer.Context) -> None:
     from tether.recipes.pipeline import run_pipeline
 
     _run_recipe("pipeline", ctx.args, run_pipeline)
+
+
+@app.command("plan", help=SUMMARIES["plan"], context_settings=CONTEXT)
+def plan_command(ctx: typer.Context) -> None:
+    from tether.plan import run_plan
+
+    _run_recipe("plan", ctx.args, run_plan)
 
 
 @app.command("quickstart", help=SUMMARIES["quickstart"], context_settings=CONTEXT)

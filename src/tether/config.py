@@ -490,6 +490,24 @@ class FrontierConfig:
 
 
 @dataclass
+class PlanConfig:
+    """Accelerator memory per device for each RLHF role (`tether plan`)."""
+
+    model: str = doc_field("7b", "Preset (135m, 1b, 7b, 8b, 13b, 70b) or an HF model directory / config.json.")
+    reward_model: str = doc_field("", "Reward / value model shape if different from the policy (same forms).")
+    algo: Literal["sft", "rm", "dpo", "grpo", "ppo"] = doc_field("ppo", "Which roles are in memory.")
+    gpus: int = doc_field(8, "Devices the roles are sharded over (ZeRO / FSDP).")
+    dtype: Literal["bf16", "fp16", "fp32"] = doc_field("bf16", "Weight dtype (16-bit adds an fp32 master copy in the optimiser).")
+    zero: int = doc_field(0, "ZeRO stage / FSDP sharding: 0 none, 1 optimiser, 2 + gradients, 3 + weights.")
+    offload: bool = doc_field(False, "Offload the optimiser (and with zero=3 the weights) to CPU memory.")
+    lora_r: int = doc_field(0, "LoRA rank (0 = full fine-tuning); with LoRA the reference shares the policy's weights.")
+    seq: int = doc_field(1024, "Tokens per sequence (prompt + response).")
+    micro_batch: int = doc_field(4, "Sequences per device per forward.")
+    checkpointing: bool = doc_field(True, "Activation (gradient) checkpointing.")
+    device_gib: float = doc_field(80.0, "Memory per device, to say whether it fits.")
+
+
+@dataclass
 class ReportConfig:
     """Write a self-contained report.html for a run directory (`tether report`)."""
 
@@ -587,6 +605,7 @@ RECIPE_CONFIGS: dict[str, type] = {
     "report": ReportConfig,
     "frontier": FrontierConfig,
     "pipeline": PipelineConfig,
+    "plan": PlanConfig,
     "quickstart": QuickstartConfig,
 }
 
