@@ -76,3 +76,11 @@ def test_loss_names_match_the_registry():
     from tether.config import PreferenceLossName
 
     assert set(typing.get_args(PreferenceLossName)) == set(PREFERENCE_LOSSES)
+
+
+def test_trust_remote_code_is_off_unless_asked():
+    from tether.config import ModelConfig, PPOConfig, SFTConfig
+
+    assert ModelConfig().trust_remote_code is False
+    assert SFTConfig().model.trust_remote_code is False and PPOConfig().model.trust_remote_code is False
+    assert load_config(SFTConfig, None, ["model.trust_remote_code=true"]).model.trust_remote_code is True

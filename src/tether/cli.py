@@ -178,7 +178,11 @@ def _run_recipe(command: str, args: list[str], runner: Callable[[Any], Any]) -> 
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - the CLI turns known failures into messages
         from tether.recipes.loop import TrainingError
+        from tether.utils.signals import StopRequested
 
+        if isinstance(exc, StopRequested):
+            err.print(f"[yellow]stopped[/]: {exc}")
+            raise typer.Exit(exc.exit_code) from None
         if isinstance(exc, TrainingError):
             err.print(f"[bold red]training stopped:[/] {exc}")
             raise typer.Exit(EXIT_TRAINING_FAILED) from None

@@ -34,6 +34,7 @@ from tether.rollout.generation import GenerationConfig, generate, response_logpr
 from tether.rollout.rewards import load_reward_source
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from tether.utils.logging import console
+from tether.utils.signals import StopRequested, graceful_stop, resume_message
 
 
 @dataclass
@@ -162,49 +163,53 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                dynamic_ncols=True)
     meta = {"recipe": "grpo", "advantage": cfg.advantage, "base_model": cfg.model.name_or_path, "reward": cfg.reward}
     state = {"iteration": start}
-    try:
-        if heldout is not None and start == 0:  # the reference point every later one is compared with
-            logger.log(heldout.step(policy, ref_model, 0, run_dir, cfg.name, tokenizer, meta)[0], 0)
-        for iteration in range(start, cfg.num_iterations):
-            mark = time.time()
-            chosen = _prompt_batches(len(prompts), cfg.prompts_per_iteration, cfg.seed, iteration)
-            experience, metrics = make_experience(cfg, policy, ref_model, reward_source, tokenizer,
-                                                  [prompts[i] for i in chosen])
-            metrics.update(grpo_update(cfg, policy, optimizer, experience))
-            metrics["time/iteration"] = time.time() - mark
-            fired = []
-            if heldout is not None and heldout.due(iteration + 1, cfg.num_iterations):
-                heldout_metrics, fired = heldout.step(policy, ref_model, iteration + 1, run_dir, cfg.name, tokenizer,
-                                                      meta)
-                metrics.update(heldout_metrics)
-            logger.log(metrics, iteration + 1)
-            history.append(metrics)
-            bar.update(1)
-            bar.set_postfix({"score": f"{metrics['reward/score_mean']:.3g}", "kl": f"{metrics['objective/kl']:.3g}",
-                             "len": f"{metrics['response/length_mean']:.3g}"})
-            state = {"iteration": iteration + 1}
-            if heldout is not None:
-                state["heldout"] = heldout.monitor.state_dict()
-            if fired and cfg.heldout.stop_on_alarm:
-                stopped_early = f"reward-hacking alarm at iteration {iteration + 1}: {fired[0]['message']}"
-                console.print(f"[bold red]stopping:[/] {stopped_early} (heldout.stop_on_alarm=true)")
-                iteration += 1
-                break
-            if metrics["objective/kl"] > cfg.kl_limit:
-                stopped_early = (f"mean KL per response {metrics['objective/kl']:.1f} nats exceeded kl_limit="
-                                 f"{cfg.kl_limit} at iteration {iteration + 1}; raise kl_coef / lower learning_rate")
-                console.print(f"[bold red]stopping:[/] {stopped_early}")
-                iteration += 1
-                break
-            if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
-                save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, state)
-        else:
-            iteration = cfg.num_iterations
-        if iteration > start:
-            save_checkpoint(ckpt_root, iteration, policy, optimizer, None, {**state, "iteration": iteration})
-    finally:
-        bar.close()
-        logger.close()
+    with graceful_stop() as stop:
+        try:
+            if heldout is not None and start == 0:  # the reference point every later one is compared with
+                logger.log(heldout.step(policy, ref_model, 0, run_dir, cfg.name, tokenizer, meta)[0], 0)
+            for iteration in range(start, cfg.num_iterations):
+                mark = time.time()
+                chosen = _prompt_batches(len(prompts), cfg.prompts_per_iteration, cfg.seed, iteration)
+                experience, metrics = make_experience(cfg, policy, ref_model, reward_source, tokenizer,
+                                                      [prompts[i] for i in chosen])
+                metrics.update(grpo_update(cfg, policy, optimizer, experience))
+                metrics["time/iteration"] = time.time() - mark
+                fired = []
+                if heldout is not None and heldout.due(iteration + 1, cfg.num_iterations):
+                    heldout_metrics, fired = heldout.step(policy, ref_model, iteration + 1, run_dir, cfg.name, tokenizer,
+                                                          meta)
+                    metrics.update(heldout_metrics)
+                logger.log(metrics, iteration + 1)
+                history.append(metrics)
+                bar.update(1)
+                bar.set_postfix({"score": f"{metrics['reward/score_mean']:.3g}", "kl": f"{metrics['objective/kl']:.3g}",
+                                 "len": f"{metrics['response/length_mean']:.3g}"})
+                state = {"iteration": iteration + 1}
+                if heldout is not None:
+                    state["heldout"] = heldout.monitor.state_dict()
+                if fired and cfg.heldout.stop_on_alarm:
+                    stopped_early = f"reward-hacking alarm at iteration {iteration + 1}: {fired[0]['message']}"
+                    console.print(f"[bold red]stopping:[/] {stopped_early} (heldout.stop_on_alarm=true)")
+                    iteration += 1
+                    break
+                if metrics["objective/kl"] > cfg.kl_limit:
+                    stopped_early = (f"mean KL per response {metrics['objective/kl']:.1f} nats exceeded kl_limit="
+                                     f"{cfg.kl_limit} at iteration {iteration + 1}; raise kl_coef / lower learning_rate")
+                    console.print(f"[bold red]stopping:[/] {stopped_early}")
+                    iteration += 1
+                    break
+                if stop.requested and iteration + 1 < cfg.num_iterations:  # a safe point: save, then stop
+                    saved = save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, state)
+                    raise StopRequested(stop.signal, resume_message(cfg.name, str(saved), iteration + 1, stop.signal))
+                if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
+                    save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, state)
+            else:
+                iteration = cfg.num_iterations
+            if iteration > start:
+                save_checkpoint(ckpt_root, iteration, policy, optimizer, None, {**state, "iteration": iteration})
+        finally:
+            bar.close()
+            logger.close()
     out = save_model(policy, tokenizer, run_dir / cfg.name,
                      {**meta, "iterations": iteration, "stopped_early": stopped_early,
                       "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from tether.config import TrainConfig
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from tether.utils.logging import MetricsLogger, console
+from tether.utils.signals import StopRequested, graceful_stop, resume_message
 
 MAX_CONSECUTIVE_NONFINITE = 3
 
@@ -165,59 +166,64 @@ def run_training(
     eval_metrics: dict[str, float] = {}
     nonfinite = skipped = 0
     bar = tqdm(total=total_steps, initial=step, desc=stage, unit="step", dynamic_ncols=True, leave=True)
-    try:
-        while step < total_steps:
-            model.train()
-            batches = [make_batch(next(stream)) for _ in range(cfg.grad_accum_steps)]
-            num_items = sum(count_items(b) for b in batches)
-            if num_items == 0:
-                raise TrainingError(f"{stage}: an optimizer step has no loss items (all-masked batch)")
-            optimizer.zero_grad(set_to_none=True)
-            metrics: dict[str, float] = {}
-            loss_total = 0.0
-            for batch in batches:
-                loss, batch_metrics = loss_fn(model, batch, num_items)
-                loss.backward()
-                loss_total += float(loss.detach())
-                _accumulate(metrics, batch_metrics, count_items(batch) / num_items)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad],
-                cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-            finite = math.isfinite(loss_total) and bool(torch.isfinite(grad_norm))
-            lr = scheduler.get_last_lr()[0]
-            if finite:
-                nonfinite = 0
-                optimizer.step()
-                scheduler.step()
-            else:  # skip the update but keep the step (and so the data order) moving
-                nonfinite += 1
-                skipped += 1
+    with graceful_stop() as stop:
+        try:
+            while step < total_steps:
+                model.train()
+                batches = [make_batch(next(stream)) for _ in range(cfg.grad_accum_steps)]
+                num_items = sum(count_items(b) for b in batches)
+                if num_items == 0:
+                    raise TrainingError(f"{stage}: an optimizer step has no loss items (all-masked batch)")
                 optimizer.zero_grad(set_to_none=True)
-                console.print(f"[yellow]{stage} step {step + 1}: non-finite loss or gradient, update skipped[/]")
-                if nonfinite >= MAX_CONSECUTIVE_NONFINITE:
-                    raise TrainingError(
-                        f"{stage}: {nonfinite} consecutive non-finite losses/gradients; lower train.learning_rate "
-                        "or check the data")
-            step += 1
-            metrics.update({"loss": loss_total, "train/grad_norm": float(grad_norm), "train/lr": lr,
-                            "train/epoch": step * cfg.grad_accum_steps * cfg.batch_size / n_examples,
-                            "train/skipped_nonfinite": skipped})
-            last = metrics
-            if step % cfg.log_every == 0 or step == total_steps:
-                logger.log(metrics, step)
-            if eval_fn is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < total_steps:
+                metrics: dict[str, float] = {}
+                loss_total = 0.0
+                for batch in batches:
+                    loss, batch_metrics = loss_fn(model, batch, num_items)
+                    loss.backward()
+                    loss_total += float(loss.detach())
+                    _accumulate(metrics, batch_metrics, count_items(batch) / num_items)
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    [p for p in model.parameters() if p.requires_grad],
+                    cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+                finite = math.isfinite(loss_total) and bool(torch.isfinite(grad_norm))
+                lr = scheduler.get_last_lr()[0]
+                if finite:
+                    nonfinite = 0
+                    optimizer.step()
+                    scheduler.step()
+                else:  # skip the update but keep the step (and so the data order) moving
+                    nonfinite += 1
+                    skipped += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    console.print(f"[yellow]{stage} step {step + 1}: non-finite loss or gradient, update skipped[/]")
+                    if nonfinite >= MAX_CONSECUTIVE_NONFINITE:
+                        raise TrainingError(
+                            f"{stage}: {nonfinite} consecutive non-finite losses/gradients; lower train.learning_rate "
+                            "or check the data")
+                step += 1
+                metrics.update({"loss": loss_total, "train/grad_norm": float(grad_norm), "train/lr": lr,
+                                "train/epoch": step * cfg.grad_accum_steps * cfg.batch_size / n_examples,
+                                "train/skipped_nonfinite": skipped})
+                last = metrics
+                if step % cfg.log_every == 0 or step == total_steps:
+                    logger.log(metrics, step)
+                if eval_fn is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < total_steps:
+                    eval_metrics = _evaluate(eval_fn, model, logger, step)
+                if cfg.save_every > 0 and step % cfg.save_every == 0 and step < total_steps:
+                    save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
+                bar.update(1)
+                bar.set_postfix(_fmt({**metrics, **eval_metrics}, keys), refresh=False)
+                if stop.requested and step < total_steps:  # a safe point: save, then stop
+                    saved = save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step},
+                                            cfg.keep_checkpoints)
+                    raise StopRequested(stop.signal, resume_message(stage, str(saved), step, stop.signal))
+            if eval_fn is not None:
                 eval_metrics = _evaluate(eval_fn, model, logger, step)
-            if cfg.save_every > 0 and step % cfg.save_every == 0 and step < total_steps:
+                bar.set_postfix(_fmt({**last, **eval_metrics}, keys))
+            if cfg.save_final_checkpoint:
                 save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
-            bar.update(1)
-            bar.set_postfix(_fmt({**metrics, **eval_metrics}, keys), refresh=False)
-        if eval_fn is not None:
-            eval_metrics = _evaluate(eval_fn, model, logger, step)
-            bar.set_postfix(_fmt({**last, **eval_metrics}, keys))
-        if cfg.save_final_checkpoint:
-            save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
-    finally:
-        bar.close()
+        finally:
+            bar.close()
     return TrainResult(step, last, eval_metrics, resumed_from, time.time() - started)
 
 

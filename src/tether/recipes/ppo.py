@@ -36,6 +36,7 @@ from tether.rollout.generation import GenerationConfig, Rollout, generate, posit
 from tether.rollout.rewards import load_reward_source, parse_weighted
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from tether.utils.logging import console
+from tether.utils.signals import StopRequested, graceful_stop, resume_message
 
 
 @dataclass
@@ -233,58 +234,62 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     bar = tqdm(total=cfg.num_iterations, initial=start, desc=cfg.name, unit="iter", dynamic_ncols=True)
     iteration = start
     meta = {"recipe": "ppo", "base_model": cfg.model.name_or_path, "reward": cfg.reward}
-    try:
-        if heldout is not None and start == 0:  # the reference point every later one is compared with
-            logger.log(heldout.step(models.policy, ref_model, 0, run_dir, cfg.name, tokenizer, meta)[0], 0)
-        for iteration in range(start, cfg.num_iterations):
-            mark = time.time()
-            batch_prompts = [prompts[i] for i in _prompt_batches(len(prompts), cfg.rollout_batch_size, cfg.seed,
-                                                                 iteration)]
-            experience, metrics = make_experience(cfg, models, ref_model, reward_source, tokenizer, batch_prompts,
-                                                  kl_ctl.value, moments)
-            update_start = time.time()
-            metrics.update(ppo_update(cfg, models, optimizer, experience))
-            metrics["time/update"] = time.time() - update_start
-            metrics["time/iteration"] = time.time() - mark
-            kl_ctl.update(metrics["objective/kl"], cfg.rollout_batch_size)
-            fired = []
-            if heldout is not None and heldout.due(iteration + 1, cfg.num_iterations):
-                heldout_metrics, fired = heldout.step(models.policy, ref_model, iteration + 1, run_dir, cfg.name,
-                                                      tokenizer, meta)
-                metrics.update(heldout_metrics)
-            logger.log(metrics, iteration + 1)
-            history.append(metrics)
-            bar.update(1)
-            bar.set_postfix({"score": f"{metrics['reward/score_mean']:.3g}", "kl": f"{metrics['objective/kl']:.3g}",
-                             "beta": f"{metrics['objective/kl_coef']:.3g}",
-                             "len": f"{metrics['response/length_mean']:.3g}"})
-            state = {"iteration": iteration + 1, "kl_controller": kl_ctl.state_dict(),
-                     "score_moments": moments.state_dict()}
-            if heldout is not None:
-                state["heldout"] = heldout.monitor.state_dict()
-            if fired and cfg.heldout.stop_on_alarm:
-                stopped_early = f"reward-hacking alarm at iteration {iteration + 1}: {fired[0]['message']}"
-                console.print(f"[bold red]stopping:[/] {stopped_early} (heldout.stop_on_alarm=true)")
-                iteration += 1
-                break
-            if metrics["objective/kl"] > cfg.kl_limit:
-                stopped_early = (f"mean KL per response {metrics['objective/kl']:.1f} nats exceeded kl_limit="
-                                 f"{cfg.kl_limit} at iteration {iteration + 1}: the policy is running away from the "
-                                 "reference; raise init_kl_coef / lower learning_rate")
-                console.print(f"[bold red]stopping:[/] {stopped_early}")
-                iteration += 1
-                break
-            if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
-                save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state)
-        else:
-            iteration = cfg.num_iterations
-        if iteration > start:
-            save_checkpoint(ckpt_root, iteration, models, optimizer, None, state)
-    except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
-        raise TrainingError(f"out of memory: lower rollout_batch_size or minibatch_size ({exc})") from None
-    finally:
-        bar.close()
-        logger.close()
+    with graceful_stop() as stop:
+        try:
+            if heldout is not None and start == 0:  # the reference point every later one is compared with
+                logger.log(heldout.step(models.policy, ref_model, 0, run_dir, cfg.name, tokenizer, meta)[0], 0)
+            for iteration in range(start, cfg.num_iterations):
+                mark = time.time()
+                batch_prompts = [prompts[i] for i in _prompt_batches(len(prompts), cfg.rollout_batch_size, cfg.seed,
+                                                                     iteration)]
+                experience, metrics = make_experience(cfg, models, ref_model, reward_source, tokenizer, batch_prompts,
+                                                      kl_ctl.value, moments)
+                update_start = time.time()
+                metrics.update(ppo_update(cfg, models, optimizer, experience))
+                metrics["time/update"] = time.time() - update_start
+                metrics["time/iteration"] = time.time() - mark
+                kl_ctl.update(metrics["objective/kl"], cfg.rollout_batch_size)
+                fired = []
+                if heldout is not None and heldout.due(iteration + 1, cfg.num_iterations):
+                    heldout_metrics, fired = heldout.step(models.policy, ref_model, iteration + 1, run_dir, cfg.name,
+                                                          tokenizer, meta)
+                    metrics.update(heldout_metrics)
+                logger.log(metrics, iteration + 1)
+                history.append(metrics)
+                bar.update(1)
+                bar.set_postfix({"score": f"{metrics['reward/score_mean']:.3g}", "kl": f"{metrics['objective/kl']:.3g}",
+                                 "beta": f"{metrics['objective/kl_coef']:.3g}",
+                                 "len": f"{metrics['response/length_mean']:.3g}"})
+                state = {"iteration": iteration + 1, "kl_controller": kl_ctl.state_dict(),
+                         "score_moments": moments.state_dict()}
+                if heldout is not None:
+                    state["heldout"] = heldout.monitor.state_dict()
+                if fired and cfg.heldout.stop_on_alarm:
+                    stopped_early = f"reward-hacking alarm at iteration {iteration + 1}: {fired[0]['message']}"
+                    console.print(f"[bold red]stopping:[/] {stopped_early} (heldout.stop_on_alarm=true)")
+                    iteration += 1
+                    break
+                if metrics["objective/kl"] > cfg.kl_limit:
+                    stopped_early = (f"mean KL per response {metrics['objective/kl']:.1f} nats exceeded kl_limit="
+                                     f"{cfg.kl_limit} at iteration {iteration + 1}: the policy is running away from the "
+                                     "reference; raise init_kl_coef / lower learning_rate")
+                    console.print(f"[bold red]stopping:[/] {stopped_early}")
+                    iteration += 1
+                    break
+                if stop.requested and iteration + 1 < cfg.num_iterations:  # a safe point: save, then stop
+                    saved = save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state)
+                    raise StopRequested(stop.signal, resume_message(cfg.name, str(saved), iteration + 1, stop.signal))
+                if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
+                    save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state)
+            else:
+                iteration = cfg.num_iterations
+            if iteration > start:
+                save_checkpoint(ckpt_root, iteration, models, optimizer, None, state)
+        except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
+            raise TrainingError(f"out of memory: lower rollout_batch_size or minibatch_size ({exc})") from None
+        finally:
+            bar.close()
+            logger.close()
     out = save_model(models.policy, tokenizer, run_dir / cfg.name,
                      {**meta, "iterations": iteration, "stopped_early": stopped_early, "final_kl_coef": kl_ctl.value,
                       "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)
