@@ -54,15 +54,16 @@ def record_config(run_dir: Path, stage: str, config: Any) -> None:
 
 
 def prepare_run(config: Any, stage: str) -> tuple[Path, MetricsLogger]:
-    """Create the run directory, save the config, seed, set threads, open the metric sinks."""
+    """Seed, set threads, and a metric logger that creates the run directory, saves the config and opens the
+    metric sinks at its first record, so bad input found before training leaves no trace in the run directory."""
     run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record_config(run_dir, stage, config)
     train = getattr(config, "train", None)
     if train is not None:
         set_threads(train.num_threads)
         seed_everything(train.seed)
-    logger = MetricsLogger(run_dir, stage, report_to=list(train.report_to) if train else [], config=to_dict(config))
+    report_to = train.report_to if train is not None else getattr(config, "report_to", [])
+    logger = MetricsLogger(run_dir, stage, report_to=list(report_to), config=to_dict(config),
+                           on_open=lambda: record_config(run_dir, stage, config))
     return run_dir, logger
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,29 @@ def _plain(value: Any) -> Any:
 class MetricsLogger:
     """Append-only metric log for one stage of a run."""
 
-    def __init__(self, run_dir: str | Path, stage: str, report_to: list[str] | None = None, config: dict | None = None):
+    def __init__(self, run_dir: str | Path, stage: str, report_to: list[str] | None = None, config: dict | None = None,
+                 on_open: Callable[[], None] | None = None):
+        """Nothing is written until the first ``log``: a run that fails on bad input leaves its run directory
+        untouched. ``on_open`` runs then (``prepare_run`` records the config with it)."""
         self.run_dir = Path(run_dir)
         self.stage = stage
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
         self._tb = None
         self._wandb = None
         self._mlflow = None
-        for sink in report_to or []:
-            self._open_sink(sink.strip().lower(), config or {})
+        self._pending: tuple[list[str], dict, Callable[[], None] | None] | None = (list(report_to or []), config or {},
+                                                                                  on_open)
+
+    def _open(self) -> None:
+        if self._pending is None:
+            return
+        report_to, config, on_open = self._pending
+        self._pending = None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if on_open is not None:
+            on_open()
+        for sink in report_to:
+            self._open_sink(sink.strip().lower(), config)
 
     def _open_sink(self, sink: str, config: dict) -> None:
         if sink == "tensorboard":
@@ -67,6 +81,7 @@ class MetricsLogger:
             console.print(f"[yellow]unknown metric sink '{sink}' ignored (tensorboard, wandb, mlflow)[/]")
 
     def log(self, metrics: dict[str, Any], step: int) -> dict[str, Any]:
+        self._open()
         record = {"stage": self.stage, "step": step, "time": round(time.time(), 3)}
         record.update({k: _plain(v) for k, v in metrics.items()})
         with open(self.path, "a", encoding="utf-8") as handle:
