@@ -169,8 +169,22 @@ def replace_dir(tmp: Path, target: Path) -> None:
 
 
 def save_model(model, tokenizer, out_dir: str | Path, meta: dict[str, Any], merge_lora: bool = True) -> Path:
-    """Write an HF directory (safetensors only) atomically, with ``tether.json`` describing how it was made."""
+    """Write an HF directory (safetensors only) atomically, with ``tether.json`` describing how it was made.
+
+    In a data-parallel run the main process writes it and every process returns once it is complete."""
+    from tether.utils.distributed import Dist, unwrap
+
     out_dir = Path(out_dir)
+    dist = Dist.current()
+    if dist.enabled:
+        if dist.is_main:
+            _write_model_dir(unwrap(model), tokenizer, out_dir, meta, merge_lora)
+        dist.barrier()
+        return out_dir
+    return _write_model_dir(model, tokenizer, out_dir, meta, merge_lora)
+
+
+def _write_model_dir(model, tokenizer, out_dir: Path, meta: dict[str, Any], merge_lora: bool) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:

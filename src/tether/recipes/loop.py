@@ -16,6 +16,7 @@ atomic checkpoints with resume.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 
 from tether.config import TrainConfig
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from tether.utils.distributed import Dist
 from tether.utils.logging import MetricsLogger, console
 from tether.utils.signals import StopRequested, graceful_stop, resume_message
 
@@ -96,23 +98,25 @@ def micro_batches(n_examples: int, batch_size: int, seed: int, start: int = 0) -
         index += 1
 
 
-def plan_total_steps(n_examples: int, cfg: TrainConfig) -> int:
+def plan_total_steps(n_examples: int, cfg: TrainConfig, world_size: int = 1) -> int:
+    """Optimizer steps of the run: ``max_steps``, or enough for ``num_epochs`` at the global batch size."""
     if cfg.max_steps > 0:
         return cfg.max_steps
-    per_epoch = math.ceil(math.ceil(n_examples / cfg.batch_size) / cfg.grad_accum_steps)
+    per_epoch = math.ceil(math.ceil(n_examples / (cfg.batch_size * world_size)) / cfg.grad_accum_steps)
     return max(1, math.ceil(per_epoch * cfg.num_epochs))
 
 
-def planned_indices(n_examples: int, cfg: TrainConfig) -> list[int]:
+def planned_indices(n_examples: int, cfg: TrainConfig, world_size: int = 1) -> list[int]:
     """Every example index the run will visit (sorted), from the same stream ``run_training`` uses.
 
     Lets a recipe precompute per-example quantities (e.g. reference log-probs) only for the
-    examples a short run actually sees.
+    examples a short run actually sees (by any process of a data-parallel run).
     """
-    total_micro = plan_total_steps(n_examples, cfg) * cfg.grad_accum_steps
-    if total_micro * cfg.batch_size >= n_examples * 2:
+    global_batch = cfg.batch_size * world_size
+    total_micro = plan_total_steps(n_examples, cfg, world_size) * cfg.grad_accum_steps
+    if total_micro * global_batch >= n_examples * 2:
         return list(range(n_examples))
-    stream = micro_batches(n_examples, cfg.batch_size, cfg.seed)
+    stream = micro_batches(n_examples, global_batch, cfg.seed)
     seen: set[int] = set()
     for _ in range(total_micro):
         seen.update(next(stream))
@@ -131,6 +135,38 @@ def _fmt(metrics: dict[str, float], keys: list[str]) -> dict[str, str]:
     return {short[k]: f"{metrics[k]:.4g}" for k in keys if k in metrics}
 
 
+def _to_device(batch: dict, device: torch.device) -> dict:
+    """The batch's tensors (also in nested dicts, e.g. KTO's mismatched pairs) on ``device``."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else _to_device(v, device) if isinstance(v, dict) else v
+            for k, v in batch.items()}
+
+
+def _local_micro_batches(stream: Iterator[list[int]], cfg: TrainConfig, dist: Dist,
+                         make_batch: Callable[[list[int]], dict]) -> list[tuple[dict, bool]]:
+    """The step's micro-batches for this process: its slice of each global micro-batch.
+
+    A slice can be empty (the last, short batch of an epoch); the process then runs the first example of
+    the global batch with weight 0, so that every process takes part in the gradient all-reduce.
+    """
+    batches = []
+    for _ in range(cfg.grad_accum_steps):
+        global_indices = next(stream)
+        local = dist.shard(global_indices, cfg.batch_size)
+        batch = make_batch(local or global_indices[:1])
+        if not local:
+            batch["stand_in"] = True  # weight 0; a loss with batch-level statistics leaves it out of them
+        batches.append((batch, not local))
+    return batches
+
+
+def _save(dist: Dist, ckpt_root: Path, step: int, model, optimizer, scheduler, keep: int) -> Path:
+    """A checkpoint written by the main process; every process waits until it is complete."""
+    if dist.is_main:
+        save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, keep)
+    dist.barrier()
+    return ckpt_root / f"step-{step}"
+
+
 def run_training(
     *,
     model: torch.nn.Module,
@@ -145,11 +181,20 @@ def run_training(
     eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     progress_keys: list[str] | None = None,
 ) -> TrainResult:
-    """Train ``model`` for the configured number of optimizer steps; see the module docstring."""
+    """Train ``model`` for the configured number of optimizer steps; see the module docstring.
+
+    Under a data-parallel launch (torchrun / accelerate launch) each process takes its slice of every
+    global micro-batch of ``batch_size × processes`` examples, losses are normalised by the global item
+    count and gradients summed by DDP, so N processes take the same steps as one process with an N times
+    larger ``batch_size`` (tests/distributed).
+    """
     if n_examples == 0:
         raise TrainingError(f"{stage}: no training examples")
     started = time.time()
-    total_steps = plan_total_steps(n_examples, cfg)
+    dist = Dist.current()
+    model.to(dist.device)
+    train_model = dist.wrap(model)  # DDP: the same parameters, gradients all-reduced in backward
+    total_steps = plan_total_steps(n_examples, cfg, dist.world_size)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     ckpt_root = checkpoint_root(run_dir, stage)
@@ -160,28 +205,34 @@ def run_training(
             state = load_checkpoint(ckpt, model, optimizer, scheduler)
             step = resumed_from = int(state["step"])
             console.print(f"[green]{stage}: resumed from {ckpt.path} (step {step}/{total_steps})[/]")
-    stream = micro_batches(n_examples, cfg.batch_size, cfg.seed, start=step * cfg.grad_accum_steps)
+    stream = micro_batches(n_examples, cfg.batch_size * dist.world_size, cfg.seed, start=step * cfg.grad_accum_steps)
     keys = progress_keys or ["loss"]
     last: dict[str, float] = {}
     eval_metrics: dict[str, float] = {}
     nonfinite = skipped = 0
-    bar = tqdm(total=total_steps, initial=step, desc=stage, unit="step", dynamic_ncols=True, leave=True)
+    bar = tqdm(total=total_steps, initial=step, desc=stage, unit="step", dynamic_ncols=True, leave=True,
+               disable=not dist.is_main)
     with graceful_stop() as stop:
         try:
             while step < total_steps:
                 model.train()
-                batches = [make_batch(next(stream)) for _ in range(cfg.grad_accum_steps)]
-                num_items = sum(count_items(b) for b in batches)
+                batches = [(_to_device(b, dist.device), empty)
+                           for b, empty in _local_micro_batches(stream, cfg, dist, make_batch)]
+                counts = [0 if empty else count_items(b) for b, empty in batches]
+                num_items = dist.sum_int(sum(counts))
                 if num_items == 0:
                     raise TrainingError(f"{stage}: an optimizer step has no loss items (all-masked batch)")
                 optimizer.zero_grad(set_to_none=True)
-                metrics: dict[str, float] = {}
-                loss_total = 0.0
-                for batch in batches:
-                    loss, batch_metrics = loss_fn(model, batch, num_items)
-                    loss.backward()
-                    loss_total += float(loss.detach())
-                    _accumulate(metrics, batch_metrics, count_items(batch) / num_items)
+                local: dict[str, float] = {"loss": 0.0}
+                for k, ((batch, empty), count) in enumerate(zip(batches, counts)):
+                    with dist.no_sync(train_model, skip=k < len(batches) - 1):
+                        loss, batch_metrics = loss_fn(train_model, batch, num_items)
+                        weight = 0.0 if empty else float(dist.world_size)  # DDP averages: undo it, exactly
+                        (loss * weight).backward()
+                    local["loss"] += 0.0 if empty else float(loss.detach())
+                    _accumulate(local, batch_metrics, count / num_items)
+                metrics = dist.sum(local)  # each process holds its share of the step's weighted means
+                loss_total = metrics.pop("loss")
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     [p for p in model.parameters() if p.requires_grad],
                     cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
@@ -202,7 +253,8 @@ def run_training(
                             "or check the data")
                 step += 1
                 metrics.update({"loss": loss_total, "train/grad_norm": float(grad_norm), "train/lr": lr,
-                                "train/epoch": step * cfg.grad_accum_steps * cfg.batch_size / n_examples,
+                                "train/epoch": step * cfg.grad_accum_steps * cfg.batch_size * dist.world_size
+                                / n_examples,
                                 "train/skipped_nonfinite": skipped})
                 last = metrics
                 if step % cfg.log_every == 0 or step == total_steps:
@@ -210,18 +262,18 @@ def run_training(
                 if eval_fn is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < total_steps:
                     eval_metrics = _evaluate(eval_fn, model, logger, step)
                 if cfg.save_every > 0 and step % cfg.save_every == 0 and step < total_steps:
-                    save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
+                    _save(dist, ckpt_root, step, model, optimizer, scheduler, cfg.keep_checkpoints)
                 bar.update(1)
                 bar.set_postfix(_fmt({**metrics, **eval_metrics}, keys), refresh=False)
-                if stop.requested and step < total_steps:  # a safe point: save, then stop
-                    saved = save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step},
-                                            cfg.keep_checkpoints)
-                    raise StopRequested(stop.signal, resume_message(stage, str(saved), step, stop.signal))
+                if dist.any(stop.requested) and step < total_steps:  # a safe point: save, then stop
+                    saved = _save(dist, ckpt_root, step, model, optimizer, scheduler, cfg.keep_checkpoints)
+                    raise StopRequested(stop.signal or signal.SIGTERM,
+                                        resume_message(stage, str(saved), step, stop.signal or signal.SIGTERM))
             if eval_fn is not None:
                 eval_metrics = _evaluate(eval_fn, model, logger, step)
                 bar.set_postfix(_fmt({**last, **eval_metrics}, keys))
             if cfg.save_final_checkpoint:
-                save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
+                _save(dist, ckpt_root, step, model, optimizer, scheduler, cfg.keep_checkpoints)
         finally:
             bar.close()
     return TrainResult(step, last, eval_metrics, resumed_from, time.time() - started)

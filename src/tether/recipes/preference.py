@@ -24,6 +24,7 @@ from tether.data import collate_pairs, collate_unpaired, load_preference_dataset
 from tether.models.loading import apply_lora, is_peft, load_causal_lm, load_tokenizer, save_model
 from tether.recipes.common import load_train_eval, prepare_run
 from tether.recipes.loop import TrainResult, planned_indices, run_training
+from tether.utils.distributed import Dist
 from tether.utils.logging import console
 
 
@@ -97,20 +98,26 @@ def preference_loss(model, batch: dict, num_items: int, cfg: PreferenceConfig, r
     """Micro-batch loss for the configured loss name, summed and divided by ``num_items``."""
     loss_fn = get_preference_loss(cfg.loss)
     logps, lengths = policy_logps(model, batch)
-    index = batch["index"]
+    index = batch["index"].cpu()  # the cached reference log-probs live on the CPU
     if cfg.loss in UNPAIRED:
         with torch.no_grad():
             kl_logps, _ = policy_logps(model, batch["kl"])
-        kl_estimate = (kl_logps - ref["kl_logps"][index]).mean()
-        losses, metrics = loss_fn(logps, ref["logps"][index], batch["desirable"], cfg.beta, kl_estimate,
+        # KTO's KL estimate is a mean over the whole (global) micro-batch: summed over processes
+        # (a stand-in batch of a process whose slice was empty counts for nothing)
+        share = 0.0 if batch.get("stand_in") else 1.0
+        gap = Dist.current().sum({"sum": share * float((kl_logps - ref["kl_logps"][index].to(kl_logps.device)).sum()),
+                                  "n": share * index.numel()})
+        kl_estimate = torch.tensor(gap["sum"] / gap["n"], device=logps.device)
+        losses, metrics = loss_fn(logps, ref["logps"][index].to(logps.device), batch["desirable"], cfg.beta,
+                                  kl_estimate,
                                   desirable_weight=cfg.kto_desirable_weight,
                                   undesirable_weight=cfg.kto_undesirable_weight)
         return losses.sum() / num_items, metrics
     n = index.numel()
     chosen, rejected = logps[:n], logps[n:]
     chosen_len, rejected_len = lengths[:n], lengths[n:]
-    ref_chosen = ref["logps"][index, 0] if ref is not None else None
-    ref_rejected = ref["logps"][index, 1] if ref is not None else None
+    ref_chosen = ref["logps"][index, 0].to(logps.device) if ref is not None else None
+    ref_rejected = ref["logps"][index, 1].to(logps.device) if ref is not None else None
     options: dict[str, Any] = {}
     if cfg.loss in ("cdpo", "robust"):
         options["label_smoothing"] = cfg.label_smoothing
@@ -169,7 +176,7 @@ def train_preference(cfg: PreferenceConfig) -> PreferenceResult:
     if cfg.loss not in REFERENCE_FREE:
         ref_model = _reference_model(cfg, policy, pad)
         with (ref_model.disable_adapter() if is_peft(ref_model) else contextlib.nullcontext()):
-            used = planned_indices(len(train_examples), cfg.train)
+            used = planned_indices(len(train_examples), cfg.train, Dist.current().world_size)
             console.print(f"reference log-probs for {len(used)} training + {len(eval_examples)} held-out examples")
             ref_train = reference_logps(ref_model, cfg, train_examples, pad, cfg.train.eval_batch_size, used)
             ref_eval = reference_logps(ref_model, cfg, eval_examples, pad, cfg.train.eval_batch_size) \

@@ -15,6 +15,8 @@ from typing import Any
 
 from rich.console import Console
 
+from tether.utils.distributed import Dist
+
 console = Console(stderr=True, highlight=False)
 
 
@@ -81,9 +83,11 @@ class MetricsLogger:
             console.print(f"[yellow]unknown metric sink '{sink}' ignored (tensorboard, wandb, mlflow)[/]")
 
     def log(self, metrics: dict[str, Any], step: int) -> dict[str, Any]:
-        self._open()
         record = {"stage": self.stage, "step": step, "time": round(time.time(), 3)}
         record.update({k: _plain(v) for k, v in metrics.items()})
+        if not Dist.current().is_main:  # in a data-parallel run the main process writes the (global) metrics
+            return record
+        self._open()
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
             handle.flush()

@@ -1,0 +1,89 @@
+"""Two CPU processes (torchrun, gloo) take the same optimizer steps as one process with the same global batch.
+
+Each process holds ``batch_size`` examples of every global micro-batch; losses are normalised by the global
+item count and DDP sums the gradients, so the loss of every step and the final weights agree with a single
+process whose ``batch_size`` is twice as large. The two differ only by float sums in another order (and
+shorter padding per process); AdamW turns that noise into differences near lr in coordinates whose gradient
+is ~0, so the comparison runs at lr 1e-4, where weights must agree within 1e-5.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from tests.helpers import EXAMPLES
+from tether.cli import app
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def launch(nproc: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node nproc -m tether.cli *args`` on this machine (gloo, one thread each)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "tether.cli", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def single(*args: str):
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, (result.stdout or "") + (result.stderr or "")
+
+
+def losses(run_dir, stage):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows if r["stage"] == stage and "loss" in r]
+
+
+def assert_same_weights(a_dir, b_dir, atol=1e-5):
+    a, b = load_file(str(a_dir / "model.safetensors")), load_file(str(b_dir / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=atol, rtol=0), (name, (a[name] - b[name]).abs().max())
+
+
+COMMON = ["train.num_threads=1", "train.learning_rate=1e-4", "train.eval_every=0", "train.save_every=0", "data.eval_fraction=0"]
+RECIPES = {
+    # recipe: (cli name, config, extra overrides); steps chosen so the runs cross an epoch boundary or accumulate
+    "sft": ("sft", "sft_tiny.yaml", ["train.max_steps=3", "data.max_train_examples=20", "train.grad_accum_steps=2"]),
+    "rm": ("rm", "rm_tiny.yaml", ["train.max_steps=3", "data.max_eval_examples=8"]),
+    "dpo": ("dpo", "dpo_tiny.yaml", ["train.max_steps=3", "data.max_eval_examples=8"]),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_two_processes_match_one_with_the_same_global_batch(recipe, tmp_path):
+    command, config, extra = RECIPES[recipe]
+    args = [command, str(EXAMPLES / config), *COMMON, *extra]
+    one, two = tmp_path / "one", tmp_path / "two"
+    single(*args, f"run_dir={one}", "train.batch_size=4")
+    result = launch(2, *args, f"run_dir={two}", "train.batch_size=2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    name = {"sft": "sft", "rm": "rm", "dpo": "dpo"}[recipe]
+    single_losses, ddp_losses = losses(one, name), losses(two, name)
+    assert len(single_losses) == len(ddp_losses) == 3  # the main process alone wrote the metrics
+    for (s1, l1), (s2, l2) in zip(single_losses, ddp_losses):
+        assert s1 == s2 and abs(l1 - l2) < 1e-5, (single_losses, ddp_losses)
+    assert_same_weights(one / name, two / name)
+    assert len({round(loss, 6) for _, loss in single_losses}) > 1  # the steps did change the model
+
+
+def test_two_processes_with_half_the_global_batch_differ(tmp_path):
+    """The comparison above can fail: two processes that each hold the single run's batch size take other steps."""
+    args = ["sft", str(EXAMPLES / "sft_tiny.yaml"), *COMMON, "train.max_steps=2", "data.max_train_examples=20"]
+    single(*args, f"run_dir={tmp_path / 'one'}", "train.batch_size=2")
+    result = launch(2, *args, f"run_dir={tmp_path / 'two'}", "train.batch_size=2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    l1, l2 = losses(tmp_path / "one", "sft"), losses(tmp_path / "two", "sft")
+    assert abs(l1[0][1] - l2[0][1]) > 1e-4
