@@ -274,6 +274,9 @@ class GRPOConfig:
     missing_eos_penalty: float = doc_field(0.0, "Subtracted from the score of a response that ends without EOS.")
     kl_limit: float = doc_field(20.0, "Stop the run when the mean KL per response exceeds this (nats).")
     max_grad_norm: float = doc_field(1.0, "Clip the gradient norm.")
+    row_seeded_sampling: bool = doc_field(
+        False, "Sample each response from its own seeded stream, so samples do not depend on the batch or the "
+               "number of processes (always on in a data-parallel run).")
     seed: int = doc_field(42, "Seed for prompt order, sampling and initialisation.")
     save_every: int = doc_field(0, "Checkpoint every N iterations (0 = only at the end).")
     num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")

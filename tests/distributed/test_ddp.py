@@ -87,3 +87,26 @@ def test_two_processes_with_half_the_global_batch_differ(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     l1, l2 = losses(tmp_path / "one", "sft"), losses(tmp_path / "two", "sft")
     assert abs(l1[0][1] - l2[0][1]) > 1e-4
+
+
+GRPO = ["grpo", str(EXAMPLES / "grpo_tiny.yaml"), "reward=tether.tasks.toy:period_density", "num_iterations=2",
+        "prompts_per_iteration=4", "group_size=4", "minibatch_size=16", "max_new_tokens=8", "num_threads=1",
+        "learning_rate=1e-4", "kl_limit=1000"]
+
+
+@pytest.mark.parametrize("advantage", ["grpo", "reinforce_pp"])
+def test_two_process_grpo_iterations_match_one_process(advantage, tmp_path):
+    """Each process samples its prompts' groups with row-seeded streams, so both runs draw the same responses;
+    group baselines (grpo) and batch whitening over all processes (reinforce_pp) then give the same step."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    single(*GRPO, f"advantage={advantage}", f"run_dir={one}", "row_seeded_sampling=true")
+    result = launch(2, *GRPO, f"advantage={advantage}", f"run_dir={two}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = {name: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+            for name, d in (("one", one), ("two", two))}
+    assert len(rows["one"]) == len(rows["two"]) == 2
+    for a, b in zip(rows["one"], rows["two"]):
+        for key in ("reward/score_mean", "response/length_mean", "objective/kl", "policy/loss"):
+            assert abs(a[key] - b[key]) < 1e-5, (key, a[key], b[key])
+    assert rows["one"][1]["objective/kl"] > 0  # the first step moved the policy off the reference
+    assert_same_weights(one / "grpo", two / "grpo")

@@ -73,6 +73,12 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = T
     """
     mean = masked_mean(values, mask)  # ()
     variance = masked_var(values, mask, unbiased=False)  # ()
+    return whiten_with(values, mask, mean, variance, shift_mean, eps)
+
+
+def whiten_with(values: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor,
+                shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """:func:`masked_whiten` with given moments (e.g. those of the whole batch of a data-parallel run)."""
     whitened = (values - mean) * torch.rsqrt(variance + eps)  # (B, T)
     if not shift_mean:
         whitened = whitened + mean

@@ -14,6 +14,7 @@ Each iteration, top to bottom:
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +22,26 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from tether.algos.advantages import broadcast_to_tokens, grpo_advantages, reinforce_pp_advantages, rloo_advantages
+from tether.algos.advantages import (
+    broadcast_to_tokens,
+    grpo_advantages,
+    reinforce_pp_advantages,
+    returns_to_go,
+    rloo_advantages,
+)
 from tether.algos.kl import kl_penalty
-from tether.algos.losses.ppo import aggregate, policy_loss
+from tether.algos.losses.ppo import aggregate, aggregate_parts, policy_loss
+from tether.algos.masked import whiten_with
 from tether.algos.rewards import kl_shaped_rewards
-from tether.config import GRPOConfig, to_dict
+from tether.config import ConfigError, GRPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, save_model
 from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
 from tether.recipes.ppo import _prompt_batches, _subset, make_heldout
-from tether.rollout.generation import GenerationConfig, generate, response_logprobs
+from tether.rollout.generation import GenerationConfig, generate, response_logprobs, row_seeds
 from tether.rollout.rewards import load_reward_source
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from tether.utils.distributed import Dist
 from tether.utils.logging import console
 from tether.utils.signals import StopRequested, graceful_stop, resume_message
 
@@ -46,10 +55,26 @@ class GRPOResult:
     alarms: list[dict] = field(default_factory=list)
 
 
-def sequence_advantages(cfg: GRPOConfig, scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Token advantages (B, T) for the configured estimator (KL-in-reward applied where configured)."""
+def global_whiten(values: torch.Tensor, mask: torch.Tensor, dist: Dist) -> torch.Tensor:
+    """Whiten over the response tokens of every process (two passes, as masked_whiten does on one)."""
+    values, weights = values.float(), mask.float()
+    totals = dist.sum({"sum": float((values * weights).sum()), "n": float(weights.sum())})
+    mean = totals["sum"] / totals["n"]
+    variance = dist.sum({"sq": float((((values - mean) ** 2) * weights).sum())})["sq"] / totals["n"]
+    return whiten_with(values, mask, torch.tensor(mean), torch.tensor(variance))
+
+
+def sequence_advantages(cfg: GRPOConfig, scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
+                        dist: Dist | None = None) -> torch.Tensor:
+    """Token advantages (B, T) for the configured estimator (KL-in-reward applied where configured).
+
+    Group baselines need only the group (a process holds whole groups); REINFORCE++ whitens over the
+    batch of all processes."""
     if cfg.advantage == "reinforce_pp":
-        return reinforce_pp_advantages(kl_shaped_rewards(scores, kl, mask, cfg.kl_coef), mask)
+        token_rewards = kl_shaped_rewards(scores, kl, mask, cfg.kl_coef)
+        if dist is not None and dist.enabled:
+            return global_whiten(returns_to_go(token_rewards, mask), mask, dist)
+        return reinforce_pp_advantages(token_rewards, mask)
     if cfg.kl_in_reward:
         scores = scores - cfg.kl_coef * (kl * mask).sum(-1)
     if cfg.advantage == "rloo":
@@ -59,28 +84,36 @@ def sequence_advantages(cfg: GRPOConfig, scores: torch.Tensor, kl: torch.Tensor,
     return broadcast_to_tokens(per_sequence, mask)
 
 
-def single_on_policy_step(cfg: GRPOConfig, batch: int) -> bool:
+def local_minibatch_size(cfg: GRPOConfig, world_size: int) -> int:
+    """``minibatch_size`` is global: each of the processes of a data-parallel run takes its share."""
+    return max(1, cfg.minibatch_size // world_size)
+
+
+def single_on_policy_step(cfg: GRPOConfig, batch: int, world_size: int = 1) -> bool:
     """One gradient step on the fresh rollout, with KL as a loss term: the old log-probs equal the training
     forward's (detached), so the separate no-grad forward is skipped (the ratio is exactly 1, as it should)."""
-    return (cfg.update_epochs == 1 and cfg.minibatch_size >= batch and not cfg.kl_in_reward
+    return (cfg.update_epochs == 1 and local_minibatch_size(cfg, world_size) >= batch and not cfg.kl_in_reward
             and cfg.advantage != "reinforce_pp")
 
 
 @torch.no_grad()
-def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer, prompts) -> tuple[dict, dict]:
+def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer, prompts,
+                    seeds: list[int] | None = None, dist: Dist | None = None) -> tuple[dict, dict]:
+    """Stages 1-4 for this process's prompts: K responses each (row-seeded when ``seeds``), scores, log-probs,
+    advantages."""
     mark = time.time()
     grouped = [p for p in prompts for _ in range(cfg.group_size)]  # K consecutive samples per prompt
     batch = collate_prompts(grouped, tokenizer.pad_token_id)
     rollout = generate(policy, batch["input_ids"], batch["attention_mask"],
                        GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p), tokenizer.eos_token_id,
-                       tokenizer.pad_token_id)
+                       tokenizer.pad_token_id, seeds=seeds)
     generate_time = time.time() - mark
     responses = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
                  for r, m in zip(rollout.response_ids, rollout.response_mask)]
     raw_scores = reward_source.score(rollout, [p.prompt_text for p in grouped], responses)
     scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
     mask = rollout.response_mask
-    reuse = single_on_policy_step(cfg, len(grouped))
+    reuse = single_on_policy_step(cfg, len(grouped), dist.world_size if dist is not None else 1)
     old_logps = None if reuse else response_logprobs(policy, rollout, cfg.temperature)
     if ref_model is None:
         with policy.disable_adapter():
@@ -89,7 +122,7 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
         ref_logps = response_logprobs(ref_model, rollout, cfg.temperature)
     # (when the old log-probs are deferred to the update, KL is not needed here: it is a loss term)
     kl = torch.zeros_like(ref_logps) if reuse else kl_penalty(old_logps, ref_logps, "k1") * mask
-    advantages = sequence_advantages(cfg, scores, kl, mask)
+    advantages = sequence_advantages(cfg, scores, kl, mask, dist)
     groups = scores.view(-1, cfg.group_size)
     metrics = {
         "reward/score_mean": float(raw_scores.mean()), "reward/proxy_mean": float(scores.mean()),
@@ -103,39 +136,70 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
     return {"rollout": rollout, "old_logps": old_logps, "ref_logps": ref_logps, "advantages": advantages}, metrics
 
 
-def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: dict) -> dict:
+SUMMED_METRICS = ("policy/loss", "policy/kl_loss")  # each process holds its share of the global loss
+
+
+def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: dict, train_policy=None,
+                dist: Dist | None = None) -> dict:
+    """Stage 5: clipped-surrogate steps over minibatches (``train_policy``: the DDP-wrapped policy, if any).
+
+    In a data-parallel run every process divides its share of the loss by the denominator of the whole
+    minibatch (summed over processes), and DDP's gradient average is undone by the factor world_size, so
+    the step equals one process's step on the union of the minibatches."""
+    dist = dist or Dist()
+    train_policy = train_policy if train_policy is not None else policy
     rollout = experience["rollout"]
     n = rollout.prompt_ids.shape[0]
+    size = local_minibatch_size(cfg, dist.world_size)
     sums: dict[str, float] = {}
     count = 0
     for _ in range(cfg.update_epochs):
         order = torch.randperm(n)
-        for start in range(0, n, cfg.minibatch_size):
-            idx = order[start:start + cfg.minibatch_size]
+        for start in range(0, n, size):
+            idx = order[start:start + size]
             mini = _subset(rollout, idx)
             mask = mini.response_mask
-            logps = response_logprobs(policy, mini, cfg.temperature)
+            denominator = None
+            if dist.enabled:  # the loss of the whole (global) minibatch
+                own = aggregate_parts(mask.float(), mask, cfg.loss_aggregation, cfg.max_new_tokens)[1]
+                denominator = dist.sum({"d": float(own)})["d"]
+            logps = response_logprobs(train_policy, mini, cfg.temperature)
             deferred = experience["old_logps"] is None
             old = logps.detach() if deferred else experience["old_logps"][idx]
             loss, metrics = policy_loss(logps, old, experience["advantages"][idx], mask, cfg.clip_range,
-                                        aggregation=cfg.loss_aggregation)
+                                        aggregation=cfg.loss_aggregation, max_length=cfg.max_new_tokens,
+                                        denominator=denominator)
             if deferred:  # the rollout's KL to the reference, from this forward
                 metrics["objective/kl"] = (kl_penalty(old, experience["ref_logps"][idx], "k1") * mask).sum(-1).mean()
             if cfg.kl_coef > 0 and not cfg.kl_in_reward and cfg.advantage != "reinforce_pp":
-                kl_term = aggregate(kl_penalty(logps, experience["ref_logps"][idx], "k3"), mask, cfg.loss_aggregation)
+                kl_term = aggregate(kl_penalty(logps, experience["ref_logps"][idx], "k3"), mask, cfg.loss_aggregation,
+                                    cfg.max_new_tokens, denominator)
                 loss = loss + cfg.kl_coef * kl_term
                 metrics["policy/kl_loss"] = kl_term.detach()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * dist.world_size).backward()  # DDP averages gradients over processes: undo it, exactly
             torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], cfg.max_grad_norm)
             optimizer.step()
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             count += 1
-    return {k: v / count for k, v in sums.items()}
+    means = {k: v / count for k, v in sums.items()}
+    return {k: v * (1.0 if k in SUMMED_METRICS else 1.0 / dist.world_size) for k, v in dist.sum(means).items()}
+
+
+def _save(dist: Dist, root: Path, iteration: int, policy, optimizer, state: dict) -> Path:
+    """A checkpoint written by the main process; every process waits until it is complete."""
+    if dist.is_main:
+        save_checkpoint(root, iteration, policy, optimizer, None, state)
+    dist.barrier()
+    return root / f"step-{iteration}"
 
 
 def train_grpo(cfg: GRPOConfig) -> GRPOResult:
+    dist = Dist.current()
+    if cfg.prompts_per_iteration % dist.world_size:
+        raise ConfigError(f"prompts_per_iteration: {cfg.prompts_per_iteration} prompts cannot be shared evenly by "
+                          f"{dist.world_size} processes; use a multiple of {dist.world_size}")
     run_dir, logger = prepare_run(cfg, cfg.name)
     set_threads(cfg.num_threads)
     seed_everything(cfg.seed)
@@ -145,8 +209,10 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     policy = apply_lora(load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id),
                         cfg.model.lora, "CAUSAL_LM")
     ref_model = frozen_reference(cfg.ref_model, policy, tokenizer.pad_token_id, cfg.model.trust_remote_code)
+    train_policy = dist.wrap(policy)  # DDP in a data-parallel run (generation uses the plain policy)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
-    heldout = make_heldout(cfg, tokenizer, reward_source)
+    heldout = make_heldout(cfg, tokenizer, reward_source) if dist.is_main else None  # evaluated once, by the main process
+    seeded = cfg.row_seeded_sampling or dist.enabled
     ckpt_root = checkpoint_root(run_dir, cfg.name)
     start = 0
     ckpt = latest_valid_checkpoint(ckpt_root, warn=lambda m: console.print(f"[yellow]{m}[/]"))
@@ -160,7 +226,7 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     stopped_early = None
     iteration = start
     bar = tqdm(total=cfg.num_iterations, initial=start, desc=f"{cfg.name} ({cfg.advantage})", unit="iter",
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=not dist.is_main)
     meta = {"recipe": "grpo", "advantage": cfg.advantage, "base_model": cfg.model.name_or_path, "reward": cfg.reward}
     state = {"iteration": start}
     with graceful_stop() as stop:
@@ -170,15 +236,21 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
             for iteration in range(start, cfg.num_iterations):
                 mark = time.time()
                 chosen = _prompt_batches(len(prompts), cfg.prompts_per_iteration, cfg.seed, iteration)
+                mine = dist.shard_evenly(list(range(len(chosen))))  # this process's prompts, whole groups
+                seeds = row_seeds(cfg.seed, iteration, [j * cfg.group_size + k for j in mine
+                                                        for k in range(cfg.group_size)]) if seeded else None
                 experience, metrics = make_experience(cfg, policy, ref_model, reward_source, tokenizer,
-                                                      [prompts[i] for i in chosen])
-                metrics.update(grpo_update(cfg, policy, optimizer, experience))
+                                                      [prompts[chosen[j]] for j in mine], seeds, dist)
+                metrics = {k: v / dist.world_size for k, v in dist.sum(metrics).items()}  # equal shares: the mean
+                metrics.update(grpo_update(cfg, policy, optimizer, experience, train_policy, dist))
                 metrics["time/iteration"] = time.time() - mark
                 fired = []
                 if heldout is not None and heldout.due(iteration + 1, cfg.num_iterations):
                     heldout_metrics, fired = heldout.step(policy, ref_model, iteration + 1, run_dir, cfg.name, tokenizer,
                                                           meta)
                     metrics.update(heldout_metrics)
+                if dist.any(bool(fired)) and not fired:  # every process stops when the main one's alarm fires
+                    fired = [{"message": "the reward-hacking alarm fired on the main process"}]
                 logger.log(metrics, iteration + 1)
                 history.append(metrics)
                 bar.update(1)
@@ -198,15 +270,16 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                     console.print(f"[bold red]stopping:[/] {stopped_early}")
                     iteration += 1
                     break
-                if stop.requested and iteration + 1 < cfg.num_iterations:  # a safe point: save, then stop
-                    saved = save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, state)
-                    raise StopRequested(stop.signal, resume_message(cfg.name, str(saved), iteration + 1, stop.signal))
+                if dist.any(stop.requested) and iteration + 1 < cfg.num_iterations:  # a safe point: save, then stop
+                    signum = stop.signal or signal.SIGTERM
+                    saved = _save(dist, ckpt_root, iteration + 1, policy, optimizer, state)
+                    raise StopRequested(signum, resume_message(cfg.name, str(saved), iteration + 1, signum))
                 if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
-                    save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, state)
+                    _save(dist, ckpt_root, iteration + 1, policy, optimizer, state)
             else:
                 iteration = cfg.num_iterations
             if iteration > start:
-                save_checkpoint(ckpt_root, iteration, policy, optimizer, None, {**state, "iteration": iteration})
+                _save(dist, ckpt_root, iteration, policy, optimizer, {**state, "iteration": iteration})
         finally:
             bar.close()
             logger.close()

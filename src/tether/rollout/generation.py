@@ -23,6 +23,48 @@ class GenerationConfig:
     do_sample: bool = True
 
 
+class RowSeededSampler:
+    """Sample each row with its own random stream: Gumbel-max over the tempered, top-p-truncated logits.
+
+    ``argmax(log softmax(z/T) + G)`` with G = −log(−log U), U ~ Uniform(0, 1) drawn from the row's own
+    ``torch.Generator``, is an exact sample of softmax(z/T) (restricted to the nucleus when top-p < 1). A
+    response then depends only on its prompt and its seed, not on the other rows of the batch or on how
+    many processes share the work, so a data-parallel run samples what a single process would.
+    Used as the last logits processor of a greedy ``generate``.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        if temperature <= 0:
+            raise ValueError("row-seeded sampling needs temperature > 0")
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # scores (B, V)
+        logps = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            logps = nucleus(logps, self.top_p)
+        uniforms = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64)
+                                for g in self.generators]).clamp_(min=1e-300)  # (B, V)
+        gumbel = -torch.log(-torch.log(uniforms)).to(scores.device)
+        return (logps.double() + gumbel).to(scores.dtype)
+
+
+def nucleus(logps: torch.Tensor, top_p: float) -> torch.Tensor:
+    """log-probs (B, V) with everything outside the smallest set of mass ≥ top_p set to −inf (the top token
+    always stays)."""
+    sorted_logps, order = logps.sort(dim=-1, descending=True)
+    mass_before = sorted_logps.exp().cumsum(-1) - sorted_logps.exp()  # probability of the tokens ranked above
+    drop_sorted = mass_before >= top_p
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logps.masked_fill(drop, float("-inf"))
+
+
+def row_seeds(seed: int, iteration: int, sample_indices: list[int]) -> list[int]:
+    """One seed per response from (run seed, iteration, the response's index in the iteration's global batch)."""
+    return [(seed * 1_000_003 + iteration) * 65_537 + i for i in sample_indices]
+
+
 @dataclass
 class Rollout:
     prompt_ids: torch.Tensor       # (B, P) left-padded
@@ -61,13 +103,24 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config: GenerationConfig,
-             eos_token_id: int, pad_token_id: int) -> Rollout:
-    """Sample one response per (left-padded) prompt."""
+             eos_token_id: int, pad_token_id: int, seeds: list[int] | None = None) -> Rollout:
+    """Sample one response per (left-padded) prompt.
+
+    With ``seeds`` (one per row) each row is sampled from its own random stream (:class:`RowSeededSampler`),
+    independent of the batch it is in; without, from torch's global generator (transformers' sampler).
+    """
     was_training = model.training
     model.eval()
     kwargs = dict(max_new_tokens=config.max_new_tokens, do_sample=config.do_sample, pad_token_id=pad_token_id,
                   eos_token_id=eos_token_id)
-    if config.do_sample:
+    if config.do_sample and seeds is not None:
+        from transformers import LogitsProcessorList
+
+        if len(seeds) != prompt_ids.shape[0]:
+            raise ValueError(f"{len(seeds)} seeds for {prompt_ids.shape[0]} prompts")
+        kwargs.update(do_sample=False, logits_processor=LogitsProcessorList(
+            [RowSeededSampler(seeds, config.temperature, config.top_p)]))
+    elif config.do_sample:
         kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
     output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **kwargs)
     model.train(was_training)

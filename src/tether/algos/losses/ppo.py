@@ -12,7 +12,26 @@ import torch
 from tether.algos.masked import masked_mean
 
 
-def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token_mean") -> torch.Tensor:
+def aggregate_parts(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token_mean",
+                    max_length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(numerator, denominator) of :func:`aggregate`: the loss is numerator / denominator.
+
+    Split so that a data-parallel run can sum the denominators of all processes and every process
+    divides its numerator by the global one (the loss of the whole batch, not a mean of means).
+    """
+    mask = mask.float()
+    if mode == "token_mean":
+        return (per_token * mask).sum(), mask.sum()
+    n_seq = torch.tensor(float(mask.shape[0]), device=mask.device)
+    if mode == "seq_mean_token_mean":
+        return masked_mean(per_token, mask, dim=-1).sum(), n_seq
+    if mode == "seq_mean_token_sum_norm":
+        return (per_token * mask).sum(), n_seq * float(max_length or mask.shape[-1])
+    raise ValueError(f"unknown loss aggregation '{mode}'")
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token_mean",
+              max_length: int | None = None, denominator: torch.Tensor | float | None = None) -> torch.Tensor:
     """Reduce a (B, T) per-token loss to a scalar.
 
     - ``token_mean``: mean over all response tokens in the batch (every token weighs the
@@ -20,21 +39,20 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token_me
     - ``seq_mean_token_mean``: mean over tokens within each response, then over responses
       (original GRPO). Tokens of long responses weigh less: a length bias that favours
       long wrong answers and short right ones (Dr. GRPO, Liu et al. 2025).
-    - ``seq_mean_token_sum_norm``: sum over tokens divided by the constant T (Dr. GRPO),
-      unbiased with respect to length.
+    - ``seq_mean_token_sum_norm``: sum over tokens divided by a constant length (Dr. GRPO),
+      unbiased with respect to length: ``max_length`` (the generation budget), or T when not given.
+
+    ``denominator`` replaces this batch's own (e.g. the sum over all processes of a data-parallel run).
     """
-    mask = mask.float()
-    if mode == "token_mean":
-        return masked_mean(per_token, mask)
-    if mode == "seq_mean_token_mean":
-        return masked_mean(per_token, mask, dim=-1).mean()
-    if mode == "seq_mean_token_sum_norm":
-        return (per_token * mask).sum(-1).mean() / mask.shape[-1]
-    raise ValueError(f"unknown loss aggregation '{mode}'")
+    if denominator is None and mode == "token_mean":
+        return masked_mean(per_token, mask.float())  # (raises on a batch without a single response token)
+    numerator, own = aggregate_parts(per_token, mask, mode, max_length)
+    return numerator / (own if denominator is None else denominator)
 
 
 def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip_range: float = 0.2, dual_clip: float | None = None, aggregation: str = "token_mean"):
+                clip_range: float = 0.2, dual_clip: float | None = None, aggregation: str = "token_mean",
+                max_length: int | None = None, denominator: torch.Tensor | float | None = None):
     """Clipped surrogate: −min(ρA, clip(ρ, 1−ε, 1+ε)A) with ρ = exp(log π − log π_old) → (loss, metrics).
 
     ``dual_clip`` c > 1 (Ye et al. 2020) additionally bounds the loss by −c·A where A < 0, so
@@ -49,7 +67,7 @@ def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.
         if dual_clip <= 1.0:
             raise ValueError("dual_clip must be > 1")
         per_token = torch.where(advantages < 0, torch.minimum(per_token, -dual_clip * advantages), per_token)
-    loss = aggregate(per_token, mask, aggregation)
+    loss = aggregate(per_token, mask, aggregation, max_length, denominator)
     with torch.no_grad():
         metrics = {
             "policy/loss": loss.detach(),

@@ -1,0 +1,54 @@
+"""Row-seeded sampling: an exact sample of the tempered (nucleus-truncated) distribution, independent of the batch."""
+
+import math
+
+import torch
+
+from tests.helpers import tiny_model_config
+from tether.rollout.generation import GenerationConfig, RowSeededSampler, generate, nucleus, row_seeds
+
+
+def test_nucleus_keeps_the_smallest_set_with_mass_at_least_top_p():
+    logps = torch.tensor([[0.15, 0.5, 0.05, 0.3]]).log()
+    kept = nucleus(logps, 0.8).isfinite()  # 0.5 + 0.3 = 0.8 reaches top_p: 0.15 and 0.05 go
+    assert kept.tolist() == [[False, True, False, True]]
+    assert nucleus(logps, 0.81).isfinite().tolist() == [[True, True, False, True]]  # 0.95 needed
+    assert nucleus(logps, 0.1).isfinite().tolist() == [[False, True, False, False]]  # the top token always stays
+
+
+def test_gumbel_max_frequencies_match_the_tempered_softmax():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    temperature = 2.0
+    expected = torch.softmax(logits / temperature, -1)  # [0.455, 0.276, 0.167, 0.102]
+    sampler = RowSeededSampler([7], temperature, 1.0)
+    draws = torch.tensor([int(sampler(None, logits[None]).argmax()) for _ in range(20_000)])
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    # 4 standard errors of a binomial frequency at n = 20000 is at most 0.0142
+    assert (freq - expected).abs().max() < 4 * math.sqrt(0.25 / len(draws)), (freq, expected)
+    truncated = RowSeededSampler([7], 1.0, 0.7)  # softmax(logits) = [0.644, 0.237, 0.087, 0.032]: keep 2
+    picks = {int(truncated(None, logits[None]).argmax()) for _ in range(2000)}
+    assert picks == {0, 1}
+
+
+def test_a_row_samples_the_same_response_in_any_batch():
+    from tether.models.loading import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer("embedded")
+    model = load_causal_lm(tiny_model_config(), seed=0, pad_token_id=tokenizer.pad_token_id)
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    prompts = [tokenizer("Tell me about the sea in one line").input_ids, tokenizer("Hi").input_ids]
+
+    def batch(rows):
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        return ids, mask
+
+    config = GenerationConfig(max_new_tokens=10, temperature=1.0)
+    seeds = row_seeds(3, 0, [0, 1])
+    both = generate(model, *batch(prompts), config, eos, pad, seeds=seeds)
+    alone = generate(model, *batch(prompts[1:]), config, eos, pad, seeds=seeds[1:])  # other padding, other batch
+    n = int(alone.response_mask[0].sum())
+    assert both.response_ids[1, :n].tolist() == alone.response_ids[0, :n].tolist()
+    other_seed = generate(model, *batch(prompts[1:]), config, eos, pad, seeds=row_seeds(4, 0, [1]))
+    assert other_seed.response_ids[0].tolist() != alone.response_ids[0].tolist()
