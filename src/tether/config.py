@@ -234,6 +234,9 @@ class PPOConfig:
     whiten_advantages: bool = doc_field(True, "Whiten advantages over the batch's response tokens.")
     approx_kl_stop: float = doc_field(0.0, "Stop an update epoch early when approx KL(old‖new) exceeds this (0 = off).")
     max_grad_norm: float = doc_field(1.0, "Clip each model's gradient norm.")
+    row_seeded_sampling: bool = doc_field(
+        False, "Sample each response from its own seeded stream, so samples do not depend on the batch or the "
+               "number of processes (always on in a data-parallel run).")
     seed: int = doc_field(42, "Seed for prompt order, sampling and initialisation.")
     save_every: int = doc_field(0, "Checkpoint every N iterations (0 = only at the end).")
     num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")

@@ -110,3 +110,26 @@ def test_two_process_grpo_iterations_match_one_process(advantage, tmp_path):
             assert abs(a[key] - b[key]) < 1e-5, (key, a[key], b[key])
     assert rows["one"][1]["objective/kl"] > 0  # the first step moved the policy off the reference
     assert_same_weights(one / "grpo", two / "grpo")
+
+
+PPO = ["ppo", str(EXAMPLES / "ppo_tiny.yaml"), "reward=tether.tasks.toy:period_density", "num_iterations=2",
+       "rollout_batch_size=8", "minibatch_size=8", "ppo_epochs=2", "max_new_tokens=8", "num_threads=1",
+       "learning_rate=1e-4", "value_learning_rate=1e-4", "kl_limit=1000"]
+
+
+def test_two_process_ppo_iterations_match_one_process(tmp_path):
+    """PPO in two processes: row-seeded rollouts, the score normaliser fed every process's scores, advantages
+    whitened over all tokens, token losses over the global minibatch: the same iterations as one process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    single(*PPO, f"run_dir={one}", "row_seeded_sampling=true")
+    result = launch(2, *PPO, f"run_dir={two}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = {name: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+            for name, d in (("one", one), ("two", two))}
+    assert len(rows["one"]) == len(rows["two"]) == 2
+    for a, b in zip(rows["one"], rows["two"]):
+        for key in ("reward/score_mean", "reward/score_std", "objective/kl", "objective/kl_coef", "policy/loss",
+                    "value/loss", "objective/entropy", "policy/approx_kl"):
+            assert abs(a[key] - b[key]) < 1e-5, (key, a[key], b[key])
+    assert rows["one"][1]["objective/kl"] > 0
+    assert_same_weights(one / "ppo", two / "ppo")

@@ -31,7 +31,6 @@ from tether.algos.advantages import (
 )
 from tether.algos.kl import kl_penalty
 from tether.algos.losses.ppo import aggregate, aggregate_parts, policy_loss
-from tether.algos.masked import whiten_with
 from tether.algos.rewards import kl_shaped_rewards
 from tether.config import ConfigError, GRPOConfig, to_dict
 from tether.data import collate_prompts
@@ -55,15 +54,6 @@ class GRPOResult:
     alarms: list[dict] = field(default_factory=list)
 
 
-def global_whiten(values: torch.Tensor, mask: torch.Tensor, dist: Dist) -> torch.Tensor:
-    """Whiten over the response tokens of every process (two passes, as masked_whiten does on one)."""
-    values, weights = values.float(), mask.float()
-    totals = dist.sum({"sum": float((values * weights).sum()), "n": float(weights.sum())})
-    mean = totals["sum"] / totals["n"]
-    variance = dist.sum({"sq": float((((values - mean) ** 2) * weights).sum())})["sq"] / totals["n"]
-    return whiten_with(values, mask, torch.tensor(mean), torch.tensor(variance))
-
-
 def sequence_advantages(cfg: GRPOConfig, scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
                         dist: Dist | None = None) -> torch.Tensor:
     """Token advantages (B, T) for the configured estimator (KL-in-reward applied where configured).
@@ -73,7 +63,7 @@ def sequence_advantages(cfg: GRPOConfig, scores: torch.Tensor, kl: torch.Tensor,
     if cfg.advantage == "reinforce_pp":
         token_rewards = kl_shaped_rewards(scores, kl, mask, cfg.kl_coef)
         if dist is not None and dist.enabled:
-            return global_whiten(returns_to_go(token_rewards, mask), mask, dist)
+            return dist.whiten(returns_to_go(token_rewards, mask), mask)
         return reinforce_pp_advantages(token_rewards, mask)
     if cfg.kl_in_reward:
         scores = scores - cfg.kl_coef * (kl * mask).sum(-1)

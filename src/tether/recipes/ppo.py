@@ -15,6 +15,7 @@ Each iteration, top to bottom:
 from __future__ import annotations
 
 import copy
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +26,24 @@ from tqdm.auto import tqdm
 from tether.algos.advantages import gae
 from tether.algos.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from tether.algos.losses.ppo import explained_variance, policy_loss, value_loss
-from tether.algos.masked import masked_mean, masked_whiten
+from tether.algos.masked import masked_mean
 from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
-from tether.config import ModelConfig, PPOConfig, to_dict
+from tether.config import ConfigError, ModelConfig, PPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.models.loading import apply_lora, load_causal_lm, load_reward_model, load_tokenizer, save_model
 from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
 from tether.recipes.loop import TrainingError, epoch_order
-from tether.rollout.generation import GenerationConfig, Rollout, generate, position_ids, response_logprobs
+from tether.rollout.generation import (
+    GenerationConfig,
+    Rollout,
+    generate,
+    position_ids,
+    response_logprobs,
+    row_seeds,
+)
 from tether.rollout.rewards import load_reward_source, parse_weighted
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from tether.utils.distributed import Dist
 from tether.utils.logging import console
 from tether.utils.signals import StopRequested, graceful_stop, resume_message
 
@@ -55,6 +64,11 @@ class PolicyAndValue(torch.nn.Module):
         super().__init__()
         self.policy = policy
         self.value = value
+
+    def forward(self, rollout: Rollout, temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The update's forward of a minibatch, in one call (so DDP can wrap it): (logps, entropy, values), (B, R)."""
+        logps, entropy = response_logprobs(self.policy, rollout, temperature, return_entropy=True)
+        return logps, entropy, token_values(self.value, rollout)
 
 
 def token_values(value_model, rollout: Rollout) -> torch.Tensor:
@@ -90,14 +104,19 @@ def _prompt_batches(n: int, batch_size: int, seed: int, iteration: int) -> list[
 
 @torch.no_grad()
 def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_source, tokenizer, prompts, kl_coef,
-                    moments: RunningMoments) -> tuple[dict, dict]:
-    """Stages 1-5: a rollout with everything the update needs, and its metrics."""
+                    moments: RunningMoments, seeds: list[int] | None = None,
+                    dist: Dist | None = None) -> tuple[dict, dict]:
+    """Stages 1-5 for this process's prompts: a rollout with everything the update needs, and its metrics.
+
+    In a data-parallel run the score normaliser sees the scores of every process and advantages are
+    whitened over every process's tokens, as one process holding the whole batch would do."""
+    dist = dist or Dist()
     timings = {}
     mark = time.time()
     batch = collate_prompts(prompts, tokenizer.pad_token_id)
     gen = GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p)
     rollout = generate(models.policy, batch["input_ids"], batch["attention_mask"], gen, tokenizer.eos_token_id,
-                       tokenizer.pad_token_id)
+                       tokenizer.pad_token_id, seeds=seeds)
     timings["time/generate"] = time.time() - mark
     mark = time.time()
     responses = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
@@ -115,8 +134,9 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
         ref_logps = response_logprobs(ref_model, rollout, cfg.temperature)
     values = token_values(models.value, rollout)
     timings["time/logprobs_values"] = time.time() - mark
+    all_raw_scores, all_scores = dist.all_gather(raw_scores.float()), dist.all_gather(scores.float())
     if cfg.normalize_scores:
-        moments.update(scores)
+        moments.update(all_scores)
         scores_used = moments.normalize(scores)
     else:
         scores_used = scores
@@ -125,45 +145,62 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
     rewards = kl_shaped_rewards(scores_used, kl, mask, kl_coef)
     advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
-        advantages = masked_whiten(advantages, mask)
+        advantages = dist.whiten(advantages, mask)
     kl_per_response = (kl_penalty(old_logps, ref_logps, "k1") * mask).sum(-1)
     experience = {"rollout": rollout, "old_logps": old_logps, "old_values": values, "advantages": advantages,
                   "returns": returns, "responses": responses}
     metrics = {
-        "reward/score_mean": float(raw_scores.mean()), "reward/score_std": float(raw_scores.std()) if len(raw_scores) > 1
-        else 0.0, "reward/proxy_mean": float(scores.mean()), "reward/normalized_mean": float(scores_used.mean()),
+        "reward/score_mean": float(all_raw_scores.mean()),
+        "reward/score_std": float(all_raw_scores.std()) if len(all_raw_scores) > 1 else 0.0,
+        "reward/proxy_mean": float(all_scores.mean()), "reward/normalized_mean": float(scores_used.mean()),
         "objective/kl": float(kl_per_response.mean()), "objective/kl_coef": kl_coef,
-        "objective/rlhf_reward": float(scores.mean() - kl_coef * kl_per_response.mean()),
+        "objective/rlhf_reward": float(all_scores.mean() - kl_coef * kl_per_response.mean()),
         "response/length_mean": float(mask.sum(-1).float().mean()),
         "response/eos_frac": float(rollout.ended_with_eos.float().mean()),
         **timings,
     }
+    gathered = {"reward/score_mean", "reward/score_std", "reward/proxy_mean", "objective/kl_coef"}
+    local = dist.sum({k: v for k, v in metrics.items() if k not in gathered})  # equal shares: the mean
+    metrics.update({k: v / dist.world_size for k, v in local.items()})
+    metrics["objective/rlhf_reward"] = metrics["reward/proxy_mean"] - kl_coef * metrics["objective/kl"]
     return experience, metrics
 
 
-def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: dict) -> dict:
-    """Stage 6: PPO epochs over minibatches of one rollout batch."""
+SUMMED_METRICS = ("policy/loss", "value/loss", "objective/entropy")  # each process holds its share
+
+
+def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: dict, train_models=None,
+               dist: Dist | None = None) -> dict:
+    """Stage 6: PPO epochs over minibatches of one rollout batch (``train_models``: the DDP-wrapped models).
+
+    In a data-parallel run each process divides its token sums by the token count of the whole (global)
+    minibatch and the early stop on approx KL is decided on the global value, so every process takes the
+    same steps."""
+    dist = dist or Dist()
+    train_models = train_models if train_models is not None else models
     rollout = experience["rollout"]
     n = rollout.prompt_ids.shape[0]
+    size = max(1, cfg.minibatch_size // dist.world_size)
     sums: dict[str, float] = {}
     count = 0
     stopped = False
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(n)
-        for start in range(0, n, cfg.minibatch_size):
-            idx = order[start:start + cfg.minibatch_size]
+        for start in range(0, n, size):
+            idx = order[start:start + size]
             mini = _subset(rollout, idx)
             mask = mini.response_mask
-            logps, entropy = response_logprobs(models.policy, mini, cfg.temperature, return_entropy=True)
+            tokens = dist.sum({"n": float(mask.sum())})["n"] if dist.enabled else None
+            logps, entropy, values = train_models(mini, cfg.temperature)
             pg_loss, pg_metrics = policy_loss(logps, experience["old_logps"][idx], experience["advantages"][idx],
-                                              mask, cfg.clip_range, cfg.dual_clip)
-            values = token_values(models.value, mini)
+                                              mask, cfg.clip_range, cfg.dual_clip, denominator=tokens)
             vf_loss, vf_metrics = value_loss(values, experience["old_values"][idx], experience["returns"][idx], mask,
-                                             cfg.value_clip_range)
-            entropy_mean = masked_mean(entropy, mask)  # (has grad: the entropy bonus)
+                                             cfg.value_clip_range, denominator=tokens)
+            # (has grad: the entropy bonus)
+            entropy_mean = masked_mean(entropy, mask) if tokens is None else (entropy * mask).sum() / tokens
             loss = pg_loss + cfg.value_coef * vf_loss - cfg.entropy_coef * entropy_mean
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * dist.world_size).backward()  # DDP averages gradients over processes: undo it, exactly
             for part in (models.policy, models.value):
                 torch.nn.utils.clip_grad_norm_([p for p in part.parameters() if p.requires_grad], cfg.max_grad_norm)
             optimizer.step()
@@ -173,12 +210,14 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: di
                                "value/explained_variance": ev}.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             count += 1
-            if cfg.approx_kl_stop > 0 and float(pg_metrics["policy/approx_kl"]) > cfg.approx_kl_stop:
+            approx_kl = dist.sum({"kl": float(pg_metrics["policy/approx_kl"])})["kl"] / dist.world_size
+            if cfg.approx_kl_stop > 0 and approx_kl > cfg.approx_kl_stop:
                 stopped = True
                 break
         if stopped:
             break
-    metrics = {k: v / count for k, v in sums.items()}
+    means = dist.sum({k: v / count for k, v in sums.items()})
+    metrics = {k: v * (1.0 if k in SUMMED_METRICS else 1.0 / dist.world_size) for k, v in means.items()}
     metrics["policy/early_stopped"] = float(stopped)
     return metrics
 
@@ -202,7 +241,19 @@ def make_heldout(cfg, tokenizer, reward_source):
                             cfg.data.max_length, cfg.temperature, cfg.data.chat_template)
 
 
+def _save(dist: Dist, root: Path, iteration: int, models, optimizer, state: dict) -> Path:
+    """A checkpoint written by the main process; every process waits until it is complete."""
+    if dist.is_main:
+        save_checkpoint(root, iteration, models, optimizer, None, state)
+    dist.barrier()
+    return root / f"step-{iteration}"
+
+
 def train_ppo(cfg: PPOConfig) -> PPOResult:
+    dist = Dist.current()
+    if cfg.rollout_batch_size % dist.world_size:
+        raise ConfigError(f"rollout_batch_size: {cfg.rollout_batch_size} prompts cannot be shared evenly by "
+                          f"{dist.world_size} processes; use a multiple of {dist.world_size}")
     run_dir, logger = prepare_run(cfg, cfg.name)
     set_threads(cfg.num_threads)
     seed_everything(cfg.seed)
@@ -210,7 +261,9 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     prompts = load_generation_prompts(cfg, tokenizer)
     reward_source = load_reward_source(cfg.reward, tokenizer)
     models, ref_model = _build_models(cfg, tokenizer)
-    heldout = make_heldout(cfg, tokenizer, reward_source)
+    train_models = dist.wrap(models)  # DDP in a data-parallel run (generation uses the plain policy)
+    heldout = make_heldout(cfg, tokenizer, reward_source) if dist.is_main else None  # evaluated by the main process
+    seeded = cfg.row_seeded_sampling or dist.enabled
     optimizer = torch.optim.AdamW([
         {"params": [p for p in models.policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},
         {"params": [p for p in models.value.parameters() if p.requires_grad], "lr": cfg.value_learning_rate},
@@ -231,7 +284,8 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
         console.print(f"[green]{cfg.name}: resumed from {ckpt.path} (iteration {start}/{cfg.num_iterations})[/]")
     history: list[dict] = []
     stopped_early = None
-    bar = tqdm(total=cfg.num_iterations, initial=start, desc=cfg.name, unit="iter", dynamic_ncols=True)
+    bar = tqdm(total=cfg.num_iterations, initial=start, desc=cfg.name, unit="iter", dynamic_ncols=True,
+               disable=not dist.is_main)
     iteration = start
     meta = {"recipe": "ppo", "base_model": cfg.model.name_or_path, "reward": cfg.reward}
     with graceful_stop() as stop:
@@ -240,12 +294,14 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
                 logger.log(heldout.step(models.policy, ref_model, 0, run_dir, cfg.name, tokenizer, meta)[0], 0)
             for iteration in range(start, cfg.num_iterations):
                 mark = time.time()
-                batch_prompts = [prompts[i] for i in _prompt_batches(len(prompts), cfg.rollout_batch_size, cfg.seed,
-                                                                     iteration)]
-                experience, metrics = make_experience(cfg, models, ref_model, reward_source, tokenizer, batch_prompts,
-                                                      kl_ctl.value, moments)
+                chosen = _prompt_batches(len(prompts), cfg.rollout_batch_size, cfg.seed, iteration)
+                mine = dist.shard_evenly(list(range(len(chosen))))  # this process's share of the batch
+                seeds = row_seeds(cfg.seed, iteration, mine) if seeded else None
+                experience, metrics = make_experience(cfg, models, ref_model, reward_source, tokenizer,
+                                                      [prompts[chosen[j]] for j in mine], kl_ctl.value, moments,
+                                                      seeds, dist)
                 update_start = time.time()
-                metrics.update(ppo_update(cfg, models, optimizer, experience))
+                metrics.update(ppo_update(cfg, models, optimizer, experience, train_models, dist))
                 metrics["time/update"] = time.time() - update_start
                 metrics["time/iteration"] = time.time() - mark
                 kl_ctl.update(metrics["objective/kl"], cfg.rollout_batch_size)
@@ -254,6 +310,8 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
                     heldout_metrics, fired = heldout.step(models.policy, ref_model, iteration + 1, run_dir, cfg.name,
                                                           tokenizer, meta)
                     metrics.update(heldout_metrics)
+                if dist.any(bool(fired)) and not fired:  # every process stops when the main one's alarm fires
+                    fired = [{"message": "the reward-hacking alarm fired on the main process"}]
                 logger.log(metrics, iteration + 1)
                 history.append(metrics)
                 bar.update(1)
@@ -276,15 +334,16 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
                     console.print(f"[bold red]stopping:[/] {stopped_early}")
                     iteration += 1
                     break
-                if stop.requested and iteration + 1 < cfg.num_iterations:  # a safe point: save, then stop
-                    saved = save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state)
-                    raise StopRequested(stop.signal, resume_message(cfg.name, str(saved), iteration + 1, stop.signal))
+                if dist.any(stop.requested) and iteration + 1 < cfg.num_iterations:  # a safe point: save, then stop
+                    signum = stop.signal or signal.SIGTERM
+                    saved = _save(dist, ckpt_root, iteration + 1, models, optimizer, state)
+                    raise StopRequested(signum, resume_message(cfg.name, str(saved), iteration + 1, signum))
                 if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
-                    save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state)
+                    _save(dist, ckpt_root, iteration + 1, models, optimizer, state)
             else:
                 iteration = cfg.num_iterations
             if iteration > start:
-                save_checkpoint(ckpt_root, iteration, models, optimizer, None, state)
+                _save(dist, ckpt_root, iteration, models, optimizer, state)
         except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
             raise TrainingError(f"out of memory: lower rollout_batch_size or minibatch_size ({exc})") from None
         finally:

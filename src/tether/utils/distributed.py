@@ -3,7 +3,7 @@
 A recipe launched with ``torchrun --nproc_per_node N -m tether.cli sft ...`` or
 ``accelerate launch --num_processes N -m tether.cli sft ...`` runs N copies of itself;
 ``Dist.current()`` finds out which copy this is (accelerate reads the launcher's environment and
-starts the process group: gloo on CPUs, NCCL on GPUs) and the training code uses it to
+starts the process group; gloo, since tether computes on CPUs today) and the training code uses it to
 
 - take its slice of each global micro-batch (``shard``): every process draws the same global
   order from the seed, so N processes with ``batch_size`` b see exactly the examples one process
@@ -67,7 +67,8 @@ class Dist:
         from accelerate import Accelerator
         from accelerate.utils import DistributedType
 
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        # compute stays on the CPU for now (gloo): the recipes do not place models and batches on GPUs yet
+        accelerator = Accelerator(cpu=True)
         kind = accelerator.distributed_type
         if kind not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
             raise DistributedError(
@@ -132,17 +133,29 @@ class Dist:
         """True on every process when ``flag`` is true on any (e.g. a stop signal reached one of them)."""
         return bool(self.sum({"v": float(flag)})["v"] > 0) if self.enabled else flag
 
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every process's ``tensor`` (same shape on each), concatenated along dim 0 in rank order."""
+        if not self.enabled:
+            return tensor
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        torch.distributed.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    def whiten(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``masked_whiten`` over the masked elements of every process (two passes, as on one process)."""
+        from tether.algos.masked import masked_whiten, whiten_with
+
+        if not self.enabled:
+            return masked_whiten(values, mask)
+        values, weights = values.float(), mask.float()
+        totals = self.sum({"sum": float((values * weights).sum()), "n": float(weights.sum())})
+        mean = totals["sum"] / totals["n"]
+        variance = self.sum({"sq": float((((values - mean) ** 2) * weights).sum())})["sq"] / totals["n"]
+        return whiten_with(values, mask, torch.tensor(mean), torch.tensor(variance))
+
     def barrier(self) -> None:
         if self.enabled:
             torch.distributed.barrier()
-
-    def broadcast_object(self, obj: Any) -> Any:
-        """``obj`` from the main process, on every process."""
-        if not self.enabled:
-            return obj
-        holder = [obj]
-        torch.distributed.broadcast_object_list(holder, src=0)
-        return holder[0]
 
     @property
     def _comm_device(self) -> torch.device:

@@ -80,14 +80,15 @@ def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip_range: float = 0.2, aggregation: str = "token_mean"):
+               clip_range: float = 0.2, aggregation: str = "token_mean",
+               denominator: torch.Tensor | float | None = None):
     """Clipped value loss: ½·max((V − R)², (clip(V, V_old ± ε) − R)²) → (loss, metrics)."""
     values, old_values, returns = values.float(), old_values.float(), returns.float()
     clipped_values = old_values + (values - old_values).clamp(-clip_range, clip_range)
     unclipped_loss = (values - returns) ** 2
     clipped_loss = (clipped_values - returns) ** 2
     per_token = 0.5 * torch.maximum(unclipped_loss, clipped_loss)
-    loss = aggregate(per_token, mask, aggregation)
+    loss = aggregate(per_token, mask, aggregation, denominator=denominator)
     with torch.no_grad():
         metrics = {"value/loss": loss.detach(), "value/clip_frac": masked_mean((clipped_loss > unclipped_loss).float(), mask)}
     return loss, metrics
