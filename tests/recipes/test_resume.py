@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers import EXAMPLES, tiny_model_config
-from tether.config import DataConfig, GRPOConfig, HeldOutConfig, ModelConfig, RejectionSamplingConfig, TrainConfig
+from tether.config import DataConfig, GRPOConfig, HeldOutConfig, RejectionSamplingConfig, TrainConfig
+from tether.utils.logging import read_metrics
 
 DATA = EXAMPLES / "data"
 # a reward with spread on a random policy's text (every group has a non-zero std), so every update moves the weights
@@ -76,3 +77,58 @@ def test_resumed_grpo_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     for field in ("gold", "proxy", "kl", "length"):
         assert [p[field] for p in cut_curve["points"]] == pytest.approx([p[field] for p in full_curve["points"]],
                                                                         abs=1e-6), field
+
+
+def _rejection(run_dir):
+    return RejectionSamplingConfig(run_dir=str(run_dir), model=tiny_model_config(), reward=REWARD,
+                                   data=DataConfig(train_file=str(DATA / "prompts.jsonl")), rounds=2, n=3,
+                                   max_new_tokens=8, max_prompts=8,
+                                   train=TrainConfig(learning_rate=3e-3, max_steps=3, batch_size=4,
+                                                     save_final_checkpoint=False, report_to=[]))
+
+
+def test_rejection_sampling_resumes_after_its_last_finished_round(tmp_path, monkeypatch):
+    from tether.recipes import best_of_n as bon
+    from tether.recipes import sft as sft_module
+
+    full = bon.run_rejection_sampling(_rejection(tmp_path / "full"))
+    calls = {"sample": 0, "sft": 0}
+    original_sample, original_sft = bon.sample_and_score, sft_module.train_sft
+
+    def sample(*args, crash_at=None, **kwargs):
+        calls["sample"] += 1
+        if calls["sample"] == crash_at:
+            raise KeyboardInterrupt  # killed while sampling round 2, after round 1 finished
+        return original_sample(*args, **kwargs)
+
+    def sft(*args, **kwargs):
+        calls["sft"] += 1
+        return original_sft(*args, **kwargs)
+
+    monkeypatch.setattr(sft_module, "train_sft", sft)
+    monkeypatch.setattr(bon, "sample_and_score", lambda *a, **k: sample(*a, crash_at=2, **k))
+    with pytest.raises(KeyboardInterrupt):
+        bon.run_rejection_sampling(_rejection(tmp_path / "cut"))
+    assert calls == {"sample": 2, "sft": 1} and (tmp_path / "cut" / "round-1" / "model").is_dir()
+
+    calls.update(sample=0, sft=0)
+    monkeypatch.setattr(bon, "sample_and_score", sample)
+    resumed = bon.run_rejection_sampling(_rejection(tmp_path / "cut"))
+    assert calls == {"sample": 1, "sft": 1}  # round 1 was neither sampled nor trained again
+    assert resumed.model_dir == tmp_path / "cut" / "round-2" / "model"
+    _assert_same_weights(_weights(resumed.model_dir), _weights(full.model_dir))
+    # round 2 really trained (so equal weights are not round 1's model twice)
+    assert not torch.equal(_weights(full.model_dir)["model.embed_tokens.weight"],
+                           _weights(tmp_path / "full" / "round-1" / "model")["model.embed_tokens.weight"])
+    assert ((tmp_path / "cut" / "round-2" / "best.jsonl").read_text()
+            == (tmp_path / "full" / "round-2" / "best.jsonl").read_text())
+    for key in ("reward/sample_mean", "reward/best_mean", "rejection/kept"):
+        assert [r[key] for r in resumed.rounds] == pytest.approx([r[key] for r in full.rounds], abs=1e-5), key
+    logged = [r["step"] for r in read_metrics(tmp_path / "cut", "rejection-sample")]
+    assert logged == [1, 2]  # each round logged once across the two runs
+
+    # a finished run re-run does nothing and names the same final policy
+    calls.update(sample=0, sft=0)
+    again = bon.run_rejection_sampling(_rejection(tmp_path / "full"))
+    assert calls == {"sample": 0, "sft": 0} and again.model_dir == full.model_dir
+    assert [r["reward/best_mean"] for r in again.rounds] == [r["reward/best_mean"] for r in full.rounds]
