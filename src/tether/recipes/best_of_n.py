@@ -77,6 +77,12 @@ def run_rejection_sampling(cfg: RejectionSamplingConfig) -> RejectionResult:
     history = []
     for round_index in range(1, cfg.rounds + 1):
         round_dir = run_dir / f"round-{round_index}"
+        record = _finished_round(round_dir)
+        if record is not None:  # done in an earlier run: resume after it (sampling is reseeded each round)
+            console.print(f"[green]round {round_index}: already done ({record['model']}); skipping[/]")
+            model_cfg = _round_model(cfg, record["model"])
+            history.append(record)
+            continue
         policy = load_causal_lm(model_cfg, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
         sampled = sample_and_score(policy, tokenizer, reward_source, prompts, cfg.n,
                                    GenerationConfig(cfg.max_new_tokens, cfg.temperature), cfg.batch_size,
@@ -99,14 +105,35 @@ def run_rejection_sampling(cfg: RejectionSamplingConfig) -> RejectionResult:
         sft_cfg = SFTConfig(run_dir=str(round_dir), name="model", model=model_cfg,
                             data=_with_file(cfg.data, data_file), train=cfg.train)
         result = train_sft(sft_cfg)
-        model_cfg = ModelConfig(name_or_path=str(result.model_dir), dtype=cfg.model.dtype,
-                                trust_remote_code=cfg.model.trust_remote_code, lora=copy.deepcopy(cfg.model.lora))
+        model_cfg = _round_model(cfg, str(result.model_dir))
         history.append({**metrics, "model": str(result.model_dir)})
+        atomic_write_text(round_dir / ROUND_MARKER, json.dumps(history[-1], indent=2) + "\n")  # the round is done
     logger.close()
     final = Path(model_cfg.name_or_path)
     atomic_write_text(run_dir / "rounds.json", json.dumps(history, indent=2) + "\n")
     console.print(f"[bold green]rejection sampling done[/]: {len(history)} rounds, final policy → {final}")
     return RejectionResult(final, history)
+
+
+ROUND_MARKER = "round.json"
+
+
+def _finished_round(round_dir: Path) -> dict | None:
+    """The record of a round an earlier run finished (marker and fine-tuned model on disk), else None."""
+    marker, model_dir = round_dir / ROUND_MARKER, round_dir / "model"
+    if not marker.is_file() or not (model_dir / "config.json").is_file():
+        return None
+    try:
+        record = json.loads(marker.read_text())
+    except ValueError:
+        return None
+    return {**record, "model": str(model_dir)}
+
+
+def _round_model(cfg: RejectionSamplingConfig, model_dir: str) -> ModelConfig:
+    """The policy the next round samples from and fine-tunes: this round's model."""
+    return ModelConfig(name_or_path=model_dir, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code,
+                       lora=copy.deepcopy(cfg.model.lora))
 
 
 def _with_file(data, path: Path):
