@@ -133,3 +133,13 @@ def test_two_process_ppo_iterations_match_one_process(tmp_path):
             assert abs(a[key] - b[key]) < 1e-5, (key, a[key], b[key])
     assert rows["one"][1]["objective/kl"] > 0
     assert_same_weights(one / "ppo", two / "ppo")
+
+
+def test_a_batch_that_cannot_be_shared_evenly_is_refused_with_a_clear_error(tmp_path):
+    result = launch(2, *GRPO, "prompts_per_iteration=3", f"run_dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    text = " ".join(result.stderr.split())
+    assert "prompts_per_iteration: 3 prompts cannot be shared evenly by 2 processes" in text
+    assert "error: prompts_per_iteration" in text and "src/tether" not in text  # torchrun's own report aside, no traceback
+    assert "exitcode : 2" in text  # the processes exited with the CLI's bad-input code
+    assert not (tmp_path / "run").exists()

@@ -62,8 +62,7 @@ def _kill_at_a_random_point(cmd, run_dir, stage, total, save_every, seed, log):
 
 
 def _last_record_per_step(run_dir, stage):
-    """{(step, kind): metrics} from the last record of each step (a resumed run re-logs the steps after its
-    checkpoint), without the wall-clock keys."""
+    """{(step, kind): metrics} from the last record of each step, without the wall-clock keys."""
     out = {}
     for row in _rows(run_dir, stage):
         kind = "eval" if any(k.startswith("eval/") for k in row) else "train"
@@ -75,6 +74,8 @@ def _last_record_per_step(run_dir, stage):
 def _assert_same_run(full_dir, cut_dir, stage, total):
     full, cut = _last_record_per_step(full_dir, stage), _last_record_per_step(cut_dir, stage)
     assert sorted(cut) == sorted(full) and (total, "train") in full
+    # the steps logged between the last checkpoint and the kill were dropped on resume: none is logged twice
+    assert len(_rows(cut_dir, stage)) == len(_rows(full_dir, stage))
     for key, metrics in full.items():
         assert cut[key].keys() == metrics.keys(), key
         for name, value in metrics.items():

@@ -23,6 +23,7 @@ from tether.recipes.common import atomic_write_text, load_generation_prompts, re
 from tether.rollout.best_of_n import best_of_n_kl, sample_and_score
 from tether.rollout.generation import GenerationConfig
 from tether.rollout.rewards import load_reward_source
+from tether.utils.distributed import Dist
 from tether.utils.logging import MetricsLogger, console
 
 
@@ -102,12 +103,14 @@ def run_rejection_sampling(cfg: RejectionSamplingConfig) -> RejectionResult:
             break
         data_file = round_dir / "best.jsonl"
         atomic_write_text(data_file, _jsonl(rows))
+        Dist.current().barrier()  # (data-parallel fine-tuning: every process reads what the main one wrote)
         sft_cfg = SFTConfig(run_dir=str(round_dir), name="model", model=model_cfg,
                             data=_with_file(cfg.data, data_file), train=cfg.train)
         result = train_sft(sft_cfg)
         model_cfg = _round_model(cfg, str(result.model_dir))
         history.append({**metrics, "model": str(result.model_dir)})
         atomic_write_text(round_dir / ROUND_MARKER, json.dumps(history[-1], indent=2) + "\n")  # the round is done
+        Dist.current().barrier()
     logger.close()
     final = Path(model_cfg.name_or_path)
     atomic_write_text(run_dir / "rounds.json", json.dumps(history, indent=2) + "\n")

@@ -209,6 +209,7 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     if ckpt is not None:
         state = load_checkpoint(ckpt, policy, optimizer, None)
         start = int(state["iteration"])
+        logger.discard_after(start)  # iterations logged after this checkpoint are about to be logged again
         if heldout is not None and "heldout" in state:
             heldout.monitor.load_state_dict(state["heldout"])
         console.print(f"[green]{cfg.name}: resumed from {ckpt.path} (iteration {start}/{cfg.num_iterations})[/]")

@@ -204,6 +204,7 @@ def run_training(
         if ckpt is not None:
             state = load_checkpoint(ckpt, model, optimizer, scheduler)
             step = resumed_from = int(state["step"])
+            logger.discard_after(step)  # steps logged after this checkpoint are about to be logged again
             console.print(f"[green]{stage}: resumed from {ckpt.path} (step {step}/{total_steps})[/]")
     stream = micro_batches(n_examples, cfg.batch_size * dist.world_size, cfg.seed, start=step * cfg.grad_accum_steps)
     keys = progress_keys or ["loss"]

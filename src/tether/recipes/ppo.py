@@ -277,6 +277,7 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     if ckpt is not None:
         state = load_checkpoint(ckpt, models, optimizer, None)
         start = int(state["iteration"])
+        logger.discard_after(start)  # iterations logged after this checkpoint are about to be logged again
         kl_ctl.load_state_dict(state["kl_controller"])
         moments.load_state_dict(state["score_moments"])
         if heldout is not None and "heldout" in state:

@@ -136,7 +136,14 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_
 
 
 def latest_valid_checkpoint(root: Path, warn=print) -> Checkpoint | None:
-    """Newest checkpoint that verifies; broken ones are reported and skipped."""
+    """Newest checkpoint that verifies; broken ones are reported and skipped.
+
+    Temporary folders of checkpoint writes that a crash cut short are removed (by the main process)."""
+    from tether.utils.distributed import Dist
+
+    if Dist.current().is_main and root.is_dir():
+        for stale in root.glob(".step-*.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
     for ckpt in reversed(list_checkpoints(root)):
         problem = verify(ckpt.path)
         if problem is None:

@@ -28,9 +28,11 @@ from typing import Any
 
 import torch
 
+from tether.config import ConfigError
 
-class DistributedError(RuntimeError):
-    """A launch configuration tether cannot run correctly; the message says what to do instead."""
+
+class DistributedError(ConfigError):
+    """A launch configuration tether cannot run correctly; the message says what to do instead (exit code 2)."""
 
 
 def launched_world_size() -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +101,27 @@ class MetricsLogger:
         if self._mlflow is not None:
             self._mlflow.log_metrics({f"{self.stage}.{k}".replace("/", "."): v for k, v in numeric.items()}, step=step)
         return record
+
+    def discard_after(self, step: int) -> int:
+        """Drop this stage's records past ``step`` from metrics.jsonl (a resumed run logs those steps again, so
+        a crash after the last checkpoint leaves no duplicates); returns how many were dropped."""
+        if not Dist.current().is_main or not self.path.is_file():
+            return 0
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept = []
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by a crash mid-write
+                continue
+            if not (row.get("stage") == self.stage and isinstance(row.get("step"), int) and row["step"] > step):
+                kept.append(line)
+        if len(kept) == len(lines):
+            return 0
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+        return len(lines) - len(kept)
 
     def close(self) -> None:
         if self._tb is not None:
