@@ -1,6 +1,16 @@
 import json
+import os
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel test workers (pytest -n 2): one compute thread each, also for the CLI subprocesses they start,
+    # so the workers do not oversubscribe the cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
