@@ -120,7 +120,7 @@ class Dist:
 
     # --- collectives ---------------------------------------------------------------------------
     def sum(self, values: dict[str, float]) -> dict[str, float]:
-        """Each value summed over processes (in float64, so the sum does not depend on the order)."""
+        """Each value summed over processes (in float64; identical on every process)."""
         if not self.enabled or not values:
             return dict(values)
         keys = sorted(values)
