@@ -177,14 +177,6 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: dict, train_poli
     return {k: v * (1.0 if k in SUMMED_METRICS else 1.0 / dist.world_size) for k, v in dist.sum(means).items()}
 
 
-def _save(dist: Dist, root: Path, iteration: int, policy, optimizer, state: dict) -> Path:
-    """A checkpoint written by the main process; every process waits until it is complete."""
-    if dist.is_main:
-        save_checkpoint(root, iteration, policy, optimizer, None, state)
-    dist.barrier()
-    return root / f"step-{iteration}"
-
-
 def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     dist = Dist.current()
     if cfg.prompts_per_iteration % dist.world_size:
@@ -263,14 +255,14 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                     break
                 if dist.any(stop.requested) and iteration + 1 < cfg.num_iterations:  # a safe point: save, then stop
                     signum = stop.signal or signal.SIGTERM
-                    saved = _save(dist, ckpt_root, iteration + 1, policy, optimizer, state)
+                    saved = save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, state)
                     raise StopRequested(signum, resume_message(cfg.name, str(saved), iteration + 1, signum))
                 if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
-                    _save(dist, ckpt_root, iteration + 1, policy, optimizer, state)
+                    save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, state)
             else:
                 iteration = cfg.num_iterations
             if iteration > start:
-                _save(dist, ckpt_root, iteration, policy, optimizer, {**state, "iteration": iteration})
+                save_checkpoint(ckpt_root, iteration, policy, optimizer, None, {**state, "iteration": iteration})
         finally:
             bar.close()
             logger.close()

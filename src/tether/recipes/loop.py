@@ -159,14 +159,6 @@ def _local_micro_batches(stream: Iterator[list[int]], cfg: TrainConfig, dist: Di
     return batches
 
 
-def _save(dist: Dist, ckpt_root: Path, step: int, model, optimizer, scheduler, keep: int) -> Path:
-    """A checkpoint written by the main process; every process waits until it is complete."""
-    if dist.is_main:
-        save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, keep)
-    dist.barrier()
-    return ckpt_root / f"step-{step}"
-
-
 def run_training(
     *,
     model: torch.nn.Module,
@@ -263,18 +255,18 @@ def run_training(
                 if eval_fn is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < total_steps:
                     eval_metrics = _evaluate(eval_fn, model, logger, step)
                 if cfg.save_every > 0 and step % cfg.save_every == 0 and step < total_steps:
-                    _save(dist, ckpt_root, step, model, optimizer, scheduler, cfg.keep_checkpoints)
+                    save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
                 bar.update(1)
                 bar.set_postfix(_fmt({**metrics, **eval_metrics}, keys), refresh=False)
                 if dist.any(stop.requested) and step < total_steps:  # a safe point: save, then stop
-                    saved = _save(dist, ckpt_root, step, model, optimizer, scheduler, cfg.keep_checkpoints)
+                    saved = save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
                     raise StopRequested(stop.signal or signal.SIGTERM,
                                         resume_message(stage, str(saved), step, stop.signal or signal.SIGTERM))
             if eval_fn is not None:
                 eval_metrics = _evaluate(eval_fn, model, logger, step)
                 bar.set_postfix(_fmt({**last, **eval_metrics}, keys))
             if cfg.save_final_checkpoint:
-                _save(dist, ckpt_root, step, model, optimizer, scheduler, cfg.keep_checkpoints)
+                save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
         finally:
             bar.close()
     return TrainResult(step, last, eval_metrics, resumed_from, time.time() - started)

@@ -241,14 +241,6 @@ def make_heldout(cfg, tokenizer, reward_source):
                             cfg.data.max_length, cfg.temperature, cfg.data.chat_template)
 
 
-def _save(dist: Dist, root: Path, iteration: int, models, optimizer, state: dict) -> Path:
-    """A checkpoint written by the main process; every process waits until it is complete."""
-    if dist.is_main:
-        save_checkpoint(root, iteration, models, optimizer, None, state)
-    dist.barrier()
-    return root / f"step-{iteration}"
-
-
 def train_ppo(cfg: PPOConfig) -> PPOResult:
     dist = Dist.current()
     if cfg.rollout_batch_size % dist.world_size:
@@ -337,14 +329,14 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
                     break
                 if dist.any(stop.requested) and iteration + 1 < cfg.num_iterations:  # a safe point: save, then stop
                     signum = stop.signal or signal.SIGTERM
-                    saved = _save(dist, ckpt_root, iteration + 1, models, optimizer, state)
+                    saved = save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state)
                     raise StopRequested(signum, resume_message(cfg.name, str(saved), iteration + 1, signum))
                 if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
-                    _save(dist, ckpt_root, iteration + 1, models, optimizer, state)
+                    save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state)
             else:
                 iteration = cfg.num_iterations
             if iteration > start:
-                _save(dist, ckpt_root, iteration, models, optimizer, state)
+                save_checkpoint(ckpt_root, iteration, models, optimizer, None, state)
         except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
             raise TrainingError(f"out of memory: lower rollout_batch_size or minibatch_size ({exc})") from None
         finally:

@@ -106,14 +106,30 @@ def verify(path: Path) -> str | None:
 
 def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_state: dict[str, Any],
                     keep: int = 2) -> Path:
-    """Write ``root/step-<step>`` atomically; prune to the newest ``keep``."""
+    """Write ``root/step-<step>`` atomically; prune to the newest ``keep``.
+
+    In a data-parallel run the main process writes it and every process returns once it is complete
+    (non-finite weights are refused on every process, so none is left waiting for the main one)."""
+    from tether.utils.distributed import Dist
+
+    weights = trainable_state_dict(model)
+    for name, tensor in weights.items():
+        if not torch.isfinite(tensor).all():
+            raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} has NaN/inf values")
+    dist = Dist.current()
+    if dist.enabled:
+        if dist.is_main:
+            _write_checkpoint(root, step, weights, optimizer, scheduler, trainer_state, keep)
+        dist.barrier()
+        return root / f"step-{step}"
+    return _write_checkpoint(root, step, weights, optimizer, scheduler, trainer_state, keep)
+
+
+def _write_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], optimizer, scheduler,
+                      trainer_state: dict[str, Any], keep: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.tmp-", dir=root))
     try:
-        weights = trainable_state_dict(model)
-        for name, tensor in weights.items():
-            if not torch.isfinite(tensor).all():
-                raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} has NaN/inf values")
         save_file(weights, str(tmp / "model.safetensors"))
         save_state(optimizer.state_dict(), tmp, "optimizer")
         save_state(scheduler.state_dict() if scheduler is not None else {}, tmp, "scheduler")
