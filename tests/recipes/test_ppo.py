@@ -210,7 +210,7 @@ def test_grpo_single_step_reuses_the_training_forward_as_old_logprobs(tmp_path, 
         return grpo_module.train_grpo(cfg).history
 
     deferred = run("deferred")
-    monkeypatch.setattr(grpo_module, "single_on_policy_step", lambda cfg, batch, world_size=1: False)
+    monkeypatch.setattr(grpo_module, "single_on_policy_step", lambda cfg, batch, dist=None: False)
     explicit = run("explicit")  # the separate no-grad forward for the old log-probs
     for key in ("reward/score_mean", "objective/kl", "policy/loss", "policy/kl_loss", "policy/clip_frac"):
         assert [h[key] for h in deferred] == pytest.approx([h[key] for h in explicit], abs=1e-5), key

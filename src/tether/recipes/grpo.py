@@ -32,7 +32,7 @@ from tether.algos.advantages import (
 from tether.algos.kl import kl_penalty
 from tether.algos.losses.ppo import aggregate, aggregate_parts, policy_loss
 from tether.algos.rewards import kl_shaped_rewards
-from tether.config import ConfigError, GRPOConfig, to_dict
+from tether.config import GRPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, save_model
 from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
@@ -74,15 +74,10 @@ def sequence_advantages(cfg: GRPOConfig, scores: torch.Tensor, kl: torch.Tensor,
     return broadcast_to_tokens(per_sequence, mask)
 
 
-def local_minibatch_size(cfg: GRPOConfig, world_size: int) -> int:
-    """``minibatch_size`` is global: each of the processes of a data-parallel run takes its share."""
-    return max(1, cfg.minibatch_size // world_size)
-
-
-def single_on_policy_step(cfg: GRPOConfig, batch: int, world_size: int = 1) -> bool:
+def single_on_policy_step(cfg: GRPOConfig, batch: int, dist: Dist | None = None) -> bool:
     """One gradient step on the fresh rollout, with KL as a loss term: the old log-probs equal the training
     forward's (detached), so the separate no-grad forward is skipped (the ratio is exactly 1, as it should)."""
-    return (cfg.update_epochs == 1 and local_minibatch_size(cfg, world_size) >= batch and not cfg.kl_in_reward
+    return (cfg.update_epochs == 1 and (dist or Dist()).share(cfg.minibatch_size) >= batch and not cfg.kl_in_reward
             and cfg.advantage != "reinforce_pp")
 
 
@@ -103,7 +98,7 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
     raw_scores = reward_source.score(rollout, [p.prompt_text for p in grouped], responses)
     scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
     mask = rollout.response_mask
-    reuse = single_on_policy_step(cfg, len(grouped), dist.world_size if dist is not None else 1)
+    reuse = single_on_policy_step(cfg, len(grouped), dist)
     old_logps = None if reuse else response_logprobs(policy, rollout, cfg.temperature)
     if ref_model is None:
         with policy.disable_adapter():
@@ -140,7 +135,7 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: dict, train_poli
     train_policy = train_policy if train_policy is not None else policy
     rollout = experience["rollout"]
     n = rollout.prompt_ids.shape[0]
-    size = local_minibatch_size(cfg, dist.world_size)
+    size = dist.share(cfg.minibatch_size)  # minibatch_size is global
     sums: dict[str, float] = {}
     count = 0
     for _ in range(cfg.update_epochs):
@@ -173,15 +168,12 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: dict, train_poli
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             count += 1
-    means = {k: v / count for k, v in sums.items()}
-    return {k: v * (1.0 if k in SUMMED_METRICS else 1.0 / dist.world_size) for k, v in dist.sum(means).items()}
+    return dist.combine({k: v / count for k, v in sums.items()}, summed=SUMMED_METRICS)
 
 
 def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     dist = Dist.current()
-    if cfg.prompts_per_iteration % dist.world_size:
-        raise ConfigError(f"prompts_per_iteration: {cfg.prompts_per_iteration} prompts cannot be shared evenly by "
-                          f"{dist.world_size} processes; use a multiple of {dist.world_size}")
+    dist.require_divisible("prompts_per_iteration", cfg.prompts_per_iteration)
     run_dir, logger = prepare_run(cfg, cfg.name)
     set_threads(cfg.num_threads)
     seed_everything(cfg.seed)
@@ -224,7 +216,7 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                                                         for k in range(cfg.group_size)]) if seeded else None
                 experience, metrics = make_experience(cfg, policy, ref_model, reward_source, tokenizer,
                                                       [prompts[chosen[j]] for j in mine], seeds, dist)
-                metrics = {k: v / dist.world_size for k, v in dist.sum(metrics).items()}  # equal shares: the mean
+                metrics = dist.combine(metrics)  # equal shares: the mean over processes
                 metrics.update(grpo_update(cfg, policy, optimizer, experience, train_policy, dist))
                 metrics["time/iteration"] = time.time() - mark
                 fired = []

@@ -28,7 +28,7 @@ from tether.algos.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from tether.algos.losses.ppo import explained_variance, policy_loss, value_loss
 from tether.algos.masked import masked_mean
 from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
-from tether.config import ConfigError, ModelConfig, PPOConfig, to_dict
+from tether.config import ModelConfig, PPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.models.loading import apply_lora, load_causal_lm, load_reward_model, load_tokenizer, save_model
 from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
@@ -160,8 +160,7 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
         **timings,
     }
     gathered = {"reward/score_mean", "reward/score_std", "reward/proxy_mean", "objective/kl_coef"}
-    local = dist.sum({k: v for k, v in metrics.items() if k not in gathered})  # equal shares: the mean
-    metrics.update({k: v / dist.world_size for k, v in local.items()})
+    metrics.update(dist.combine({k: v for k, v in metrics.items() if k not in gathered}))
     metrics["objective/rlhf_reward"] = metrics["reward/proxy_mean"] - kl_coef * metrics["objective/kl"]
     return experience, metrics
 
@@ -180,7 +179,7 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: di
     train_models = train_models if train_models is not None else models
     rollout = experience["rollout"]
     n = rollout.prompt_ids.shape[0]
-    size = max(1, cfg.minibatch_size // dist.world_size)
+    size = dist.share(cfg.minibatch_size)
     sums: dict[str, float] = {}
     count = 0
     stopped = False
@@ -210,14 +209,13 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: di
                                "value/explained_variance": ev}.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             count += 1
-            approx_kl = dist.sum({"kl": float(pg_metrics["policy/approx_kl"])})["kl"] / dist.world_size
+            approx_kl = dist.combine({"kl": float(pg_metrics["policy/approx_kl"])})["kl"]
             if cfg.approx_kl_stop > 0 and approx_kl > cfg.approx_kl_stop:
                 stopped = True
                 break
         if stopped:
             break
-    means = dist.sum({k: v / count for k, v in sums.items()})
-    metrics = {k: v * (1.0 if k in SUMMED_METRICS else 1.0 / dist.world_size) for k, v in means.items()}
+    metrics = dist.combine({k: v / count for k, v in sums.items()}, summed=SUMMED_METRICS)
     metrics["policy/early_stopped"] = float(stopped)
     return metrics
 
@@ -243,9 +241,7 @@ def make_heldout(cfg, tokenizer, reward_source):
 
 def train_ppo(cfg: PPOConfig) -> PPOResult:
     dist = Dist.current()
-    if cfg.rollout_batch_size % dist.world_size:
-        raise ConfigError(f"rollout_batch_size: {cfg.rollout_batch_size} prompts cannot be shared evenly by "
-                          f"{dist.world_size} processes; use a multiple of {dist.world_size}")
+    dist.require_divisible("rollout_batch_size", cfg.rollout_batch_size)
     run_dir, logger = prepare_run(cfg, cfg.name)
     set_threads(cfg.num_threads)
     seed_everything(cfg.seed)

@@ -95,6 +95,16 @@ class Dist:
         """This process's slice of a global micro-batch of ``world_size · per_process`` items (may be empty)."""
         return global_items[self.rank * per_process:(self.rank + 1) * per_process]
 
+    def share(self, total: int) -> int:
+        """This process's part of a global count (e.g. a minibatch size), at least 1."""
+        return max(1, total // self.world_size)
+
+    def require_divisible(self, field: str, total: int) -> None:
+        """Refuse (exit code 2) a global batch of ``total`` that the processes cannot share evenly."""
+        if total % self.world_size:
+            raise DistributedError(f"{field}: {total} prompts cannot be shared evenly by {self.world_size} processes; "
+                                   f"use a multiple of {self.world_size}")
+
     def shard_evenly(self, items: list) -> list:
         """Contiguous, nearly equal slices of ``items``, one per process, in rank order."""
         n = len(items)
@@ -127,6 +137,12 @@ class Dist:
         tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self._comm_device)
         torch.distributed.all_reduce(tensor)
         return dict(zip(keys, tensor.tolist()))
+
+    def combine(self, values: dict[str, float], summed: tuple[str, ...] = ()) -> dict[str, float]:
+        """Metrics of equal shares over processes: the keys in ``summed`` (each process holds its share of a
+        global total) added up, every other key averaged."""
+        totals = self.sum(values)
+        return {k: v if k in summed else v / self.world_size for k, v in totals.items()}
 
     def sum_int(self, value: int) -> int:
         return int(round(self.sum({"v": value})["v"]))
