@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +12,7 @@ import torch
 import yaml
 
 from tether.config import DataConfig, to_dict
+from tether.utils.files import atomic_write_text  # noqa: F401 - re-exported for the recipes
 from tether.utils.logging import MetricsLogger, console
 
 T = TypeVar("T")
@@ -28,21 +27,6 @@ def seed_everything(seed: int) -> None:
 def set_threads(num_threads: int) -> None:
     if num_threads > 0:
         torch.set_num_threads(num_threads)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary file, fsync and rename (by the main process of a data-parallel run)."""
-    from tether.utils.distributed import Dist
-
-    if not Dist.current().is_main:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def record_config(run_dir: Path, stage: str, config: Any) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from tether.utils.distributed import Dist
+from tether.utils.files import atomic_write_text
 
 console = Console(stderr=True, highlight=False)
 
@@ -118,9 +118,7 @@ class MetricsLogger:
                 kept.append(line)
         if len(kept) == len(lines):
             return 0
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
         return len(lines) - len(kept)
 
     def close(self) -> None:
