@@ -17,6 +17,24 @@ def tiny_model_config(**extra):
 
 
 
+def crash_training_rollout(monkeypatch, rollout_size: int, at: int = 3) -> None:
+    """Make the ``at``-th training rollout's scoring raise KeyboardInterrupt (a kill in the middle of that
+    iteration). Rollouts of another size (held-out batches) are scored as usual."""
+    from tether.rollout import rewards as reward_module
+
+    calls = {"n": 0}
+    original = reward_module.FunctionSource.score
+
+    def crash(self, rollout, prompts, responses):
+        if len(prompts) == rollout_size:
+            calls["n"] += 1
+            if calls["n"] == at:
+                raise KeyboardInterrupt
+        return original(self, rollout, prompts, responses)
+
+    monkeypatch.setattr(reward_module.FunctionSource, "score", crash)
+
+
 def have_chromium() -> bool:
     import shutil
 

@@ -175,8 +175,8 @@ BAD_BODIES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_BODIES))
-def test_bad_http_bodies_change_nothing(case, tmp_path):
+def _server_with_one_item(tmp_path):
+    """A test client of the labeling app over a store with one pair item and annotator 'ann' (token 'tok')."""
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
@@ -188,30 +188,32 @@ def test_bad_http_bodies_change_nothing(case, tmp_path):
     store.add_items([Item("i0", "q", ["a", "b"])])
     store.set_annotator("ann", "tok")
     store.close()
-    client = TestClient(create_app(str(db), admin_token="adm"))
+    return TestClient(create_app(str(db), admin_token="adm")), db
+
+
+def _stored_labels(db):
+    from tether.feedback.store import LabelStore
+
+    check = LabelStore(db)
+    try:
+        return check.labels()
+    finally:
+        check.close()
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
+def test_bad_http_bodies_change_nothing(case, tmp_path):
+    client, db = _server_with_one_item(tmp_path)
     body, status = BAD_BODIES[case]
     response = client.post("/api/labels", content=body, headers={"Authorization": "Bearer tok",
                                                                   "Content-Type": "application/json"})
     assert response.status_code == status and "error" in response.json()
     assert "Traceback" not in response.text
-    check = LabelStore(db)
-    assert check.labels() == []  # nothing was stored
-    check.close()
+    assert _stored_labels(db) == []  # nothing was stored
 
 
 def test_unauthenticated_and_forged_requests(tmp_path):
-    pytest.importorskip("fastapi")
-    from fastapi.testclient import TestClient
-
-    from tether.feedback.server import create_app
-    from tether.feedback.store import Item, LabelStore
-
-    db = tmp_path / "labels.sqlite"
-    store = LabelStore(db)
-    store.add_items([Item("i0", "q", ["a", "b"])])
-    store.set_annotator("ann", "tok")
-    store.close()
-    client = TestClient(create_app(str(db), admin_token="adm"))
+    client, db = _server_with_one_item(tmp_path)
     ok = {"item_id": "i0", "slot": "0"}
     assert client.post("/api/labels", json=ok).status_code == 401
     assert client.post("/api/labels", json=ok, headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -220,6 +222,4 @@ def test_unauthenticated_and_forged_requests(tmp_path):
     assert client.post("/label", data={**ok, "shown_order": "[0, 1]", "csrf": "forged"}).status_code == 403
     assert client.get("/admin").status_code == 403 and client.get("/admin/export").status_code == 403
     assert client.get("/admin", headers={"Authorization": "Bearer tok"}).status_code == 403  # annotators are not admins
-    check = LabelStore(db)
-    assert check.labels() == []
-    check.close()
+    assert _stored_labels(db) == []

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from tests.helpers import EXAMPLES, tiny_model_config
+from tests.helpers import EXAMPLES, crash_training_rollout, tiny_model_config
 from tether.config import DataConfig, HeldOutConfig, ModelConfig, PPOConfig, SFTConfig, TrainConfig
 from tether.recipes.ppo import train_ppo
 from tether.recipes.sft import train_sft
@@ -125,26 +125,16 @@ def test_without_a_leash_the_policy_drifts_further(tmp_path, sft_dir):
 
 
 def test_resumed_ppo_reproduces_the_uninterrupted_run(tmp_path, sft_dir, monkeypatch):
-    from tether.rollout import rewards as reward_module
 
     # the held-out evaluation (8 prompts, every iteration) runs too: its monitor state must resume exactly
     heldout = HeldOutConfig(gold="tether.tasks.toy:moderate_periods", prompts_file=str(DATA / "prompts.jsonl"),
                             max_prompts=8, every=1)
     full = train_ppo(_ppo(tmp_path / "full", sft_dir, num_iterations=4, heldout=heldout))
-    calls = {"n": 0}
-    original = reward_module.FunctionSource.score
-
-    def crash_on_third_iteration(self, rollout, prompts, responses):
-        if len(prompts) == 16:  # a training rollout (the held-out batches have 8)
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt  # killed during iteration 3, after the checkpoint at 2
-        return original(self, rollout, prompts, responses)
-
-    monkeypatch.setattr(reward_module.FunctionSource, "score", crash_on_third_iteration)
+    # killed during iteration 3 (training rollouts have 16 responses, held-out ones 8), after the checkpoint at 2
+    crash_training_rollout(monkeypatch, rollout_size=16, at=3)
     with pytest.raises(KeyboardInterrupt):
         train_ppo(_ppo(tmp_path / "cut", sft_dir, num_iterations=4, save_every=2, heldout=heldout))
-    monkeypatch.setattr(reward_module.FunctionSource, "score", original)
+    monkeypatch.undo()  # the same command again, uninterrupted
     resumed = train_ppo(_ppo(tmp_path / "cut", sft_dir, num_iterations=4, save_every=2, heldout=heldout))
     assert [h["reward/score_mean"] for h in resumed.history] == pytest.approx(
         [h["reward/score_mean"] for h in full.history[2:]], abs=1e-5)

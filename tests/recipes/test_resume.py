@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers import EXAMPLES, tiny_model_config
+from tests.helpers import EXAMPLES, crash_training_rollout, tiny_model_config
 from tether.config import DataConfig, GRPOConfig, HeldOutConfig, RejectionSamplingConfig, TrainConfig
 from tether.utils.logging import read_metrics
 
@@ -41,24 +41,14 @@ def _grpo(run_dir, **extra):
 
 def test_resumed_grpo_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     from tether.recipes.grpo import train_grpo
-    from tether.rollout import rewards as reward_module
 
     full = train_grpo(_grpo(tmp_path / "full"))
-    calls = {"n": 0}
-    original = reward_module.FunctionSource.score
-
-    def crash_on_third_iteration(self, rollout, prompts, responses):
-        if len(prompts) == 16:  # a training rollout (the held-out batches have 4)
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt  # killed during iteration 3, after the checkpoint at 2
-        return original(self, rollout, prompts, responses)
-
-    monkeypatch.setattr(reward_module.FunctionSource, "score", crash_on_third_iteration)
+    # killed during iteration 3 (training rollouts have 16 responses, held-out ones 4), after the checkpoint at 2
+    crash_training_rollout(monkeypatch, rollout_size=16, at=3)
     with pytest.raises(KeyboardInterrupt):
         train_grpo(_grpo(tmp_path / "cut", save_every=2))
     assert [p.name for p in (tmp_path / "cut" / "checkpoints" / "grpo").iterdir()] == ["step-2"]
-    monkeypatch.setattr(reward_module.FunctionSource, "score", original)
+    monkeypatch.undo()  # the same command again, uninterrupted
     resumed = train_grpo(_grpo(tmp_path / "cut", save_every=2))
 
     assert resumed.iterations == full.iterations == 4 and len(resumed.history) == 2
