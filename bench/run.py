@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
-K_FLOPS = {"sft": 6, "rm": 6, "dpo": 8, "grpo": 10, "ppo": 10}
+K_FLOPS = {"sft": 6, "rm": 6, "dpo": 8, "grpo": 10, "grpo_fixed32": 10, "ppo": 10}
 STEPS = {"tiny": 10, "smollm2": 8}
 WORDS = ("time people year way day thing world life hand part child eye place work week case point number group "
          "problem fact water room mother area money story month lot right study book job word business issue side "
@@ -141,7 +141,7 @@ def summarise(result: dict, tokens: float, n_weights: int, flops: float) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="tiny,smollm2")
-    parser.add_argument("--workloads", default="sft,rm,dpo,grpo,ppo")
+    parser.add_argument("--workloads", default="sft,rm,dpo,grpo,grpo_fixed32,ppo")
     parser.add_argument("--libs", default="tether,trl")
     args = parser.parse_args()
     data = WORK / "data"
@@ -154,7 +154,7 @@ def main() -> None:
         n_lm, n_rm = linear_weights(models[model_name]), linear_weights(models[model_name], reward_model=True)
         for workload in args.workloads.split(","):
             n_weights = n_rm if workload == "rm" else n_lm
-            steps = STEPS[model_name] - (2 if workload in ("grpo", "ppo") and model_name == "smollm2" else 0)
+            steps = STEPS[model_name] - (2 if workload in ("grpo", "grpo_fixed32", "ppo") and model_name == "smollm2" else 0)
             tokens = tokens_per_step(workload, data, models[model_name])
             for lib in args.libs.split(","):
                 if lib == "trl" and workload == "ppo":

@@ -75,12 +75,13 @@ def run_tether(workload: str, model: str, data: Path, steps: int, out: Path) -> 
                                           loss="dpo", beta=0.1))
         return _tether_step_times(out, "dpo")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    if workload == "grpo":
+    if workload in ("grpo", "grpo_fixed32"):
         from tether.recipes.grpo import train_grpo
 
         train_grpo(GRPOConfig(run_dir=str(out), model=mcfg, data=dcfg("prompts.jsonl"), advantage="grpo",
                               reward="workloads:tether_length_reward", group_size=4, prompts_per_iteration=2,
-                              max_new_tokens=32, temperature=1.0, num_iterations=steps, minibatch_size=8,
+                              max_new_tokens=32, min_new_tokens=32 if workload == "grpo_fixed32" else 0,
+                              temperature=1.0, num_iterations=steps, minibatch_size=8,
                               learning_rate=LR, kl_coef=0.04, kl_in_reward=False, loss_aggregation="token_mean",
                               kl_limit=1e9, seed=SEED, num_threads=2, report_to=[]))
         return [r["time/iteration"] for r in _rows(out, "grpo")]
@@ -156,14 +157,15 @@ def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> lis
                              train_dataset=load_dataset("json", data_files=str(data / "preferences.jsonl"),
                                                         split="train"),
                              processing_class=tokenizer, callbacks=[Stamp()])
-    elif workload == "grpo":
+    elif workload in ("grpo", "grpo_fixed32"):
         from trl import GRPOConfig, GRPOTrainer
 
+        fixed = {"generation_kwargs": {"min_new_tokens": 32}} if workload == "grpo_fixed32" else {}
         policy = AutoModelForCausalLM.from_pretrained(model)
         trainer = GRPOTrainer(model=policy, reward_funcs=length_reward,
                               args=GRPOConfig(**common, num_generations=4, max_completion_length=32, temperature=1.0,
                                               top_k=0, top_p=1.0, beta=0.04, loss_type="dapo", scale_rewards="group",
-                                              generation_batch_size=8),
+                                              generation_batch_size=8, **fixed),
                               train_dataset=load_dataset("json", data_files=str(data / "prompts.jsonl"), split="train"),
                               processing_class=tokenizer, callbacks=[Stamp()])
     else:

@@ -48,6 +48,17 @@ def test_bad_overrides_name_the_key(override, message):
     assert message in str(info.value)
 
 
+def test_min_new_tokens_cannot_exceed_max_new_tokens():
+    from tether.config import GRPOConfig, PPOConfig
+
+    for cls in (GRPOConfig, PPOConfig):
+        assert load_config(cls, None, ["max_new_tokens=32", "min_new_tokens=32"]).min_new_tokens == 32
+        with pytest.raises(ConfigError, match=r"min_new_tokens \(33\) cannot exceed max_new_tokens \(32\)"):
+            load_config(cls, None, ["max_new_tokens=32", "min_new_tokens=33"])
+        with pytest.raises(ConfigError, match="min_new_tokens: must be >= 0"):
+            load_config(cls, None, ["min_new_tokens=-1"])
+
+
 def test_bad_yaml_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("train: [unclosed\n")

@@ -209,6 +209,9 @@ class PPOConfig:
     max_new_tokens: int = doc_field(48, "Longest response sampled.")
     temperature: float = doc_field(1.0, "Sampling temperature (log-probs are computed at the same temperature).")
     top_p: float = doc_field(1.0, "Nucleus sampling; keep 1.0 so the ratio matches the sampling distribution.")
+    min_new_tokens: int = doc_field(
+        0, "Suppress EOS until this many tokens (0 = off). Fixes response lengths for benchmarks; the responses are "
+           "then sampled from a truncated distribution, so keep 0 for training.")
     num_iterations: int = doc_field(20, "Rollout + update iterations.")
     rollout_batch_size: int = doc_field(16, "Prompts sampled per iteration.")
     minibatch_size: int = doc_field(8, "Responses per gradient step in an update epoch.")
@@ -262,6 +265,9 @@ class GRPOConfig:
     max_new_tokens: int = doc_field(48, "Longest response sampled.")
     temperature: float = doc_field(1.0, "Sampling temperature (log-probs are computed at the same temperature).")
     top_p: float = doc_field(1.0, "Nucleus sampling; keep 1.0 so the ratio matches the sampling distribution.")
+    min_new_tokens: int = doc_field(
+        0, "Suppress EOS until this many tokens (0 = off). Fixes response lengths for benchmarks; the responses are "
+           "then sampled from a truncated distribution, so keep 0 for training.")
     num_iterations: int = doc_field(20, "Rollout + update iterations.")
     minibatch_size: int = doc_field(8, "Responses per gradient step.")
     update_epochs: int = doc_field(1, "Passes over each rollout batch (1 = on-policy; >1 uses the clipped ratio).")
@@ -795,7 +801,7 @@ def _check_ranges(config: Any, prefix: str = "") -> None:
                     "num_epochs", "center_coef", "ensemble_k", "num_threads", "max_eval_examples",
                     "max_train_examples", "max_prompt_length", "sft_coef", "value_coef", "entropy_coef", "kl_coef",
                     "sft_steps", "rm_steps", "dpo_steps", "eval_examples", "max_prompts",
-                    "max_comparisons"}
+                    "max_comparisons", "min_new_tokens"}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         key = f"{prefix}{f.name}"
@@ -816,6 +822,9 @@ def validate(config: Any) -> None:
         raise ConfigError(f"labels_per_item ({config.labels_per_item}) cannot exceed panel_size ({config.panel_size})")
     if isinstance(config, GRPOConfig) and config.group_size < 2:
         raise ConfigError(f"group_size: needs at least 2 samples per prompt for a baseline, got {config.group_size}")
+    if isinstance(config, (PPOConfig, GRPOConfig)) and config.min_new_tokens > config.max_new_tokens:
+        raise ConfigError(f"min_new_tokens ({config.min_new_tokens}) cannot exceed max_new_tokens "
+                          f"({config.max_new_tokens})")
     if isinstance(config, PreferenceConfig):
         if config.beta <= 0:
             raise ConfigError(f"beta: must be > 0, got {config.beta}")

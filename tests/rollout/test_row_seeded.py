@@ -52,3 +52,28 @@ def test_a_row_samples_the_same_response_in_any_batch():
     assert both.response_ids[1, :n].tolist() == alone.response_ids[0, :n].tolist()
     other_seed = generate(model, *batch(prompts[1:]), config, eos, pad, seeds=row_seeds(4, 0, [1]))
     assert other_seed.response_ids[0].tolist() != alone.response_ids[0].tolist()
+
+
+def test_min_new_tokens_holds_back_eos_in_both_samplers():
+    """A model that puts almost all mass on EOS stops at once; with min_new_tokens=5 every response has five
+    other tokens and then the EOS (length 6), with transformers' sampler and with the row-seeded one."""
+    from tether.models.loading import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer("embedded")
+    model = load_causal_lm(tiny_model_config(), seed=0, pad_token_id=tokenizer.pad_token_id)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def favour_eos(module, inputs, logits):
+        logits = logits.clone()
+        logits[..., eos] += 30.0
+        return logits
+
+    model.lm_head.register_forward_hook(favour_eos)
+    ids = torch.tensor([tokenizer("Hi there").input_ids] * 3)
+    mask = torch.ones_like(ids)
+    for seeds in (None, row_seeds(0, 0, [0, 1, 2])):
+        free = generate(model, ids, mask, GenerationConfig(max_new_tokens=8), eos, pad, seeds=seeds)
+        assert free.response_lengths.tolist() == [1, 1, 1] and free.ended_with_eos.all()
+        held = generate(model, ids, mask, GenerationConfig(max_new_tokens=8, min_new_tokens=5), eos, pad, seeds=seeds)
+        assert held.response_lengths.tolist() == [6, 6, 6] and held.ended_with_eos.all()
+        assert (held.response_ids[:, :5] != eos).all()

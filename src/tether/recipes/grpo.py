@@ -90,7 +90,8 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
     grouped = [p for p in prompts for _ in range(cfg.group_size)]  # K consecutive samples per prompt
     batch = collate_prompts(grouped, tokenizer.pad_token_id)
     rollout = generate(policy, batch["input_ids"], batch["attention_mask"],
-                       GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p), tokenizer.eos_token_id,
+                       GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, min_new_tokens=cfg.min_new_tokens),
+                       tokenizer.eos_token_id,
                        tokenizer.pad_token_id, seeds=seeds)
     generate_time = time.time() - mark
     responses = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)

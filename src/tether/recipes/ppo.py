@@ -114,7 +114,7 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
     timings = {}
     mark = time.time()
     batch = collate_prompts(prompts, tokenizer.pad_token_id)
-    gen = GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+    gen = GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, min_new_tokens=cfg.min_new_tokens)
     rollout = generate(models.policy, batch["input_ids"], batch["attention_mask"], gen, tokenizer.eos_token_id,
                        tokenizer.pad_token_id, seeds=seeds)
     timings["time/generate"] = time.time() - mark

@@ -21,6 +21,7 @@ class GenerationConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     do_sample: bool = True
+    min_new_tokens: int = 0  # EOS suppressed until this many tokens (transformers' MinNewTokensLengthLogitsProcessor)
 
 
 class RowSeededSampler:
@@ -113,6 +114,8 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
     model.eval()
     kwargs = dict(max_new_tokens=config.max_new_tokens, do_sample=config.do_sample, pad_token_id=pad_token_id,
                   eos_token_id=eos_token_id)
+    if config.min_new_tokens:
+        kwargs["min_new_tokens"] = config.min_new_tokens
     if config.do_sample and seeds is not None:
         from transformers import LogitsProcessorList
 
