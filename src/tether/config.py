@@ -131,7 +131,7 @@ class SFTConfig:
     data: DataConfig = doc_field(DataConfig(), "SFT data: prompt/completion, messages or text rows.")
     train: TrainConfig = doc_field(TrainConfig(), "Optimisation.")
     completion_only_loss: bool = doc_field(True, "Loss on completion tokens only (prompt masked).")
-    packing: bool = doc_field(False, "Pack several examples into each max_length sequence (attention crosses documents).")
+    packing: bool = doc_field(False, "Pack several examples into each max_length sequence (each attends only to itself).")
 
 
 @dataclass

@@ -33,9 +33,9 @@ def collate_sft(examples: list["SFTExample"], pad_token_id: int) -> dict[str, to
 def pack_sft(examples: list["SFTExample"], max_length: int) -> list["SFTExample"]:
     """Greedy packing of consecutive examples into sequences of at most ``max_length`` tokens.
 
-    ``position_ids`` restart at 0 for each packed document. Attention still crosses
-    document boundaries under SDPA (the usual packing caveat, as in TRL's default), which
-    is why packing is off by default. An example longer than ``max_length`` stays alone.
+    ``position_ids`` restart at 0 for each packed document; the SFT forward passes them without an
+    attention mask, so transformers builds a block-diagonal causal mask and no document attends to
+    another. An example longer than ``max_length`` stays alone.
     """
     from tether.data.datasets import SFTExample
 

@@ -30,10 +30,12 @@ class SFTResult:
 
 
 def _forward_logits(model, batch: dict) -> torch.Tensor:
-    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     if "position_ids" in batch:
-        kwargs["position_ids"] = batch["position_ids"]
-    return model(**kwargs).logits
+        # Packed documents: no 2-D mask and no cache, so transformers reads the document boundaries from the
+        # restarting position_ids and builds a block-diagonal causal mask (each document sees only itself).
+        # The right padding gets position 0s (one-token "documents"); no real token attends to it.
+        return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
 
 def _scored_tokens(batch: dict) -> int:
