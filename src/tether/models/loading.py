@@ -171,27 +171,32 @@ def replace_dir(tmp: Path, target: Path) -> None:
 def save_model(model, tokenizer, out_dir: str | Path, meta: dict[str, Any], merge_lora: bool = True) -> Path:
     """Write an HF directory (safetensors only) atomically, with ``tether.json`` describing how it was made.
 
-    In a data-parallel run the main process writes it and every process returns once it is complete."""
+    In a data-parallel run the main process writes it and every process returns once it is complete. Under
+    FSDP every process takes part in gathering the full state dict first, so the directory is the same as a
+    single process writes."""
     from tether.utils.distributed import Dist, unwrap
 
     out_dir = Path(out_dir)
     dist = Dist.current()
     if dist.enabled:
+        full = dist.full_model_state(model) if dist.sharded else None  # a collective: every process gathers
         if dist.is_main:
-            _write_model_dir(unwrap(model), tokenizer, out_dir, meta, merge_lora)
+            _write_model_dir(unwrap(model), tokenizer, out_dir, meta, merge_lora, full)
         dist.barrier()
         return out_dir
     return _write_model_dir(model, tokenizer, out_dir, meta, merge_lora)
 
 
-def _write_model_dir(model, tokenizer, out_dir: Path, meta: dict[str, Any], merge_lora: bool) -> Path:
+def _write_model_dir(model, tokenizer, out_dir: Path, meta: dict[str, Any], merge_lora: bool,
+                     state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         to_save = model
         if is_peft(model) and merge_lora:
             to_save = model.merge_and_unload()
-        to_save.save_pretrained(tmp, safe_serialization=True)
+        gathered = {} if state_dict is None else {"state_dict": state_dict}  # the full weights of an FSDP model
+        to_save.save_pretrained(tmp, safe_serialization=True, **gathered)
         tokenizer.save_pretrained(tmp)
         info = {"tether_version": __version__, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **meta}
         (tmp / "tether.json").write_text(json.dumps(info, indent=2, default=str) + "\n")

@@ -82,7 +82,8 @@ def reference_logps(ref_model, cfg: PreferenceConfig, examples: list, pad: int, 
     out = {"logps": torch.full(shape, float("nan"))}
     if cfg.loss in UNPAIRED:
         out["kl_logps"] = torch.full((len(examples),), float("nan"))
-    for start in tqdm(range(0, len(indices), batch_size), desc="reference log-probs", unit="batch", leave=False):
+    for start in tqdm(range(0, len(indices), batch_size), desc="reference log-probs", unit="batch", leave=False,
+                      disable=not Dist.current().is_main):
         chunk = indices[start:start + batch_size]
         batch = _make_batch(cfg, examples, chunk, pad)
         values, _ = policy_logps(ref_model, batch)

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from tether.data import PromptExample, collate_prompts
 from tether.rollout.generation import GenerationConfig, generate
+from tether.utils.distributed import Dist
 
 
 def best_of_n_kl(n: int) -> float:
@@ -32,7 +33,8 @@ def sample_and_score(policy, tokenizer, reward_source, prompts: list[PromptExamp
                      generation: GenerationConfig, batch_size: int, desc: str = "sampling") -> list[Sampled]:
     """N samples per prompt, scored (NaN when ``reward_source`` is None); ``batch_size`` prompts at a time."""
     out: list[Sampled] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", leave=False):
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", leave=False,
+                      disable=not Dist.current().is_main):
         chunk = prompts[start:start + batch_size]
         repeated = [p for p in chunk for _ in range(n)]
         batch = collate_prompts(repeated, tokenizer.pad_token_id)

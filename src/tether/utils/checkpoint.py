@@ -109,29 +109,54 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_
     """Write ``root/step-<step>`` atomically; prune to the newest ``keep``.
 
     In a data-parallel run the main process writes it and every process returns once it is complete
-    (non-finite weights are refused on every process, so none is left waiting for the main one)."""
+    (non-finite weights are refused on every process, so none is left waiting for the main one). Under FSDP
+    every process takes part in gathering the full weights and optimizer state first, so the files are the
+    same as a single process writes."""
     from tether.utils.distributed import Dist
 
+    dist = Dist.current()
+    if dist.sharded:
+        return _save_sharded_checkpoint(dist, root, step, model, optimizer, scheduler, trainer_state, keep)
     weights = trainable_state_dict(model)
     for name, tensor in weights.items():
         if not torch.isfinite(tensor).all():
             raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} has NaN/inf values")
-    dist = Dist.current()
     if dist.enabled:
         if dist.is_main:
-            _write_checkpoint(root, step, weights, optimizer, scheduler, trainer_state, keep)
+            _write_checkpoint(root, step, weights, optimizer.state_dict(), scheduler, trainer_state, keep)
         dist.barrier()
         return root / f"step-{step}"
-    return _write_checkpoint(root, step, weights, optimizer, scheduler, trainer_state, keep)
+    return _write_checkpoint(root, step, weights, optimizer.state_dict(), scheduler, trainer_state, keep)
 
 
-def _write_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], optimizer, scheduler,
-                      trainer_state: dict[str, Any], keep: int) -> Path:
+def _trainable_names(model) -> list[str]:
+    """The names ``trainable_state_dict`` keeps (the first name of a tied parameter)."""
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _save_sharded_checkpoint(dist, root: Path, step: int, model, optimizer, scheduler,
+                             trainer_state: dict[str, Any], keep: int) -> Path:
+    # every process checks its own shards (DTensor.to_local); the verdict and the first bad name are the same on all
+    flags = dist.sum({name: float(not torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all())
+                      for name, p in model.named_parameters() if p.requires_grad})
+    bad = [name for name, flag in sorted(flags.items()) if flag > 0]
+    if bad:
+        raise FloatingPointError(f"refusing to write a checkpoint: parameter {bad[0]} has NaN/inf values")
+    weights = {n: t.contiguous() for n, t in dist.full_model_state(model, _trainable_names(model)).items()}
+    optimizer_state = dist.full_optimizer_state(model, optimizer)
+    if dist.is_main:
+        _write_checkpoint(root, step, weights, optimizer_state, scheduler, trainer_state, keep)
+    dist.barrier()
+    return root / f"step-{step}"
+
+
+def _write_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
+                      scheduler, trainer_state: dict[str, Any], keep: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.tmp-", dir=root))
     try:
         save_file(weights, str(tmp / "model.safetensors"))
-        save_state(optimizer.state_dict(), tmp, "optimizer")
+        save_state(optimizer_state, tmp, "optimizer")
         save_state(scheduler.state_dict() if scheduler is not None else {}, tmp, "scheduler")
         save_state({"trainer": trainer_state, "rng": rng_state()}, tmp, "trainer_state")
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
@@ -169,16 +194,24 @@ def latest_valid_checkpoint(root: Path, warn=print) -> Checkpoint | None:
 
 
 def load_checkpoint(ckpt: Checkpoint, model, optimizer, scheduler) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNGs; return the trainer state dict."""
+    """Restore weights, optimizer, scheduler and RNGs; return the trainer state dict.
+
+    Under FSDP every process reads the full checkpoint and keeps its shard of the weights and optimizer state."""
+    from tether.utils.distributed import Dist
+
     weights = load_file(str(ckpt.path / "model.safetensors"))
     params = dict(model.named_parameters())
     missing = [n for n in weights if n not in params]
     if missing:
         raise RuntimeError(f"checkpoint {ckpt.path} does not fit this model (e.g. {missing[0]})")
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor)
-    optimizer.load_state_dict(load_state(ckpt.path, "optimizer"))
+    dist = Dist.current()
+    if dist.sharded:
+        dist.load_full_state(model, weights, optimizer, load_state(ckpt.path, "optimizer"))
+    else:
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                params[name].copy_(tensor)
+        optimizer.load_state_dict(load_state(ckpt.path, "optimizer"))
     if scheduler is not None:
         scheduler.load_state_dict(load_state(ckpt.path, "scheduler"))
     state = load_state(ckpt.path, "trainer_state")

@@ -14,6 +14,14 @@ starts the process group; gloo, since tether computes on CPUs today) and the tra
 - write files (checkpoints, metrics, the final model) from the main process only, with a
   barrier after each write so that no process reads what is not yet there.
 
+FSDP (``accelerate launch`` with an FSDP config, or ``ACCELERATE_USE_FSDP=true torchrun ...``): the supervised
+recipes shard weights, gradients and optimizer state with torch's FSDP2 (``fully_shard``: one unit per transformer
+block, plus the root) instead of replicating them with DDP; the state dicts that checkpoints and the final model
+are written from are gathered in full first (``full_model_state`` / ``full_optimizer_state``), so every file is the
+same as a single process writes. accelerate itself does not shard on CPUs (``Accelerator(cpu=True)`` ignores an
+FSDP config), which is why tether reads the launcher's ``FSDP_*`` settings (``fsdp_settings``) and calls
+``fully_shard`` itself. DeepSpeed is refused (see ``fsdp_settings``).
+
 A single process (no launcher) gets ``Dist`` with ``world_size == 1``: every method is then a
 no-op and nothing of torch.distributed is touched.
 """
@@ -23,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,6 +41,72 @@ from tether.config import ConfigError
 
 class DistributedError(ConfigError):
     """A launch configuration tether cannot run correctly; the message says what to do instead (exit code 2)."""
+
+
+FSDP_RECIPES = "sft, rm, the dpo family and rejection-sample"
+
+
+@dataclass(frozen=True)
+class FSDPSettings:
+    """What tether takes from an accelerate FSDP config (the ``FSDP_*`` variables ``accelerate launch`` sets)."""
+
+    reshard_after_forward: bool = True  # FULL_SHARD; False: SHARD_GRAD_OP (weights stay gathered until backward)
+    wrap_blocks: bool = True  # TRANSFORMER_BASED_WRAP: one FSDP unit per block; False (NO_WRAP): the root only
+    block_classes: tuple[str, ...] = ()  # FSDP_TRANSFORMER_CLS_TO_WRAP; empty: the model's ``_no_split_modules``
+
+
+def _flag(env, name: str) -> bool:
+    return env.get(name, "false").strip().lower() in ("1", "true", "yes")
+
+
+def fsdp_settings(env=None) -> FSDPSettings | None:
+    """The FSDP settings the launcher asked for (``ACCELERATE_USE_FSDP``), None for plain data parallelism.
+
+    Settings tether cannot honour are refused rather than ignored; settings that cannot change the result on
+    CPUs (offloading to host memory, prefetching, the state-dict type: tether always writes full state dicts)
+    are accepted as they are."""
+    env = os.environ if env is None else env
+    if _flag(env, "ACCELERATE_USE_DEEPSPEED"):
+        raise DistributedError(
+            "accelerate is configured for DeepSpeed; tether does not run DeepSpeed (accelerate does not start it "
+            "for CPU compute, and its engine would need a training loop of its own). Use an FSDP config instead "
+            f"for sharded training of {FSDP_RECIPES}, or plain data parallelism (see docs/scaling.md)")
+    if not _flag(env, "ACCELERATE_USE_FSDP"):
+        return None
+    strategy = env.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").strip().upper()
+    strategy = {"1": "FULL_SHARD", "2": "SHARD_GRAD_OP", "3": "NO_SHARD", "4": "HYBRID_SHARD",
+                "5": "HYBRID_SHARD_ZERO2"}.get(strategy, strategy)
+    if strategy not in ("FULL_SHARD", "SHARD_GRAD_OP"):
+        raise DistributedError(
+            f"FSDP sharding strategy {strategy}: tether shards with FULL_SHARD or SHARD_GRAD_OP"
+            + (" (NO_SHARD is data parallelism: launch without the FSDP config)" if strategy == "NO_SHARD" else ""))
+    reshard = env.get("FSDP_RESHARD_AFTER_FORWARD")
+    if env.get("FSDP_VERSION", "1").strip() == "2" and reshard is not None:  # FSDP2 configs: a boolean
+        reshard_after_forward = reshard.strip().lower() in ("1", "true", "yes", "full_shard")
+    else:  # FSDP1 configs: the sharding strategy says it
+        reshard_after_forward = strategy == "FULL_SHARD"
+    policy = env.get("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP").strip().upper()
+    if policy not in ("TRANSFORMER_BASED_WRAP", "NO_WRAP"):
+        raise DistributedError(f"FSDP auto wrap policy {policy}: tether wraps TRANSFORMER_BASED_WRAP (one unit per "
+                               "transformer block) or NO_WRAP (the whole model as one unit)")
+    if _flag(env, "FSDP_ACTIVATION_CHECKPOINTING"):
+        raise DistributedError("FSDP activation checkpointing: use the recipe's model.gradient_checkpointing=true "
+                               "instead (it works with FSDP)")
+    if env.get("FSDP_IGNORED_MODULES", "").strip():
+        raise DistributedError("FSDP ignored modules: not supported by tether; every trained parameter is sharded")
+    classes = tuple(c.strip() for c in env.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "").split(",") if c.strip())
+    return FSDPSettings(reshard_after_forward, policy == "TRANSFORMER_BASED_WRAP", classes)
+
+
+def refuse_unsharded_recipe(recipe: str, stages: list[str] | None = None) -> None:
+    """Refuse, before any work, a launch with an FSDP config for a recipe that trains without FSDP (online RL)."""
+    online = [s for s in (stages if stages is not None else [recipe]) if s in ("ppo", "grpo")]
+    if not online or launched_world_size() <= 1 or fsdp_settings() is None:
+        return
+    part = recipe if online == [recipe] else f"{recipe} (its {online[0]} stage)"
+    raise DistributedError(
+        f"{part}: FSDP is supported for {FSDP_RECIPES} only; {online[0]} trains with data parallelism (DDP). "
+        "Launch it without the FSDP config / ACCELERATE_USE_FSDP (see docs/scaling.md)")
 
 
 def launched_world_size() -> int:
@@ -52,6 +126,8 @@ class Dist:
     world_size: int = 1
     device: torch.device = torch.device("cpu")
     accelerator: Any = None
+    fsdp: FSDPSettings | None = None  # set: models are sharded with FSDP2 instead of replicated with DDP
+    _mesh: Any = field(default=None, repr=False, compare=False)  # FSDP's device mesh, made on first use
 
     _current = None
 
@@ -66,6 +142,7 @@ class Dist:
     def _create(cls) -> Dist:
         if launched_world_size() <= 1:
             return cls()
+        fsdp = fsdp_settings()  # read from the launcher's environment: Accelerator(cpu=True) ignores FSDP configs
         from accelerate import Accelerator
         from accelerate.utils import DistributedType
 
@@ -74,13 +151,16 @@ class Dist:
         kind = accelerator.distributed_type
         if kind not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
             raise DistributedError(
-                f"accelerate is configured for {kind.value}; tether trains with data parallelism (DDP) today. "
-                "Use `accelerate launch` without an FSDP / DeepSpeed config, or torchrun (see docs/scaling.md)")
+                f"accelerate is configured for {kind.value}; tether trains with data parallelism (DDP) or FSDP. "
+                "Use `accelerate launch` with a multi-process or FSDP config, or torchrun (see docs/scaling.md)")
+        if fsdp is not None and accelerator.mixed_precision != "no":
+            raise DistributedError(f"FSDP with mixed_precision={accelerator.mixed_precision}: not supported by tether; "
+                                   "use mixed_precision 'no' and the recipe's model.dtype instead")
         if accelerator.process_index != 0:  # one voice: progress and messages come from the main process
             from tether.utils.logging import console
 
             console.quiet = True
-        return cls(accelerator.process_index, accelerator.num_processes, accelerator.device, accelerator)
+        return cls(accelerator.process_index, accelerator.num_processes, accelerator.device, accelerator, fsdp)
 
     @property
     def enabled(self) -> bool:
@@ -89,6 +169,11 @@ class Dist:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def sharded(self) -> bool:
+        """True when models are sharded with FSDP (their parameters are DTensor shards)."""
+        return self.enabled and self.fsdp is not None
 
     # --- data ----------------------------------------------------------------------------------
     def shard(self, global_items: list, per_process: int) -> list:
@@ -113,20 +198,129 @@ class Dist:
         return items[start:end]
 
     # --- model ---------------------------------------------------------------------------------
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The module to run training forwards through: DDP over all processes, or ``model`` itself."""
+    def wrap(self, model: torch.nn.Module, fsdp_ok: bool = False) -> torch.nn.Module:
+        """The module to run training forwards through: DDP over all processes, or ``model`` itself.
+
+        Under an FSDP launch a caller that handles sharded models (``fsdp_ok``: the supervised training loop)
+        gets ``model`` itself, sharded in place with FSDP2 (build the optimizer from its parameters afterwards);
+        any other caller is refused."""
         if not self.enabled:
             return model
-        return self.accelerator.prepare_model(model)
+        if self.fsdp is None:
+            return self.accelerator.prepare_model(model)
+        if not fsdp_ok:
+            raise DistributedError(f"FSDP is supported for {FSDP_RECIPES} only; this training loop (online RL: ppo, "
+                                   "grpo) trains with data parallelism (DDP). Launch it without the FSDP config")
+        return self._shard(model)
+
+    def _shard(self, model: torch.nn.Module) -> torch.nn.Module:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+
+        from tether.utils.logging import console
+
+        if isinstance(model, FSDPModule):
+            return model
+        if hasattr(model, "peft_config"):
+            raise DistributedError("FSDP with LoRA adapters is not supported by tether (LoRA already keeps the "
+                                   "optimizer state small); train LoRA with plain data parallelism")
+        if self._mesh is None:
+            self._mesh = init_device_mesh(self._comm_device.type, (self.world_size,))
+        settings = self.fsdp
+        blocks: list[torch.nn.Module] = []
+        if settings.wrap_blocks:
+            names = settings.block_classes or tuple(getattr(model, "_no_split_modules", None) or ())
+            blocks = [m for m in model.modules() if type(m).__name__ in names]
+            if settings.block_classes and not blocks:
+                raise DistributedError(f"FSDP_TRANSFORMER_CLS_TO_WRAP: {type(model).__name__} has no module of "
+                                       f"class {', '.join(settings.block_classes)}")
+        units = f"{len(blocks)} × {type(blocks[0]).__name__} + the rest" if blocks else "one unit"
+        for block in blocks:
+            fully_shard(block, mesh=self._mesh, reshard_after_forward=settings.reshard_after_forward)
+        # the root unit holds the rest (embeddings, tied with the LM head, final norm, heads); torch decides its
+        # resharding (it keeps the root gathered between forward and backward)
+        name = type(model).__name__
+        fully_shard(model, mesh=self._mesh)
+        console.print(f"FSDP: {name} sharded over {self.world_size} processes ({units}; "
+                      f"reshard after forward: {settings.reshard_after_forward})")
+        return model
 
     @contextlib.contextmanager
     def no_sync(self, wrapped: torch.nn.Module, skip: bool) -> Iterator[None]:
-        """Accumulate gradients locally (no all-reduce) when ``skip``: every micro-batch but the step's last."""
-        if self.enabled and skip and hasattr(wrapped, "no_sync"):
+        """Accumulate gradients locally (no all-reduce / reduce-scatter) when ``skip``: every micro-batch but the
+        step's last."""
+        if self.enabled and skip and hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2
+            wrapped.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                wrapped.set_requires_gradient_sync(True)
+        elif self.enabled and skip and hasattr(wrapped, "no_sync"):
             with wrapped.no_sync():
                 yield
         else:
             yield
+
+    # --- full state dicts of a sharded model (collectives: every process calls them) -------------
+    def full_model_state(self, model: torch.nn.Module, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """The whole state dict of an FSDP model, gathered on the main process's CPU (``{}`` on the others).
+
+        Names that share one parameter (tied embeddings) share one tensor, as in the state dict of an unsharded
+        model, so writers that drop tied duplicates write the same keys. ``names``: only these entries."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.is_main:
+            return {}
+        groups: dict[int, list[str]] = {}
+        for name, param in model.named_parameters(remove_duplicate=False):
+            groups.setdefault(id(param), []).append(name)
+        for aliases in groups.values():
+            first = next((n for n in aliases if n in full), None)
+            for alias in aliases:
+                if first is not None and alias in full:
+                    full[alias] = full[first]
+        return full if names is None else {n: full[n] for n in names}
+
+    def full_optimizer_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """The optimizer's state dict as one process holds it (full tensors, parameters numbered in group order),
+        gathered on the main process's CPU (``{}`` on the others)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        full = get_optimizer_state_dict(model, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not self.is_main:
+            return {}
+        local = optimizer.state_dict()  # numbering and hyperparameters (its tensors are shards; not kept)
+        fqns = self._optimizer_fqns(model, optimizer)
+        state = {index: full["state"][fqns[index]] for index in local["state"]}
+        return {"state": state, "param_groups": local["param_groups"]}
+
+    def load_full_state(self, model: torch.nn.Module, weights: dict[str, torch.Tensor],
+                        optimizer: torch.optim.Optimizer | None = None, optimizer_state: dict | None = None) -> None:
+        """Load full (unsharded) weights and optimizer state, as ``full_*_state`` return them, into an FSDP model and
+        its optimizer; every process holds the full dicts and keeps its shard."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        set_model_state_dict(model, weights, options=options)
+        if optimizer is not None and optimizer_state is not None:
+            fqns = self._optimizer_fqns(model, optimizer)
+            by_name = {"state": {fqns[int(i)]: v for i, v in optimizer_state["state"].items()},
+                       "param_groups": [{**g, "params": [fqns[int(i)] for i in g["params"]]}
+                                        for g in optimizer_state["param_groups"]]}
+            set_optimizer_state_dict(model, optimizer, by_name, options=options)
+
+    @staticmethod
+    def _optimizer_fqns(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[int, str]:
+        """Parameter number in ``optimizer.state_dict()`` → the parameter's name in ``model``."""
+        names = {id(p): n for n, p in model.named_parameters()}
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        return {index: names[id(p)] for index, p in enumerate(params)}
 
     # --- collectives ---------------------------------------------------------------------------
     def sum(self, values: dict[str, float]) -> dict[str, float]:
