@@ -65,6 +65,9 @@ class ModelConfig:
     trust_remote_code: bool = doc_field(False, "Allow model code from the model directory (off: a security risk).")
     revision: str | None = doc_field(None, "Hub revision (branch, tag or commit) for hub ids.")
     gradient_checkpointing: bool = doc_field(False, "Recompute activations in backward to save memory.")
+    padding_free: bool = doc_field(
+        True, "Score token log-probs on packed rows (no padding positions; block-diagonal attention) when the model's "
+              "forward supports it (probed once); the vocabulary head runs only where a token is scored either way.")
     lora: LoraConfig = doc_field(LoraConfig(), "LoRA adapters.")
 
 

@@ -35,7 +35,9 @@ def pack_sft(examples: list["SFTExample"], max_length: int) -> list["SFTExample"
 
     ``position_ids`` restart at 0 for each packed document; the SFT forward passes them without an
     attention mask, so transformers builds a block-diagonal causal mask and no document attends to
-    another. An example longer than ``max_length`` stays alone.
+    another. A document's first token is not scored (its loss mask is set to 0), as position 0 of an unpacked
+    row is not: it would be predicted from the previous document. An example longer than ``max_length`` stays
+    alone.
     """
     from tether.data.datasets import SFTExample
 
@@ -48,7 +50,7 @@ def pack_sft(examples: list["SFTExample"], max_length: int) -> list["SFTExample"
             packed.append(SFTExample(ids, mask, pos))
             ids, mask, pos = [], [], []
         ids = ids + e.input_ids
-        mask = mask + e.loss_mask
+        mask = mask + [0] + e.loss_mask[1:]  # a document's first token has no context of its own: never scored
         pos = pos + list(range(len(e.input_ids)))
     if ids:
         packed.append(SFTExample(ids, mask, pos))

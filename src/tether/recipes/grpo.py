@@ -101,12 +101,12 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
     scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
     mask = rollout.response_mask
     reuse = single_on_policy_step(cfg, len(grouped), dist)
-    old_logps = None if reuse else response_logprobs(policy, rollout, cfg.temperature)
+    old_logps = None if reuse else response_logprobs(policy, rollout, cfg.temperature, padding_free=cfg.model.padding_free)
     if ref_model is None:
         with policy.disable_adapter():
-            ref_logps = response_logprobs(policy, rollout, cfg.temperature)
+            ref_logps = response_logprobs(policy, rollout, cfg.temperature, padding_free=cfg.model.padding_free)
     else:
-        ref_logps = response_logprobs(ref_model, rollout, cfg.temperature)
+        ref_logps = response_logprobs(ref_model, rollout, cfg.temperature, padding_free=cfg.model.padding_free)
     # (when the old log-probs are deferred to the update, KL is not needed here: it is a loss term)
     kl = torch.zeros_like(ref_logps) if reuse else kl_penalty(old_logps, ref_logps, "k1") * mask
     advantages = sequence_advantages(cfg, scores, kl, mask, dist)
@@ -150,7 +150,7 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: dict, train_poli
             if dist.enabled:  # the loss of the whole (global) minibatch
                 own = aggregate_parts(mask.float(), mask, cfg.loss_aggregation, cfg.max_new_tokens)[1]
                 denominator = dist.sum({"d": float(own)})["d"]
-            logps = response_logprobs(train_policy, mini, cfg.temperature)
+            logps = response_logprobs(train_policy, mini, cfg.temperature, padding_free=cfg.model.padding_free)
             deferred = experience["old_logps"] is None
             old = logps.detach() if deferred else experience["old_logps"][idx]
             loss, metrics = policy_loss(logps, old, experience["advantages"][idx], mask, cfg.clip_range,

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from tether.algos.logprobs import sequence_logprobs
 from tether.algos.losses.preference import REFERENCE_FREE, UNPAIRED, get_preference_loss
 from tether.config import PreferenceConfig, prompt_budget, to_dict
 from tether.data import collate_pairs, collate_unpaired, load_preference_dataset, load_unpaired_dataset
 from tether.models.loading import apply_lora, is_peft, load_causal_lm, load_tokenizer, save_model
+from tether.models.scoring import scored_logprobs
 from tether.recipes.common import load_train_eval, prepare_run
 from tether.recipes.loop import TrainResult, planned_indices, run_training
 from tether.utils.distributed import Dist
@@ -36,10 +36,10 @@ class PreferenceResult:
     n_eval: int
 
 
-def policy_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def policy_logps(model, batch: dict, padding_free: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed response log-probs (N,) fp32 and response token counts (N,) for a collated batch."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logps = sequence_logprobs(logits, batch["input_ids"], batch["loss_mask"])
+    logps = scored_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
+                            padding_free=padding_free).sum(-1)
     lengths = batch["loss_mask"][:, 1:].sum(-1).clamp(min=1).float()
     return logps, lengths
 
@@ -86,10 +86,10 @@ def reference_logps(ref_model, cfg: PreferenceConfig, examples: list, pad: int, 
                       disable=not Dist.current().is_main):
         chunk = indices[start:start + batch_size]
         batch = _make_batch(cfg, examples, chunk, pad)
-        values, _ = policy_logps(ref_model, batch)
+        values, _ = policy_logps(ref_model, batch, cfg.model.padding_free)
         if cfg.loss in UNPAIRED:
             out["logps"][chunk] = values
-            out["kl_logps"][chunk] = policy_logps(ref_model, batch["kl"])[0]
+            out["kl_logps"][chunk] = policy_logps(ref_model, batch["kl"], cfg.model.padding_free)[0]
         else:
             out["logps"][chunk] = torch.stack([values[:len(chunk)], values[len(chunk):]], dim=1)
     return out
@@ -98,11 +98,11 @@ def reference_logps(ref_model, cfg: PreferenceConfig, examples: list, pad: int, 
 def preference_loss(model, batch: dict, num_items: int, cfg: PreferenceConfig, ref: dict | None):
     """Micro-batch loss for the configured loss name, summed and divided by ``num_items``."""
     loss_fn = get_preference_loss(cfg.loss)
-    logps, lengths = policy_logps(model, batch)
+    logps, lengths = policy_logps(model, batch, cfg.model.padding_free)
     index = batch["index"].cpu()  # the cached reference log-probs live on the CPU
     if cfg.loss in UNPAIRED:
         with torch.no_grad():
-            kl_logps, _ = policy_logps(model, batch["kl"])
+            kl_logps, _ = policy_logps(model, batch["kl"], cfg.model.padding_free)
         # KTO's KL estimate is a mean over the whole (global) micro-batch: summed over processes
         # (a stand-in batch of a process whose slice was empty counts for nothing)
         share = 0.0 if batch.get("stand_in") else 1.0

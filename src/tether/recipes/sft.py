@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
-from tether.algos.losses.sft import sft_loss
+from tether.algos.losses.sft import sft_loss_from_logprobs
 from tether.config import SFTConfig, to_dict
 from tether.data import collate_sft, load_sft_dataset, pack_sft
 from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, save_model
+from tether.models.scoring import scored_logprobs
 from tether.recipes.common import load_train_eval, prepare_run
 from tether.recipes.loop import TrainResult, run_training
 from tether.utils.logging import console
@@ -29,20 +30,27 @@ class SFTResult:
     n_eval: int
 
 
-def _forward_logits(model, batch: dict) -> torch.Tensor:
-    if "position_ids" in batch:
-        # Packed documents: no 2-D mask and no cache, so transformers reads the document boundaries from the
-        # restarting position_ids and builds a block-diagonal causal mask (each document sees only itself).
-        # The right padding gets position 0s (one-token "documents"); no real token attends to it.
-        return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+def _scored_logprobs(model, batch: dict, padding_free: bool) -> torch.Tensor:
+    """Log-probs of the completion tokens (B, T) fp32. Packed documents (``position_ids`` in the batch) are
+    scored without a 2-D mask and without a cache, so transformers builds a block-diagonal causal mask from the
+    restarting position_ids (each document sees only itself; the right padding gets position 0s: one-token
+    "documents" no real token attends to)."""
+    return scored_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
+                           position_ids=batch.get("position_ids"), padding_free=padding_free)
+
+
+def _scored_mask(batch: dict) -> torch.Tensor:
+    """The loss mask without position 0, which has no context and is never scored."""
+    mask = batch["loss_mask"].clone()
+    mask[:, 0] = 0
+    return mask
 
 
 def _scored_tokens(batch: dict) -> int:
     return int(batch["loss_mask"][:, 1:].sum())
 
 
-def evaluate_nll(model, examples, pad_token_id: int, batch_size: int) -> dict[str, float]:
+def evaluate_nll(model, examples, pad_token_id: int, batch_size: int, padding_free: bool = True) -> dict[str, float]:
     """Token-weighted mean NLL and perplexity of ``examples`` (completion tokens)."""
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
@@ -50,7 +58,7 @@ def evaluate_nll(model, examples, pad_token_id: int, batch_size: int) -> dict[st
         n = _scored_tokens(batch)
         if n == 0:
             continue
-        loss, _ = sft_loss(_forward_logits(model, batch), batch["input_ids"], batch["loss_mask"], num_items=n)
+        loss, _ = sft_loss_from_logprobs(_scored_logprobs(model, batch, padding_free), _scored_mask(batch), num_items=n)
         total_nll += float(loss) * n
         total_tokens += n
     mean = total_nll / max(1, total_tokens)
@@ -76,9 +84,13 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
 
     # 3. train
     def loss_fn(model, batch, num_items):
-        return sft_loss(_forward_logits(model, batch), batch["input_ids"], batch["loss_mask"], num_items=num_items)
+        return sft_loss_from_logprobs(_scored_logprobs(model, batch, cfg.model.padding_free), _scored_mask(batch),
+                                      num_items=num_items)
 
-    eval_fn = (lambda m: evaluate_nll(m, eval_examples, pad, cfg.train.eval_batch_size)) if eval_examples else None
+    def evaluate(m):
+        return evaluate_nll(m, eval_examples, pad, cfg.train.eval_batch_size, cfg.model.padding_free)
+
+    eval_fn = evaluate if eval_examples else None
     result = run_training(
         model=model, n_examples=len(train_examples),
         make_batch=lambda idx: collate_sft([train_examples[i] for i in idx], pad),

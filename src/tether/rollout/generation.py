@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import torch
 
-from tether.algos.logprobs import token_logprobs
-
 
 @dataclass
 class GenerationConfig:
@@ -135,17 +133,18 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
     return Rollout(prompt_ids, prompt_mask, response_ids, mask, ended)
 
 
-def response_logprobs(model, rollout: Rollout, temperature: float = 1.0,
-                      return_entropy: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """log π(response token) under ``model`` at the sampling temperature → (B, R) fp32, 0 on padding."""
-    input_ids, attention_mask = rollout.input_ids, rollout.attention_mask
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids(attention_mask)).logits
-    n_prompt = rollout.prompt_ids.shape[1]
-    logits = logits[:, n_prompt - 1:-1].float() / temperature  # the output at t predicts token t + 1
-    logps = token_logprobs(logits, rollout.response_ids, rollout.response_mask)
-    if not return_entropy:
-        return logps
-    from tether.algos.logprobs import entropy_from_logits
+def response_logprobs(model, rollout: Rollout, temperature: float = 1.0, return_entropy: bool = False,
+                      padding_free: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """log π(response token) under ``model`` at the sampling temperature → (B, R) fp32, 0 on padding
+    (with ``return_entropy``, also each response position's entropy, 0 on padding). Scored padding-free and with
+    the vocabulary head only at response positions where the model allows (:mod:`tether.models.scoring`)."""
+    from tether.models.scoring import scored_logprobs
 
-    return logps, entropy_from_logits(logits) * rollout.response_mask
+    n_prompt = rollout.prompt_ids.shape[1]
+    score = torch.cat([torch.zeros_like(rollout.prompt_mask), rollout.response_mask], dim=1)
+    out = scored_logprobs(model, rollout.input_ids, rollout.attention_mask, score, temperature=temperature,
+                          padding_free=padding_free, return_entropy=return_entropy)
+    if not return_entropy:
+        return out[:, n_prompt:]
+    logps, entropy = out
+    return logps[:, n_prompt:], entropy[:, n_prompt:]

@@ -27,7 +27,15 @@ def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Ten
     metrics: "loss/nll" (this batch's mean NLL per token), "tokens" (its scored tokens).
     """
     shifted_logits, labels, mask = shift_for_next_token(logits, input_ids, loss_mask)
-    nll = -token_logprobs(shifted_logits, labels, mask)  # (B, T-1), 0 where unscored
+    return sft_loss_from_logprobs(token_logprobs(shifted_logits, labels, mask), mask, num_items)
+
+
+def sft_loss_from_logprobs(logps: torch.Tensor, mask: torch.Tensor,
+                           num_items: int | float | torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`sft_loss` from the scored tokens' log-probs: logps (B, T) fp32, 0 where ``mask`` (B, T) is 0 (as
+    :func:`tether.models.scoring.scored_logprobs` returns them, or the shifted ones)."""
+    nll = -logps  # (B, T), 0 where unscored
     nll_sum = nll.sum()  # ()
     tokens = mask.to(nll.dtype).sum()  # ()
     if num_items is None:

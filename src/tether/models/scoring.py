@@ -1,0 +1,215 @@
+"""Token log-probs of a causal LM on a padded batch, computed without the padding's cost.
+
+Every recipe that scores tokens (SFT's loss, DPO's policy and reference log-probs, GRPO / PPO's policy, old
+and reference log-probs) goes through :func:`scored_logprobs`. Two savings, each exact:
+
+1. **The vocabulary head only where a token is scored.** A causal LM's output at position t is the
+   distribution of token t + 1; only the positions that predict a scored token (a completion, a response)
+   need the head (d × V multiply-adds per position, a fifth of SmolLM2's forward) and the log-softmax.
+   The model is asked for those positions alone (transformers' ``logits_to_keep`` with an index tensor).
+2. **Padding-free rows.** The rows' real tokens are packed first-fit-decreasing into as few rows of the
+   batch's length as they fit in, each document with positions restarting at 0, and the forward runs
+   without a 2-D attention mask and without a cache, so transformers builds a block-diagonal causal mask
+   from the restarting positions (each document attends only to itself). Packing is used when it removes
+   at least 15% of the positions; its attention is a full masked square per packed row instead of a causal
+   one per padded row, which that margin pays for at the lengths RLHF batches have.
+
+Packing is used only for models whose forward has been seen to isolate packed documents: the first call
+for a model runs a probe (two short documents packed in one row against each alone, logits within
+tolerance) and remembers the verdict; a model that fails it (another architecture, a custom forward) is
+scored with padded rows, with one console note. ``padding_free=False`` turns packing off.
+
+Positions follow the attention mask (0 at each row's first real token, as ``generate`` uses), so left- and
+right-padded batches give the same log-probs as the padded forward with ``position_ids``. All log-probs
+are fp32 (see :mod:`tether.algos.logprobs`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from tether.algos.logprobs import _selected_logprobs, entropy_from_logits
+
+MIN_SAVING = 0.15  # pack when it removes at least this fraction of the padded positions
+_verdicts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # base model → packing isolates documents
+
+
+@dataclass(frozen=True)
+class PackPlan:
+    """Where each row's real tokens go: row ``b``'s tokens ``start[b] : start[b] + length[b]`` of the padded
+    batch become packed row ``bin[b]``, columns ``offset[b] : offset[b] + length[b]``."""
+
+    bin: list[int]
+    offset: list[int]
+    start: list[int]
+    length: list[int]
+    n_bins: int
+    width: int
+
+
+def real_spans(attention_mask: torch.Tensor) -> tuple[list[int], list[int]] | None:
+    """(first real position, number of real tokens) per row; None if some row's real tokens are not contiguous."""
+    real = attention_mask.bool()
+    lengths = real.sum(-1)
+    first = torch.where(lengths > 0, real.int().argmax(-1), torch.zeros_like(lengths))
+    columns = torch.arange(real.shape[1]).unsqueeze(0)
+    inside = (columns >= first.unsqueeze(-1)) & (columns < (first + lengths).unsqueeze(-1))
+    if not torch.equal(inside, real):
+        return None
+    return first.tolist(), lengths.tolist()
+
+
+def plan_packing(attention_mask: torch.Tensor, min_saving: float = MIN_SAVING) -> PackPlan | None:
+    """First-fit-decreasing packing of the rows' real tokens into rows of the batch's width.
+
+    None when packing would not remove at least ``min_saving`` of the positions, or a row's real tokens are not
+    contiguous (a mask this module cannot pack)."""
+    if attention_mask.dim() != 2 or attention_mask.shape[0] < 2:
+        return None
+    spans = real_spans(attention_mask)
+    if spans is None:
+        return None
+    start, length = spans
+    width = max(length)
+    if width == 0:
+        return None
+    order = sorted(range(len(length)), key=lambda b: (-length[b], b))
+    fill: list[int] = []
+    bins, offsets = [0] * len(length), [0] * len(length)
+    for b in order:
+        target = next((i for i, used in enumerate(fill) if used + length[b] <= width), None)
+        if target is None:
+            target = len(fill)
+            fill.append(0)
+        bins[b], offsets[b] = target, fill[target]
+        fill[target] += length[b]
+    n_bins = len(fill)
+    if n_bins * width > (1.0 - min_saving) * attention_mask.numel():
+        return None
+    return PackPlan(bins, offsets, start, length, n_bins, width)
+
+
+def pack(input_ids: torch.Tensor, plan: PackPlan, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The packed (n_bins, width) ``input_ids`` and ``position_ids`` (restarting at 0 for each document; every
+    unused slot is a one-token document at position 0, which no real token attends to)."""
+    ids = torch.full((plan.n_bins, plan.width), pad_token_id, dtype=input_ids.dtype)
+    positions = torch.zeros((plan.n_bins, plan.width), dtype=torch.long)
+    for b in range(input_ids.shape[0]):
+        n, col = plan.length[b], plan.offset[b]
+        ids[plan.bin[b], col:col + n] = input_ids[b, plan.start[b]:plan.start[b] + n]
+        positions[plan.bin[b], col:col + n] = torch.arange(n)
+    return ids.to(input_ids.device), positions.to(input_ids.device)
+
+
+def base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside DDP and PEFT wrappers."""
+    from tether.utils.distributed import unwrap
+
+    model = unwrap(model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(base_model(model).forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@torch.no_grad()
+def packing_isolates_documents(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s forward keeps packed documents apart (probed once per model, then remembered)."""
+    base = base_model(model)
+    if base in _verdicts:
+        return _verdicts[base]
+    verdict = False
+    was_training = base.training
+    base.eval()
+    try:
+        vocab = base.get_input_embeddings().weight.shape[0]
+        device = base.get_input_embeddings().weight.device
+        docs = [(torch.arange(5) * 7 + 3) % vocab, (torch.arange(7) * 11 + 5) % vocab]
+        alone = [base(input_ids=d[None].to(device), use_cache=False).logits[0].float() for d in docs]
+        ids = torch.cat(docs)[None].to(device)
+        positions = torch.cat([torch.arange(len(d)) for d in docs])[None].to(device)
+        packed = base(input_ids=ids, position_ids=positions, use_cache=False).logits[0].float()
+        together = torch.cat(alone)
+        tolerance = 1e-3 if base.get_input_embeddings().weight.dtype in (torch.float32, torch.float64) else 5e-2
+        scale = together.abs().max().clamp(min=1.0)
+        verdict = bool(((packed - together).abs().max() / scale) < tolerance)
+    except (TypeError, ValueError, RuntimeError, AttributeError):
+        verdict = False
+    finally:
+        base.train(was_training)
+    if not verdict:
+        from tether.utils.logging import console
+
+        console.print(f"[yellow]padding-free scoring is off for {type(base).__name__}: its forward does not keep "
+                      "packed documents apart; scoring padded rows[/]")
+    _verdicts[base] = verdict
+    return verdict
+
+
+def scored_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    score_mask: torch.Tensor, temperature: float = 1.0, position_ids: torch.Tensor | None = None,
+                    padding_free: bool = True, pad_token_id: int = 0,
+                    return_entropy: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """log π(input_ids[b, t] | input_ids[b, <t]) at the scored positions → (B, T) fp32, exactly 0 elsewhere.
+
+    input_ids, attention_mask (1 on real tokens; left, right or both padding), score_mask (B, T): 1 on the
+    tokens to score, aligned with ``input_ids`` (a completion's tokens, a response's). Position 0 is never
+    scored (it has no context); a scored token must follow a real token of its row. Logits are divided by
+    ``temperature`` (the sampling temperature) before the log-softmax. ``position_ids``: rows that already
+    hold packed documents (SFT packing): they are used as given, without a 2-D mask and without re-packing.
+    ``return_entropy``: also the entropy of each scored position's distribution (B, T), 0 elsewhere.
+    """
+    if input_ids.shape != attention_mask.shape or input_ids.shape != score_mask.shape:
+        raise ValueError(f"scored_logprobs: input_ids {tuple(input_ids.shape)}, attention_mask "
+                         f"{tuple(attention_mask.shape)} and score_mask {tuple(score_mask.shape)} must have one shape")
+    real = attention_mask.bool()
+    score = score_mask.bool() & real
+    score[:, 0] = False
+    if bool((score[:, 1:] & ~real[:, :-1]).any()):
+        raise ValueError("scored_logprobs: a scored token follows a padding position (its context is not in the row)")
+    rows, cols = score.nonzero(as_tuple=True)  # row-major: the order of out[score]
+    plan = None
+    if position_ids is None and padding_free and bool(score.any()):
+        plan = plan_packing(attention_mask.cpu())
+        if plan is not None and not packing_isolates_documents(model):
+            plan = None
+    if plan is not None:
+        ids, positions = pack(input_ids.cpu(), plan, pad_token_id)
+        ids, positions = ids.to(input_ids.device), positions.to(input_ids.device)
+        shift = torch.tensor([plan.offset[b] - plan.start[b] for b in range(input_ids.shape[0])],
+                             device=input_ids.device)
+        bins = torch.tensor(plan.bin, device=input_ids.device)
+        at_row, at_col = bins[rows], cols + shift[rows]
+        kwargs = dict(input_ids=ids, position_ids=positions, use_cache=False)
+    elif position_ids is not None:  # already-packed rows
+        at_row, at_col = rows, cols
+        kwargs = dict(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+    else:
+        from tether.rollout.generation import position_ids as positions_from_mask
+
+        at_row, at_col = rows, cols
+        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask,
+                      position_ids=positions_from_mask(attention_mask))
+    predicting = at_col - 1  # the output at column c is the distribution of the token at c + 1
+    keep = torch.unique(predicting)  # sorted
+    if accepts_logits_to_keep(model):
+        logits = model(**kwargs, logits_to_keep=keep).logits  # (rows, K, V)
+        picked = logits[at_row, torch.searchsorted(keep, predicting)]  # (M, V)
+    else:
+        picked = model(**kwargs).logits[at_row, predicting]  # (M, V)
+    picked = (picked if picked.dtype == torch.float64 else picked.float()) / temperature  # fp32 (fp64 stays)
+    out = torch.zeros(score.shape, dtype=picked.dtype, device=input_ids.device)
+    out[score] = _selected_logprobs(picked, input_ids[rows, cols])
+    if not return_entropy:
+        return out
+    entropy = torch.zeros_like(out)
+    entropy[score] = entropy_from_logits(picked)
+    return out, entropy
