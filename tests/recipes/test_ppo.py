@@ -174,18 +174,25 @@ def test_hacking_alarm_fires_when_the_proxy_rises_and_gold_falls(tmp_path, sft_d
     best = max(curve["points"], key=lambda p: p["gold"])
     last = curve["points"][-1]
     assert last["proxy"] > best["proxy"] and last["gold"] < best["gold"] - 0.1
-    assert json.loads((tmp_path / "ppo-best" / "tether.json").read_text())["heldout_gold"] == best["gold"]
+    if best["iteration"] > 0:  # keep_best saved the policy of the best point (none beat the reference: none saved)
+        assert json.loads((tmp_path / "ppo-best" / "tether.json").read_text())["heldout_gold"] == best["gold"]
+    else:
+        assert not (tmp_path / "ppo-best").exists()
     rows = read_metrics(tmp_path, "ppo")
     assert [r["heldout/gold_mean"] for r in rows if "heldout/gold_mean" in r] == [p["gold"] for p in curve["points"]]
 
 
 def test_hacking_alarm_stays_silent_when_gold_rises_with_the_proxy(tmp_path, sft_dir):
     heldout = HeldOutConfig(gold="tether.tasks.toy:period_density", prompts_file=str(DATA / "prompts.jsonl"),
-                            max_prompts=16, every=2)
+                            max_prompts=16, every=2, keep_best=True)
     result = train_ppo(_ppo(tmp_path, sft_dir, heldout=heldout))
     assert result.alarms == [] and result.iterations == 14
     curve = json.loads((tmp_path / "ppo_heldout.json").read_text())
     assert curve["points"][-1]["gold"] > curve["points"][0]["gold"] + 0.3
+    # keep_best: the policy of the (first) best held-out point, which beat the reference
+    best = max(curve["points"], key=lambda p: p["gold"])
+    saved = json.loads((tmp_path / "ppo-best" / "tether.json").read_text())
+    assert (saved["iteration"], saved["heldout_gold"]) == (best["iteration"], best["gold"]) and best["iteration"] > 0
 
 
 def test_grpo_single_step_reuses_the_training_forward_as_old_logprobs(tmp_path, sft_dir, monkeypatch):

@@ -177,10 +177,10 @@ def scored_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         raise ValueError("scored_logprobs: a scored token follows a padding position (its context is not in the row)")
     rows, cols = score.nonzero(as_tuple=True)  # row-major: the order of out[score]
     plan = None
-    if position_ids is None and padding_free and bool(score.any()):
+    # probe first, whatever this batch's plan: under FSDP the probe's forward is a collective, and every process
+    # must run it at the same call (their batches, and so their plans, differ)
+    if position_ids is None and padding_free and packing_isolates_documents(model):
         plan = plan_packing(attention_mask.cpu())
-        if plan is not None and not packing_isolates_documents(model):
-            plan = None
     if plan is not None:
         ids, positions = pack(input_ids.cpu(), plan, pad_token_id)
         ids, positions = ids.to(input_ids.device), positions.to(input_ids.device)
