@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from transformers import LlamaForCausalLM
+from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
 from tests.helpers import tiny_model_config
 from tether.algos.logprobs import entropy_from_logits, token_logprobs
@@ -48,8 +48,9 @@ def _reference(model, ids, mask, score, temperature=1.0):
     return torch.cat([zero, logps], 1), torch.cat([zero, entropy], 1)
 
 
-def _batch():
-    """A rollout-shaped batch: left-padded prompts, right-padded responses; scored = the response tokens."""
+def _batch(right_padded_only=False):
+    """A rollout-shaped batch: left-padded prompts, right-padded responses; scored = the response tokens.
+    ``right_padded_only``: an SFT / DPO-shaped batch instead (prompt + response from column 0, right padding)."""
     torch.manual_seed(0)
     # real lengths 8, 3, 4, 5: packed into rows of 8 as [row 0], [row 3, row 1], [row 2, unused slots]
     prompt_lengths, response_lengths, n_prompt, n_response = [3, 2, 2, 4], [5, 1, 2, 1], 6, 7
@@ -57,8 +58,9 @@ def _batch():
     mask = torch.zeros_like(ids)
     score = torch.zeros_like(ids)
     for b, (p, r) in enumerate(zip(prompt_lengths, response_lengths)):
-        mask[b, n_prompt - p:n_prompt + r] = 1
-        score[b, n_prompt:n_prompt + r] = 1
+        first = 0 if right_padded_only else n_prompt - p
+        mask[b, first:first + p + r] = 1
+        score[b, first + p:first + p + r] = 1
     return ids, mask, score
 
 
@@ -67,9 +69,10 @@ def model():
     return load_causal_lm(tiny_model_config(), seed=0).eval()
 
 
-@pytest.mark.parametrize("padding_free", [True, False])
-def test_scored_logprobs_equal_the_padded_forward(model, padding_free):
-    ids, mask, score = _batch()
+@pytest.mark.parametrize("padding_free, right_padded_only", [(True, False), (False, False), (True, True), (False, True)])
+def test_scored_logprobs_equal_the_padded_forward(model, padding_free, right_padded_only):
+    """Packed rows, padded rows with the 2-D mask (left padding), padded rows without it (right padding only)."""
+    ids, mask, score = _batch(right_padded_only)
     plan = plan_packing(mask)
     assert (plan.bin, plan.n_bins) == ([0, 1, 2, 1], 3)  # the packed path really runs, two documents share a row
     assert packing_isolates_documents(model)
@@ -79,6 +82,19 @@ def test_scored_logprobs_equal_the_padded_forward(model, padding_free):
     assert torch.allclose(logps, ref_logps, atol=1e-5), (logps - ref_logps).abs().max()
     assert torch.allclose(entropy, ref_entropy, atol=1e-5)
     assert (logps[~score.bool()] == 0).all() and (logps[score.bool()] < 0).all()
+
+
+def test_right_padded_rows_score_the_same_without_the_mask(model):
+    from tether.models.reward import reward_forward
+    from tether.models.scoring import padded_forward_inputs
+
+    ids, mask, score = _batch(right_padded_only=True)
+    assert padded_forward_inputs(mask) == {} and "attention_mask" in padded_forward_inputs(_batch()[1])
+    rm = LlamaForSequenceClassification(model.config.__class__(**{**model.config.to_dict(), "num_labels": 1,
+                                                                   "pad_token_id": 0})).eval()
+    ids = torch.where(mask.bool(), ids, torch.zeros_like(ids))  # the head reads the last non-pad token
+    with_mask = rm(input_ids=ids, attention_mask=mask).logits[:, 0]
+    assert torch.allclose(reward_forward(rm, ids, mask), with_mask, atol=1e-5)
 
 
 def test_gradients_of_the_packed_forward_equal_the_padded_ones(model):

@@ -30,8 +30,12 @@ def pad_right(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tens
 
 
 def reward_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B,) fp32 scores. The head reads the rightmost non-pad token, as transformers does."""
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0].float()
+    """(B,) fp32 scores. The head reads the rightmost non-pad token, as transformers does (right-padded rows are
+    run without the 2-D mask, which changes no real token's output: see ``padded_forward_inputs``)."""
+    from tether.models.scoring import right_padded
+
+    mask = {} if right_padded(attention_mask) else {"attention_mask": attention_mask}
+    return model(input_ids=input_ids, **mask).logits[:, 0].float()
 
 
 @torch.no_grad()

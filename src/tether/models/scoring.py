@@ -105,6 +105,26 @@ def pack(input_ids: torch.Tensor, plan: PackPlan, pad_token_id: int) -> tuple[to
     return ids.to(input_ids.device), positions.to(input_ids.device)
 
 
+def right_padded(attention_mask: torch.Tensor) -> bool:
+    """Every row's real tokens start at column 0 and are contiguous (padding, if any, only on the right)."""
+    spans = real_spans(attention_mask)
+    return spans is not None and not any(spans[0])
+
+
+def padded_forward_inputs(attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The mask arguments of a causal LM's forward on padded rows.
+
+    Right-padded rows need none: under the causal mask a real token never attends to the padding after it, so
+    the real tokens' outputs are the same without the 2-D mask (up to the rounding of another attention kernel),
+    and attention takes the faster causal path. Otherwise: the mask, and positions that start at 0 at each row's
+    first real token."""
+    if right_padded(attention_mask):
+        return {}
+    from tether.rollout.generation import position_ids as positions_from_mask
+
+    return {"attention_mask": attention_mask, "position_ids": positions_from_mask(attention_mask)}
+
+
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside DDP and PEFT wrappers."""
     from tether.utils.distributed import unwrap
@@ -193,11 +213,8 @@ def scored_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         at_row, at_col = rows, cols
         kwargs = dict(input_ids=input_ids, position_ids=position_ids, use_cache=False)
     else:
-        from tether.rollout.generation import position_ids as positions_from_mask
-
         at_row, at_col = rows, cols
-        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask,
-                      position_ids=positions_from_mask(attention_mask))
+        kwargs = dict(input_ids=input_ids, **padded_forward_inputs(attention_mask))
     predicting = at_col - 1  # the output at column c is the distribution of the token at c + 1
     keep = torch.unique(predicting)  # sorted
     if accepts_logits_to_keep(model):
