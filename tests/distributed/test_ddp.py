@@ -59,6 +59,9 @@ RECIPES = {
     "sft": ("sft", "sft_tiny.yaml", ["train.max_steps=3", "data.max_train_examples=20", "train.grad_accum_steps=2"]),
     "rm": ("rm", "rm_tiny.yaml", ["train.max_steps=3", "data.max_eval_examples=8"]),
     "dpo": ("dpo", "dpo_tiny.yaml", ["train.max_steps=3", "data.max_eval_examples=8"]),
+    # KTO: unpaired examples and the mismatched-pair KL estimate; both have reference log-probs, computed
+    # by the processes in shares and merged
+    "kto": ("dpo", "dpo_tiny.yaml", ["loss=kto", "train.max_steps=3", "data.max_eval_examples=8"]),
 }
 
 
@@ -70,7 +73,7 @@ def test_two_processes_match_one_with_the_same_global_batch(recipe, tmp_path):
     single(*args, f"run_dir={one}", "train.batch_size=4")
     result = launch(2, *args, f"run_dir={two}", "train.batch_size=2")
     assert result.returncode == 0, result.stderr[-4000:]
-    name = {"sft": "sft", "rm": "rm", "dpo": "dpo"}[recipe]
+    name = command  # the stage's name
     single_losses, ddp_losses = losses(one, name), losses(two, name)
     assert len(single_losses) == len(ddp_losses) == 3  # the main process alone wrote the metrics
     for (s1, l1), (s2, l2) in zip(single_losses, ddp_losses):

@@ -74,16 +74,19 @@ def reference_logps(ref_model, cfg: PreferenceConfig, examples: list, pad: int, 
     """Reference log-probs, computed once: {"logps": (N,) or (N, 2), "kl_logps": (N,)}.
 
     Only ``indices`` (default: all) are computed; the others stay NaN, so using one by
-    mistake poisons the loss loudly instead of silently.
+    mistake poisons the loss loudly instead of silently. In a data-parallel run each process
+    computes a contiguous share of ``indices`` and every process ends with all of them.
     """
     ref_model.eval()
+    dist = Dist.current()
     indices = list(range(len(examples))) if indices is None else indices
     shape = (len(examples),) if cfg.loss in UNPAIRED else (len(examples), 2)
     out = {"logps": torch.full(shape, float("nan"))}
     if cfg.loss in UNPAIRED:
         out["kl_logps"] = torch.full((len(examples),), float("nan"))
+    indices = dist.shard_evenly(indices)
     for start in tqdm(range(0, len(indices), batch_size), desc="reference log-probs", unit="batch", leave=False,
-                      disable=not Dist.current().is_main):
+                      disable=not dist.is_main):
         chunk = indices[start:start + batch_size]
         batch = _make_batch(cfg, examples, chunk, pad)
         values, _ = policy_logps(ref_model, batch, cfg.model.padding_free)
@@ -92,7 +95,17 @@ def reference_logps(ref_model, cfg: PreferenceConfig, examples: list, pad: int, 
             out["kl_logps"][chunk] = policy_logps(ref_model, batch["kl"], cfg.model.padding_free)[0]
         else:
             out["logps"][chunk] = torch.stack([values[:len(chunk)], values[len(chunk):]], dim=1)
-    return out
+    return {key: _merge_shares(dist, values) for key, values in out.items()}
+
+
+def _merge_shares(dist: Dist, values: torch.Tensor) -> torch.Tensor:
+    """Every process's computed entries (each entry computed by one process, NaN on the others) in one tensor."""
+    if not dist.enabled:
+        return values
+    shares = dist.all_gather(values.unsqueeze(0))  # (world, N[, 2])
+    computed = ~torch.isnan(shares)
+    merged = torch.where(computed, shares, torch.zeros_like(shares)).sum(0)  # one term per entry: exact
+    return torch.where(computed.any(0), merged, torch.full_like(merged, float("nan")))
 
 
 def preference_loss(model, batch: dict, num_items: int, cfg: PreferenceConfig, ref: dict | None):
