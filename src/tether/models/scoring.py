@@ -214,7 +214,7 @@ def scored_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         kwargs = dict(input_ids=input_ids, position_ids=position_ids, use_cache=False)
     else:
         at_row, at_col = rows, cols
-        kwargs = dict(input_ids=input_ids, **padded_forward_inputs(attention_mask))
+        kwargs = dict(input_ids=input_ids, use_cache=False, **padded_forward_inputs(attention_mask))
     predicting = at_col - 1  # the output at column c is the distribution of the token at c + 1
     keep = torch.unique(predicting)  # sorted
     if accepts_logits_to_keep(model):
