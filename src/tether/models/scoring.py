@@ -56,7 +56,7 @@ def real_spans(attention_mask: torch.Tensor) -> tuple[list[int], list[int]] | No
     real = attention_mask.bool()
     lengths = real.sum(-1)
     first = torch.where(lengths > 0, real.int().argmax(-1), torch.zeros_like(lengths))
-    columns = torch.arange(real.shape[1]).unsqueeze(0)
+    columns = torch.arange(real.shape[1], device=real.device).unsqueeze(0)
     inside = (columns >= first.unsqueeze(-1)) & (columns < (first + lengths).unsqueeze(-1))
     if not torch.equal(inside, real):
         return None
@@ -96,13 +96,14 @@ def plan_packing(attention_mask: torch.Tensor, min_saving: float = MIN_SAVING) -
 def pack(input_ids: torch.Tensor, plan: PackPlan, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The packed (n_bins, width) ``input_ids`` and ``position_ids`` (restarting at 0 for each document; every
     unused slot is a one-token document at position 0, which no real token attends to)."""
-    ids = torch.full((plan.n_bins, plan.width), pad_token_id, dtype=input_ids.dtype)
-    positions = torch.zeros((plan.n_bins, plan.width), dtype=torch.long)
+    device = input_ids.device
+    ids = torch.full((plan.n_bins, plan.width), pad_token_id, dtype=input_ids.dtype, device=device)
+    positions = torch.zeros((plan.n_bins, plan.width), dtype=torch.long, device=device)
     for b in range(input_ids.shape[0]):
         n, col = plan.length[b], plan.offset[b]
         ids[plan.bin[b], col:col + n] = input_ids[b, plan.start[b]:plan.start[b] + n]
-        positions[plan.bin[b], col:col + n] = torch.arange(n)
-    return ids.to(input_ids.device), positions.to(input_ids.device)
+        positions[plan.bin[b], col:col + n] = torch.arange(n, device=device)
+    return ids, positions
 
 
 def right_padded(attention_mask: torch.Tensor) -> bool:
@@ -200,10 +201,9 @@ def scored_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     # probe first, whatever this batch's plan: under FSDP the probe's forward is a collective, and every process
     # must run it at the same call (their batches, and so their plans, differ)
     if position_ids is None and padding_free and packing_isolates_documents(model):
-        plan = plan_packing(attention_mask.cpu())
+        plan = plan_packing(attention_mask)
     if plan is not None:
-        ids, positions = pack(input_ids.cpu(), plan, pad_token_id)
-        ids, positions = ids.to(input_ids.device), positions.to(input_ids.device)
+        ids, positions = pack(input_ids, plan, pad_token_id)
         shift = torch.tensor([plan.offset[b] - plan.start[b] for b in range(input_ids.shape[0])],
                              device=input_ids.device)
         bins = torch.tensor(plan.bin, device=input_ids.device)
