@@ -152,14 +152,6 @@ def print_config_help(command: str) -> None:
     print(config_help_text(command))
 
 
-def _refuse_unsharded(command: str, config: Any) -> None:
-    """An FSDP launch of a recipe with an online-RL stage is refused before any stage runs."""
-    from tether.utils.distributed import refuse_unsharded_recipe
-
-    stages = {"pipeline": getattr(config, "stages", None), "quickstart": ["ppo"]}.get(command)
-    refuse_unsharded_recipe(command, list(stages) if stages is not None else None)
-
-
 def _run_recipe(command: str, args: list[str], runner: Callable[[Any], Any]) -> None:
     if "--help" in args or "-h" in args:
         print_config_help(command)
@@ -175,7 +167,6 @@ def _run_recipe(command: str, args: list[str], runner: Callable[[Any], Any]) -> 
             raise typer.Exit(0)
         _quiet_libraries()
         bad_input = _bad_input_types()
-        _refuse_unsharded(command, config)
         runner(config)
     except typer.Exit:
         raise

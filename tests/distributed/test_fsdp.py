@@ -8,9 +8,14 @@ micro-batch, so the losses of every step and the final weights must agree with a
 ``batch_size`` is twice as large (within 1e-5 at lr 1e-4, as in test_ddp.py), and the checkpoints and model
 directories must hold the same tensors under the same names and shapes.
 
+The online-RL recipes shard the policy, the value model and the frozen reference, and sample in lockstep: each
+process draws its rows with row-seeded streams, so two processes must reproduce one process's iterations (as under
+DDP, test_ddp.py), held-out evaluation included.
+
 One launch runs every recipe in a row (``fsdp_worker.py``), so that the processes start (and import torch and
 transformers) once: SFT with gradient accumulation and checkpoints every 2 steps; a copy of that run cut back to
-its step-2 checkpoint and resumed under FSDP; DPO; the reward model.
+its step-2 checkpoint and resumed under FSDP; DPO; the reward model; a rollout whose processes finish at different
+steps; GRPO (with held-out evaluation) and PPO.
 """
 
 import json
@@ -25,7 +30,8 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from tests.distributed.test_ddp import COMMON, _free_port, assert_same_weights, losses, single
+from tests.distributed import fsdp_worker
+from tests.distributed.test_ddp import COMMON, GRPO, PPO, _free_port, assert_same_weights, losses, single
 from tests.helpers import EXAMPLES
 from tether.cli import app
 from tether.utils.distributed import Dist, DistributedError, FSDPSettings, fsdp_settings
@@ -40,6 +46,19 @@ RUNS = {
     "dpo": ("dpo", "dpo_tiny.yaml", ["train.max_steps=3", "data.max_eval_examples=8"]),
     "rm": ("rm", "rm_tiny.yaml", ["train.max_steps=3", "data.max_eval_examples=8"]),
 }
+
+
+RL_RUNS = {  # name: (command line, single-process extras); the reward-hacking monitor is on for GRPO
+    "grpo": ([*GRPO, "advantage=reinforce_pp", "heldout.gold=tether.tasks.toy:moderate_periods",
+              f"heldout.prompts_file={EXAMPLES / 'data' / 'prompts.jsonl'}", "heldout.max_prompts=4",
+              "heldout.every=1", "heldout.keep_best=true"], ["row_seeded_sampling=true"]),
+    "ppo": (PPO, ["row_seeded_sampling=true"]),
+}
+
+
+def _rl_args(name: str, run_dir: Path, single_process: bool = False) -> list[str]:
+    args, extra = RL_RUNS[name]
+    return [*args, *(extra if single_process else []), f"run_dir={run_dir}"]
 
 
 def _args(name: str, run_dir: Path, batch_size: int) -> list[str]:
@@ -63,12 +82,15 @@ def runs(tmp_path_factory):
     one, two = tmp / "one", tmp / "two"
     for name in RUNS:
         single(*_args(name, one / name, 4))
+    for name in RL_RUNS:
+        single(*_rl_args(name, one / name, single_process=True))
     cut = two / "sft-resumed"
     steps = [_args("sft", two / "sft", 2),
              # the same run, cut back to its step-2 checkpoint (as if killed during step 3), then resumed
              {"copy": [str(two / "sft"), str(cut)]}, {"remove": str(cut / "checkpoints" / "sft" / "step-4")},
              {"remove": str(cut / "sft")}, _args("sft", cut, 2),
-             _args("dpo", two / "dpo", 2), _args("rm", two / "rm", 2)]
+             _args("dpo", two / "dpo", 2), _args("rm", two / "rm", 2),
+             {"generate": str(two / "lockstep")}, *(_rl_args(name, two / name) for name in RL_RUNS)]
     result = launch_fsdp(tmp, steps)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
     yield {"one": one, "two": two, "stdout": result.stdout + result.stderr}
@@ -86,8 +108,11 @@ def _assert_same_losses(one_dir: Path, two_dir: Path, stage: str, steps: int) ->
 def test_the_models_were_sharded(runs):
     """The comparisons below would also hold for DDP: the launch must really have sharded each model."""
     text = " ".join(runs["stdout"].split())
-    assert text.count("FSDP: LlamaForCausalLM sharded over 2 processes (2 × LlamaDecoderLayer + the rest") == 3
     assert text.count("FSDP: LlamaForSequenceClassification sharded over 2 processes (2 × LlamaDecoderLayer") == 1
+    # SFT twice and DPO, the lockstep rollout's model, GRPO's policy and reference, PPO's reference; PPO's policy
+    # and value model are sharded together (2 + 2 blocks)
+    assert text.count("FSDP: LlamaForCausalLM sharded over 2 processes (2 × LlamaDecoderLayer") == 3 + 1 + 2 + 1
+    assert text.count("FSDP: PolicyAndValue sharded over 2 processes (4 × LlamaDecoderLayer") == 1
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
@@ -126,6 +151,57 @@ def test_an_fsdp_checkpoint_resumes_under_fsdp(runs):
     assert f"resumed from {resumed / 'checkpoints' / 'sft' / 'step-2'}" in " ".join(runs["stdout"].split())
     _assert_same_losses(runs["one"] / "sft", resumed, "sft", 4)
     assert_same_weights(runs["one"] / "sft" / "sft", resumed / "sft")
+
+
+def test_a_sharded_rollout_steps_in_lockstep_and_samples_what_one_process_samples(runs):
+    """Every decoding step of a sharded policy is a collective: the process whose rows end first must keep stepping
+    with the other (or both hang). Each row is drawn from its own stream, so the rows equal one process's."""
+    parts = [json.loads((runs["two"] / f"lockstep.{rank}.json").read_text()) for rank in (0, 1)]
+    alone = fsdp_worker.lockstep_generate(fsdp_worker.lockstep_model(), list(range(fsdp_worker.LOCKSTEP_ROWS)))
+    lengths = []
+    for part in parts:
+        responses = torch.tensor(part["responses"])
+        width = responses.shape[1]
+        assert torch.equal(responses, alone[part["rows"], :width]), part["rows"]
+        assert bool((alone[part["rows"], width:] == fsdp_worker.PAD).all())  # nothing after the process stopped
+        lengths.append(width)
+    assert lengths[0] < lengths[1] < fsdp_worker.LOCKSTEP_NEW_TOKENS, lengths  # one process did finish first
+
+
+def _rl_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name, keys", [
+    ("grpo", ("reward/score_mean", "response/length_mean", "objective/kl", "policy/loss")),
+    ("ppo", ("reward/score_mean", "reward/score_std", "objective/kl", "objective/kl_coef", "policy/loss", "value/loss",
+             "objective/entropy", "policy/approx_kl")),
+])
+def test_sharded_online_rl_takes_the_iterations_of_one_process(runs, name, keys):
+    """Policy, value model and reference sharded; the same rollouts, advantages, losses and final weights."""
+    one, two = _rl_rows(runs["one"] / name), _rl_rows(runs["two"] / name)
+    training = [[r for r in rows if "policy/loss" in r] for rows in (one, two)]
+    assert len(training[0]) == len(training[1]) == 2
+    for a, b in zip(*training):
+        for key in keys:
+            assert abs(a[key] - b[key]) < 1e-5, (key, a[key], b[key])
+    assert training[0][1]["objective/kl"] > 0  # the first update moved the policy off the reference
+    assert_same_weights(runs["one"] / name / name, runs["two"] / name / name)
+
+
+def test_held_out_evaluation_under_fsdp_matches_one_process(runs):
+    """Every process evaluates the held-out prompts through the sharded policy (its forwards are collectives); the
+    points, and the curve the main process writes, are one process's."""
+    points = [[{k: v for k, v in r.items() if k.startswith("heldout/")} for r in _rl_rows(d) if "heldout/gold_mean" in r]
+              for d in (runs["one"] / "grpo", runs["two"] / "grpo")]
+    assert len(points[0]) == len(points[1]) == 3  # before training and after each of the 2 iterations
+    for a, b in zip(*points):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert abs(a[key] - b[key]) < 1e-5, (key, a[key], b[key])
+    curves = [json.loads((d / "grpo" / "grpo_heldout.json").read_text()) for d in (runs["one"], runs["two"])]
+    assert len(curves[0]["points"]) == len(curves[1]["points"]) == 3
+    assert (runs["one"] / "grpo" / "grpo-best").is_dir() == (runs["two"] / "grpo" / "grpo-best").is_dir()
 
 
 # --- what is refused, and how (no launch needed: the checks read the launcher's environment) -----------------------
@@ -168,19 +244,6 @@ def two_process_fsdp_env(monkeypatch):
     monkeypatch.setattr(Dist, "_current", None)
 
 
-@pytest.mark.parametrize("args, part", [
-    (["ppo", str(EXAMPLES / "ppo_tiny.yaml")], "ppo"),
-    (["grpo", str(EXAMPLES / "grpo_tiny.yaml")], "grpo"),
-    (["pipeline"], "pipeline (its ppo stage)"),
-])
-def test_online_rl_under_fsdp_is_refused_before_any_work(two_process_fsdp_env, tmp_path, args, part):
-    result = CliRunner().invoke(app, [*args, f"run_dir={tmp_path / 'run'}"])
-    assert result.exit_code == 2, result.output
-    text = " ".join(result.output.split())
-    assert f"{part}: FSDP is supported for sft, rm, the dpo family and rejection-sample only" in text
-    assert not (tmp_path / "run").exists()
-
-
 def test_deepspeed_launch_is_refused_with_a_clear_error(two_process_fsdp_env, monkeypatch, tmp_path):
     monkeypatch.delenv("ACCELERATE_USE_FSDP")
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
@@ -189,11 +252,8 @@ def test_deepspeed_launch_is_refused_with_a_clear_error(two_process_fsdp_env, mo
     assert "tether does not run DeepSpeed" in " ".join(result.output.split())
 
 
-def test_other_training_loops_and_lora_are_not_sharded():
-    dist = Dist(rank=0, world_size=2, fsdp=FSDPSettings())
-    with pytest.raises(DistributedError, match="online RL: ppo, grpo"):
-        dist.wrap(torch.nn.Linear(2, 2))  # PPO / GRPO call wrap without fsdp_ok
-    lora = torch.nn.Linear(2, 2)
-    lora.peft_config = {}
+def test_lora_is_not_sharded():
+    lora = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    lora[0].peft_config = {}  # a PEFT model anywhere inside (PPO: the policy inside PolicyAndValue)
     with pytest.raises(DistributedError, match="LoRA"):
-        dist.wrap(lora, fsdp_ok=True)
+        Dist(rank=0, world_size=2, fsdp=FSDPSettings()).wrap(lora)

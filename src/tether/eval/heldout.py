@@ -97,11 +97,13 @@ class HeldOutEvaluator:
              meta: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Evaluate, record ``<run_dir>/<name>_heldout.json``, keep the best policy if asked, report alarms."""
         from tether.models.loading import save_model
+        from tether.utils.distributed import Dist
         from tether.utils.logging import console
 
         previous_best = self.monitor.best
         point, fired = self.evaluate(policy, ref_model, iteration)
-        self.write(run_dir / f"{name}_heldout.json")
+        if Dist.current().is_main:  # (in a multi-process run every process evaluates; one writes)
+            self.write(run_dir / f"{name}_heldout.json")
         if (self.cfg.keep_best and iteration > 0 and previous_best is not None
                 and point.gold > previous_best.gold):
             save_model(policy, tokenizer, run_dir / f"{name}-best", {**meta, "iteration": iteration,

@@ -185,9 +185,11 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     policy = apply_lora(load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id),
                         cfg.model.lora, "CAUSAL_LM")
     ref_model = frozen_reference(cfg.ref_model, policy, tokenizer.pad_token_id, cfg.model.trust_remote_code)
-    train_policy = dist.wrap(policy)  # DDP in a data-parallel run (generation uses the plain policy)
+    # DDP in a data-parallel run (generation uses the plain policy); under FSDP both are sharded in place
+    train_policy = dist.wrap(policy)
+    ref_model = dist.shard_frozen(ref_model)
     optimizer = adamw([p for p in policy.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
-    heldout = make_heldout(cfg, tokenizer, reward_source) if dist.is_main else None  # evaluated once, by the main process
+    heldout = make_heldout(cfg, tokenizer, reward_source)
     seeded = cfg.row_seeded_sampling or dist.enabled
     ckpt_root = checkpoint_root(run_dir, cfg.name)
     start = 0

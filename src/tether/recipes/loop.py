@@ -198,7 +198,7 @@ def run_training(
     started = time.time()
     dist = Dist.current()
     model.to(dist.device)
-    train_model = dist.wrap(model, fsdp_ok=True)  # DDP (gradients all-reduced in backward) or FSDP (sharded in place)
+    train_model = dist.wrap(model)  # DDP (gradients all-reduced in backward) or FSDP (sharded in place)
     total_steps = plan_total_steps(n_examples, cfg, dist.world_size)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)

@@ -73,9 +73,14 @@ class PolicyAndValue(torch.nn.Module):
         return logps, entropy, token_values(self.value, rollout)
 
 
+def value_trunk(value_model) -> torch.nn.Module:
+    """The transformer inside a sequence-classification model (everything but its ``score`` head)."""
+    return getattr(value_model, value_model.base_model_prefix)
+
+
 def token_values(value_model, rollout: Rollout) -> torch.Tensor:
     """V(state before response token t) → (B, R): the scalar head applied to every hidden state."""
-    base = getattr(value_model, value_model.base_model_prefix)
+    base = value_trunk(value_model)
     attention_mask = rollout.attention_mask
     hidden = base(input_ids=rollout.input_ids, attention_mask=attention_mask,
                   position_ids=position_ids(attention_mask)).last_hidden_state
@@ -232,7 +237,11 @@ def _build_models(cfg: PPOConfig, tokenizer):
 
 
 def make_heldout(cfg, tokenizer, reward_source):
-    """The held-out evaluator of an RL run (None unless ``heldout.gold`` is set)."""
+    """The held-out evaluator of an RL run (None unless ``heldout.gold`` is set).
+
+    In a multi-process run every process evaluates the same prompts with the same weights, and so reaches the
+    same point and the same decisions (keep the best policy, stop on an alarm); the main process alone writes.
+    Under FSDP every forward is a collective, and under DDP the other processes would wait for the main one anyway."""
     if not cfg.heldout.gold:
         return None
     from tether.eval.heldout import HeldOutEvaluator
@@ -251,8 +260,11 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     prompts = load_generation_prompts(cfg, tokenizer)
     reward_source = load_reward_source(cfg.reward, tokenizer)
     models, ref_model = _build_models(cfg, tokenizer)
-    train_models = dist.wrap(models)  # DDP in a data-parallel run (generation uses the plain policy)
-    heldout = make_heldout(cfg, tokenizer, reward_source) if dist.is_main else None  # evaluated by the main process
+    # DDP in a data-parallel run (generation uses the plain policy). Under FSDP the policy, the value model's trunk
+    # and its score head are each a root unit (they are called one by one), and the reference is sharded too
+    train_models = dist.wrap(models, roots=[models.policy, value_trunk(models.value), models.value.score])
+    ref_model = dist.shard_frozen(ref_model)
+    heldout = make_heldout(cfg, tokenizer, reward_source)
     seeded = cfg.row_seeded_sampling or dist.enabled
     optimizer = adamw([
         {"params": [p for p in models.policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},

@@ -107,7 +107,15 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
 
     With ``seeds`` (one per row) each row is sampled from its own random stream (:class:`RowSeededSampler`),
     independent of the batch it is in; without, from torch's global generator (transformers' sampler).
+
+    Under FSDP the policy's weights are gathered by the first decoding step and stay gathered to the end of the
+    rollout (``Dist.gathered``): one all-gather per rollout instead of one per token, and the later steps are no
+    collectives, so a process whose rows are done goes on without stepping along with the others (transformers'
+    ``synced_gpus``, which would keep it running forwards until the last process is done, is off).
     """
+    from tether.utils.distributed import Dist
+
+    dist = Dist.current()
     was_training = model.training
     model.eval()
     kwargs = dict(max_new_tokens=config.max_new_tokens, do_sample=config.do_sample, pad_token_id=pad_token_id,
@@ -123,7 +131,8 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
             [RowSeededSampler(seeds, config.temperature, config.top_p)]))
     elif config.do_sample:
         kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
-    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, **kwargs)
+    with dist.gathered(model):
+        output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, synced_gpus=False, **kwargs)
     model.train(was_training)
     response_ids = output[:, prompt_ids.shape[1]:]
     if response_ids.shape[1] == 0:

@@ -14,13 +14,15 @@ starts the process group; gloo, since tether computes on CPUs today) and the tra
 - write files (checkpoints, metrics, the final model) from the main process only, with a
   barrier after each write so that no process reads what is not yet there.
 
-FSDP (``accelerate launch`` with an FSDP config, or ``ACCELERATE_USE_FSDP=true torchrun ...``): the supervised
-recipes shard weights, gradients and optimizer state with torch's FSDP2 (``fully_shard``: one unit per transformer
-block, plus the root) instead of replicating them with DDP; the state dicts that checkpoints and the final model
-are written from are gathered in full first (``full_model_state`` / ``full_optimizer_state``), so every file is the
-same as a single process writes. accelerate itself does not shard on CPUs (``Accelerator(cpu=True)`` ignores an
-FSDP config), which is why tether reads the launcher's ``FSDP_*`` settings (``fsdp_settings``) and calls
-``fully_shard`` itself. DeepSpeed is refused (see ``fsdp_settings``).
+FSDP (``accelerate launch`` with an FSDP config, or ``ACCELERATE_USE_FSDP=true torchrun ...``): every training
+recipe shards weights, gradients and optimizer state with torch's FSDP2 (``fully_shard``: one unit per transformer
+block, plus the root) instead of replicating them with DDP; the online-RL recipes also shard their frozen reference
+(``shard_frozen``) and sample in lockstep (every forward is a collective: ``generate`` keeps all processes stepping
+until the last one is done, with the weights gathered once for the whole rollout, ``gathered``). The state dicts
+that checkpoints and the final model are written from are gathered in full first (``full_model_state`` /
+``full_optimizer_state``), so every file is the same as a single process writes. accelerate itself does not shard
+on CPUs (``Accelerator(cpu=True)`` ignores an FSDP config), which is why tether reads the launcher's ``FSDP_*``
+settings (``fsdp_settings``) and calls ``fully_shard`` itself. DeepSpeed is refused (see ``fsdp_settings``).
 
 A single process (no launcher) gets ``Dist`` with ``world_size == 1``: every method is then a
 no-op and nothing of torch.distributed is touched.
@@ -41,9 +43,6 @@ from tether.config import ConfigError
 
 class DistributedError(ConfigError):
     """A launch configuration tether cannot run correctly; the message says what to do instead (exit code 2)."""
-
-
-FSDP_RECIPES = "sft, rm, the dpo family and rejection-sample"
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ def fsdp_settings(env=None) -> FSDPSettings | None:
         raise DistributedError(
             "accelerate is configured for DeepSpeed; tether does not run DeepSpeed (accelerate does not start it "
             "for CPU compute, and its engine would need a training loop of its own). Use an FSDP config instead "
-            f"for sharded training of {FSDP_RECIPES}, or plain data parallelism (see docs/scaling.md)")
+            "for sharded training, or plain data parallelism (see docs/scaling.md)")
     if not _flag(env, "ACCELERATE_USE_FSDP"):
         return None
     strategy = env.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").strip().upper()
@@ -98,17 +97,6 @@ def fsdp_settings(env=None) -> FSDPSettings | None:
     return FSDPSettings(reshard_after_forward, policy == "TRANSFORMER_BASED_WRAP", classes)
 
 
-def refuse_unsharded_recipe(recipe: str, stages: list[str] | None = None) -> None:
-    """Refuse, before any work, a launch with an FSDP config for a recipe that trains without FSDP (online RL)."""
-    online = [s for s in (stages if stages is not None else [recipe]) if s in ("ppo", "grpo")]
-    if not online or launched_world_size() <= 1 or fsdp_settings() is None:
-        return
-    part = recipe if online == [recipe] else f"{recipe} (its {online[0]} stage)"
-    raise DistributedError(
-        f"{part}: FSDP is supported for {FSDP_RECIPES} only; {online[0]} trains with data parallelism (DDP). "
-        "Launch it without the FSDP config / ACCELERATE_USE_FSDP (see docs/scaling.md)")
-
-
 def launched_world_size() -> int:
     """The number of processes a launcher (torchrun, accelerate launch, MPI) started, from its environment."""
     for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
@@ -128,6 +116,7 @@ class Dist:
     accelerator: Any = None
     fsdp: FSDPSettings | None = None  # set: models are sharded with FSDP2 instead of replicated with DDP
     _mesh: Any = field(default=None, repr=False, compare=False)  # FSDP's device mesh, made on first use
+    _blocks: set[int] = field(default_factory=set, repr=False, compare=False)  # ids of the block units sharded
 
     _current = None
 
@@ -198,52 +187,84 @@ class Dist:
         return items[start:end]
 
     # --- model ---------------------------------------------------------------------------------
-    def wrap(self, model: torch.nn.Module, fsdp_ok: bool = False) -> torch.nn.Module:
+    def wrap(self, model: torch.nn.Module, roots: list[torch.nn.Module] | None = None) -> torch.nn.Module:
         """The module to run training forwards through: DDP over all processes, or ``model`` itself.
 
-        Under an FSDP launch a caller that handles sharded models (``fsdp_ok``: the supervised training loop)
-        gets ``model`` itself, sharded in place with FSDP2 (build the optimizer from its parameters afterwards);
-        any other caller is refused."""
+        Under an FSDP launch ``model`` is sharded in place with FSDP2 and returned (build the optimizer from its
+        parameters afterwards). ``roots``: the modules that are called directly (default: ``model``), each made an
+        FSDP unit over what its blocks leave, e.g. the policy, the value model's trunk and its score head for
+        PPO, whose container is never called as a whole. Under DDP ``roots`` is not used."""
         if not self.enabled:
             return model
         if self.fsdp is None:
             return self.accelerator.prepare_model(model)
-        if not fsdp_ok:
-            raise DistributedError(f"FSDP is supported for {FSDP_RECIPES} only; this training loop (online RL: ppo, "
-                                   "grpo) trains with data parallelism (DDP). Launch it without the FSDP config")
-        return self._shard(model)
+        return self._shard(model, roots or [model])
 
-    def _shard(self, model: torch.nn.Module) -> torch.nn.Module:
-        from torch.distributed.device_mesh import init_device_mesh
+    def shard_frozen(self, model: torch.nn.Module | None) -> torch.nn.Module | None:
+        """A frozen model (the RL reference) sharded like a trained one under FSDP; as it is otherwise (each process
+        holds a copy, nothing to synchronise)."""
+        if model is None or not self.sharded:
+            return model
+        return self._shard(model, [model])
+
+    def _shard(self, model: torch.nn.Module, roots: list[torch.nn.Module]) -> torch.nn.Module:
         from torch.distributed.fsdp import FSDPModule, fully_shard
+        from torch.distributed.tensor import DTensor
 
         from tether.utils.logging import console
 
         if isinstance(model, FSDPModule):
             return model
-        if hasattr(model, "peft_config"):
+        if any(hasattr(m, "peft_config") for m in model.modules()):
             raise DistributedError("FSDP with LoRA adapters is not supported by tether (LoRA already keeps the "
                                    "optimizer state small); train LoRA with plain data parallelism")
         if self._mesh is None:
+            from torch.distributed.device_mesh import init_device_mesh
+
             self._mesh = init_device_mesh(self._comm_device.type, (self.world_size,))
         settings = self.fsdp
         blocks: list[torch.nn.Module] = []
         if settings.wrap_blocks:
-            names = settings.block_classes or tuple(getattr(model, "_no_split_modules", None) or ())
+            names = settings.block_classes or tuple(
+                {n for m in model.modules() for n in (getattr(m, "_no_split_modules", None) or ())})
             blocks = [m for m in model.modules() if type(m).__name__ in names]
             if settings.block_classes and not blocks:
                 raise DistributedError(f"FSDP_TRANSFORMER_CLS_TO_WRAP: {type(model).__name__} has no module of "
                                        f"class {', '.join(settings.block_classes)}")
         units = f"{len(blocks)} × {type(blocks[0]).__name__} + the rest" if blocks else "one unit"
+        name = type(model).__name__  # (sharding changes the class to FSDP<name>)
         for block in blocks:
             fully_shard(block, mesh=self._mesh, reshard_after_forward=settings.reshard_after_forward)
-        # the root unit holds the rest (embeddings, tied with the LM head, final norm, heads); torch decides its
-        # resharding (it keeps the root gathered between forward and backward)
-        name = type(model).__name__
-        fully_shard(model, mesh=self._mesh)
+            self._blocks.add(id(block))
+        # each root unit holds what its blocks leave (embeddings, tied with the LM head, final norm, heads); torch
+        # decides its resharding (it keeps a root gathered between forward and backward)
+        for root in roots:
+            fully_shard(root, mesh=self._mesh)
+        left = [n for n, p in model.named_parameters() if not isinstance(p, DTensor)]
+        if left:  # a parameter outside every unit would be neither sharded nor synchronised
+            raise DistributedError(f"FSDP: {name} parameters outside every unit: {', '.join(left[:3])}")
         console.print(f"FSDP: {name} sharded over {self.world_size} processes ({units}; "
                       f"reshard after forward: {settings.reshard_after_forward})")
         return model
+
+    @contextlib.contextmanager
+    def gathered(self, model: torch.nn.Module) -> Iterator[None]:
+        """Under FSDP: ``model``'s weights stay gathered from its first forward in the block to the end (a rollout's
+        decoding steps then all-gather once, not once per token), and are freed afterwards. Otherwise nothing."""
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [m for m in model.modules() if isinstance(m, FSDPModule)] if self.sharded else []
+        for unit in units:
+            unit.set_reshard_after_forward(False, recurse=False)
+        try:
+            yield
+        finally:
+            for unit in units:
+                unit.reshard()
+                # blocks go back to the launch's setting; a root unit stays gathered between forward and backward,
+                # as torch sets it
+                block = id(unit) in self._blocks
+                unit.set_reshard_after_forward(self.fsdp.reshard_after_forward and block, recurse=False)
 
     @contextlib.contextmanager
     def no_sync(self, wrapped: torch.nn.Module, skip: bool) -> Iterator[None]:
