@@ -20,6 +20,14 @@ from tether.rollout.generation import GenerationConfig, generate, row_seeds
 from tether.utils.distributed import Dist
 
 EOS, PAD, LOCKSTEP_ROWS, LOCKSTEP_NEW_TOKENS = 0, 1, 8, 24
+_GOLD_CALLS = [0]
+
+
+def rising_gold(prompts: list[str], responses: list[str], response_ids: list[list[int]]) -> list[float]:
+    """A held-out "gold" reward that rises at every call (a counter per process), as in a run that improves: the
+    held-out evaluation then keeps a new best policy (``heldout.keep_best``) at every point after the first."""
+    _GOLD_CALLS[0] += 1
+    return [float(_GOLD_CALLS[0])] * len(responses)
 
 
 def lockstep_model():

@@ -97,22 +97,34 @@ GRPO = ["grpo", str(EXAMPLES / "grpo_tiny.yaml"), "reward=tether.tasks.toy:perio
         "learning_rate=1e-4", "kl_limit=1000"]
 
 
+# the gold reward rises at every evaluation, so keep_best saves the policy (a collective write) after each iteration
+HELDOUT = ["heldout.gold=tests.distributed.fsdp_worker:rising_gold",
+           f"heldout.prompts_file={EXAMPLES / 'data' / 'prompts.jsonl'}", "heldout.max_prompts=4", "heldout.every=1",
+           "heldout.keep_best=true"]
+
+
 @pytest.mark.parametrize("advantage", ["grpo", "reinforce_pp"])
 def test_two_process_grpo_iterations_match_one_process(advantage, tmp_path):
     """Each process samples its prompts' groups with row-seeded streams, so both runs draw the same responses;
-    group baselines (grpo) and batch whitening over all processes (reinforce_pp) then give the same step."""
+    group baselines (grpo) and batch whitening over all processes (reinforce_pp) then give the same step. The
+    reward-hacking monitor runs on every process (keep_best writes are collective) and gives one process's points."""
     one, two = tmp_path / "one", tmp_path / "two"
-    single(*GRPO, f"advantage={advantage}", f"run_dir={one}", "row_seeded_sampling=true")
-    result = launch(2, *GRPO, f"advantage={advantage}", f"run_dir={two}")
+    single(*GRPO, *HELDOUT, f"advantage={advantage}", f"run_dir={one}", "row_seeded_sampling=true")
+    result = launch(2, *GRPO, *HELDOUT, f"advantage={advantage}", f"run_dir={two}")
     assert result.returncode == 0, result.stderr[-4000:]
     rows = {name: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
             for name, d in (("one", one), ("two", two))}
-    assert len(rows["one"]) == len(rows["two"]) == 2
+    assert len(rows["one"]) == len(rows["two"]) == 3  # the held-out point of the reference, then 2 iterations
     for a, b in zip(rows["one"], rows["two"]):
-        for key in ("reward/score_mean", "response/length_mean", "objective/kl", "policy/loss"):
-            assert abs(a[key] - b[key]) < 1e-5, (key, a[key], b[key])
-    assert rows["one"][1]["objective/kl"] > 0  # the first step moved the policy off the reference
+        assert a.keys() == b.keys()
+        for key in ("reward/score_mean", "response/length_mean", "objective/kl", "policy/loss", "heldout/proxy_mean",
+                    "heldout/kl", "heldout/length_mean"):
+            if key in a:
+                assert abs(a[key] - b[key]) < 1e-5, (key, a[key], b[key])
+    assert rows["one"][2]["objective/kl"] > 0  # the first step moved the policy off the reference
     assert_same_weights(one / "grpo", two / "grpo")
+    assert_same_weights(one / "grpo-best", two / "grpo-best")  # kept after the last iteration: the final policy
+    assert json.loads((two / "grpo-best" / "tether.json").read_text())["iteration"] == 2
 
 
 PPO = ["ppo", str(EXAMPLES / "ppo_tiny.yaml"), "reward=tether.tasks.toy:period_density", "num_iterations=2",

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from tests.distributed import fsdp_worker
-from tests.distributed.test_ddp import COMMON, GRPO, PPO, _free_port, assert_same_weights, losses, single
+from tests.distributed.test_ddp import COMMON, GRPO, HELDOUT, PPO, _free_port, assert_same_weights, losses, single
 from tests.helpers import EXAMPLES
 from tether.cli import app
 from tether.utils.distributed import Dist, DistributedError, FSDPSettings, fsdp_settings
@@ -49,9 +49,7 @@ RUNS = {
 
 
 RL_RUNS = {  # name: (command line, single-process extras); the reward-hacking monitor is on for GRPO
-    "grpo": ([*GRPO, "advantage=reinforce_pp", "heldout.gold=tether.tasks.toy:moderate_periods",
-              f"heldout.prompts_file={EXAMPLES / 'data' / 'prompts.jsonl'}", "heldout.max_prompts=4",
-              "heldout.every=1", "heldout.keep_best=true"], ["row_seeded_sampling=true"]),
+    "grpo": ([*GRPO, *HELDOUT, "advantage=reinforce_pp"], ["row_seeded_sampling=true"]),
     "ppo": (PPO, ["row_seeded_sampling=true"]),
 }
 
@@ -191,9 +189,10 @@ def test_sharded_online_rl_takes_the_iterations_of_one_process(runs, name, keys)
 
 def test_held_out_evaluation_under_fsdp_matches_one_process(runs):
     """Every process evaluates the held-out prompts through the sharded policy (its forwards are collectives); the
-    points, and the curve the main process writes, are one process's."""
-    points = [[{k: v for k, v in r.items() if k.startswith("heldout/")} for r in _rl_rows(d) if "heldout/gold_mean" in r]
-              for d in (runs["one"] / "grpo", runs["two"] / "grpo")]
+    points are one process's, the main process writes the curve, and the best policy is gathered and kept (the
+    gold reward of this run rises at every point, see fsdp_worker.rising_gold, whose count is per process)."""
+    points = [[{k: v for k, v in r.items() if k.startswith("heldout/") and k != "heldout/gold_mean"}
+               for r in _rl_rows(d) if "heldout/gold_mean" in r] for d in (runs["one"] / "grpo", runs["two"] / "grpo")]
     assert len(points[0]) == len(points[1]) == 3  # before training and after each of the 2 iterations
     for a, b in zip(*points):
         assert a.keys() == b.keys()
@@ -201,7 +200,9 @@ def test_held_out_evaluation_under_fsdp_matches_one_process(runs):
             assert abs(a[key] - b[key]) < 1e-5, (key, a[key], b[key])
     curves = [json.loads((d / "grpo" / "grpo_heldout.json").read_text()) for d in (runs["one"], runs["two"])]
     assert len(curves[0]["points"]) == len(curves[1]["points"]) == 3
-    assert (runs["one"] / "grpo" / "grpo-best").is_dir() == (runs["two"] / "grpo" / "grpo-best").is_dir()
+    best = [d / "grpo" / "grpo-best" for d in (runs["one"], runs["two"])]
+    assert_same_weights(*best)
+    assert json.loads((best[1] / "tether.json").read_text())["iteration"] == 2
 
 
 # --- what is refused, and how (no launch needed: the checks read the launcher's environment) -----------------------
