@@ -68,6 +68,10 @@ class ModelConfig:
     padding_free: bool = doc_field(
         True, "Score token log-probs on packed rows (no padding positions; block-diagonal attention) when the model's "
               "forward supports it (probed once); the vocabulary head runs only where a token is scored either way.")
+    share_prefixes: bool = doc_field(
+        True, "Run sequences with the same prompt (a preference pair's chosen and rejected, GRPO's samples of one "
+              "prompt) as one row: the prompt once, each continuation attending to it through a 4-D mask. Exact; "
+              "used when it saves positions and the model's forward honours custom masks (probed once).")
     lora: LoraConfig = doc_field(LoraConfig(), "LoRA adapters.")
 
 

@@ -124,8 +124,8 @@ def test_fsdp_takes_the_steps_of_one_process_with_the_same_global_batch(runs, na
         k.startswith("eval/") for k in r)] for d in (one, two)]
     assert len(eval_rows[0]) == len(eval_rows[1])  # the held-out evaluation runs through the sharded model too
     for a, b in zip(*eval_rows):
-        for key in (k for k in a if k.startswith("eval/")):
-            assert abs(a[key] - b[key]) < 1e-5, (key, a[key], b[key])
+        for key in (k for k in a if k.startswith("eval/")):  # (summed log-probs are ~400: 1e-5 relative)
+            assert abs(a[key] - b[key]) < 1e-5 * max(1.0, abs(a[key])), (key, a[key], b[key])
 
 
 def test_fsdp_checkpoints_hold_what_a_single_process_writes(runs):

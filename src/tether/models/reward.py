@@ -29,11 +29,29 @@ def pad_right(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tens
     return input_ids, attention_mask
 
 
-def reward_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def reward_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   prompt_lengths: list[int] | None = None) -> torch.Tensor:
     """(B,) fp32 scores. The head reads the rightmost non-pad token, as transformers does (right-padded rows are
-    run without the 2-D mask, which changes no real token's output: see ``padded_forward_inputs``)."""
+    run without the 2-D mask, which changes no real token's output: see ``padded_forward_inputs``).
+
+    ``prompt_lengths`` (real tokens of each row's prompt): rows with the same prompt (a pair's chosen and
+    rejected) run as one row, the prompt once (:mod:`tether.models.prefix_sharing`), where that saves positions;
+    the head then reads each sequence's last token in the shared row."""
     from tether.models.scoring import right_padded
 
+    if prompt_lengths is not None:
+        from tether.models.prefix_sharing import column_map, maybe_share, per_position_outputs, shared_inputs
+        from tether.models.scoring import base_model
+
+        plan = maybe_share(model, input_ids, attention_mask, lambda: prompt_lengths, enabled=True)
+        if plan is not None:
+            dtype = base_model(model).get_input_embeddings().weight.dtype
+            scores = per_position_outputs(model, shared_inputs(input_ids, plan, 0, dtype))[..., 0]  # (N, W)
+            shared_row, shared_col = column_map(plan, tuple(input_ids.shape), input_ids.device)
+            last = torch.tensor([plan.start[b] + plan.length[b] - 1 for b in range(input_ids.shape[0])],
+                                device=input_ids.device)
+            rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+            return scores[shared_row, shared_col[rows, last]].float()
     mask = {} if right_padded(attention_mask) else {"attention_mask": attention_mask}
     return model(input_ids=input_ids, **mask).logits[:, 0].float()
 

@@ -175,10 +175,18 @@ def packing_isolates_documents(model: torch.nn.Module) -> bool:
     return verdict
 
 
+def prompt_lengths(score: torch.Tensor, real: torch.Tensor) -> list[int]:
+    """Real tokens before each row's first scored token (B,): the part of the row a continuation follows."""
+    lengths = real.sum(-1)
+    first_real = torch.where(lengths > 0, real.int().argmax(-1), torch.zeros_like(lengths))
+    first_scored = score.int().argmax(-1)
+    return torch.where(score.any(-1), first_scored - first_real, lengths).tolist()
+
+
 def scored_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     score_mask: torch.Tensor, temperature: float = 1.0, position_ids: torch.Tensor | None = None,
-                    padding_free: bool = True, pad_token_id: int = 0,
-                    return_entropy: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                    padding_free: bool = True, pad_token_id: int = 0, return_entropy: bool = False,
+                    share_prefixes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """log π(input_ids[b, t] | input_ids[b, <t]) at the scored positions → (B, T) fp32, exactly 0 elsewhere.
 
     input_ids, attention_mask (1 on real tokens; left, right or both padding), score_mask (B, T): 1 on the
@@ -187,6 +195,8 @@ def scored_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     ``temperature`` (the sampling temperature) before the log-softmax. ``position_ids``: rows that already
     hold packed documents (SFT packing): they are used as given, without a 2-D mask and without re-packing.
     ``return_entropy``: also the entropy of each scored position's distribution (B, T), 0 elsewhere.
+    ``share_prefixes``: rows with the same tokens before their first scored token run as one row, the prompt once
+    (:mod:`tether.models.prefix_sharing`), when that saves more positions than packing.
     """
     if input_ids.shape != attention_mask.shape or input_ids.shape != score_mask.shape:
         raise ValueError(f"scored_logprobs: input_ids {tuple(input_ids.shape)}, attention_mask "
@@ -197,25 +207,39 @@ def scored_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     if bool((score[:, 1:] & ~real[:, :-1]).any()):
         raise ValueError("scored_logprobs: a scored token follows a padding position (its context is not in the row)")
     rows, cols = score.nonzero(as_tuple=True)  # row-major: the order of out[score]
-    plan = None
+    plan = shared = None
     # probe first, whatever this batch's plan: under FSDP the probe's forward is a collective, and every process
     # must run it at the same call (their batches, and so their plans, differ)
+    if position_ids is None:
+        from tether.models.prefix_sharing import maybe_share
+
+        shared = maybe_share(model, input_ids, attention_mask, lambda: prompt_lengths(score, real), share_prefixes)
     if position_ids is None and padding_free and packing_isolates_documents(model):
         plan = plan_packing(attention_mask)
-    if plan is not None:
+    if shared is not None and plan is not None:  # the layout with fewer positions
+        plan, shared = (None, shared) if shared.n_rows * shared.width <= plan.n_bins * plan.width else (plan, None)
+    # the output at column c is the distribution of the token at c + 1: ``predicting`` is the column of the
+    # token before each scored one, in the layout the model runs
+    if shared is not None:
+        from tether.models.prefix_sharing import column_map, shared_inputs
+
+        dtype = base_model(model).get_input_embeddings().weight.dtype
+        kwargs = dict(**shared_inputs(input_ids, shared, pad_token_id, dtype), use_cache=False)
+        shared_row, shared_col = column_map(shared, tuple(score.shape), input_ids.device)
+        at_row, predicting = shared_row[rows], shared_col[rows, cols - 1]
+    elif plan is not None:
         ids, positions = pack(input_ids, plan, pad_token_id)
         shift = torch.tensor([plan.offset[b] - plan.start[b] for b in range(input_ids.shape[0])],
                              device=input_ids.device)
         bins = torch.tensor(plan.bin, device=input_ids.device)
-        at_row, at_col = bins[rows], cols + shift[rows]
+        at_row, predicting = bins[rows], cols + shift[rows] - 1
         kwargs = dict(input_ids=ids, position_ids=positions, use_cache=False)
     elif position_ids is not None:  # already-packed rows
-        at_row, at_col = rows, cols
+        at_row, predicting = rows, cols - 1
         kwargs = dict(input_ids=input_ids, position_ids=position_ids, use_cache=False)
     else:
-        at_row, at_col = rows, cols
+        at_row, predicting = rows, cols - 1
         kwargs = dict(input_ids=input_ids, use_cache=False, **padded_forward_inputs(attention_mask))
-    predicting = at_col - 1  # the output at column c is the distribution of the token at c + 1
     keep = torch.unique(predicting)  # sorted
     if accepts_logits_to_keep(model):
         logits = model(**kwargs, logits_to_keep=keep).logits  # (rows, K, V)

@@ -37,8 +37,8 @@ from tether.data import collate_prompts
 from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, save_model
 from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
 from tether.recipes.loop import adamw
-from tether.recipes.ppo import _prompt_batches, _subset, make_heldout
-from tether.rollout.generation import GenerationConfig, generate, response_logprobs, row_seeds
+from tether.recipes.ppo import _prompt_batches, _subset, make_heldout, rollout_logprobs
+from tether.rollout.generation import GenerationConfig, generate, row_seeds
 from tether.rollout.rewards import load_reward_source
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from tether.utils.distributed import Dist
@@ -101,12 +101,12 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
     scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
     mask = rollout.response_mask
     reuse = single_on_policy_step(cfg, len(grouped), dist)
-    old_logps = None if reuse else response_logprobs(policy, rollout, cfg.temperature, padding_free=cfg.model.padding_free)
+    old_logps = None if reuse else rollout_logprobs(cfg, policy, rollout)
     if ref_model is None:
         with policy.disable_adapter():
-            ref_logps = response_logprobs(policy, rollout, cfg.temperature, padding_free=cfg.model.padding_free)
+            ref_logps = rollout_logprobs(cfg, policy, rollout)
     else:
-        ref_logps = response_logprobs(ref_model, rollout, cfg.temperature, padding_free=cfg.model.padding_free)
+        ref_logps = rollout_logprobs(cfg, ref_model, rollout)
     # (when the old log-probs are deferred to the update, KL is not needed here: it is a loss term)
     kl = torch.zeros_like(ref_logps) if reuse else kl_penalty(old_logps, ref_logps, "k1") * mask
     advantages = sequence_advantages(cfg, scores, kl, mask, dist)
@@ -150,7 +150,7 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: dict, train_poli
             if dist.enabled:  # the loss of the whole (global) minibatch
                 own = aggregate_parts(mask.float(), mask, cfg.loss_aggregation, cfg.max_new_tokens)[1]
                 denominator = dist.sum({"d": float(own)})["d"]
-            logps = response_logprobs(train_policy, mini, cfg.temperature, padding_free=cfg.model.padding_free)
+            logps = rollout_logprobs(cfg, train_policy, mini)
             deferred = experience["old_logps"] is None
             old = logps.detach() if deferred else experience["old_logps"][idx]
             loss, metrics = policy_loss(logps, old, experience["advantages"][idx], mask, cfg.clip_range,

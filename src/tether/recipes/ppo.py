@@ -65,12 +65,18 @@ class PolicyAndValue(torch.nn.Module):
         self.policy = policy
         self.value = value
 
-    def forward(self, rollout: Rollout, temperature: float,
-                padding_free: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, rollout: Rollout, temperature: float, padding_free: bool = True,
+                share_prefixes: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The update's forward of a minibatch, in one call (so DDP can wrap it): (logps, entropy, values), (B, R)."""
         logps, entropy = response_logprobs(self.policy, rollout, temperature, return_entropy=True,
-                                           padding_free=padding_free)
+                                           padding_free=padding_free, share_prefixes=share_prefixes)
         return logps, entropy, token_values(self.value, rollout)
+
+
+def rollout_logprobs(cfg, model, rollout: Rollout) -> torch.Tensor:
+    """``response_logprobs`` at the run's sampling temperature, laid out as the run's model options say."""
+    return response_logprobs(model, rollout, cfg.temperature, padding_free=cfg.model.padding_free,
+                             share_prefixes=cfg.model.share_prefixes)
 
 
 def value_trunk(value_model) -> torch.nn.Module:
@@ -133,12 +139,12 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
     timings["time/score"] = time.time() - mark
     mark = time.time()
     mask = rollout.response_mask
-    old_logps = response_logprobs(models.policy, rollout, cfg.temperature, padding_free=cfg.model.padding_free)
+    old_logps = rollout_logprobs(cfg, models.policy, rollout)
     if ref_model is None:  # LoRA: the reference is the base with adapters disabled
         with models.policy.disable_adapter():
-            ref_logps = response_logprobs(models.policy, rollout, cfg.temperature, padding_free=cfg.model.padding_free)
+            ref_logps = rollout_logprobs(cfg, models.policy, rollout)
     else:
-        ref_logps = response_logprobs(ref_model, rollout, cfg.temperature, padding_free=cfg.model.padding_free)
+        ref_logps = rollout_logprobs(cfg, ref_model, rollout)
     values = token_values(models.value, rollout)
     timings["time/logprobs_values"] = time.time() - mark
     all_raw_scores, all_scores = dist.all_gather(raw_scores.float()), dist.all_gather(scores.float())
@@ -197,7 +203,8 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: di
             mini = _subset(rollout, idx)
             mask = mini.response_mask
             tokens = dist.sum({"n": float(mask.sum())})["n"] if dist.enabled else None
-            logps, entropy, values = train_models(mini, cfg.temperature, cfg.model.padding_free)
+            logps, entropy, values = train_models(mini, cfg.temperature, cfg.model.padding_free,
+                                                  cfg.model.share_prefixes)
             pg_loss, pg_metrics = policy_loss(logps, experience["old_logps"][idx], experience["advantages"][idx],
                                               mask, cfg.clip_range, cfg.dual_clip, denominator=tokens)
             vf_loss, vf_metrics = value_loss(values, experience["old_values"][idx], experience["returns"][idx], mask,

@@ -36,10 +36,12 @@ class PreferenceResult:
     n_eval: int
 
 
-def policy_logps(model, batch: dict, padding_free: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed response log-probs (N,) fp32 and response token counts (N,) for a collated batch."""
+def policy_logps(model, batch: dict, padding_free: bool = True,
+                 share_prefixes: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed response log-probs (N,) fp32 and response token counts (N,) for a collated batch (a pair's chosen and
+    rejected share their prompt's forward with ``share_prefixes``)."""
     logps = scored_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"],
-                            padding_free=padding_free).sum(-1)
+                            padding_free=padding_free, share_prefixes=share_prefixes).sum(-1)
     lengths = batch["loss_mask"][:, 1:].sum(-1).clamp(min=1).float()
     return logps, lengths
 
@@ -89,10 +91,10 @@ def reference_logps(ref_model, cfg: PreferenceConfig, examples: list, pad: int, 
                       disable=not dist.is_main):
         chunk = indices[start:start + batch_size]
         batch = _make_batch(cfg, examples, chunk, pad)
-        values, _ = policy_logps(ref_model, batch, cfg.model.padding_free)
+        values, _ = policy_logps(ref_model, batch, cfg.model.padding_free, cfg.model.share_prefixes)
         if cfg.loss in UNPAIRED:
             out["logps"][chunk] = values
-            out["kl_logps"][chunk] = policy_logps(ref_model, batch["kl"], cfg.model.padding_free)[0]
+            out["kl_logps"][chunk] = policy_logps(ref_model, batch["kl"], cfg.model.padding_free, cfg.model.share_prefixes)[0]
         else:
             out["logps"][chunk] = torch.stack([values[:len(chunk)], values[len(chunk):]], dim=1)
     return {key: _merge_shares(dist, values) for key, values in out.items()}
@@ -111,11 +113,11 @@ def _merge_shares(dist: Dist, values: torch.Tensor) -> torch.Tensor:
 def preference_loss(model, batch: dict, num_items: int, cfg: PreferenceConfig, ref: dict | None):
     """Micro-batch loss for the configured loss name, summed and divided by ``num_items``."""
     loss_fn = get_preference_loss(cfg.loss)
-    logps, lengths = policy_logps(model, batch, cfg.model.padding_free)
+    logps, lengths = policy_logps(model, batch, cfg.model.padding_free, cfg.model.share_prefixes)
     index = batch["index"].cpu()  # the cached reference log-probs live on the CPU
     if cfg.loss in UNPAIRED:
         with torch.no_grad():
-            kl_logps, _ = policy_logps(model, batch["kl"], cfg.model.padding_free)
+            kl_logps, _ = policy_logps(model, batch["kl"], cfg.model.padding_free, cfg.model.share_prefixes)
         # KTO's KL estimate is a mean over the whole (global) micro-batch: summed over processes
         # (a stand-in batch of a process whose slice was empty counts for nothing)
         share = 0.0 if batch.get("stand_in") else 1.0

@@ -35,9 +35,13 @@ class RewardModelResult:
     members: list[TrainResult]
 
 
-def pair_loss(model, batch: dict, num_items: int, use_margin: bool, center_coef: float):
-    """Bradley-Terry loss of a collated pair batch, summed and divided by ``num_items``."""
-    rewards = reward_forward(model, batch["input_ids"], batch["attention_mask"])  # (2B,)
+def pair_loss(model, batch: dict, num_items: int, use_margin: bool, center_coef: float, share_prefixes: bool = True):
+    """Bradley-Terry loss of a collated pair batch, summed and divided by ``num_items`` (``share_prefixes``: each
+    pair's prompt runs once, see ``reward_forward``)."""
+    prompts = None
+    if share_prefixes:
+        prompts = (batch["attention_mask"].bool() & ~batch["loss_mask"].bool()).sum(-1).tolist()
+    rewards = reward_forward(model, batch["input_ids"], batch["attention_mask"], prompts)  # (2B,)
     n_pairs = rewards.shape[0] // 2
     chosen_rewards, rejected_rewards = rewards[:n_pairs], rewards[n_pairs:]
     margin = batch["margin"] if use_margin and batch.get("has_margin") else None
@@ -119,7 +123,7 @@ def train_reward_model(cfg: RewardModelConfig) -> RewardModelResult:
             model=model, n_examples=len(train_pairs),
             make_batch=lambda idx: collate_pairs([train_pairs[i] for i in idx], pad),
             count_items=lambda b: b["input_ids"].shape[0] // 2,
-            loss_fn=lambda m, b, n: pair_loss(m, b, n, cfg.use_margin, cfg.center_coef),
+            loss_fn=lambda m, b, n: pair_loss(m, b, n, cfg.use_margin, cfg.center_coef, cfg.model.share_prefixes),
             cfg=member_train, run_dir=run_dir, stage=stage, logger=member_logger,
             eval_fn=(lambda m: _quick_accuracy(m, eval_pairs, pad, cfg.train.eval_batch_size)) if eval_pairs else None,
             progress_keys=["loss", "rewards/accuracies", "eval/accuracy"],

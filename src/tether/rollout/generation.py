@@ -143,16 +143,18 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
 
 
 def response_logprobs(model, rollout: Rollout, temperature: float = 1.0, return_entropy: bool = False,
-                      padding_free: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                      padding_free: bool = True,
+                      share_prefixes: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """log π(response token) under ``model`` at the sampling temperature → (B, R) fp32, 0 on padding
-    (with ``return_entropy``, also each response position's entropy, 0 on padding). Scored padding-free and with
-    the vocabulary head only at response positions where the model allows (:mod:`tether.models.scoring`)."""
+    (with ``return_entropy``, also each response position's entropy, 0 on padding). Scored padding-free, the
+    samples of one prompt sharing its forward, and with the vocabulary head only at response positions, where the
+    model allows (:mod:`tether.models.scoring`)."""
     from tether.models.scoring import scored_logprobs
 
     n_prompt = rollout.prompt_ids.shape[1]
     score = torch.cat([torch.zeros_like(rollout.prompt_mask), rollout.response_mask], dim=1)
     out = scored_logprobs(model, rollout.input_ids, rollout.attention_mask, score, temperature=temperature,
-                          padding_free=padding_free, return_entropy=return_entropy)
+                          padding_free=padding_free, return_entropy=return_entropy, share_prefixes=share_prefixes)
     if not return_entropy:
         return out[:, n_prompt:]
     logps, entropy = out
