@@ -8,9 +8,9 @@ micro-batch, so the losses of every step and the final weights must agree with a
 ``batch_size`` is twice as large (within 1e-5 at lr 1e-4, as in test_ddp.py), and the checkpoints and model
 directories must hold the same tensors under the same names and shapes.
 
-The online-RL recipes shard the policy, the value model and the frozen reference, and sample in lockstep: each
-process draws its rows with row-seeded streams, so two processes must reproduce one process's iterations (as under
-DDP, test_ddp.py), held-out evaluation included.
+The online-RL recipes shard the policy, the value model and the frozen reference; each process draws its rows with
+row-seeded streams, so two processes must reproduce one process's iterations (as under DDP, test_ddp.py), held-out
+evaluation included.
 
 One launch runs every recipe in a row (``fsdp_worker.py``), so that the processes start (and import torch and
 transformers) once: SFT with gradient accumulation and checkpoints every 2 steps; a copy of that run cut back to
@@ -151,9 +151,11 @@ def test_an_fsdp_checkpoint_resumes_under_fsdp(runs):
     assert_same_weights(runs["one"] / "sft" / "sft", resumed / "sft")
 
 
-def test_a_sharded_rollout_steps_in_lockstep_and_samples_what_one_process_samples(runs):
-    """Every decoding step of a sharded policy is a collective: the process whose rows end first must keep stepping
-    with the other (or both hang). Each row is drawn from its own stream, so the rows equal one process's."""
+def test_a_sharded_rollout_whose_processes_finish_apart_samples_what_one_process_samples(runs):
+    """Every forward of a sharded policy is a collective; the rollout keeps the weights gathered after its first
+    step, so the process whose rows end first can stop decoding while the other goes on (with the weights resharded
+    after each step, the processes' collectives would no longer match and the launch would fail or hang). Each row
+    is drawn from its own stream, so the rows equal one process's."""
     parts = [json.loads((runs["two"] / f"lockstep.{rank}.json").read_text()) for rank in (0, 1)]
     alone = fsdp_worker.lockstep_generate(fsdp_worker.lockstep_model(), list(range(fsdp_worker.LOCKSTEP_ROWS)))
     lengths = []

@@ -17,8 +17,9 @@ starts the process group; gloo, since tether computes on CPUs today) and the tra
 FSDP (``accelerate launch`` with an FSDP config, or ``ACCELERATE_USE_FSDP=true torchrun ...``): every training
 recipe shards weights, gradients and optimizer state with torch's FSDP2 (``fully_shard``: one unit per transformer
 block, plus the root) instead of replicating them with DDP; the online-RL recipes also shard their frozen reference
-(``shard_frozen``) and sample in lockstep (every forward is a collective: ``generate`` keeps all processes stepping
-until the last one is done, with the weights gathered once for the whole rollout, ``gathered``). The state dicts
+(``shard_frozen``), and a rollout gathers the policy's weights once (``gathered``): every forward of a sharded model
+is a collective, but with the weights kept gathered the decoding steps are not, so each process stops at its own
+EOS. The state dicts
 that checkpoints and the final model are written from are gathered in full first (``full_model_state`` /
 ``full_optimizer_state``), so every file is the same as a single process writes. accelerate itself does not shard
 on CPUs (``Accelerator(cpu=True)`` ignores an FSDP config), which is why tether reads the launcher's ``FSDP_*``
@@ -67,9 +68,10 @@ def fsdp_settings(env=None) -> FSDPSettings | None:
     env = os.environ if env is None else env
     if _flag(env, "ACCELERATE_USE_DEEPSPEED"):
         raise DistributedError(
-            "accelerate is configured for DeepSpeed; tether does not run DeepSpeed (accelerate does not start it "
-            "for CPU compute, and its engine would need a training loop of its own). Use an FSDP config instead "
-            "for sharded training, or plain data parallelism (see docs/scaling.md)")
+            "accelerate is configured for DeepSpeed; tether does not run DeepSpeed (its engine takes over backward, "
+            "accumulation, clipping and the optimizer step, and writes pickled checkpoints; on CPUs accelerate also "
+            "starts it with every process taking itself for process 0 of 1). Use an FSDP config instead: the same "
+            "ZeRO-3 sharding of weights, gradients and optimizer state (see docs/scaling.md)")
     if not _flag(env, "ACCELERATE_USE_FSDP"):
         return None
     strategy = env.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").strip().upper()
