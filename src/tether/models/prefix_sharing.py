@@ -147,47 +147,33 @@ def per_position_outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]
     return captured[-1]
 
 
-@torch.no_grad()
+def _sharing_deviation(base: torch.nn.Module) -> float:
+    """Two continuations of a three-token prompt, shared in one row, against each sequence alone."""
+    embeddings = base.get_input_embeddings().weight
+    vocab, device, dtype = embeddings.shape[0], embeddings.device, embeddings.dtype
+    sequences = [[3, 9, 4, 7, 2], [3, 9, 4, 5, 8, 6]]
+    ids = torch.tensor([[t % vocab for t in s] + [0] * (6 - len(s)) for s in sequences], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (6 - len(s)) for s in sequences], device=device)
+    plan = plan_prefix_sharing(ids, mask, [3, 3], max_width=64, min_saving=0.0)
+    shared = per_position_outputs(base, shared_inputs(ids, plan, 0, dtype))[0].float()
+    worst = 0.0
+    for b, s in enumerate(sequences):
+        alone = per_position_outputs(base, {"input_ids": ids[b:b + 1, :len(s)]})[0].float()
+        together = shared[plan.columns(b)]
+        worst = max(worst, float(((together - alone).abs().max() / alone.abs().max().clamp(min=1.0))))
+    return worst
+
+
 def prefix_sharing_works(model: torch.nn.Module) -> bool:
     """Whether ``model``'s forward honours a custom 4-D mask with restarting positions (probed once per model).
 
-    Two continuations of a three-token prompt, shared in one row, against each sequence alone; outputs within
-    tolerance. The forwards run on the model inside DDP / PEFT wrappers; under FSDP they are collectives, and every
-    process runs the probe at the same call."""
-    from tether.models.scoring import base_model
+    The forwards run on the model inside DDP / PEFT wrappers; under FSDP they are collectives, and every process
+    runs the probe at the same call."""
+    from tether.models.scoring import PROBE_ERRORS, probed_once
 
-    base = base_model(model)
-    if base in _verdicts:
-        return _verdicts[base]
-    verdict = False
-    was_training = base.training
-    base.eval()
-    try:
-        embeddings = base.get_input_embeddings().weight
-        vocab, device, dtype = embeddings.shape[0], embeddings.device, embeddings.dtype
-        sequences = [[3, 9, 4, 7, 2], [3, 9, 4, 5, 8, 6]]
-        ids = torch.tensor([[t % vocab for t in s] + [0] * (6 - len(s)) for s in sequences], device=device)
-        mask = torch.tensor([[1] * len(s) + [0] * (6 - len(s)) for s in sequences], device=device)
-        plan = plan_prefix_sharing(ids, mask, [3, 3], max_width=64, min_saving=0.0)
-        shared = per_position_outputs(base, shared_inputs(ids, plan, 0, dtype))[0].float()
-        tolerance = 1e-3 if dtype in (torch.float32, torch.float64) else 5e-2
-        worst = 0.0
-        for b, s in enumerate(sequences):
-            alone = per_position_outputs(base, {"input_ids": ids[b:b + 1, :len(s)]})[0].float()
-            together = shared[plan.columns(b)]
-            worst = max(worst, float(((together - alone).abs().max() / alone.abs().max().clamp(min=1.0))))
-        verdict = worst < tolerance
-    except (TypeError, ValueError, RuntimeError, AttributeError, IndexError):
-        verdict = False
-    finally:
-        base.train(was_training)
-    if not verdict:
-        from tether.utils.logging import console
-
-        console.print(f"[yellow]prefix sharing is off for {type(base).__name__}: its forward does not honour a "
-                      "custom 4-D attention mask; running each sequence in its own row[/]")
-    _verdicts[base] = verdict
-    return verdict
+    return probed_once(model, _verdicts, _sharing_deviation,
+                       "prefix sharing is off for {name}: its forward does not honour a custom 4-D attention mask; "
+                       "running each sequence in its own row", errors=(*PROBE_ERRORS, IndexError))
 
 
 def max_shared_width(model: torch.nn.Module, batch_width: int) -> int:

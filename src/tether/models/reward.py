@@ -40,18 +40,15 @@ def reward_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     from tether.models.scoring import right_padded
 
     if prompt_lengths is not None:
-        from tether.models.prefix_sharing import column_map, maybe_share, per_position_outputs, shared_inputs
+        from tether.models.prefix_sharing import maybe_share, per_position_outputs, shared_inputs
         from tether.models.scoring import base_model
 
         plan = maybe_share(model, input_ids, attention_mask, lambda: prompt_lengths, enabled=True)
         if plan is not None:
             dtype = base_model(model).get_input_embeddings().weight.dtype
             scores = per_position_outputs(model, shared_inputs(input_ids, plan, 0, dtype))[..., 0]  # (N, W)
-            shared_row, shared_col = column_map(plan, tuple(input_ids.shape), input_ids.device)
-            last = torch.tensor([plan.start[b] + plan.length[b] - 1 for b in range(input_ids.shape[0])],
-                                device=input_ids.device)
-            rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-            return scores[shared_row, shared_col[rows, last]].float()
+            last = [plan.columns(b)[-1] for b in range(input_ids.shape[0])]  # each sequence's last token
+            return scores[plan.row, last].float()
     mask = {} if right_padded(attention_mask) else {"attention_mask": attention_mask}
     return model(input_ids=input_ids, **mask).logits[:, 0].float()
 

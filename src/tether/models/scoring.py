@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -141,38 +142,58 @@ def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
         return False
 
 
+PROBE_ERRORS = (TypeError, ValueError, RuntimeError, AttributeError)  # a forward that fails a probe: no verdict
+
+
 @torch.no_grad()
-def packing_isolates_documents(model: torch.nn.Module) -> bool:
-    """Whether ``model``'s forward keeps packed documents apart (probed once per model, then remembered)."""
+def probed_once(model: torch.nn.Module, verdicts: weakref.WeakKeyDictionary,
+                deviation: Callable[[torch.nn.Module], float], off_note: str,
+                errors: tuple[type[Exception], ...] = PROBE_ERRORS) -> bool:
+    """Whether ``model`` passes a layout probe, run once per base model (in eval mode) and then remembered.
+
+    ``deviation(base)``: the probe's largest output difference from the plain forward, relative to the outputs'
+    scale; it passes below 1e-3 (fp32 / fp64 weights) or 5e-2 (half precision). A probe that raises one of
+    ``errors`` fails. A failing model gets ``off_note`` printed once."""
     base = base_model(model)
-    if base in _verdicts:
-        return _verdicts[base]
+    if base in verdicts:
+        return verdicts[base]
     verdict = False
     was_training = base.training
     base.eval()
     try:
-        vocab = base.get_input_embeddings().weight.shape[0]
-        device = base.get_input_embeddings().weight.device
-        docs = [(torch.arange(5) * 7 + 3) % vocab, (torch.arange(7) * 11 + 5) % vocab]
-        alone = [base(input_ids=d[None].to(device), use_cache=False).logits[0].float() for d in docs]
-        ids = torch.cat(docs)[None].to(device)
-        positions = torch.cat([torch.arange(len(d)) for d in docs])[None].to(device)
-        packed = base(input_ids=ids, position_ids=positions, use_cache=False).logits[0].float()
-        together = torch.cat(alone)
-        tolerance = 1e-3 if base.get_input_embeddings().weight.dtype in (torch.float32, torch.float64) else 5e-2
-        scale = together.abs().max().clamp(min=1.0)
-        verdict = bool(((packed - together).abs().max() / scale) < tolerance)
-    except (TypeError, ValueError, RuntimeError, AttributeError):
+        dtype = base.get_input_embeddings().weight.dtype
+        tolerance = 1e-3 if dtype in (torch.float32, torch.float64) else 5e-2
+        verdict = bool(deviation(base) < tolerance)
+    except errors:
         verdict = False
     finally:
         base.train(was_training)
     if not verdict:
         from tether.utils.logging import console
 
-        console.print(f"[yellow]padding-free scoring is off for {type(base).__name__}: its forward does not keep "
-                      "packed documents apart; scoring padded rows[/]")
-    _verdicts[base] = verdict
+        console.print(f"[yellow]{off_note.format(name=type(base).__name__)}[/]")
+    verdicts[base] = verdict
     return verdict
+
+
+def _packing_deviation(base: torch.nn.Module) -> float:
+    """Two short documents packed in one row (restarting positions, no mask) against each alone."""
+    vocab = base.get_input_embeddings().weight.shape[0]
+    device = base.get_input_embeddings().weight.device
+    docs = [(torch.arange(5) * 7 + 3) % vocab, (torch.arange(7) * 11 + 5) % vocab]
+    alone = [base(input_ids=d[None].to(device), use_cache=False).logits[0].float() for d in docs]
+    ids = torch.cat(docs)[None].to(device)
+    positions = torch.cat([torch.arange(len(d)) for d in docs])[None].to(device)
+    packed = base(input_ids=ids, position_ids=positions, use_cache=False).logits[0].float()
+    together = torch.cat(alone)
+    return float((packed - together).abs().max() / together.abs().max().clamp(min=1.0))
+
+
+def packing_isolates_documents(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s forward keeps packed documents apart (probed once per model, then remembered)."""
+    return probed_once(model, _verdicts, _packing_deviation,
+                       "padding-free scoring is off for {name}: its forward does not keep packed documents apart; "
+                       "scoring padded rows")
 
 
 def prompt_lengths(score: torch.Tensor, real: torch.Tensor) -> list[int]:
