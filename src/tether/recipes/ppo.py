@@ -320,8 +320,8 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
                     heldout_metrics, fired = heldout.step(models.policy, ref_model, iteration + 1, run_dir, cfg.name,
                                                           tokenizer, meta)
                     metrics.update(heldout_metrics)
-                if dist.any(bool(fired)) and not fired:  # every process stops when the main one's alarm fires
-                    fired = [{"message": "the reward-hacking alarm fired on the main process"}]
+                if dist.any(bool(fired)) and not fired:  # (all processes see the same point; this keeps them together)
+                    fired = [{"message": "the reward-hacking alarm fired on another process"}]
                 logger.log(metrics, iteration + 1)
                 history.append(metrics)
                 bar.update(1)
