@@ -3,6 +3,10 @@ import os
 
 import pytest
 
+# The default suite computes on the CPU on every machine: its expected values are worked out for fp32 CPU kernels.
+# tests/gpu/ runs the recipes on a CUDA device when there is one.
+os.environ.setdefault("TETHER_DEVICE", "cpu")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Parallel test workers (pytest -n 2): one compute thread each, also for the CLI subprocesses they start,
     # so the workers do not oversubscribe the cores.

@@ -23,6 +23,7 @@ from tether.eval.metrics import sequence_kl, top_ngram_share
 from tether.recipes.common import atomic_write_text, limit
 from tether.rollout.generation import GenerationConfig, generate, response_logprobs
 from tether.rollout.rewards import FunctionSource, RewardSpecError
+from tether.utils.device import forked_rng
 
 
 class HeldOutEvaluator:
@@ -52,7 +53,7 @@ class HeldOutEvaluator:
     def evaluate(self, policy, ref_model, iteration: int) -> tuple[HeldOutPoint, list[dict[str, Any]]]:
         """One held-out point for the current policy, and the alarms it fires."""
         proxies, golds, kls, lengths, responses = [], [], [], [], []
-        with torch.random.fork_rng(devices=[]):
+        with forked_rng():
             torch.manual_seed(self.cfg.seed)
             for start in range(0, len(self.prompts), self.batch_size):
                 chunk = self.prompts[start:start + self.batch_size]

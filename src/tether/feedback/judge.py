@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tether.utils.device import model_device, to_device
+
 DEFAULT_CONSTITUTION = (
     "Choose the response that answers the question asked, not a different one.",
     "Choose the response that gives concrete, practical advice.",
@@ -69,7 +71,7 @@ class LocalJudge:
             text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                       add_generation_prompt=True)
         ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
-        logits = self.model(**ids).logits[0, -1].float()
+        logits = self.model(**to_device(dict(ids), model_device(self.model))).logits[0, -1].float()
         pair = torch.softmax(logits[self.letters], dim=-1)
         return int(pair.argmax()), float(pair.max())
 

@@ -100,14 +100,23 @@ def _load(auto_cls, cfg: ModelConfig, seed: int, num_labels: int | None, pad_tok
                                              **_hub_kwargs(cfg))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load {cfg.name_or_path}: {str(exc).splitlines()[0]}") from None
+    model = place(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
     return model
 
 
+def place(model):
+    """``model`` on the device this process computes on (``TETHER_DEVICE``; see :mod:`tether.utils.device`)."""
+    from tether.utils.distributed import Dist
+
+    return model.to(Dist.current().device)
+
+
 def load_causal_lm(cfg: ModelConfig, seed: int = 0, pad_token_id: int | None = None):
-    """A causal LM as the config says (weights, random init, overrides, LoRA not yet applied)."""
+    """A causal LM as the config says (weights, random init, overrides, LoRA not yet applied), on this process's
+    device."""
     from transformers import AutoModelForCausalLM
 
     return _load(AutoModelForCausalLM, cfg, seed, None, pad_token_id)

@@ -31,14 +31,18 @@ def pad_right(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tens
 
 def reward_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    prompt_lengths: list[int] | None = None) -> torch.Tensor:
-    """(B,) fp32 scores. The head reads the rightmost non-pad token, as transformers does (right-padded rows are
-    run without the 2-D mask, which changes no real token's output: see ``padded_forward_inputs``).
+    """(B,) fp32 scores, on the model's device. The head reads the rightmost non-pad token, as transformers does
+    (right-padded rows are run without the 2-D mask, which changes no real token's output: see
+    ``padded_forward_inputs``).
 
     ``prompt_lengths`` (real tokens of each row's prompt): rows with the same prompt (a pair's chosen and
     rejected) run as one row, the prompt once (:mod:`tether.models.prefix_sharing`), where that saves positions;
     the head then reads each sequence's last token in the shared row."""
     from tether.models.scoring import right_padded
+    from tether.utils.device import model_device
 
+    device = model_device(model)  # the inputs follow the model
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     if prompt_lengths is not None:
         from tether.models.prefix_sharing import maybe_share, per_position_outputs, shared_inputs
         from tether.models.scoring import base_model
@@ -55,13 +59,13 @@ def reward_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 @torch.no_grad()
 def score_sequences(model, sequences: list[list[int]], pad_token_id: int, batch_size: int = 8) -> torch.Tensor:
-    """Score token sequences (prompt + response ids) → (N,) fp32."""
+    """Score token sequences (prompt + response ids) → (N,) fp32, on the CPU."""
     was_training = model.training
     model.eval()
     scores = []
     for start in range(0, len(sequences), batch_size):
         input_ids, attention_mask = pad_right(sequences[start:start + batch_size], pad_token_id)
-        scores.append(reward_forward(model, input_ids, attention_mask))
+        scores.append(reward_forward(model, input_ids, attention_mask).cpu())
     model.train(was_training)
     return torch.cat(scores) if scores else torch.zeros(0)
 
@@ -77,8 +81,11 @@ def ensemble_members(model_dir: str | Path) -> list[Path]:
 
 
 def load_reward_models(model_dir: str | Path) -> list:
-    """Load a reward model directory (or every member of an ensemble) for scoring, in eval mode."""
+    """Load a reward model directory (or every member of an ensemble) for scoring, in eval mode, on this process's
+    device."""
     from transformers import AutoModelForSequenceClassification
+
+    from tether.models.loading import place
 
     models = []
     for member in ensemble_members(model_dir):
@@ -87,7 +94,7 @@ def load_reward_models(model_dir: str | Path) -> list:
         model = AutoModelForSequenceClassification.from_pretrained(member, use_safetensors=True, dtype=torch.float32)
         if model.config.num_labels != 1:
             raise ValueError(f"{member} has num_labels={model.config.num_labels}; a reward model has 1")
-        models.append(model.eval())
+        models.append(place(model).eval())
     return models
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from tether.algos.logprobs import _selected_logprobs, entropy_from_logits
+from tether.utils.device import model_device
 
 MIN_SAVING = 0.15  # pack when it removes at least this fraction of the padded positions
 _verdicts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # base model → packing isolates documents
@@ -218,10 +219,15 @@ def scored_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     ``return_entropy``: also the entropy of each scored position's distribution (B, T), 0 elsewhere.
     ``share_prefixes``: rows with the same tokens before their first scored token run as one row, the prompt once
     (:mod:`tether.models.prefix_sharing`), when that saves more positions than packing.
+    The inputs may be on any device: they are moved to the model's, and the outputs are there.
     """
     if input_ids.shape != attention_mask.shape or input_ids.shape != score_mask.shape:
         raise ValueError(f"scored_logprobs: input_ids {tuple(input_ids.shape)}, attention_mask "
                          f"{tuple(attention_mask.shape)} and score_mask {tuple(score_mask.shape)} must have one shape")
+    device = model_device(model)  # the inputs follow the model (batches are built on the CPU)
+    input_ids, attention_mask, score_mask = input_ids.to(device), attention_mask.to(device), score_mask.to(device)
+    if position_ids is not None:
+        position_ids = position_ids.to(device)
     real = attention_mask.bool()
     score = score_mask.bool() & real
     score[:, 0] = False

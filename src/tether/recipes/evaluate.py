@@ -34,6 +34,7 @@ from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.recipes.common import atomic_write_text, limit, record_config, seed_everything, set_threads
 from tether.rollout.generation import GenerationConfig, generate, position_ids, response_logprobs
 from tether.rollout.rewards import FunctionSource, load_reward_source
+from tether.utils.device import forked_rng, model_device
 from tether.utils.logging import console
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "eval"
@@ -48,7 +49,7 @@ def sample_responses(model, tokenizer, prompts, cfg: EvalConfig, reference, rewa
     """Answer every prompt once; proxy, gold and KL per response."""
     out: dict[str, list] = {"responses": [], "proxy": [], "gold": [], "kl": [], "length": [], "eos": []}
     generation = GenerationConfig(cfg.max_new_tokens, cfg.temperature)
-    with torch.random.fork_rng(devices=[]):
+    with forked_rng():
         torch.manual_seed(cfg.seed)
         for start in range(0, len(prompts), cfg.batch_size):
             chunk = prompts[start:start + cfg.batch_size]
@@ -76,7 +77,7 @@ def text_perplexity(model, tokenizer, paragraphs: list[str]) -> float:
     """Perplexity over all paragraphs (each scored on its own, next-token NLL in fp32)."""
     nll, count = 0.0, 0
     for text in paragraphs:
-        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]], device=model_device(model))
         if ids.shape[1] < 2:
             continue
         logits = model(input_ids=ids).logits[:, :-1].float()
@@ -95,11 +96,11 @@ def multiple_choice_accuracy(model, tokenizer, questions: list[dict]) -> float:
         scores = []
         for choice in q["choices"]:
             option = tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
-            ids = torch.tensor([context + option])
+            ids = torch.tensor([context + option], device=model_device(model))
             mask = torch.ones_like(ids)
             logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits[0].float()
             logps = torch.log_softmax(logits[len(context) - 1:-1], -1)
-            scores.append(float(logps.gather(-1, torch.tensor(option).unsqueeze(-1)).mean()))
+            scores.append(float(logps.gather(-1, torch.tensor(option, device=ids.device).unsqueeze(-1)).mean()))
         correct += int(max(range(len(scores)), key=scores.__getitem__) == q["answer"])
     return correct / len(questions)
 

@@ -30,6 +30,7 @@ from tether.recipes.common import atomic_write_text, limit, record_config
 from tether.rollout.best_of_n import best_of_n_kl
 from tether.rollout.generation import GenerationConfig, generate
 from tether.rollout.rewards import FunctionSource, load_reward_source
+from tether.utils.device import forked_rng
 from tether.utils.logging import console
 
 
@@ -50,7 +51,7 @@ def _sample_many(policy, tokenizer, prompts, n: int, cfg: FrontierConfig, reward
     generation = GenerationConfig(cfg.ppo.max_new_tokens, cfg.ppo.temperature)
     proxy, gold = [], []
     per_batch = max(1, cfg.batch_size // n) if n <= cfg.batch_size else 1
-    with torch.random.fork_rng(devices=[]):
+    with forked_rng():
         torch.manual_seed(cfg.seed)
         for start in range(0, len(prompts), per_batch):
             chunk = prompts[start:start + per_batch]

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from tether.config import TrainConfig
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from tether.utils.device import to_device
 from tether.utils.distributed import Dist
 from tether.utils.logging import MetricsLogger, console
 from tether.utils.signals import StopRequested, graceful_stop, resume_message
@@ -148,12 +149,6 @@ def _fmt(metrics: dict[str, float], keys: list[str]) -> dict[str, str]:
     return {short[k]: f"{metrics[k]:.4g}" for k in keys if k in metrics}
 
 
-def _to_device(batch: dict, device: torch.device) -> dict:
-    """The batch's tensors (also in nested dicts, e.g. KTO's mismatched pairs) on ``device``."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else _to_device(v, device) if isinstance(v, dict) else v
-            for k, v in batch.items()}
-
-
 def _local_micro_batches(stream: Iterator[list[int]], cfg: TrainConfig, dist: Dist,
                          make_batch: Callable[[list[int]], dict]) -> list[tuple[dict, bool]]:
     """The step's micro-batches for this process: its slice of each global micro-batch.
@@ -222,7 +217,7 @@ def run_training(
         try:
             while step < total_steps:
                 model.train()
-                batches = [(_to_device(b, dist.device), empty)
+                batches = [(to_device(b, dist.device), empty)
                            for b, empty in _local_micro_batches(stream, cfg, dist, make_batch)]
                 counts = [0 if empty else count_items(b) for b, empty in batches]
                 num_items = dist.sum_int(sum(counts))

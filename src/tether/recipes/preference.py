@@ -24,6 +24,7 @@ from tether.models.loading import apply_lora, is_peft, load_causal_lm, load_toke
 from tether.models.scoring import scored_logprobs
 from tether.recipes.common import load_train_eval, prepare_run
 from tether.recipes.loop import TrainResult, planned_indices, run_training
+from tether.utils.device import model_device, to_device
 from tether.utils.distributed import Dist
 from tether.utils.logging import console
 
@@ -90,11 +91,13 @@ def reference_logps(ref_model, cfg: PreferenceConfig, examples: list, pad: int, 
     for start in tqdm(range(0, len(indices), batch_size), desc="reference log-probs", unit="batch", leave=False,
                       disable=not dist.is_main):
         chunk = indices[start:start + batch_size]
-        batch = _make_batch(cfg, examples, chunk, pad)
+        batch = to_device(_make_batch(cfg, examples, chunk, pad), model_device(ref_model))
         values, _ = policy_logps(ref_model, batch, cfg.model.padding_free, cfg.model.share_prefixes)
+        values = values.cpu()
         if cfg.loss in UNPAIRED:
             out["logps"][chunk] = values
-            out["kl_logps"][chunk] = policy_logps(ref_model, batch["kl"], cfg.model.padding_free, cfg.model.share_prefixes)[0]
+            out["kl_logps"][chunk] = policy_logps(ref_model, batch["kl"], cfg.model.padding_free,
+                                                  cfg.model.share_prefixes)[0].cpu()
         else:
             out["logps"][chunk] = torch.stack([values[:len(chunk)], values[len(chunk):]], dim=1)
     return {key: _merge_shares(dist, values) for key, values in out.items()}
@@ -166,7 +169,7 @@ def _evaluate(model, cfg: PreferenceConfig, examples: list, ref: dict | None, pa
     n_total = len(examples)
     for start in range(0, n_total, cfg.train.eval_batch_size):
         indices = list(range(start, min(n_total, start + cfg.train.eval_batch_size)))
-        batch = _make_batch(cfg, examples, indices, pad)
+        batch = to_device(_make_batch(cfg, examples, indices, pad), model_device(model))
         loss, metrics = preference_loss(model, batch, n_total, cfg, ref)
         totals["loss"] = totals.get("loss", 0.0) + float(loss)
         for key, value in metrics.items():

@@ -19,6 +19,7 @@ from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, sa
 from tether.models.scoring import scored_logprobs
 from tether.recipes.common import load_train_eval, prepare_run
 from tether.recipes.loop import TrainResult, run_training
+from tether.utils.device import model_device, to_device
 from tether.utils.logging import console
 
 
@@ -54,7 +55,7 @@ def evaluate_nll(model, examples, pad_token_id: int, batch_size: int, padding_fr
     """Token-weighted mean NLL and perplexity of ``examples`` (completion tokens)."""
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(examples), batch_size):
-        batch = collate_sft(examples[start:start + batch_size], pad_token_id)
+        batch = to_device(collate_sft(examples[start:start + batch_size], pad_token_id), model_device(model))
         n = _scored_tokens(batch)
         if n == 0:
             continue

@@ -90,7 +90,7 @@ def response_mask_from_ids(response_ids: torch.Tensor, eos_token_id: int) -> tup
     is_eos = response_ids == eos_token_id
     ended = is_eos.any(-1)
     first_eos = torch.where(ended, is_eos.float().argmax(-1), torch.full_like(ended, response_ids.shape[1], dtype=torch.long))
-    positions = torch.arange(response_ids.shape[1]).expand_as(response_ids)
+    positions = torch.arange(response_ids.shape[1], device=response_ids.device).expand_as(response_ids)
     mask = (positions <= first_eos.unsqueeze(-1)).long()
     return mask, ended
 
@@ -103,7 +103,7 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config: GenerationConfig,
              eos_token_id: int, pad_token_id: int, seeds: list[int] | None = None) -> Rollout:
-    """Sample one response per (left-padded) prompt.
+    """Sample one response per (left-padded) prompt; the prompts may be on any device, the rollout is on the model's.
 
     With ``seeds`` (one per row) each row is sampled from its own random stream (:class:`RowSeededSampler`),
     independent of the batch it is in; without, from torch's global generator (transformers' sampler).
@@ -113,9 +113,12 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
     collectives, so a process whose rows are done goes on without stepping along with the others (transformers'
     ``synced_gpus``, which would keep it running forwards until the last process is done, is off).
     """
+    from tether.utils.device import model_device
     from tether.utils.distributed import Dist
 
     dist = Dist.current()
+    device = model_device(model)  # the prompts follow the model; the rollout is on its device
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     was_training = model.training
     model.eval()
     kwargs = dict(max_new_tokens=config.max_new_tokens, do_sample=config.do_sample, pad_token_id=pad_token_id,

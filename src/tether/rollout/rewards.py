@@ -28,7 +28,8 @@ class RewardSpecError(ValueError):
 
 
 class RewardSource(Protocol):
-    def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:  # (B,)
+    def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """(B,) fp32 scores, on the rollout's device."""
         ...
 
 
@@ -69,7 +70,7 @@ class RewardModelSource:
     @torch.no_grad()
     def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
         scores = score_with_members(self.models, self.sequences(rollout), self.pad_token_id, self.batch_size, self.k)
-        return scores.conservative if self.k > 0 else scores.mean
+        return (scores.conservative if self.k > 0 else scores.mean).to(rollout.response_ids.device)
 
 
 class FunctionSource:
@@ -90,7 +91,7 @@ class FunctionSource:
         values = self.fn(prompts, responses, ids)
         if len(values) != len(responses):
             raise ValueError(f"reward function returned {len(values)} scores for {len(responses)} responses")
-        return torch.tensor([float(v) for v in values], dtype=torch.float32)
+        return torch.tensor([float(v) for v in values], dtype=torch.float32, device=rollout.response_ids.device)
 
 
 class WeightedSource:

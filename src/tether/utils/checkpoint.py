@@ -52,8 +52,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    if "cuda" in state and torch.cuda.is_available():  # (a run resumed on a machine with fewer GPUs: those it has)
+        for index, device_state in enumerate(list(state["cuda"])[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, index)
 
 
 def trainable_state_dict(model) -> dict[str, torch.Tensor]:

@@ -3,7 +3,8 @@
 A recipe launched with ``torchrun --nproc_per_node N -m tether.cli sft ...`` or
 ``accelerate launch --num_processes N -m tether.cli sft ...`` runs N copies of itself;
 ``Dist.current()`` finds out which copy this is (accelerate reads the launcher's environment and
-starts the process group; gloo, since tether computes on CPUs today) and the training code uses it to
+starts the process group: nccl when the processes compute on GPUs, gloo on CPUs; see ``tether.utils.device``)
+and the training code uses it to
 
 - take its slice of each global micro-batch (``shard``): every process draws the same global
   order from the seed, so N processes with ``batch_size`` b see exactly the examples one process
@@ -40,6 +41,7 @@ from typing import Any
 import torch
 
 from tether.config import ConfigError
+from tether.utils.device import resolve_device
 
 
 class DistributedError(ConfigError):
@@ -131,19 +133,30 @@ class Dist:
 
     @classmethod
     def _create(cls) -> Dist:
+        device = resolve_device()  # TETHER_DEVICE (default: this process's GPU when there is one, else the CPU)
         if launched_world_size() <= 1:
-            return cls()
+            return cls(device=device)
+        if device.type not in ("cpu", "cuda"):
+            raise DistributedError(f"{device.type}: multi-process runs compute on CPUs (gloo) or CUDA GPUs (nccl)")
         fsdp = fsdp_settings()  # read from the launcher's environment: Accelerator(cpu=True) ignores FSDP configs
+        if fsdp is not None and device.type == "cuda" and _flag(os.environ, "FSDP_OFFLOAD_PARAMS"):
+            raise DistributedError("FSDP parameter offloading (fsdp_offload_params: true): not implemented by tether; "
+                                   "on GPUs the shards stay on the device. Set it to false, or shard over more GPUs")
         from accelerate import Accelerator
         from accelerate.utils import DistributedType
 
-        # compute stays on the CPU for now (gloo): the recipes do not place models and batches on GPUs yet
-        accelerator = Accelerator(cpu=True)
+        # on GPUs accelerate starts nccl and sets each process's device (cuda:LOCAL_RANK); on CPUs, gloo
+        accelerator = Accelerator(cpu=device.type == "cpu")
         kind = accelerator.distributed_type
-        if kind not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+        allowed = (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU) + ((DistributedType.FSDP,) if fsdp else ())
+        if kind not in allowed:
             raise DistributedError(
                 f"accelerate is configured for {kind.value}; tether trains with data parallelism (DDP) or FSDP. "
                 "Use `accelerate launch` with a multi-process or FSDP config, or torchrun (see docs/scaling.md)")
+        if accelerator.device.type != device.type or (device.type == "cuda" and accelerator.device.index != device.index):
+            raise DistributedError(f"accelerate placed process {accelerator.process_index} on {accelerator.device}, "
+                                   f"but {device} was resolved from TETHER_DEVICE / LOCAL_RANK; launch one process "
+                                   "per GPU with torchrun or accelerate launch")
         if fsdp is not None and accelerator.mixed_precision != "no":
             raise DistributedError(f"FSDP with mixed_precision={accelerator.mixed_precision}: not supported by tether; "
                                    "use mixed_precision 'no' and the recipe's model.dtype instead")
