@@ -269,11 +269,13 @@ def scored_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
         kwargs = dict(input_ids=input_ids, use_cache=False, **padded_forward_inputs(attention_mask))
     keep = torch.unique(predicting)  # sorted
     if accepts_logits_to_keep(model):
-        logits = model(**kwargs, logits_to_keep=keep).logits  # (rows, K, V)
-        picked = logits[at_row, torch.searchsorted(keep, predicting)]  # (M, V)
+        picked = model(**kwargs, logits_to_keep=keep).logits[at_row, torch.searchsorted(keep, predicting)]  # (M, V)
     else:
         picked = model(**kwargs).logits[at_row, predicting]  # (M, V)
-    picked = (picked if picked.dtype == torch.float64 else picked.float()) / temperature  # fp32 (fp64 stays)
+    # (the model's logits are freed here: only the scored rows of them are kept, once, in fp32)
+    picked = picked if picked.dtype == torch.float64 else picked.float()  # fp32 (fp64 stays)
+    if temperature != 1.0:
+        picked = picked / temperature
     out = torch.zeros(score.shape, dtype=picked.dtype, device=input_ids.device)
     out[score] = _selected_logprobs(picked, input_ids[rows, cols])
     if not return_entropy:

@@ -167,6 +167,7 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: dict, train_poli
             (loss * dist.world_size).backward()  # DDP averages gradients over processes: undo it, exactly
             torch.nn.utils.clip_grad_norm_([p for p in policy.parameters() if p.requires_grad], cfg.max_grad_norm)
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)  # the gradients are not kept through the next rollout / forward
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             count += 1

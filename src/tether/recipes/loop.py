@@ -246,12 +246,12 @@ def run_training(
                 else:  # skip the update but keep the step (and so the data order) moving
                     nonfinite += 1
                     skipped += 1
-                    optimizer.zero_grad(set_to_none=True)
                     console.print(f"[yellow]{stage} step {step + 1}: non-finite loss or gradient, update skipped[/]")
                     if nonfinite >= MAX_CONSECUTIVE_NONFINITE:
                         raise TrainingError(
                             f"{stage}: {nonfinite} consecutive non-finite losses/gradients; lower train.learning_rate "
                             "or check the data")
+                optimizer.zero_grad(set_to_none=True)  # free the gradients now, not at the next step's backward
                 step += 1
                 metrics.update({"loss": loss_total, "train/grad_norm": float(grad_norm), "train/lr": lr,
                                 "train/epoch": step * cfg.grad_accum_steps * cfg.batch_size * dist.world_size

@@ -217,6 +217,7 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: di
             for part in (models.policy, models.value):
                 torch.nn.utils.clip_grad_norm_([p for p in part.parameters() if p.requires_grad], cfg.max_grad_norm)
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)  # the gradients are not kept through the next rollout / forward
             with torch.no_grad():
                 ev = explained_variance(values, experience["returns"][idx], mask)
             for key, value in {**pg_metrics, **vf_metrics, "objective/entropy": entropy_mean.detach(),
