@@ -3,11 +3,13 @@
     python -m pip install -e ".[bench]"        # TRL 1.16 next to tether
     python bench/run.py                        # tiny + SmolLM2, every workload
     python bench/run.py --models tiny --workloads sft,dpo
+    python bench/run.py --device cuda --dtype bf16   # on a GPU: bf16 weights in both libraries
 
 Each (library, model, workload) runs in its own process (``bench/workloads.py``). The
 first two steps are warm-up and left out; the table reports the median step time (min–max),
 tokens/s, peak RSS, MFU and the tether/TRL speed ratio. Results go to
-``bench/results/<date>.json`` and ``bench/results/<date>.md``.
+``bench/results/<date>.json`` and ``bench/results/<date>.md`` (``<date>-cuda-bf16.*`` for other
+devices and dtypes, with the GPU's name in the file and its peak memory in the table).
 
 MFU = k · N · tokens per step / step time / this machine's fp32 matmul FLOP/s (measured
 here, 2 threads, median over n = 1024, 2048, 4096), with N the weights of every linear
@@ -37,19 +39,24 @@ WORDS = ("time people year way day thing world life hand part child eye place wo
          "party result change morning reason research girl guy moment air teacher force education").split()
 
 
-def matmul_flops(threads: int = 2) -> float:
-    """This machine's fp32 matmul FLOP/s: median over sizes 1024, 2048, 4096."""
+def matmul_flops(threads: int = 2, device: str = "cpu", dtype: str = "fp32") -> float:
+    """This machine's matmul FLOP/s on ``device`` in ``dtype``: median over sizes 1024, 2048, 4096."""
     import torch
 
     torch.set_num_threads(threads)
+    torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+    budget = 2e10 if device == "cpu" else 2e13  # FLOPs per size: about 0.1 s either way
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rates = []
     for n in (1024, 2048, 4096):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = (torch.randn(n, n, device=device, dtype=torch_dtype) for _ in range(2))
         a @ b  # warm-up
-        repeats = max(1, int(2e10 // (2 * n ** 3)))
+        sync()
+        repeats = max(1, int(budget // (2 * n ** 3)))
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
+        sync()
         rates.append(2 * n ** 3 * repeats / (time.perf_counter() - start))
     return statistics.median(rates)
 
@@ -120,9 +127,10 @@ def tokens_per_step(workload: str, data: Path, model_dir: str) -> float:
     return 8 * (statistics.mean(count(r["prompt"]) for r in rows) + 32)
 
 
-def run_one(lib: str, workload: str, model: str, data: Path, steps: int) -> dict:
+def run_one(lib: str, workload: str, model: str, data: Path, steps: int, device: str = "cpu",
+            dtype: str = "fp32") -> dict:
     cmd = [sys.executable, str(HERE / "workloads.py"), "--lib", lib, "--workload", workload, "--model", model,
-           "--data", str(data), "--steps", str(steps)]
+           "--data", str(data), "--steps", str(steps), "--device", device, "--dtype", dtype]
     done = subprocess.run(cmd, capture_output=True, text=True)
     line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
     if done.returncode != 0 or line is None:
@@ -135,7 +143,8 @@ def summarise(result: dict, tokens: float, n_weights: int, flops: float) -> dict
     median = statistics.median(times)
     return {"median_s": median, "min_s": min(times), "max_s": max(times), "steps_timed": len(times),
             "tokens_per_s": tokens / median, "peak_rss_mb": result["peak_rss_mb"],
-            "mfu": K_FLOPS[result["workload"]] * n_weights * tokens / median / flops}
+            "mfu": K_FLOPS[result["workload"]] * n_weights * tokens / median / flops,
+            **({"peak_gpu_mb": result["peak_gpu_mb"]} if "peak_gpu_mb" in result else {})}
 
 
 def main() -> None:
@@ -143,12 +152,15 @@ def main() -> None:
     parser.add_argument("--models", default="tiny,smollm2")
     parser.add_argument("--workloads", default="sft,rm,dpo,grpo,grpo_fixed32,ppo")
     parser.add_argument("--libs", default="tether,trl")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args()
     data = WORK / "data"
     make_data(data)
     models = make_models(WORK / "models")
-    flops = matmul_flops()
-    print(f"fp32 matmul, 2 threads: {flops / 1e9:.1f} GFLOP/s")
+    flops = matmul_flops(device=args.device, dtype=args.dtype)
+    what = f"{args.dtype} matmul on {args.device}"
+    print(f"{what}{', 2 threads' if args.device == 'cpu' else ''}: {flops / 1e9:.1f} GFLOP/s")
     rows = []
     for model_name in args.models.split(","):
         n_lm, n_rm = linear_weights(models[model_name]), linear_weights(models[model_name], reward_model=True)
@@ -160,7 +172,7 @@ def main() -> None:
                 if lib == "trl" and workload == "ppo":
                     continue  # TRL 1.16 has no PPO trainer
                 print(f"{model_name} {workload} {lib} ...", flush=True)
-                result = run_one(lib, workload, models[model_name], data, steps)
+                result = run_one(lib, workload, models[model_name], data, steps, args.device, args.dtype)
                 row = {"model": model_name, "workload": workload, "lib": lib, "n_weights": n_weights,
                        "tokens_per_step": tokens}
                 if "error" in result:
@@ -180,17 +192,22 @@ def main() -> None:
 
     result = {"date": stamp, "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                          "torch": torch.__version__, "threads": 2},
-              "matmul_flops": flops, "rows": rows}
+              "device": args.device, "dtype": args.dtype, "matmul_flops": flops, "rows": rows}
+    if args.device == "cuda":
+        result["machine"]["gpu"] = torch.cuda.get_device_name(0)
+    name = stamp if (args.device, args.dtype) == ("cpu", "fp32") else f"{stamp}-{args.device}-{args.dtype}"
     try:
         import trl
 
         result["machine"]["trl"] = trl.__version__
     except ImportError:
         pass
-    (out_dir / f"{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown_table(rows)
-    (out_dir / f"{stamp}.md").write_text(f"# Benchmark {stamp}\n\nfp32 matmul: {flops / 1e9:.1f} GFLOP/s (2 threads)\n\n"
-                                         + table + "\n")
+    where = result["machine"].get("gpu", "2 threads")
+    peak = " Peak MB: GPU memory allocated (torch.cuda.max_memory_allocated)." if args.device == "cuda" else ""
+    (out_dir / f"{name}.md").write_text(f"# Benchmark {name}\n\n{what}: {flops / 1e9:.1f} GFLOP/s ({where}).{peak}\n\n"
+                                        + table + "\n")
     print(table)
 
 
@@ -212,7 +229,8 @@ def markdown_table(rows: list[dict]) -> str:
 
         ratio = (f"{t['median_s'] / r['median_s']:.2f}x" if t and "error" not in t and "error" not in r else "–")
         mfu = lambda x: f"{x['mfu']:.0%}" if x and "mfu" in x else "–"  # noqa: E731
-        peak = lambda x: f"{x['peak_rss_mb']:.0f}" if x and "peak_rss_mb" in x else "–"  # noqa: E731
+        peak = lambda x: (f"{x.get('peak_gpu_mb', x['peak_rss_mb']):.0f}"  # noqa: E731
+                          if x and "peak_rss_mb" in x else "–")
         lines.append(f"| {model} | {workload} | {cell(r)} | {cell(t)} | {ratio} | {mfu(r)} | {mfu(t)} | {peak(r)} | "
                      f"{peak(t)} |")
     return "\n".join(lines)

@@ -1,12 +1,16 @@
 """One benchmark workload in one library, in this process; prints one JSON line of results.
 
     python bench/workloads.py --lib tether|trl --workload sft|rm|dpo|grpo|ppo --model DIR --data DIR --steps N
+                              [--device cpu|cuda] [--dtype fp32|bf16]
 
 Both libraries get the same model directory, the same synthetic data, fp32, 2 threads,
 batch 8 per optimiser step (RM: 8 pairs = 16 sequences), max length 128, AdamW lr 1e-5
 constant, no warmup, grad-norm clip 1.0, seed 0, no gradient checkpointing, no mixed
 precision. Step times come from per-step timestamps (tether: ``metrics.jsonl``, TRL: a
-callback); peak RSS from ``getrusage``.
+callback); peak RSS from ``getrusage``. ``--device cuda --dtype bf16`` (a GPU run): both libraries hold the
+weights in bf16 and train them in bf16 (no fp32 master copy, no autocast: tether's ``model.dtype=bfloat16``, TRL's
+models loaded in bf16 with ``bf16=False``), and the peak GPU memory (``torch.cuda.max_memory_allocated``) is
+reported too.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 LR, BATCH, MAX_LEN, SEED = 1e-5, 8, 128, 0
+DEVICE, DTYPE = "cpu", "fp32"  # set from --device / --dtype
 
 
 def length_reward(prompts=None, completions=None, responses=None, response_ids=None, **_):
@@ -53,7 +58,7 @@ def run_tether(workload: str, model: str, data: Path, steps: int, out: Path) -> 
     train = TrainConfig(learning_rate=LR, lr_scheduler="constant", warmup_ratio=0.0, max_steps=steps, batch_size=BATCH,
                         max_grad_norm=1.0, seed=SEED, num_threads=2, save_final_checkpoint=False, report_to=[],
                         eval_every=0)
-    mcfg = ModelConfig(name_or_path=model)
+    mcfg = ModelConfig(name_or_path=model, dtype="bfloat16" if DTYPE == "bf16" else "float32")
 
     def dcfg(name):
         return DataConfig(train_file=str(data / name), eval_fraction=0.0, max_length=MAX_LEN, chat_template="never")
@@ -118,6 +123,7 @@ def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> lis
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
     torch.set_num_threads(2)
+    weights = {"dtype": "bfloat16" if DTYPE == "bf16" else "float32"}  # the weights' dtype, every model TRL loads
     tokenizer = AutoTokenizer.from_pretrained(model)
     tokenizer.pad_token = tokenizer.eos_token
     stamps: list[float] = []
@@ -132,19 +138,19 @@ def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> lis
 
     common = dict(output_dir=str(out), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
                   lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, seed=SEED, bf16=False, fp16=False,
-                  gradient_checkpointing=False, report_to=[], save_strategy="no", logging_steps=1, use_cpu=True,
+                  gradient_checkpointing=False, report_to=[], save_strategy="no", logging_steps=1, use_cpu=DEVICE == "cpu",
                   dataloader_num_workers=0)
     if workload == "sft":
         from trl import SFTConfig, SFTTrainer
 
         trainer = SFTTrainer(model=model, args=SFTConfig(**common, max_length=MAX_LEN, completion_only_loss=True,
-                                                         packing=False),
+                                                         packing=False, model_init_kwargs=weights),
                              train_dataset=load_dataset("json", data_files=str(data / "sft.jsonl"), split="train"),
                              processing_class=tokenizer, callbacks=[Stamp()])
     elif workload == "rm":
         from trl import RewardConfig, RewardTrainer
 
-        rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
+        rm = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, **weights)
         rm.config.pad_token_id = tokenizer.pad_token_id
         trainer = RewardTrainer(model=rm, args=RewardConfig(**common, max_length=MAX_LEN),
                                 train_dataset=load_dataset("json", data_files=str(data / "preferences.jsonl"),
@@ -153,7 +159,8 @@ def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> lis
     elif workload == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        trainer = DPOTrainer(model=model, args=DPOConfig(**common, max_length=MAX_LEN, beta=0.1, loss_type="sigmoid"),
+        trainer = DPOTrainer(model=model, args=DPOConfig(**common, max_length=MAX_LEN, beta=0.1, loss_type="sigmoid",
+                                                                 model_init_kwargs=weights),
                              train_dataset=load_dataset("json", data_files=str(data / "preferences.jsonl"),
                                                         split="train"),
                              processing_class=tokenizer, callbacks=[Stamp()])
@@ -161,11 +168,11 @@ def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> lis
         from trl import GRPOConfig, GRPOTrainer
 
         fixed = {"generation_kwargs": {"min_new_tokens": 32}} if workload == "grpo_fixed32" else {}
-        policy = AutoModelForCausalLM.from_pretrained(model)
+        policy = AutoModelForCausalLM.from_pretrained(model, **weights)
         trainer = GRPOTrainer(model=policy, reward_funcs=length_reward,
                               args=GRPOConfig(**common, num_generations=4, max_completion_length=32, temperature=1.0,
                                               top_k=0, top_p=1.0, beta=0.04, loss_type="dapo", scale_rewards="group",
-                                              generation_batch_size=8, **fixed),
+                                              generation_batch_size=8, model_init_kwargs=weights, **fixed),
                               train_dataset=load_dataset("json", data_files=str(data / "prompts.jsonl"), split="train"),
                               processing_class=tokenizer, callbacks=[Stamp()])
     else:
@@ -179,7 +186,12 @@ def main() -> None:
     for name in ("lib", "workload", "model", "data"):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     args = parser.parse_args()
+    global DEVICE, DTYPE
+    DEVICE, DTYPE = args.device, args.dtype
+    os.environ["TETHER_DEVICE"] = args.device
     import torch
 
     torch.set_num_threads(2)
@@ -192,8 +204,11 @@ def main() -> None:
         times = runner(args.workload, args.model, Path(args.data), args.steps, out)
         total = time.time() - started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print("BENCH " + json.dumps({"lib": args.lib, "workload": args.workload, "model": args.model,
-                                 "step_times": times, "total_seconds": total, "peak_rss_mb": peak_kb / 1024}))
+    result = {"lib": args.lib, "workload": args.workload, "model": args.model, "device": args.device,
+              "dtype": args.dtype, "step_times": times, "total_seconds": total, "peak_rss_mb": peak_kb / 1024}
+    if args.device == "cuda":
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print("BENCH " + json.dumps(result))
 
 
 if __name__ == "__main__":
