@@ -11,10 +11,11 @@ tokens/s, peak RSS, MFU and the tether/TRL speed ratio. Results go to
 ``bench/results/<date>.json`` and ``bench/results/<date>.md`` (``<date>-cuda-bf16.*`` for other
 devices and dtypes, with the GPU's name in the file and its peak memory in the table).
 
-MFU = k · N · tokens per step / step time / this machine's fp32 matmul FLOP/s (measured
-here, 2 threads, median over n = 1024, 2048, 4096), with N the weights of every linear
-layer including the tied head and k = 6 for sft/rm, 8 for dpo (a reference forward), 10
-for grpo/ppo (generation and the reference forward on top of training).
+MFU = k · N · tokens per step / step time / this machine's matmul FLOP/s in the run's dtype on
+its device (measured here: fp32 on 2 CPU threads by default; median over n = 1024, 2048, 4096),
+with N the weights of every linear layer including the tied head and k = 6 for sft/rm, 8 for
+dpo (a reference forward), 10 for grpo/ppo (generation and the reference forward on top of
+training).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 LR, BATCH, MAX_LEN, SEED = 1e-5, 8, 128, 0
 DEVICE, DTYPE = "cpu", "fp32"  # set from --device / --dtype
+WEIGHT_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}  # --dtype → the weights' dtype, in both libraries
 
 
 def length_reward(prompts=None, completions=None, responses=None, response_ids=None, **_):
@@ -58,7 +59,7 @@ def run_tether(workload: str, model: str, data: Path, steps: int, out: Path) -> 
     train = TrainConfig(learning_rate=LR, lr_scheduler="constant", warmup_ratio=0.0, max_steps=steps, batch_size=BATCH,
                         max_grad_norm=1.0, seed=SEED, num_threads=2, save_final_checkpoint=False, report_to=[],
                         eval_every=0)
-    mcfg = ModelConfig(name_or_path=model, dtype="bfloat16" if DTYPE == "bf16" else "float32")
+    mcfg = ModelConfig(name_or_path=model, dtype=WEIGHT_DTYPES[DTYPE])
 
     def dcfg(name):
         return DataConfig(train_file=str(data / name), eval_fraction=0.0, max_length=MAX_LEN, chat_template="never")
@@ -123,7 +124,7 @@ def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> lis
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
     torch.set_num_threads(2)
-    weights = {"dtype": "bfloat16" if DTYPE == "bf16" else "float32"}  # the weights' dtype, every model TRL loads
+    weights = {"dtype": WEIGHT_DTYPES[DTYPE]}  # every model TRL loads
     tokenizer = AutoTokenizer.from_pretrained(model)
     tokenizer.pad_token = tokenizer.eos_token
     stamps: list[float] = []
@@ -187,7 +188,7 @@ def main() -> None:
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--steps", type=int, required=True)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--dtype", choices=tuple(WEIGHT_DTYPES), default="fp32")
     args = parser.parse_args()
     global DEVICE, DTYPE
     DEVICE, DTYPE = args.device, args.dtype
