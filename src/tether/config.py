@@ -202,6 +202,33 @@ class HeldOutConfig:
 
 
 @dataclass
+class GenerationBackendConfig:
+    """Which engine samples the rollouts (docs/ppo.md#generation-backends)."""
+
+    backend: Literal["auto", "transformers", "vllm"] = doc_field(
+        "auto", "auto = vLLM when it is installed and the policy is on a CUDA GPU, else transformers' generate.")
+    gpu_memory_utilization: float = doc_field(
+        0.3, "vLLM: fraction of the GPU's memory its engine may take (weights + KV cache); the rest is training's.")
+    dtype: str = doc_field("auto", "vLLM: weight dtype of the engine (auto = the model's; bfloat16 on most GPUs).")
+    max_num_seqs: int | None = doc_field(None, "vLLM: most sequences decoded at once (None = vLLM's default).")
+    enforce_eager: bool = doc_field(False, "vLLM: no CUDA graphs (starts faster, decodes slower).")
+
+
+@dataclass
+class PlacementConfig:
+    """Where the RL roles run (docs/scaling.md#placing-roles-with-ray)."""
+
+    backend: Literal["local", "ray"] = doc_field(
+        "local", "local = every role in the training process; ray = the roles in `roles` as Ray actors.")
+    address: str = doc_field("", "Ray cluster address (empty = RAY_ADDRESS, else start Ray on this machine).")
+    roles: list = doc_field(["reference", "reward", "generation"],
+                            "Roles placed on Ray actors: reference, reward, generation (policy and value train here).")
+    num_gpus: dict = doc_field({}, "GPUs per role's actor, e.g. {generation: 1, reference: 1} (default 0).")
+    num_cpus: dict = doc_field({}, "CPUs per role's actor (default 1).")
+    num_threads: int = doc_field(0, "torch CPU threads inside each actor (0 = its num_cpus).")
+
+
+@dataclass
 class PPOConfig:
     """PPO under a KL leash to the frozen reference (`tether ppo`)."""
 
@@ -247,6 +274,8 @@ class PPOConfig:
     row_seeded_sampling: bool = doc_field(
         False, "Sample each response from its own seeded stream, so samples do not depend on the batch or the "
                "number of processes (always on in a data-parallel run).")
+    generation: GenerationBackendConfig = doc_field(GenerationBackendConfig(), "Sampling engine (transformers or vLLM).")
+    placement: PlacementConfig = doc_field(PlacementConfig(), "Where the roles run (in process, or Ray actors).")
     seed: int = doc_field(42, "Seed for prompt order, sampling and initialisation.")
     save_every: int = doc_field(0, "Checkpoint every N iterations (0 = only at the end).")
     num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")
@@ -293,6 +322,8 @@ class GRPOConfig:
     row_seeded_sampling: bool = doc_field(
         False, "Sample each response from its own seeded stream, so samples do not depend on the batch or the "
                "number of processes (always on in a data-parallel run).")
+    generation: GenerationBackendConfig = doc_field(GenerationBackendConfig(), "Sampling engine (transformers or vLLM).")
+    placement: PlacementConfig = doc_field(PlacementConfig(), "Where the roles run (in process, or Ray actors).")
     seed: int = doc_field(42, "Seed for prompt order, sampling and initialisation.")
     save_every: int = doc_field(0, "Checkpoint every N iterations (0 = only at the end).")
     num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")
@@ -822,6 +853,25 @@ def _check_ranges(config: Any, prefix: str = "") -> None:
             raise ConfigError(f"{key}: must be in [0, 1), got {value}")
 
 
+PLACEABLE_ROLES = ("reference", "reward", "generation")
+
+
+def _validate_roles(generation: GenerationBackendConfig, placement: PlacementConfig) -> None:
+    if not 0.0 < generation.gpu_memory_utilization <= 1.0:
+        raise ConfigError(f"generation.gpu_memory_utilization: must be in (0, 1], got {generation.gpu_memory_utilization}")
+    if generation.max_num_seqs is not None and generation.max_num_seqs <= 0:
+        raise ConfigError(f"generation.max_num_seqs: must be > 0, got {generation.max_num_seqs}")
+    for key in ("roles", "num_gpus", "num_cpus"):
+        for role in getattr(placement, key):
+            if role not in PLACEABLE_ROLES:
+                raise ConfigError(f"placement.{key}: unknown role '{role}'; the roles that can be placed are "
+                                  f"{', '.join(PLACEABLE_ROLES)} (the policy and value model train in this process)")
+    for key in ("num_gpus", "num_cpus"):
+        for role, amount in getattr(placement, key).items():
+            if not isinstance(amount, (int, float)) or isinstance(amount, bool) or amount < 0:
+                raise ConfigError(f"placement.{key}.{role}: expected a number >= 0, got {amount!r}")
+
+
 def validate(config: Any) -> None:
     """Range checks that apply to every recipe config (raise ConfigError)."""
     _check_ranges(config)
@@ -832,6 +882,8 @@ def validate(config: Any) -> None:
     if isinstance(config, (PPOConfig, GRPOConfig)) and config.min_new_tokens > config.max_new_tokens:
         raise ConfigError(f"min_new_tokens ({config.min_new_tokens}) cannot exceed max_new_tokens "
                           f"({config.max_new_tokens})")
+    if isinstance(config, (PPOConfig, GRPOConfig)):
+        _validate_roles(config.generation, config.placement)
     if isinstance(config, PreferenceConfig):
         if config.beta <= 0:
             raise ConfigError(f"beta: must be > 0, got {config.beta}")

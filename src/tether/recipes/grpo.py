@@ -35,11 +35,13 @@ from tether.algos.rewards import kl_shaped_rewards
 from tether.config import GRPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, save_model
-from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
+from tether.recipes.common import load_generation_prompts, prepare_run, seed_everything, set_threads
 from tether.recipes.loop import adamw
 from tether.recipes.ppo import _prompt_batches, _subset, make_heldout, rollout_logprobs
-from tether.rollout.generation import GenerationConfig, generate, row_seeds
-from tether.rollout.rewards import load_reward_source
+from tether.recipes.roles import generator_for, open_roles, reference_for, reward_for
+from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap
+from tether.rollout.generation import GenerationConfig, row_seeds
+from tether.rollout.placement import start_logprobs, start_score
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from tether.utils.distributed import Dist
 from tether.utils.logging import console
@@ -84,29 +86,36 @@ def single_on_policy_step(cfg: GRPOConfig, batch: int, dist: Dist | None = None)
 
 @torch.no_grad()
 def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer, prompts,
-                    seeds: list[int] | None = None, dist: Dist | None = None) -> tuple[dict, dict]:
-    """Stages 1-4 for this process's prompts: K responses each (row-seeded when ``seeds``), scores, log-probs,
-    advantages."""
+                    seeds: list[int] | None = None, dist: Dist | None = None,
+                    generator: Generator | None = None) -> tuple[dict, dict]:
+    """Stages 1-4 for this process's prompts: K responses each (row-seeded when ``seeds``) from ``generator``
+    (default: the policy's own ``generate``), scores, log-probs, advantages. A reward or reference in a Ray actor
+    starts on the rollout before the policy's old log-probs and runs beside them."""
+    generator = generator or TransformersGenerator(policy)
     mark = time.time()
     grouped = [p for p in prompts for _ in range(cfg.group_size)]  # K consecutive samples per prompt
     batch = collate_prompts(grouped, tokenizer.pad_token_id)
-    rollout = generate(policy, batch["input_ids"], batch["attention_mask"],
-                       GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, min_new_tokens=cfg.min_new_tokens),
-                       tokenizer.eos_token_id,
-                       tokenizer.pad_token_id, seeds=seeds)
+    rollout = generator.generate(
+        batch["input_ids"], batch["attention_mask"],
+        GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, min_new_tokens=cfg.min_new_tokens),
+        tokenizer.eos_token_id, tokenizer.pad_token_id, seeds=seeds)
     generate_time = time.time() - mark
     responses = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
                  for r, m in zip(rollout.response_ids, rollout.response_mask)]
-    raw_scores = reward_source.score(rollout, [p.prompt_text for p in grouped], responses)
-    scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
+    scoring = start_score(reward_source, rollout, [p.prompt_text for p in grouped], responses)
+    remote_ref = start_logprobs(ref_model, rollout, cfg.temperature, cfg.model.padding_free, cfg.model.share_prefixes)
     mask = rollout.response_mask
     reuse = single_on_policy_step(cfg, len(grouped), dist)
     old_logps = None if reuse else rollout_logprobs(cfg, policy, rollout)
-    if ref_model is None:
+    if remote_ref is not None:
+        ref_logps = remote_ref()
+    elif ref_model is None:
         with policy.disable_adapter():
             ref_logps = rollout_logprobs(cfg, policy, rollout)
     else:
         ref_logps = rollout_logprobs(cfg, ref_model, rollout)
+    raw_scores = scoring()
+    scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
     # (when the old log-probs are deferred to the update, KL is not needed here: it is a loss term)
     kl = torch.zeros_like(ref_logps) if reuse else kl_penalty(old_logps, ref_logps, "k1") * mask
     advantages = sequence_advantages(cfg, scores, kl, mask, dist)
@@ -118,6 +127,7 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
         "objective/kl": float(kl.sum(-1).mean()), "objective/kl_coef": cfg.kl_coef,
         "response/length_mean": float(mask.sum(-1).float().mean()),
         "response/eos_frac": float(rollout.ended_with_eos.float().mean()),
+        **sampler_gap(rollout, old_logps),
         "time/generate": generate_time, "time/experience": time.time() - mark,
     }
     return {"rollout": rollout, "old_logps": old_logps, "ref_logps": ref_logps, "advantages": advantages}, metrics
@@ -182,10 +192,11 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     prompts = load_generation_prompts(cfg, tokenizer)
-    reward_source = load_reward_source(cfg.reward, tokenizer)
+    roles = open_roles(cfg)  # Ray actors for the placed roles (placement.backend=ray), else None
+    reward_source = reward_for(cfg, tokenizer, roles)
     policy = apply_lora(load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id),
                         cfg.model.lora, "CAUSAL_LM")
-    ref_model = frozen_reference(cfg.ref_model, policy, tokenizer.pad_token_id, cfg.model.trust_remote_code)
+    ref_model = reference_for(cfg, policy, tokenizer, roles)
     # DDP in a data-parallel run (generation uses the plain policy); under FSDP both are sharded in place
     train_policy = dist.wrap(policy)
     ref_model = dist.shard_frozen(ref_model)
@@ -202,6 +213,7 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
         if heldout is not None and "heldout" in state:
             heldout.monitor.load_state_dict(state["heldout"])
         console.print(f"[green]{cfg.name}: resumed from {ckpt.path} (iteration {start}/{cfg.num_iterations})[/]")
+    generator = generator_for(cfg, policy, tokenizer, run_dir, roles)  # after a resume: the resumed weights
     history: list[dict] = []
     stopped_early = None
     iteration = start
@@ -220,9 +232,13 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                 seeds = row_seeds(cfg.seed, iteration, [j * cfg.group_size + k for j in mine
                                                         for k in range(cfg.group_size)]) if seeded else None
                 experience, metrics = make_experience(cfg, policy, ref_model, reward_source, tokenizer,
-                                                      [prompts[chosen[j]] for j in mine], seeds, dist)
+                                                      [prompts[chosen[j]] for j in mine], seeds, dist, generator)
                 metrics = dist.combine(metrics)  # equal shares: the mean over processes
                 metrics.update(grpo_update(cfg, policy, optimizer, experience, train_policy, dist))
+                sync_start = time.time()
+                generator.sync_weights(policy)  # the sampler samples from the updated policy next time
+                if generator.name != "transformers":
+                    metrics["time/weight_sync"] = time.time() - sync_start
                 metrics["time/iteration"] = time.time() - mark
                 fired = []
                 if heldout is not None and heldout.due(iteration + 1, cfg.num_iterations):
@@ -263,6 +279,8 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
         finally:
             bar.close()
             logger.close()
+            if roles is not None:
+                roles.close()
     out = save_model(policy, tokenizer, run_dir / cfg.name,
                      {**meta, "iterations": iteration, "stopped_early": stopped_early,
                       "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)

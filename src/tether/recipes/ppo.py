@@ -31,17 +31,13 @@ from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
 from tether.config import ModelConfig, PPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.models.loading import apply_lora, load_causal_lm, load_reward_model, load_tokenizer, save_model
-from tether.recipes.common import frozen_reference, load_generation_prompts, prepare_run, seed_everything, set_threads
+from tether.recipes.common import load_generation_prompts, prepare_run, seed_everything, set_threads
 from tether.recipes.loop import TrainingError, adamw, epoch_order
-from tether.rollout.generation import (
-    GenerationConfig,
-    Rollout,
-    generate,
-    position_ids,
-    response_logprobs,
-    row_seeds,
-)
-from tether.rollout.rewards import load_reward_source, parse_weighted
+from tether.recipes.roles import generator_for, open_roles, reference_for, reward_for
+from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap
+from tether.rollout.generation import GenerationConfig, Rollout, position_ids, response_logprobs, row_seeds
+from tether.rollout.placement import RemoteReward, start_logprobs, start_score
+from tether.rollout.rewards import parse_weighted
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from tether.utils.distributed import Dist
 from tether.utils.logging import console
@@ -118,35 +114,47 @@ def _prompt_batches(n: int, batch_size: int, seed: int, iteration: int) -> list[
 @torch.no_grad()
 def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_source, tokenizer, prompts, kl_coef,
                     moments: RunningMoments, seeds: list[int] | None = None,
-                    dist: Dist | None = None) -> tuple[dict, dict]:
+                    dist: Dist | None = None, generator: Generator | None = None) -> tuple[dict, dict]:
     """Stages 1-5 for this process's prompts: a rollout with everything the update needs, and its metrics.
+
+    ``generator``: the sampler (default: the policy's own ``generate``). A reward or reference in a Ray actor
+    starts on the rollout before the policy's old log-probs and values, and runs beside them.
 
     In a data-parallel run the score normaliser sees the scores of every process and advantages are
     whitened over every process's tokens, as one process holding the whole batch would do."""
     dist = dist or Dist()
+    generator = generator or TransformersGenerator(models.policy)
     timings = {}
     mark = time.time()
     batch = collate_prompts(prompts, tokenizer.pad_token_id)
     gen = GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, min_new_tokens=cfg.min_new_tokens)
-    rollout = generate(models.policy, batch["input_ids"], batch["attention_mask"], gen, tokenizer.eos_token_id,
-                       tokenizer.pad_token_id, seeds=seeds)
+    rollout = generator.generate(batch["input_ids"], batch["attention_mask"], gen, tokenizer.eos_token_id,
+                                 tokenizer.pad_token_id, seeds=seeds)
     timings["time/generate"] = time.time() - mark
     mark = time.time()
     responses = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
                  for r, m in zip(rollout.response_ids, rollout.response_mask)]
-    raw_scores = reward_source.score(rollout, [p.prompt_text for p in prompts], responses)
-    scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
-    timings["time/score"] = time.time() - mark
-    mark = time.time()
+    scoring = start_score(reward_source, rollout, [p.prompt_text for p in prompts], responses)
+    remote_ref = start_logprobs(ref_model, rollout, cfg.temperature, cfg.model.padding_free, cfg.model.share_prefixes)
+    overlapped = remote_ref is not None or isinstance(reward_source, RemoteReward)  # a role works in its actor
+    if not overlapped:  # in this process: scored first, as the stages are listed
+        raw_scores = scoring()
+        timings["time/score"] = time.time() - mark
+        mark = time.time()
     mask = rollout.response_mask
     old_logps = rollout_logprobs(cfg, models.policy, rollout)
-    if ref_model is None:  # LoRA: the reference is the base with adapters disabled
+    if remote_ref is not None:
+        ref_logps = remote_ref()
+    elif ref_model is None:  # LoRA: the reference is the base with adapters disabled
         with models.policy.disable_adapter():
             ref_logps = rollout_logprobs(cfg, models.policy, rollout)
     else:
         ref_logps = rollout_logprobs(cfg, ref_model, rollout)
     values = token_values(models.value, rollout)
-    timings["time/logprobs_values"] = time.time() - mark
+    if overlapped:
+        raw_scores = scoring()
+    scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
+    timings["time/score_logprobs_values" if overlapped else "time/logprobs_values"] = time.time() - mark
     all_raw_scores, all_scores = dist.all_gather(raw_scores.float()), dist.all_gather(scores.float())
     if cfg.normalize_scores:
         moments.update(all_scores)
@@ -170,6 +178,7 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
         "objective/rlhf_reward": float(all_scores.mean() - kl_coef * kl_per_response.mean()),
         "response/length_mean": float(mask.sum(-1).float().mean()),
         "response/eos_frac": float(rollout.ended_with_eos.float().mean()),
+        **sampler_gap(rollout, old_logps),
         **timings,
     }
     gathered = {"reward/score_mean", "reward/score_std", "reward/proxy_mean", "objective/kl_coef"}
@@ -235,11 +244,11 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: di
     return metrics
 
 
-def _build_models(cfg: PPOConfig, tokenizer):
+def _build_models(cfg: PPOConfig, tokenizer, roles=None):
     pad = tokenizer.pad_token_id
     policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=pad)
     policy = apply_lora(policy, cfg.model.lora, "CAUSAL_LM")
-    ref_model = frozen_reference(cfg.ref_model, policy, pad, cfg.model.trust_remote_code)
+    ref_model = reference_for(cfg, policy, tokenizer, roles)
     value = load_reward_model(_value_init(cfg), seed=cfg.seed + 1, pad_token_id=pad)
     return PolicyAndValue(policy, value), ref_model
 
@@ -266,8 +275,9 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     prompts = load_generation_prompts(cfg, tokenizer)
-    reward_source = load_reward_source(cfg.reward, tokenizer)
-    models, ref_model = _build_models(cfg, tokenizer)
+    roles = open_roles(cfg)  # Ray actors for the placed roles (placement.backend=ray), else None
+    reward_source = reward_for(cfg, tokenizer, roles)
+    models, ref_model = _build_models(cfg, tokenizer, roles)
     # DDP in a data-parallel run (generation uses the plain policy). Under FSDP the policy, the value model's trunk
     # and its score head are each a root unit (they are called one by one), and the reference is sharded too
     train_models = dist.wrap(models, roots=[models.policy, value_trunk(models.value), models.value.score])
@@ -293,6 +303,7 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
         if heldout is not None and "heldout" in state:
             heldout.monitor.load_state_dict(state["heldout"])
         console.print(f"[green]{cfg.name}: resumed from {ckpt.path} (iteration {start}/{cfg.num_iterations})[/]")
+    generator = generator_for(cfg, models.policy, tokenizer, run_dir, roles)  # after a resume: the resumed weights
     history: list[dict] = []
     stopped_early = None
     bar = tqdm(total=cfg.num_iterations, initial=start, desc=cfg.name, unit="iter", dynamic_ncols=True,
@@ -310,10 +321,14 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
                 seeds = row_seeds(cfg.seed, iteration, mine) if seeded else None
                 experience, metrics = make_experience(cfg, models, ref_model, reward_source, tokenizer,
                                                       [prompts[chosen[j]] for j in mine], kl_ctl.value, moments,
-                                                      seeds, dist)
+                                                      seeds, dist, generator)
                 update_start = time.time()
                 metrics.update(ppo_update(cfg, models, optimizer, experience, train_models, dist))
                 metrics["time/update"] = time.time() - update_start
+                sync_start = time.time()
+                generator.sync_weights(models.policy)  # the sampler samples from the updated policy next time
+                if generator.name != "transformers":
+                    metrics["time/weight_sync"] = time.time() - sync_start
                 metrics["time/iteration"] = time.time() - mark
                 kl_ctl.update(metrics["objective/kl"], cfg.rollout_batch_size)
                 fired = []
@@ -360,6 +375,8 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
         finally:
             bar.close()
             logger.close()
+            if roles is not None:
+                roles.close()
     out = save_model(models.policy, tokenizer, run_dir / cfg.name,
                      {**meta, "iterations": iteration, "stopped_early": stopped_early, "final_kl_coef": kl_ctl.value,
                       "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)

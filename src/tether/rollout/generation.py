@@ -71,6 +71,7 @@ class Rollout:
     response_ids: torch.Tensor     # (B, R) right-padded
     response_mask: torch.Tensor    # (B, R) 1 up to and including the first EOS
     ended_with_eos: torch.Tensor   # (B,) bool
+    sampler_logps: torch.Tensor | None = None  # (B, R) log-probs the sampling engine reported (vLLM), 0 on padding
 
     @property
     def input_ids(self) -> torch.Tensor:  # (B, P + R)
@@ -154,6 +155,10 @@ def response_logprobs(model, rollout: Rollout, temperature: float = 1.0, return_
     model allows (:mod:`tether.models.scoring`)."""
     from tether.models.scoring import scored_logprobs
 
+    if not isinstance(model, torch.nn.Module):  # a role in another process (tether.rollout.placement)
+        if return_entropy:
+            raise ValueError("entropy is computed by the trained policy, not by a remote role")
+        return model.response_logprobs(rollout, temperature, padding_free=padding_free, share_prefixes=share_prefixes)
     n_prompt = rollout.prompt_ids.shape[1]
     score = torch.cat([torch.zeros_like(rollout.prompt_mask), rollout.response_mask], dim=1)
     out = scored_logprobs(model, rollout.input_ids, rollout.attention_mask, score, temperature=temperature,

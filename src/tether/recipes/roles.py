@@ -1,0 +1,44 @@
+"""The roles of an RL run besides the trained policy: where each one lives (this process or a Ray actor) and which
+engine samples. Shared by PPO and GRPO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tether.recipes.common import frozen_reference
+from tether.rollout.backends import Generator, TransformersGenerator, make_generator
+from tether.rollout.rewards import load_reward_source
+
+
+def open_roles(cfg):
+    """The run's Ray actors when ``placement.backend`` is ray (:class:`tether.rollout.placement.RayRoles`), else None."""
+    if cfg.placement.backend != "ray":
+        return None
+    from tether.rollout.placement import RayRoles
+
+    return RayRoles(cfg.placement, cfg.seed)
+
+
+def reward_for(cfg, tokenizer, roles):
+    if roles is not None and roles.placed("reward"):
+        return roles.reward(cfg.reward, cfg.model)
+    return load_reward_source(cfg.reward, tokenizer)
+
+
+def reference_for(cfg, policy: torch.nn.Module, tokenizer, roles):
+    """The frozen reference: in a Ray actor, a frozen copy here, or None (LoRA: the policy with adapters off)."""
+    if roles is not None and roles.placed("reference"):
+        return roles.reference(cfg.model, cfg.ref_model, tokenizer.pad_token_id)
+    return frozen_reference(cfg.ref_model, policy, tokenizer.pad_token_id, cfg.model.trust_remote_code)
+
+
+def generator_for(cfg, policy: torch.nn.Module, tokenizer, run_dir: Path, roles) -> Generator:
+    """The sampler: in a Ray actor, a vLLM engine here, or the policy's own ``generate``."""
+    if roles is not None and roles.placed("generation"):
+        return roles.generator(cfg.model, cfg.generation, tokenizer.pad_token_id, policy, tokenizer, run_dir)
+    if cfg.generation.backend == "transformers":
+        return TransformersGenerator(policy)
+    return make_generator(cfg.generation, policy, run_dir, tokenizer,
+                          max_model_len=cfg.data.max_length + cfg.max_new_tokens, seed=cfg.seed)
