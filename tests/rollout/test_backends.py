@@ -3,8 +3,15 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from tether.rollout.backends import (GenerationBackendError, TransformersGenerator, export_weights,
-                                     load_named_weights, resolve_backend, rollout_from_completions, sampler_gap)
+from tether.rollout.backends import (
+    GenerationBackendError,
+    TransformersGenerator,
+    export_weights,
+    load_named_weights,
+    resolve_backend,
+    rollout_from_completions,
+    sampler_gap,
+)
 from tether.rollout.generation import Rollout
 
 EOS, PAD = 2, 0

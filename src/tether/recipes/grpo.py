@@ -39,7 +39,7 @@ from tether.recipes.common import load_generation_prompts, prepare_run, seed_eve
 from tether.recipes.loop import adamw
 from tether.recipes.ppo import _prompt_batches, _subset, make_heldout, rollout_logprobs
 from tether.recipes.roles import generator_for, open_roles, reference_for, reward_for
-from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap
+from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap, timed_sync
 from tether.rollout.generation import GenerationConfig, row_seeds
 from tether.rollout.placement import start_logprobs, start_score
 from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
@@ -235,10 +235,7 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                                                       [prompts[chosen[j]] for j in mine], seeds, dist, generator)
                 metrics = dist.combine(metrics)  # equal shares: the mean over processes
                 metrics.update(grpo_update(cfg, policy, optimizer, experience, train_policy, dist))
-                sync_start = time.time()
-                generator.sync_weights(policy)  # the sampler samples from the updated policy next time
-                if generator.name != "transformers":
-                    metrics["time/weight_sync"] = time.time() - sync_start
+                metrics.update(timed_sync(generator, policy))
                 metrics["time/iteration"] = time.time() - mark
                 fired = []
                 if heldout is not None and heldout.due(iteration + 1, cfg.num_iterations):

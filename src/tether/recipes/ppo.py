@@ -34,7 +34,7 @@ from tether.models.loading import apply_lora, load_causal_lm, load_reward_model,
 from tether.recipes.common import load_generation_prompts, prepare_run, seed_everything, set_threads
 from tether.recipes.loop import TrainingError, adamw, epoch_order
 from tether.recipes.roles import generator_for, open_roles, reference_for, reward_for
-from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap
+from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap, timed_sync
 from tether.rollout.generation import GenerationConfig, Rollout, position_ids, response_logprobs, row_seeds
 from tether.rollout.placement import RemoteReward, start_logprobs, start_score
 from tether.rollout.rewards import parse_weighted
@@ -325,10 +325,7 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
                 update_start = time.time()
                 metrics.update(ppo_update(cfg, models, optimizer, experience, train_models, dist))
                 metrics["time/update"] = time.time() - update_start
-                sync_start = time.time()
-                generator.sync_weights(models.policy)  # the sampler samples from the updated policy next time
-                if generator.name != "transformers":
-                    metrics["time/weight_sync"] = time.time() - sync_start
+                metrics.update(timed_sync(generator, models.policy))
                 metrics["time/iteration"] = time.time() - mark
                 kl_ctl.update(metrics["objective/kl"], cfg.rollout_batch_size)
                 fired = []

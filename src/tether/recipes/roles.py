@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from tether.recipes.common import frozen_reference
-from tether.rollout.backends import Generator, TransformersGenerator, make_generator
+from tether.rollout.backends import Generator, make_generator
 from tether.rollout.rewards import load_reward_source
 
 
@@ -38,7 +38,5 @@ def generator_for(cfg, policy: torch.nn.Module, tokenizer, run_dir: Path, roles)
     """The sampler: in a Ray actor, a vLLM engine here, or the policy's own ``generate``."""
     if roles is not None and roles.placed("generation"):
         return roles.generator(cfg.model, cfg.generation, tokenizer.pad_token_id, policy, tokenizer, run_dir)
-    if cfg.generation.backend == "transformers":
-        return TransformersGenerator(policy)
     return make_generator(cfg.generation, policy, run_dir, tokenizer,
                           max_model_len=cfg.data.max_length + cfg.max_new_tokens, seed=cfg.seed)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -56,7 +57,10 @@ class TransformersGenerator:
 
     def sync_weights(self, policy: torch.nn.Module) -> None:
         if policy is not self.model:  # a separate sampling copy (a remote sampler): take the policy's weights
-            load_named_weights(self.model, export_weights(policy))
+            self.load_weights(export_weights(policy))
+
+    def load_weights(self, weights) -> None:
+        load_named_weights(self.model, weights)
 
 
 # --------------------------------------------------------------------------- weights out of a trained policy
@@ -181,8 +185,10 @@ class VLLMGenerator:
         return rollout_from_completions(prompt_ids, prompt_mask, completions, eos_token_id, pad_token_id, logps)
 
     def sync_weights(self, policy: torch.nn.Module) -> None:
-        engine_model = self._engine_model()
-        engine_model.load_weights(export_weights(policy))
+        self.load_weights(export_weights(policy))
+
+    def load_weights(self, weights) -> None:
+        self._engine_model().load_weights(weights)
         self.llm.reset_prefix_cache()  # cached prompt states were computed with the old weights
 
     def _engine_model(self):
@@ -219,15 +225,20 @@ def rollout_from_completions(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
 # --------------------------------------------------------------------------- choosing one
 
 
-def resolve_backend(backend: str, policy: torch.nn.Module) -> str:
-    """``auto`` → ``vllm`` when vLLM is installed and the policy is on a CUDA device, else ``transformers``."""
+def choose_backend(backend: str, on_cuda: bool) -> str:
+    """``auto`` → ``vllm`` when vLLM is installed and the sampler gets a CUDA device, else ``transformers``."""
     if backend not in ("auto", "transformers", "vllm"):
         raise GenerationBackendError(f"generation.backend: expected auto, transformers or vllm, got '{backend}'")
     if backend != "auto":
         return backend
+    return "vllm" if vllm_available() and on_cuda else "transformers"
+
+
+def resolve_backend(backend: str, policy: torch.nn.Module) -> str:
+    """:func:`choose_backend` for a sampler colocated with ``policy`` (on the policy's device)."""
     from tether.utils.device import model_device
 
-    return "vllm" if vllm_available() and model_device(policy).type == "cuda" else "transformers"
+    return choose_backend(backend, model_device(policy).type == "cuda")
 
 
 def make_generator(cfg, policy: torch.nn.Module, run_dir: Path, tokenizer, max_model_len: int, seed: int) -> Generator:
@@ -271,6 +282,14 @@ def sampler_model_dir(policy: torch.nn.Module, tokenizer, run_dir: Path) -> Path
                 shutil.rmtree(tmp, ignore_errors=True)
     dist.barrier()
     return target
+
+
+def timed_sync(generator: Generator, policy: torch.nn.Module) -> dict[str, float]:
+    """``generator.sync_weights(policy)`` after an update (the next rollout samples from the updated policy);
+    ``time/weight_sync`` for a sampler that holds its own copy (the in-process transformers one has nothing to do)."""
+    start = time.time()
+    generator.sync_weights(policy)
+    return {} if generator.name == "transformers" else {"time/weight_sync": time.time() - start}
 
 
 def sampler_gap(rollout: Rollout, logps: torch.Tensor | None) -> dict[str, float]:

@@ -12,8 +12,8 @@ and the sampler can each live in a Ray actor (``placement.backend: ray``):
 Each actor is asked for ``placement.num_gpus[role]`` GPUs and ``placement.num_cpus[role]`` CPUs, so Ray puts it on a
 node that has them. The proxies here have the interfaces the recipes already use (a ``RewardSource``, a model
 for :func:`tether.rollout.generation.response_logprobs`, a :class:`tether.rollout.backends.Generator`), and the
-scoring calls can be started before the policy's own forwards (:meth:`RemoteReward.submit`,
-:meth:`RemoteReference.submit`), so the reference and reward forwards run beside the policy's old log-probs
+scoring calls can be started before the policy's own forwards (:meth:`RemoteReward.start`,
+:meth:`RemoteReference.start`), so the reference and reward forwards run beside the policy's old log-probs
 and values. Every node needs tether (and the model files at the same paths) installed.
 """
 
@@ -44,9 +44,7 @@ def _require_ray():
 
 
 def _cpu(rollout: Rollout) -> Rollout:
-    return Rollout(rollout.prompt_ids.cpu(), rollout.prompt_mask.cpu(), rollout.response_ids.cpu(),
-                   rollout.response_mask.cpu(), rollout.ended_with_eos.cpu(),
-                   None if rollout.sampler_logps is None else rollout.sampler_logps.cpu())
+    return _on(rollout, torch.device("cpu"))
 
 
 def _on(rollout: Rollout, device: torch.device) -> Rollout:
@@ -103,12 +101,10 @@ class RoleWorker:
                         sampler_dir: str | None) -> str:
         from tether.config import from_dict
         from tether.models.loading import load_causal_lm
-        from tether.rollout.backends import TransformersGenerator, VLLMGenerator, vllm_available
+        from tether.rollout.backends import TransformersGenerator, VLLMGenerator, choose_backend
 
         gen = from_dict(GenerationBackendConfig, generation)
-        backend = gen.backend
-        if backend == "auto":
-            backend = "vllm" if vllm_available() and torch.cuda.is_available() else "transformers"
+        backend = choose_backend(gen.backend, torch.cuda.is_available())
         if backend == "vllm":
             if sampler_dir is None:
                 raise PlacementError("a vLLM sampler needs the policy's architecture on disk (sampler-init)")
@@ -125,13 +121,7 @@ class RoleWorker:
         return _cpu(self.generator.generate(prompt_ids, prompt_mask, config, eos_token_id, pad_token_id, seeds))
 
     def load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> None:
-        from tether.rollout.backends import VLLMGenerator, load_named_weights
-
-        if isinstance(self.generator, VLLMGenerator):
-            self.generator._engine_model().load_weights(weights)
-            self.generator.llm.reset_prefix_cache()
-        else:
-            load_named_weights(self.generator.model, weights)
+        self.generator.load_weights(weights)
 
 
 class RemoteReference:
@@ -140,15 +130,15 @@ class RemoteReference:
     def __init__(self, actor):
         self.actor = actor
 
-    def submit(self, rollout: Rollout, temperature: float, padding_free: bool = True, share_prefixes: bool = True):
-        return self.actor.logprobs.remote(_cpu(rollout), temperature, padding_free, share_prefixes)
+    def start(self, rollout: Rollout, temperature: float, padding_free: bool = True,
+              share_prefixes: bool = True) -> Callable[[], torch.Tensor]:
+        """Send the request now; call the result for the (B, R) log-probs on the rollout's device."""
+        return _pending(self.actor.logprobs.remote(_cpu(rollout), temperature, padding_free, share_prefixes),
+                        rollout.response_ids.device)
 
     def response_logprobs(self, rollout: Rollout, temperature: float = 1.0, padding_free: bool = True,
                           share_prefixes: bool = True) -> torch.Tensor:
-        import ray
-
-        out = ray.get(self.submit(rollout, temperature, padding_free, share_prefixes))
-        return out.to(rollout.response_ids.device)
+        return self.start(rollout, temperature, padding_free, share_prefixes)()
 
 
 class RemoteReward:
@@ -157,13 +147,12 @@ class RemoteReward:
     def __init__(self, actor):
         self.actor = actor
 
-    def submit(self, rollout: Rollout, prompts: list[str], responses: list[str]):
-        return self.actor.score.remote(_cpu(rollout), prompts, responses)
+    def start(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> Callable[[], torch.Tensor]:
+        """Send the request now; call the result for the (B,) scores on the rollout's device."""
+        return _pending(self.actor.score.remote(_cpu(rollout), prompts, responses), rollout.response_ids.device)
 
     def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        import ray
-
-        return ray.get(self.submit(rollout, prompts, responses)).to(rollout.response_ids.device)
+        return self.start(rollout, prompts, responses)()
 
 
 class RemoteGenerator:
@@ -190,13 +179,20 @@ class RemoteGenerator:
         ray.get(self.actor.load_weights.remote(ray.put(weights)))
 
 
+def _pending(ref, device: torch.device) -> Callable[[], torch.Tensor]:
+    """A Ray result to wait for: the tensor on ``device``."""
+    def wait() -> torch.Tensor:
+        import ray
+
+        return ray.get(ref).to(device)
+
+    return wait
+
+
 def start_score(reward_source, rollout: Rollout, prompts: list[str], responses: list[str]) -> Callable[[], torch.Tensor]:
     """Start scoring (a remote reward starts now, in its actor); call the result for the (B,) scores."""
     if isinstance(reward_source, RemoteReward):
-        import ray
-
-        ref = reward_source.submit(rollout, prompts, responses)
-        return lambda: ray.get(ref).to(rollout.response_ids.device)
+        return reward_source.start(rollout, prompts, responses)
     return lambda: reward_source.score(rollout, prompts, responses)
 
 
@@ -204,10 +200,7 @@ def start_logprobs(model, rollout: Rollout, temperature: float, padding_free: bo
                    share_prefixes: bool) -> Callable[[], torch.Tensor] | None:
     """Start a remote reference's log-probs now (call the result for them); None for an in-process model."""
     if isinstance(model, RemoteReference):
-        import ray
-
-        ref = model.submit(rollout, temperature, padding_free, share_prefixes)
-        return lambda: ray.get(ref).to(rollout.response_ids.device)
+        return model.start(rollout, temperature, padding_free, share_prefixes)
     return None
 
 
@@ -257,11 +250,10 @@ class RayRoles:
 
     def generator(self, model_cfg: ModelConfig, generation: GenerationBackendConfig, pad_token_id: int,
                   policy: torch.nn.Module, tokenizer, run_dir: Path) -> RemoteGenerator:
-        from tether.rollout.backends import sampler_model_dir, vllm_available
+        from tether.rollout.backends import choose_backend, sampler_model_dir
 
         actor = self._actor("generation")
-        wants_vllm = generation.backend == "vllm" or (generation.backend == "auto" and vllm_available()
-                                                      and self.placement.num_gpus.get("generation", 0) > 0)
+        wants_vllm = choose_backend(generation.backend, self.placement.num_gpus.get("generation", 0) > 0) == "vllm"
         sampler_dir = str(sampler_model_dir(policy, tokenizer, run_dir).resolve()) if wants_vllm else None
         cfg = copy.deepcopy(model_cfg)
         cfg.name_or_path = _absolute(cfg.name_or_path)
