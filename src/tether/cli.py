@@ -21,6 +21,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tether import __version__
 from tether.config import RECIPE_CONFIGS, ConfigError, describe_fields, dump_yaml, load_config
@@ -97,15 +98,17 @@ def _bad_input_types() -> tuple[type, ...]:
     from tether.models.embedded import EmbeddedModelMissing
     from tether.models.loading import ModelLoadError
     from tether.recipes.score import ScoreInputError
+    from tether.rollout.backends import GenerationBackendError
     from tether.rollout.rewards import RewardSpecError
 
-    return (ConfigError, DataError, ModelLoadError, EmbeddedModelMissing, ScoreInputError, RewardSpecError)
+    return (ConfigError, DataError, ModelLoadError, EmbeddedModelMissing, ScoreInputError, RewardSpecError,
+            GenerationBackendError)
 
 
 def _report_bad_input(exc: Exception) -> None:
     lines = getattr(exc, "problems", None) or str(exc).splitlines() or [type(exc).__name__]
-    for line in lines:
-        err.print(f"[bold red]error:[/] {line}", markup=True, soft_wrap=True)
+    for line in lines:  # (escaped: a message quotes values and install hints such as tether[vllm])
+        err.print(f"[bold red]error:[/] {escape(str(line))}", markup=True, soft_wrap=True)
 
 
 def _quiet_libraries() -> None:
@@ -181,10 +184,10 @@ def _run_recipe(command: str, args: list[str], runner: Callable[[Any], Any]) -> 
         from tether.utils.signals import StopRequested
 
         if isinstance(exc, StopRequested):
-            err.print(f"[yellow]stopped[/]: {exc}")
+            err.print(f"[yellow]stopped[/]: {escape(str(exc))}")
             raise typer.Exit(exc.exit_code) from None
         if isinstance(exc, TrainingError):
-            err.print(f"[bold red]training stopped:[/] {exc}")
+            err.print(f"[bold red]training stopped:[/] {escape(str(exc))}")
             raise typer.Exit(EXIT_TRAINING_FAILED) from None
         raise
 

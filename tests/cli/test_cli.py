@@ -103,3 +103,29 @@ def test_online_rl_example_configs_run(command, config, extra, tmp_path):
     result = tether(command, config, *TINY, *where, *extra)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+COMMAND_OF = {"sft": "sft", "rm": "rm", "dpo": "dpo", "ppo": "ppo", "grpo": "grpo", "bon": "bon",
+              "rejection": "rejection-sample", "pipeline": "pipeline"}
+RECIPE_EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.yaml") if p.name != "accelerate_fsdp.yaml")
+
+
+@pytest.mark.parametrize("name", RECIPE_EXAMPLES)
+def test_every_example_config_loads(name):
+    command = COMMAND_OF[name.split("_")[0]]  # examples are named <command>_<what>.yaml
+    result = tether(command, f"examples/{name}", "--print-config")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "model:\n  name_or_path:" in result.stdout
+
+
+def test_the_vllm_example_says_what_it_needs_on_a_cpu(tmp_path):
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vllm") and torch.cuda.is_available():
+        pytest.skip("vLLM and a GPU are here: tests/gpu/test_vllm.py runs the backend")
+    result = tether("grpo", "examples/grpo_vllm.yaml", f"run_dir={tmp_path}", *TINY[:3])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "generation.backend=vllm needs" in result.stderr and "or use generation.backend=transformers" in result.stderr
+    assert not (tmp_path / "sampler-init").exists()  # stopped before the policy was loaded and written out

@@ -8,12 +8,16 @@ from pathlib import Path
 import torch
 
 from tether.recipes.common import frozen_reference
-from tether.rollout.backends import Generator, make_generator
+from tether.rollout.backends import Generator, make_generator, require_vllm
 from tether.rollout.rewards import load_reward_source
 
 
 def open_roles(cfg):
-    """The run's Ray actors when ``placement.backend`` is ray (:class:`tether.rollout.placement.RayRoles`), else None."""
+    """The run's Ray actors when ``placement.backend`` is ray (:class:`tether.rollout.placement.RayRoles`), else None.
+    A vLLM sampler asked for in this process is checked for here, before any model is loaded."""
+    placed = cfg.placement.backend == "ray" and "generation" in cfg.placement.roles
+    if cfg.generation.backend == "vllm" and not placed:
+        require_vllm()
     if cfg.placement.backend != "ray":
         return None
     from tether.rollout.placement import RayRoles

@@ -124,6 +124,20 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def require_vllm() -> None:
+    """Raise :class:`GenerationBackendError` unless vLLM is installed and a CUDA GPU is present."""
+    if not vllm_available():
+        raise GenerationBackendError("generation.backend=vllm needs vLLM: pip install 'tether[vllm]' "
+                                     "(CUDA GPUs only); or use generation.backend=transformers")
+    if not cuda_available():
+        raise GenerationBackendError("generation.backend=vllm needs a CUDA GPU; on this machine use "
+                                     "generation.backend=transformers")
+
+
 class VLLMGenerator:
     """A colocated vLLM engine as the sampler, its weights refreshed from the policy after each update.
 
@@ -136,12 +150,7 @@ class VLLMGenerator:
     def __init__(self, model_dir: str | Path, *, dtype: str = "auto", gpu_memory_utilization: float = 0.3,
                  max_model_len: int | None = None, max_num_seqs: int | None = None, enforce_eager: bool = False,
                  seed: int = 0, dist=None):
-        if not vllm_available():
-            raise GenerationBackendError("generation.backend=vllm needs vLLM: pip install 'tether[vllm]' "
-                                         "(CUDA GPUs only); or use generation.backend=transformers")
-        if not torch.cuda.is_available():
-            raise GenerationBackendError("generation.backend=vllm needs a CUDA GPU; on this machine use "
-                                         "generation.backend=transformers")
+        require_vllm()
         from vllm import LLM
 
         from tether.utils.distributed import Dist
@@ -152,6 +161,7 @@ class VLLMGenerator:
         os.environ.setdefault("WORLD_SIZE", str(dist.world_size))
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29533")
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process: its model reachable
         kwargs = dict(model=str(model_dir), dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
                       max_model_len=max_model_len, enforce_eager=enforce_eager, seed=seed + dist.rank,
                       distributed_executor_backend="external_launcher", enable_prefix_caching=True,
