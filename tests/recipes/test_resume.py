@@ -59,7 +59,10 @@ def test_resumed_grpo_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
         assert resumed.history[-1][key] == pytest.approx(full.history[-1][key], abs=1e-5), key
     # the run really learns (so equal weights are not two untouched copies of the start)
     assert full.history[-1]["objective/kl"] > 1e-4
-    _assert_same_weights(_weights(resumed.model_dir), _weights(full.model_dir))
+    # 1e-5, not 1e-6: MKL's sums may round differently with the memory layout of a reloaded model, and Adam turns
+    # a rounding-level difference in a near-zero gradient into one in the update (seen: 1.1e-6 on 1 of the 3.2M
+    # embedding weights); one Adam step moves a weight by up to lr = 3e-3, so a lost or repeated step still fails
+    _assert_same_weights(_weights(resumed.model_dir), _weights(full.model_dir), atol=1e-5)
     # the held-out curve and the alarm's state carried across the cut
     full_curve = json.loads((tmp_path / "full" / "grpo_heldout.json").read_text())
     cut_curve = json.loads((tmp_path / "cut" / "grpo_heldout.json").read_text())
