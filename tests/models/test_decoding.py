@@ -14,10 +14,12 @@ def test_skinny_linear_is_the_linear_product():
     x = torch.randn(2, 3, 40)                             # 6 rows: the W·xᵀ path
     torch.testing.assert_close(skinny_linear(x, w, b), F.linear(x, w, b), atol=1e-5, rtol=1e-5)
     assert skinny_linear(x, w, None).shape == (2, 3, 300) and skinny_linear(x, w, None).is_contiguous()
-    # worked by hand: W = [[1, 2], [3, 4], [5, 6]], x = [[1, -1]] → W·xᵀ = [-1, -1, -1], + b
-    out = skinny_linear(torch.tensor([[1.0, -1.0]]), torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
+    # worked by hand: W = [[1, 2], [3, 4], [5, 6]], x = [[1, -1], [0, 2]] → x·Wᵀ = [[-1, -1, -1], [4, 8, 12]], + b
+    out = skinny_linear(torch.tensor([[1.0, -1.0], [0.0, 2.0]]), torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
                         torch.tensor([0.5, 0.0, -0.5]))
-    assert out.tolist() == [[-0.5, -1.0, -1.5]]
+    assert out.tolist() == [[-0.5, -1.0, -1.5], [4.5, 8.0, 11.5]]
+    one = torch.randn(1, 40)                              # one row (a matrix-vector product): exactly F.linear
+    assert torch.equal(skinny_linear(one, w, b), F.linear(one, w, b))
     many = torch.randn(decoding.SKINNY_ROWS + 1, 40)      # too many rows: exactly F.linear
     assert torch.equal(skinny_linear(many, w, b), F.linear(many, w, b))
     half = x.to(torch.bfloat16)                           # another dtype: exactly F.linear

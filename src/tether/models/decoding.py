@@ -3,13 +3,15 @@
 A decoding step multiplies a handful of rows (one per sequence) by every weight matrix of the model. On the
 CPU, ``F.linear(x, W)`` (x·Wᵀ, MKL's sgemm with a transposed B operand) runs such skinny products far below the
 machine's memory bandwidth; the same product written as (W·xᵀ)ᵀ, the weight as the left operand read row by
-row, runs 1.3-3.8x faster on the 2-core AMD EPYC machines tether is benchmarked on (8 rows: SmolLM2's vocabulary
-head 54 → 14 ms, its MLP projections 0.71 → 0.38 ms; docs/performance.md). The maths is the same product; only
-the order of the floating-point sums inside each dot product differs (results agree to fp32 rounding).
+row, is faster on the 2-core AMD EPYC machines tether is benchmarked on. Measured there (docs/performance.md),
+SmolLM2's vocabulary head at 2 / 8 / 64 rows: 29 → 10, 53 → 16, 110 → 83 ms; one decoder layer's seven
+projections at 8 rows: 2.5 → 2.1 ms. At 1 row (a matrix-vector product) the layers are 15% slower this way, so
+a single row keeps ``F.linear``. The maths is the same product; only the order of the floating-point sums inside
+each dot product differs (results agree to fp32 rounding).
 
 :func:`skinny_linears` switches a model's ``nn.Linear`` layers to that form for the duration of a block
-(:func:`tether.rollout.generation.generate` uses it); inputs with more than :data:`SKINNY_ROWS` rows, other
-dtypes, other devices and sharded (DTensor) weights take the usual ``F.linear``.
+(:func:`tether.rollout.generation.generate` uses it); inputs of one row or more than :data:`SKINNY_ROWS` rows,
+other dtypes, other devices and sharded (DTensor) weights take the usual ``F.linear``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ SKINNY_ROWS = 64  # at 64 rows W·xᵀ is still faster (head: 110 → 65 ms); pr
 
 
 def skinny_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``, computed as (W·xᵀ)ᵀ when ``x`` has at most :data:`SKINNY_ROWS` rows of fp32
+    """``F.linear(x, weight, bias)``, computed as (W·xᵀ)ᵀ when ``x`` has 2 to :data:`SKINNY_ROWS` rows of fp32
     on the CPU."""
     rows = x.numel() // x.shape[-1] if x.dim() else 0
-    if (0 < rows <= SKINNY_ROWS and x.dim() >= 2 and x.device.type == "cpu" and x.dtype == torch.float32
+    if (1 < rows <= SKINNY_ROWS and x.dim() >= 2 and x.device.type == "cpu" and x.dtype == torch.float32
             and weight.dtype == torch.float32 and type(weight) in (torch.Tensor, torch.nn.Parameter)):
         out = torch.mm(weight, x.reshape(rows, x.shape[-1]).t()).t()
         if bias is not None:
