@@ -133,3 +133,18 @@ def test_a_broken_sync_shows_in_the_logprob_gap(tmp_path, vllm, monkeypatch):
     history = train_grpo(_grpo(tmp_path / "stale")).history
     assert history[0]["generation/logprob_gap"] < 1e-4
     assert history[1]["generation/logprob_gap"] > 1e-3 and history[2]["generation/logprob_gap"] > 1e-3
+
+
+def test_the_engine_model_is_found_in_each_engine_layout():
+    from types import SimpleNamespace as NS
+
+    from tether.rollout.backends import engine_model
+
+    model = object()
+    v1 = NS(llm_engine=NS(model_executor=NS(driver_worker=NS(worker=NS(model_runner=NS(model=model))))))
+    core = NS(llm_engine=NS(engine_core=NS(engine_core=NS(model_executor=NS(driver_worker=NS(
+        worker=NS(model_runner=NS(model=model))))))))
+    v0 = NS(llm_engine=NS(model_executor=NS(driver_worker=NS(model_runner=NS(model=model)))))
+    assert engine_model(v1) is engine_model(core) is engine_model(v0) is model
+    with pytest.raises(GenerationBackendError, match="cannot reach the vLLM engine's model"):
+        engine_model(NS(llm_engine=NS(engine_core=NS())))  # a multiprocess engine: the model is elsewhere

@@ -202,10 +202,31 @@ class VLLMGenerator:
         self.llm.reset_prefix_cache()  # cached prompt states were computed with the old weights
 
     def _engine_model(self):
-        executor = self.llm.llm_engine.model_executor
-        worker = executor.driver_worker
-        runner = getattr(worker, "model_runner", None) or worker.worker.model_runner
-        return runner.model
+        return engine_model(self.llm)
+
+
+# where an in-process vLLM engine keeps its model, by engine generation (the first that resolves is used)
+ENGINE_MODEL_PATHS = (
+    "llm_engine.model_executor.driver_worker.worker.model_runner.model",          # V1, executor exposed
+    "llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner.model",  # V1 in-process core
+    "llm_engine.model_executor.driver_worker.model_runner.model",                 # V0
+)
+
+
+def engine_model(llm):
+    """The ``torch.nn.Module`` inside an in-process vLLM ``LLM`` (its ``load_weights`` takes (name, tensor)
+    pairs under the transformers names)."""
+    for path in ENGINE_MODEL_PATHS:
+        node = llm
+        for part in path.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                break
+        if node is not None:
+            return node
+    raise GenerationBackendError("cannot reach the vLLM engine's model for weight sync (tried "
+                                 + ", ".join(ENGINE_MODEL_PATHS) + "); is VLLM_ENABLE_V1_MULTIPROCESSING=0 set "
+                                 "and the engine started with distributed_executor_backend=external_launcher?")
 
 
 def rollout_from_completions(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completions: list[list[int]],
