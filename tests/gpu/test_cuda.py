@@ -29,20 +29,6 @@ pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_
 DATA = EXAMPLES / "data"
 
 
-@pytest.fixture
-def on(monkeypatch):
-    """``on("cuda")`` / ``on("cpu")``: the recipes that follow compute on that device (TETHER_DEVICE)."""
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 matmuls in fp32, to compare with the CPU
-    torch.backends.cudnn.allow_tf32 = False
-
-    def use(device):
-        monkeypatch.setenv("TETHER_DEVICE", device)
-        Dist._current = None  # resolved again on next use
-
-    yield use
-    Dist._current = None
-
-
 def _train(**kwargs):
     return TrainConfig(**{**dict(batch_size=8, eval_batch_size=16, warmup_ratio=0.1, report_to=[]), **kwargs})
 

@@ -9,22 +9,12 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 from tests.helpers import EXAMPLES  # noqa: E402
 from tether.config import DataConfig, GenerationBackendConfig, GRPOConfig, ModelConfig, SFTConfig, TrainConfig  # noqa: E402,E501
-from tether.utils.distributed import Dist  # noqa: E402
 
 DATA = EXAMPLES / "data"
 # head_dim 64: a size every vLLM attention backend takes (the CPU tests' 16 is not)
 TINY = ModelConfig(name_or_path="embedded", random_init=True,
                    config_overrides={"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
                                      "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 64})
-
-
-@pytest.fixture
-def on_cuda(monkeypatch):
-    torch.backends.cuda.matmul.allow_tf32 = False
-    monkeypatch.setenv("TETHER_DEVICE", "cuda")
-    Dist._current = None
-    yield
-    Dist._current = None
 
 
 @pytest.fixture
@@ -39,9 +29,10 @@ def sft_dir(tmp_path):
     return str(train_sft(cfg).model_dir)
 
 
-def test_grpo_with_a_vllm_sampler_learns_and_stays_on_policy(tmp_path, sft_dir, on_cuda):
+def test_grpo_with_a_vllm_sampler_learns_and_stays_on_policy(tmp_path, sft_dir, on):
     from tether.recipes.grpo import train_grpo
 
+    on("cuda")
     result = train_grpo(GRPOConfig(
         run_dir=str(tmp_path / "grpo"), model=ModelConfig(name_or_path=sft_dir), reward="tether.tasks.toy:period_density",
         data=DataConfig(train_file=str(DATA / "prompts.jsonl")), group_size=4, prompts_per_iteration=4,

@@ -198,11 +198,8 @@ class VLLMGenerator:
         self.load_weights(export_weights(policy))
 
     def load_weights(self, weights) -> None:
-        self._engine_model().load_weights(weights)
+        engine_model(self.llm).load_weights(weights)
         self.llm.reset_prefix_cache()  # cached prompt states were computed with the old weights
-
-    def _engine_model(self):
-        return engine_model(self.llm)
 
 
 # where an in-process vLLM engine keeps its model, by engine generation (the first that resolves is used)
