@@ -155,6 +155,8 @@ def main() -> None:
     parser.add_argument("--libs", default="tether,trl")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--name", default=None,
+                        help="results file name (default: the date, with -2, -3, ... when that run exists)")
     args = parser.parse_args()
     data = WORK / "data"
     make_data(data)
@@ -196,7 +198,8 @@ def main() -> None:
               "device": args.device, "dtype": args.dtype, "matmul_flops": flops, "rows": rows}
     if args.device == "cuda":
         result["machine"]["gpu"] = torch.cuda.get_device_name(0)
-    name = stamp if (args.device, args.dtype) == ("cpu", "fp32") else f"{stamp}-{args.device}-{args.dtype}"
+    name = args.name or unused_name(out_dir, stamp if (args.device, args.dtype) == ("cpu", "fp32")
+                                    else f"{stamp}-{args.device}-{args.dtype}")
     try:
         import trl
 
@@ -210,6 +213,16 @@ def main() -> None:
     (out_dir / f"{name}.md").write_text(f"# Benchmark {name}\n\n{what}: {flops / 1e9:.1f} GFLOP/s ({where}).{peak}\n\n"
                                         + table + "\n")
     print(table)
+    print(f"wrote {out_dir / name}.json and .md")
+
+
+def unused_name(out_dir: Path, base: str) -> str:
+    """``base``, or ``base-2``, ``base-3``, ... : a second run on one day does not overwrite the first."""
+    name, n = base, 1
+    while (out_dir / f"{name}.json").exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -71,7 +71,8 @@ class ModelConfig:
     share_prefixes: bool = doc_field(
         True, "Run sequences with the same prompt (a preference pair's chosen and rejected, GRPO's samples of one "
               "prompt) as one row: the prompt once, each continuation attending to it through a 4-D mask. Exact; "
-              "used when it saves positions and the model's forward honours custom masks (probed once).")
+              "used when it saves positions and the model's forward honours custom masks (probed once). Sampling "
+              "with transformers likewise prefills each distinct prompt once for all its samples.")
     lora: LoraConfig = doc_field(LoraConfig(), "LoRA adapters.")
 
 

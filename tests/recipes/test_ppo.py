@@ -212,3 +212,30 @@ def test_grpo_single_step_reuses_the_training_forward_as_old_logprobs(tmp_path, 
     for key in ("reward/score_mean", "objective/kl", "policy/loss", "policy/kl_loss", "policy/clip_frac"):
         assert [h[key] for h in deferred] == pytest.approx([h[key] for h in explicit], abs=1e-5), key
     assert deferred[-1]["objective/kl"] > 0
+
+
+def test_ppo_single_step_reuses_the_training_forward_for_old_logprobs_and_values(tmp_path, sft_dir, monkeypatch):
+    from tether.recipes import ppo as ppo_module
+
+    value_passes = {"n": 0}
+    original = ppo_module.token_values
+
+    def counted(*args, **kwargs):
+        value_passes["n"] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ppo_module, "token_values", counted)
+
+    def run(name):
+        value_passes["n"] = 0
+        cfg = _ppo(tmp_path / name, sft_dir, num_iterations=3, ppo_epochs=1, minibatch_size=16)
+        return train_ppo(cfg).history, value_passes["n"]
+
+    deferred, deferred_passes = run("deferred")
+    monkeypatch.setattr(ppo_module, "single_on_policy_step", lambda cfg, batch, dist=None: False)
+    explicit, explicit_passes = run("explicit")  # the separate no-grad forwards for the old log-probs and values
+    assert (deferred_passes, explicit_passes) == (3, 6)  # one value forward per iteration instead of two
+    for key in ("reward/score_mean", "objective/kl", "objective/rlhf_reward", "policy/loss", "policy/clip_frac",
+                "value/loss", "value/explained_variance", "objective/entropy"):
+        assert [h[key] for h in deferred] == pytest.approx([h[key] for h in explicit], abs=1e-5), key
+    assert deferred[-1]["objective/kl"] > 0 and deferred[-1]["value/loss"] > 0

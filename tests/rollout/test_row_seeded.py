@@ -77,3 +77,51 @@ def test_min_new_tokens_holds_back_eos_in_both_samplers():
         held = generate(model, ids, mask, GenerationConfig(max_new_tokens=8, min_new_tokens=5), eos, pad, seeds=seeds)
         assert held.response_lengths.tolist() == [6, 6, 6] and held.ended_with_eos.all()
         assert (held.response_ids[:, :5] != eos).all()
+
+
+def test_samples_of_one_prompt_share_its_prefill_and_sample_what_separate_prefills_do():
+    from tether.models.loading import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer("embedded")
+    model = load_causal_lm(tiny_model_config(), seed=0, pad_token_id=tokenizer.pad_token_id)
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    long, short = tokenizer("Tell me about the sea in one line").input_ids, tokenizer("Hi there").input_ids
+    width = len(long)
+    rows = [long, long, long, short, short, short]  # two groups of 3, the second left-padded
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    forwards = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: forwards.append(tuple(kw["input_ids"].shape)),
+                                           with_kwargs=True)
+    config = GenerationConfig(max_new_tokens=8, temperature=1.0)
+    seeds = row_seeds(5, 0, list(range(6)))
+    shared = generate(model, ids, mask, config, eos, pad, seeds=seeds)
+    assert forwards[:2] == [(2, width - 1), (6, 1)]  # each prompt once, then every row's last prompt token
+    forwards.clear()
+    separate = generate(model, ids, mask, config, eos, pad, seeds=seeds, share_prompts=False)
+    hook.remove()
+    assert forwards[0] == (6, width)
+    assert shared.response_ids.tolist() == separate.response_ids.tolist()
+    assert shared.response_mask.tolist() == separate.response_mask.tolist()
+    assert len({tuple(r) for r in shared.response_ids[:3].tolist()}) > 1  # the group's samples differ
+    # the cached prefix holds the same keys and values as the full-batch prefill
+    from tether.rollout.generation import position_ids, shared_prompt_cache
+
+    cache = shared_prompt_cache(model, ids, mask)
+    with torch.no_grad():
+        full = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids(mask)[:, :-1],
+                     use_cache=True).past_key_values
+    for ours, theirs in zip(cache.layers, full.layers):
+        keep = mask[:, :-1].bool()  # (padding positions' keys are never attended to)
+        assert torch.allclose(ours.keys.transpose(1, 2)[keep], theirs.keys.transpose(1, 2)[keep], atol=1e-5)
+        assert torch.allclose(ours.values.transpose(1, 2)[keep], theirs.values.transpose(1, 2)[keep], atol=1e-5)
+
+
+def test_distinct_prompts_are_prefilled_as_usual():
+    from tether.models.loading import load_causal_lm
+    from tether.rollout.generation import shared_prompt_cache
+
+    model = load_causal_lm(tiny_model_config(), seed=0)
+    ids = torch.tensor([[5, 6, 7], [5, 6, 8]])
+    assert shared_prompt_cache(model, ids, torch.ones_like(ids)) is None
+    assert shared_prompt_cache(model, ids[:, :1], torch.ones_like(ids[:, :1])) is None  # a one-token prompt

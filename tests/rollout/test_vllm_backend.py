@@ -106,15 +106,17 @@ def test_the_vllm_backend_says_what_it_needs(tmp_path, tiny, vllm, monkeypatch):
         VLLMGenerator(tmp_path)
 
 
-def _grpo(run_dir):
+def _grpo(run_dir, minibatch_size=2):
     return GRPOConfig(run_dir=str(run_dir), model=tiny_model_config(), reward="tether.tasks.toy:period_density",
                       data=DataConfig(train_file=PROMPTS), max_new_tokens=6, num_iterations=3, group_size=2,
-                      prompts_per_iteration=2, minibatch_size=2, learning_rate=5e-3,
+                      prompts_per_iteration=2, minibatch_size=minibatch_size, learning_rate=5e-3,
                       generation=GenerationBackendConfig(backend="vllm"))
 
 
-def test_grpo_samples_from_the_updated_policy_after_every_sync(tmp_path, vllm):
-    history = train_grpo(_grpo(tmp_path / "ok")).history
+# minibatch 2: the old log-probs are a separate forward; 4 (the whole batch, one step): the update's forward
+@pytest.mark.parametrize("minibatch_size", [2, 4])
+def test_grpo_samples_from_the_updated_policy_after_every_sync(tmp_path, vllm, minibatch_size):
+    history = train_grpo(_grpo(tmp_path / "ok", minibatch_size)).history
     (llm,) = vllm.LLM.instances
     assert len(llm.loads) == 1 + 3  # the start, then after each of the 3 updates
     assert all(row["generation/logprob_gap"] < 1e-4 and "time/weight_sync" in row for row in history)

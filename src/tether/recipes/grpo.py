@@ -166,8 +166,9 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: dict, train_poli
             loss, metrics = policy_loss(logps, old, experience["advantages"][idx], mask, cfg.clip_range,
                                         aggregation=cfg.loss_aggregation, max_length=cfg.max_new_tokens,
                                         denominator=denominator)
-            if deferred:  # the rollout's KL to the reference, from this forward
+            if deferred:  # the rollout's KL to the reference and the sampler's gap, from this forward
                 metrics["objective/kl"] = (kl_penalty(old, experience["ref_logps"][idx], "k1") * mask).sum(-1).mean()
+                metrics.update(sampler_gap(mini, old))
             if cfg.kl_coef > 0 and not cfg.kl_in_reward and cfg.advantage != "reinforce_pp":
                 kl_term = aggregate(kl_penalty(logps, experience["ref_logps"][idx], "k3"), mask, cfg.loss_aggregation,
                                     cfg.max_new_tokens, denominator)

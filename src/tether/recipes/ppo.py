@@ -101,8 +101,30 @@ def _value_init(cfg: PPOConfig) -> ModelConfig:
 
 
 def _subset(rollout: Rollout, idx: torch.Tensor) -> Rollout:
+    sampler = rollout.sampler_logps[idx] if rollout.sampler_logps is not None else None
     return Rollout(rollout.prompt_ids[idx], rollout.prompt_mask[idx], rollout.response_ids[idx],
-                   rollout.response_mask[idx], rollout.ended_with_eos[idx])
+                   rollout.response_mask[idx], rollout.ended_with_eos[idx], sampler)
+
+
+def single_on_policy_step(cfg: PPOConfig, batch: int, dist: Dist | None = None) -> bool:
+    """One gradient step on the fresh rollout (one epoch, one minibatch): the old log-probs and old values equal
+    the training forward's (detached), so the two separate no-grad forwards are skipped and the KL-shaped
+    rewards, GAE and whitening are computed from the training forward instead. The ratio is exactly 1 and the
+    value clip is inactive, as they are at the first step of any PPO update."""
+    return cfg.ppo_epochs == 1 and (dist or Dist()).share(cfg.minibatch_size) >= batch
+
+
+def shaped_advantages(cfg: PPOConfig, old_logps: torch.Tensor, ref_logps: torch.Tensor, values: torch.Tensor,
+                      scores: torch.Tensor, mask: torch.Tensor, kl_coef: float,
+                      dist: Dist) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stage 5: per-token KL-shaped rewards → GAE → (whitened) advantages. Returns (advantages (B, R),
+    returns (B, R), the k1 KL of each response (B,))."""
+    kl = kl_penalty(old_logps, ref_logps, cfg.kl_estimator) * mask
+    rewards = kl_shaped_rewards(scores, kl, mask, kl_coef)
+    advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+        advantages = dist.whiten(advantages, mask)
+    return advantages, returns, (kl_penalty(old_logps, ref_logps, "k1") * mask).sum(-1)
 
 
 def _prompt_batches(n: int, batch_size: int, seed: int, iteration: int) -> list[int]:
@@ -142,7 +164,8 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
         timings["time/score"] = time.time() - mark
         mark = time.time()
     mask = rollout.response_mask
-    old_logps = rollout_logprobs(cfg, models.policy, rollout)
+    deferred = single_on_policy_step(cfg, len(prompts), dist)  # then the update's forward gives both
+    old_logps = None if deferred else rollout_logprobs(cfg, models.policy, rollout)
     if remote_ref is not None:
         ref_logps = remote_ref()
     elif ref_model is None:  # LoRA: the reference is the base with adapters disabled
@@ -150,7 +173,7 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
             ref_logps = rollout_logprobs(cfg, models.policy, rollout)
     else:
         ref_logps = rollout_logprobs(cfg, ref_model, rollout)
-    values = token_values(models.value, rollout)
+    values = None if deferred else token_values(models.value, rollout)
     if overlapped:
         raw_scores = scoring()
     scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
@@ -162,29 +185,25 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
     else:
         scores_used = scores
     scores_used = clip_scores(scores_used, cfg.score_clip)
-    kl = kl_penalty(old_logps, ref_logps, cfg.kl_estimator) * mask
-    rewards = kl_shaped_rewards(scores_used, kl, mask, kl_coef)
-    advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
-    if cfg.whiten_advantages:
-        advantages = dist.whiten(advantages, mask)
-    kl_per_response = (kl_penalty(old_logps, ref_logps, "k1") * mask).sum(-1)
-    experience = {"rollout": rollout, "old_logps": old_logps, "old_values": values, "advantages": advantages,
-                  "returns": returns, "responses": responses}
+    experience = {"rollout": rollout, "old_logps": old_logps, "old_values": values, "responses": responses,
+                  "ref_logps": ref_logps, "scores": scores_used, "kl_coef": kl_coef}
+    kl_metrics = {}
+    if not deferred:
+        experience["advantages"], experience["returns"], kl_per_response = shaped_advantages(
+            cfg, old_logps, ref_logps, values, scores_used, mask, kl_coef, dist)
+        kl_metrics = {"objective/kl": float(kl_per_response.mean()), **sampler_gap(rollout, old_logps)}
     metrics = {
         "reward/score_mean": float(all_raw_scores.mean()),
         "reward/score_std": float(all_raw_scores.std()) if len(all_raw_scores) > 1 else 0.0,
         "reward/proxy_mean": float(all_scores.mean()), "reward/normalized_mean": float(scores_used.mean()),
-        "objective/kl": float(kl_per_response.mean()), "objective/kl_coef": kl_coef,
-        "objective/rlhf_reward": float(all_scores.mean() - kl_coef * kl_per_response.mean()),
+        "objective/kl_coef": kl_coef, **kl_metrics,
         "response/length_mean": float(mask.sum(-1).float().mean()),
         "response/eos_frac": float(rollout.ended_with_eos.float().mean()),
-        **sampler_gap(rollout, old_logps),
         **timings,
     }
     gathered = {"reward/score_mean", "reward/score_std", "reward/proxy_mean", "objective/kl_coef"}
     metrics.update(dist.combine({k: v for k, v in metrics.items() if k not in gathered}))
-    metrics["objective/rlhf_reward"] = metrics["reward/proxy_mean"] - kl_coef * metrics["objective/kl"]
-    return experience, metrics
+    return experience, metrics  # (objective/kl, when deferred, and objective/rlhf_reward: after the update)
 
 
 SUMMED_METRICS = ("policy/loss", "value/loss", "objective/entropy")  # each process holds its share
@@ -214,10 +233,20 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: di
             tokens = dist.sum({"n": float(mask.sum())})["n"] if dist.enabled else None
             logps, entropy, values = train_models(mini, cfg.temperature, cfg.model.padding_free,
                                                   cfg.model.share_prefixes)
-            pg_loss, pg_metrics = policy_loss(logps, experience["old_logps"][idx], experience["advantages"][idx],
-                                              mask, cfg.clip_range, cfg.dual_clip, denominator=tokens)
-            vf_loss, vf_metrics = value_loss(values, experience["old_values"][idx], experience["returns"][idx], mask,
-                                             cfg.value_clip_range, denominator=tokens)
+            if experience["old_logps"] is None:  # one on-policy step: the rollout's stage 5 from this forward
+                old_logps, old_values = logps.detach(), values.detach()
+                advantages, returns, kl_per_response = shaped_advantages(
+                    cfg, old_logps, experience["ref_logps"][idx], old_values, experience["scores"][idx], mask,
+                    experience["kl_coef"], dist)
+                sums["objective/kl"] = float(kl_per_response.mean())
+                sums.update(sampler_gap(mini, old_logps))
+            else:
+                old_logps, old_values = experience["old_logps"][idx], experience["old_values"][idx]
+                advantages, returns = experience["advantages"][idx], experience["returns"][idx]
+            pg_loss, pg_metrics = policy_loss(logps, old_logps, advantages, mask, cfg.clip_range, cfg.dual_clip,
+                                              denominator=tokens)
+            vf_loss, vf_metrics = value_loss(values, old_values, returns, mask, cfg.value_clip_range,
+                                             denominator=tokens)
             # (has grad: the entropy bonus)
             entropy_mean = masked_mean(entropy, mask) if tokens is None else (entropy * mask).sum() / tokens
             loss = pg_loss + cfg.value_coef * vf_loss - cfg.entropy_coef * entropy_mean
@@ -228,7 +257,7 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: di
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)  # the gradients are not kept through the next rollout / forward
             with torch.no_grad():
-                ev = explained_variance(values, experience["returns"][idx], mask)
+                ev = explained_variance(values, returns, mask)
             for key, value in {**pg_metrics, **vf_metrics, "objective/entropy": entropy_mean.detach(),
                                "value/explained_variance": ev}.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
@@ -325,6 +354,7 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
                 update_start = time.time()
                 metrics.update(ppo_update(cfg, models, optimizer, experience, train_models, dist))
                 metrics["time/update"] = time.time() - update_start
+                metrics["objective/rlhf_reward"] = metrics["reward/proxy_mean"] - kl_ctl.value * metrics["objective/kl"]
                 metrics.update(timed_sync(generator, models.policy))
                 metrics["time/iteration"] = time.time() - mark
                 kl_ctl.update(metrics["objective/kl"], cfg.rollout_batch_size)

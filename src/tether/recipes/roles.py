@@ -43,4 +43,5 @@ def generator_for(cfg, policy: torch.nn.Module, tokenizer, run_dir: Path, roles)
     if roles is not None and roles.placed("generation"):
         return roles.generator(cfg.model, cfg.generation, tokenizer.pad_token_id, policy, tokenizer, run_dir)
     return make_generator(cfg.generation, policy, run_dir, tokenizer,
-                          max_model_len=cfg.data.max_length + cfg.max_new_tokens, seed=cfg.seed)
+                          max_model_len=cfg.data.max_length + cfg.max_new_tokens, seed=cfg.seed,
+                          share_prompts=cfg.model.share_prefixes)

@@ -49,11 +49,13 @@ class TransformersGenerator:
 
     name = "transformers"
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, share_prompts: bool = True):
         self.model = model
+        self.share_prompts = share_prompts  # rows with the same prompt share its prefill
 
     def generate(self, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id, seeds=None) -> Rollout:
-        return generate(self.model, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id, seeds=seeds)
+        return generate(self.model, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id, seeds=seeds,
+                        share_prompts=self.share_prompts)
 
     def sync_weights(self, policy: torch.nn.Module) -> None:
         if policy is not self.model:  # a separate sampling copy (a remote sampler): take the policy's weights
@@ -269,12 +271,13 @@ def resolve_backend(backend: str, policy: torch.nn.Module) -> str:
     return choose_backend(backend, model_device(policy).type == "cuda")
 
 
-def make_generator(cfg, policy: torch.nn.Module, run_dir: Path, tokenizer, max_model_len: int, seed: int) -> Generator:
+def make_generator(cfg, policy: torch.nn.Module, run_dir: Path, tokenizer, max_model_len: int, seed: int,
+                   share_prompts: bool = True) -> Generator:
     """The run's sampler for ``cfg`` (a :class:`tether.config.GenerationBackendConfig`); a vLLM sampler starts from
-    the policy's current weights."""
+    the policy's current weights (and caches shared prompts itself; ``share_prompts`` is for transformers)."""
     backend = resolve_backend(cfg.backend, policy)
     if backend == "transformers":
-        return TransformersGenerator(policy)
+        return TransformersGenerator(policy, share_prompts)
     model_dir = sampler_model_dir(policy, tokenizer, run_dir)
     generator = VLLMGenerator(model_dir, dtype=cfg.dtype, gpu_memory_utilization=cfg.gpu_memory_utilization,
                               max_model_len=max_model_len, max_num_seqs=cfg.max_num_seqs,

@@ -101,9 +101,47 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def shared_prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+    """The KV cache of every row's first P − 1 prompt positions, each distinct prompt computed once (a GRPO group's
+    K samples share one prefill), or None where it would not help or the model's cache is not a plain KV cache.
+
+    ``generate`` given this cache runs only each row's last prompt token before decoding, as transformers does
+    for a cached prefix. The cached keys and values are those of the full-batch prefill (the same positions and
+    mask per row), so the samples are the same."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    n_rows, n_prompt = prompt_ids.shape
+    if n_prompt < 2 or n_rows < 2 or not hasattr(model, "config"):
+        return None
+    unique, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], dim=1), dim=0, return_inverse=True)
+    if unique.shape[0] == n_rows:  # every prompt distinct: nothing to share
+        return None
+    try:
+        cache = DynamicCache(config=model.config)
+    except (AttributeError, KeyError, TypeError, ValueError):  # a config transformers' cache cannot lay out
+        return None
+    if not cache.layers or not all(isinstance(layer, DynamicLayer) for layer in cache.layers):
+        return None  # recurrent or other non-KV state: prefill as usual
+    ids, mask = unique[:, :n_prompt], unique[:, n_prompt:]
+    model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids(mask)[:, :-1],
+          use_cache=True, logits_to_keep=1, **{cache_argument(model): cache})
+    cache.batch_select_indices(inverse.to(ids.device))
+    return cache
+
+
+def cache_argument(model) -> str:
+    """The name the model's forward takes a KV cache under: ``cache`` (transformers ≥ 5.25), else
+    ``past_key_values``."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # (a PEFT wrapper forwards it)
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config: GenerationConfig,
-             eos_token_id: int, pad_token_id: int, seeds: list[int] | None = None) -> Rollout:
+             eos_token_id: int, pad_token_id: int, seeds: list[int] | None = None,
+             share_prompts: bool = True) -> Rollout:
     """Sample one response per (left-padded) prompt; the prompts may be on any device, the rollout is on the model's.
 
     With ``seeds`` (one per row) each row is sampled from its own random stream (:class:`RowSeededSampler`),
@@ -113,6 +151,9 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
     rollout (``Dist.gathered``): one all-gather per rollout instead of one per token, and the later steps are no
     collectives, so a process whose rows are done goes on without stepping along with the others (transformers'
     ``synced_gpus``, which would keep it running forwards until the last process is done, is off).
+
+    With ``share_prompts``, rows with the same prompt (a GRPO group) share one prefill of it
+    (:func:`shared_prompt_cache`).
     """
     from tether.models.decoding import skinny_linears
     from tether.utils.device import model_device
@@ -137,6 +178,9 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
     elif config.do_sample:
         kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
     with dist.gathered(model), skinny_linears(model):  # (CPU: decoding steps' few-row products as W·xᵀ, faster)
+        cache = shared_prompt_cache(model, prompt_ids, prompt_mask) if share_prompts else None
+        if cache is not None:
+            kwargs[cache_argument(model)] = cache
         output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, synced_gpus=False, **kwargs)
     model.train(was_training)
     response_ids = output[:, prompt_ids.shape[1]:]

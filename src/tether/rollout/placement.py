@@ -113,7 +113,8 @@ class RoleWorker:
         else:
             cfg = from_dict(ModelConfig, model_cfg)
             cfg.lora.enabled = False  # the sampler holds merged weights (LoRA deltas are added when they are sent)
-            self.generator = TransformersGenerator(load_causal_lm(cfg, seed=seed, pad_token_id=pad_token_id).eval())
+            self.generator = TransformersGenerator(load_causal_lm(cfg, seed=seed, pad_token_id=pad_token_id).eval(),
+                                                   share_prompts=cfg.share_prefixes)
         return backend
 
     def generate(self, prompt_ids, prompt_mask, config: GenerationConfig, eos_token_id: int, pad_token_id: int,
