@@ -5,14 +5,7 @@ import math
 import torch
 
 from tests.helpers import tiny_model_config
-from tether.rollout.generation import (
-    GenerationConfig,
-    InverseCdfSampler,
-    RowSeededSampler,
-    generate,
-    nucleus,
-    row_seeds,
-)
+from tether.rollout.generation import GenerationConfig, RowSeededSampler, generate, nucleus, row_seeds
 
 
 def test_nucleus_keeps_the_smallest_set_with_mass_at_least_top_p():
@@ -35,29 +28,6 @@ def test_gumbel_max_frequencies_match_the_tempered_softmax():
     truncated = RowSeededSampler([7], 1.0, 0.7)  # softmax(logits) = [0.644, 0.237, 0.087, 0.032]: keep 2
     picks = {int(truncated(None, logits[None]).argmax()) for _ in range(2000)}
     assert picks == {0, 1}
-
-
-def test_inverse_cdf_frequencies_match_the_tempered_softmax():
-    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).expand(20_000, 4)  # 20000 rows drawn at once
-    torch.manual_seed(3)
-    out = InverseCdfSampler(2.0, 1.0)(None, logits)
-    assert out.isfinite().sum(-1).eq(1).all() and out.max() == 0  # 0 at the drawn token, -inf elsewhere
-    freq = torch.bincount(out.argmax(-1), minlength=4).float() / len(out)
-    expected = torch.softmax(logits[0] / 2.0, -1)  # [0.455, 0.276, 0.167, 0.102]
-    assert (freq - expected).abs().max() < 4 * math.sqrt(0.25 / len(out)), (freq, expected)
-    truncated = InverseCdfSampler(1.0, 0.7)(None, logits).argmax(-1)  # nucleus of [0.644, 0.237, ...]: 2 kept
-    assert set(truncated.tolist()) == {0, 1}
-    banned = torch.tensor([[0.0, float("-inf"), 0.0, float("-inf")]]).expand(2000, 4)  # probability 0: never
-    assert set(InverseCdfSampler(1.0, 1.0)(None, banned).argmax(-1).tolist()) == {0, 2}
-
-
-def test_inverse_cdf_picks_the_token_whose_interval_holds_u(monkeypatch):
-    # probabilities [0.1, 0.2, 0.3, 0.4] → cumulative [0.1, 0.3, 0.6, 1.0]: the first cumulative value above u
-    # gives the token: u = 0.05 → 0, 0.29 → 1, 0.31 → 2, 0.99 → 3
-    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4]]).log().expand(4, 4)
-    monkeypatch.setattr(torch, "rand", lambda *shape, dtype=None: torch.tensor([[0.05], [0.29], [0.31], [0.99]],
-                                                                               dtype=dtype))
-    assert InverseCdfSampler(1.0, 1.0)(None, probs).argmax(-1).tolist() == [0, 1, 2, 3]
 
 
 def test_a_row_samples_the_same_response_in_any_batch():
