@@ -242,6 +242,10 @@ def markdown_table(rows: list[dict]) -> str:
             return f"{x['median_s']:.3f} ({x['min_s']:.3f}–{x['max_s']:.3f})"
 
         ratio = (f"{t['median_s'] / r['median_s']:.2f}x" if t and "error" not in t and "error" not in r else "–")
+        grpo = by_key.get((model, "grpo", "tether"))
+        if workload == "ppo" and grpo and "error" not in grpo and "error" not in r:
+            # TRL has no PPO: the yardstick is tether's own GRPO iteration on the same model
+            ratio = f"{r['median_s'] / grpo['median_s']:.2f}x tether's GRPO"
         mfu = lambda x: f"{x['mfu']:.0%}" if x and "mfu" in x else "–"  # noqa: E731
         peak = lambda x: (f"{x.get('peak_gpu_mb', x['peak_rss_mb']):.0f}"  # noqa: E731
                           if x and "peak_rss_mb" in x else "–")
