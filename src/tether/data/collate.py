@@ -12,10 +12,7 @@ if TYPE_CHECKING:
 
 def _right_pad(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
-    out = torch.full((len(rows), width), value, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-    return out
+    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
 def collate_sft(examples: list["SFTExample"], pad_token_id: int) -> dict[str, torch.Tensor]:

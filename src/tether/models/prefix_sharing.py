@@ -68,9 +68,9 @@ def plan_prefix_sharing(input_ids: torch.Tensor, attention_mask: torch.Tensor, p
         return None
     start, length = spans
     groups: dict[tuple, list[int]] = {}
-    for b in range(len(start)):
+    for b, ids in enumerate(input_ids.tolist()):
         p = min(prefix_lengths[b], length[b])
-        key = (p, tuple(input_ids[b, start[b]:start[b] + p].tolist())) if p > 0 else ("alone", b)
+        key = (p, tuple(ids[start[b]:start[b] + p])) if p > 0 else ("alone", b)
         groups.setdefault(key, []).append(b)
     if all(len(members) == 1 for members in groups.values()):
         return None
@@ -102,19 +102,21 @@ def shared_inputs(input_ids: torch.Tensor, plan: SharePlan, pad_token_id: int,
     Unused columns are padding that attends only to padding (never a fully masked query, whose softmax would be
     NaN); no real token attends to them."""
     device = input_ids.device
-    ids = torch.full((plan.n_rows, plan.width), pad_token_id, dtype=input_ids.dtype, device=device)
-    positions = torch.zeros((plan.n_rows, plan.width), dtype=torch.long, device=device)
-    segment = torch.full((plan.n_rows, plan.width), -1, dtype=torch.long, device=device)  # −1 pad, 0 prompt
-    for b in range(input_ids.shape[0]):
-        r, p, n = plan.row[b], plan.prefix[b], plan.length[b]
-        tokens = input_ids[b, plan.start[b]:plan.start[b] + n]
-        ids[r, :p] = tokens[:p]
-        segment[r, :p] = 0
-        positions[r, :p] = torch.arange(p, device=device)
-        cols = slice(plan.offset[b], plan.offset[b] + n - p)
-        ids[r, cols] = tokens[p:]
-        segment[r, cols] = b + 1
-        positions[r, cols] = torch.arange(p, n, device=device)
+    # built as Python lists and converted once: a loop of small tensor writes costs more than the forward on
+    # a small model
+    ids = [[pad_token_id] * plan.width for _ in range(plan.n_rows)]
+    positions = [[0] * plan.width for _ in range(plan.n_rows)]
+    segments = [[-1] * plan.width for _ in range(plan.n_rows)]  # −1 pad, 0 prompt, b + 1 sequence b's continuation
+    for b, row in enumerate(input_ids.tolist()):
+        r, p, n, start, offset = plan.row[b], plan.prefix[b], plan.length[b], plan.start[b], plan.offset[b]
+        tokens = row[start:start + n]
+        ids[r][:p], segments[r][:p], positions[r][:p] = tokens[:p], [0] * p, range(p)
+        ids[r][offset:offset + n - p] = tokens[p:]
+        segments[r][offset:offset + n - p] = [b + 1] * (n - p)
+        positions[r][offset:offset + n - p] = range(p, n)
+    ids = torch.tensor(ids, dtype=input_ids.dtype, device=device)
+    positions = torch.tensor(positions, dtype=torch.long, device=device)
+    segment = torch.tensor(segments, dtype=torch.long, device=device)
     query, key = segment.unsqueeze(-1), segment.unsqueeze(-2)
     causal = torch.ones(plan.width, plan.width, dtype=torch.bool, device=device).tril()
     allowed = causal & ((key == query) | ((key == 0) & (query > 0)))
