@@ -19,7 +19,7 @@ from typing import Any
 
 from tether.config import BestOfNConfig, ModelConfig, RejectionSamplingConfig, SFTConfig
 from tether.models.loading import load_causal_lm, load_tokenizer
-from tether.recipes.common import atomic_write_text, load_generation_prompts, record_config, seed_everything, set_threads
+from tether.recipes.common import atomic_write_text, configure_cpu, load_generation_prompts, record_config, seed_everything
 from tether.rollout.best_of_n import best_of_n_kl, sample_and_score
 from tether.rollout.generation import GenerationConfig
 from tether.rollout.rewards import load_reward_source
@@ -32,7 +32,7 @@ def _jsonl(rows: list[dict]) -> str:
 
 
 def run_best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
-    set_threads(cfg.num_threads)
+    configure_cpu(cfg.num_threads)
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     prompts = load_generation_prompts(cfg, tokenizer, cfg.max_prompts)

@@ -24,9 +24,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_threads(num_threads: int) -> None:
+def configure_cpu(num_threads: int) -> None:
+    """torch's CPU threads (0 = torch's default) and, when this process computes on the CPU, glibc keeps freed
+    memory for reuse instead of page-faulting it in again every step (:mod:`tether.utils.allocator`)."""
+    from tether.utils.allocator import keep_freed_memory
+    from tether.utils.device import DeviceError, resolve_device
+
     if num_threads > 0:
         torch.set_num_threads(num_threads)
+    try:
+        on_cpu = resolve_device().type == "cpu"
+    except DeviceError:
+        return  # the recipe reports a bad TETHER_DEVICE where it places its models
+    if on_cpu:
+        keep_freed_memory()
 
 
 def record_config(run_dir: Path, stage: str, config: Any) -> None:
@@ -48,7 +59,7 @@ def prepare_run(config: Any, stage: str) -> tuple[Path, MetricsLogger]:
     run_dir = Path(config.run_dir)
     train = getattr(config, "train", None)
     if train is not None:
-        set_threads(train.num_threads)
+        configure_cpu(train.num_threads)
         seed_everything(train.seed)
     report_to = train.report_to if train is not None else getattr(config, "report_to", [])
     logger = MetricsLogger(run_dir, stage, report_to=list(report_to), config=to_dict(config),

@@ -31,7 +31,7 @@ from tether.config import EvalConfig, ModelConfig
 from tether.data import DataError, collate_prompts, load_prompt_dataset, load_records
 from tether.eval.metrics import distinct_n, perplexity, self_bleu, sequence_kl, win_rate
 from tether.models.loading import load_causal_lm, load_tokenizer
-from tether.recipes.common import atomic_write_text, limit, record_config, seed_everything, set_threads
+from tether.recipes.common import atomic_write_text, configure_cpu, limit, record_config, seed_everything
 from tether.rollout.generation import GenerationConfig, generate, position_ids, response_logprobs
 from tether.rollout.rewards import FunctionSource, load_reward_source
 from tether.utils.device import forked_rng, model_device
@@ -139,7 +139,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         raise DataError("models= is required: model directories to evaluate, e.g. models=[runs/q/sft,runs/q/ppo]")
     if not cfg.data.train_file:
         raise DataError("data.train_file= is required: held-out prompts (any format with a prompt)")
-    set_threads(cfg.num_threads)
+    configure_cpu(cfg.num_threads)
     seed_everything(cfg.seed)
     run_dir = Path(cfg.run_dir)
     record_config(run_dir, "eval", cfg)

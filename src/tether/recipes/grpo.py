@@ -35,7 +35,7 @@ from tether.algos.rewards import kl_shaped_rewards
 from tether.config import GRPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, save_model
-from tether.recipes.common import load_generation_prompts, prepare_run, seed_everything, set_threads
+from tether.recipes.common import configure_cpu, load_generation_prompts, prepare_run, seed_everything
 from tether.recipes.loop import adamw
 from tether.recipes.ppo import _prompt_batches, _subset, make_heldout, rollout_logprobs
 from tether.recipes.roles import generator_for, open_roles, reference_for, reward_for
@@ -189,7 +189,7 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     dist = Dist.current()
     dist.require_divisible("prompts_per_iteration", cfg.prompts_per_iteration)
     run_dir, logger = prepare_run(cfg, cfg.name)
-    set_threads(cfg.num_threads)
+    configure_cpu(cfg.num_threads)
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     prompts = load_generation_prompts(cfg, tokenizer)

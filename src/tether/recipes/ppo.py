@@ -31,7 +31,7 @@ from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
 from tether.config import ModelConfig, PPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.models.loading import apply_lora, load_causal_lm, load_reward_model, load_tokenizer, save_model
-from tether.recipes.common import load_generation_prompts, prepare_run, seed_everything, set_threads
+from tether.recipes.common import configure_cpu, load_generation_prompts, prepare_run, seed_everything
 from tether.recipes.loop import TrainingError, adamw, epoch_order
 from tether.recipes.roles import generator_for, open_roles, reference_for, reward_for
 from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap, timed_sync
@@ -300,7 +300,7 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     dist = Dist.current()
     dist.require_divisible("rollout_batch_size", cfg.rollout_batch_size)
     run_dir, logger = prepare_run(cfg, cfg.name)
-    set_threads(cfg.num_threads)
+    configure_cpu(cfg.num_threads)
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     prompts = load_generation_prompts(cfg, tokenizer)

@@ -39,7 +39,7 @@ from tether.config import (
     SFTConfig,
     TrainConfig,
 )
-from tether.recipes.common import atomic_write_text, set_threads
+from tether.recipes.common import atomic_write_text, configure_cpu
 from tether.utils.logging import console
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "data"
@@ -135,7 +135,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     from tether.recipes.reward_model import train_reward_model
     from tether.recipes.sft import train_sft
 
-    set_threads(cfg.num_threads)
+    configure_cpu(cfg.num_threads)
     stages = stage_configs(cfg)
     what = "a tiny random model" if cfg.tiny else "SmolLM2-135M-Instruct (embedded)"
     console.print(f"[bold]tether quickstart[/] on {what}: SFT → sample {cfg.k} → simulated panel → reward model → "

@@ -57,8 +57,9 @@ class RoleWorker:
     """What runs inside a role's Ray actor: one role's model(s), set up by one ``setup_*`` call."""
 
     def __init__(self, num_threads: int):
-        if num_threads:
-            torch.set_num_threads(num_threads)
+        from tether.recipes.common import configure_cpu
+
+        configure_cpu(num_threads)
         self.model = None
         self.source = None
         self.generator = None
