@@ -16,12 +16,17 @@ its device (measured here: fp32 on 2 CPU threads by default; median over n = 102
 with N the weights of every linear layer including the tied head and k = 6 for sft/rm, 8 for
 dpo (a reference forward), 10 for grpo/ppo (generation and the reference forward on top of
 training).
+
+tether keeps freed CPU memory for reuse (``tether.utils.allocator``); TRL runs with glibc's defaults, as its
+users run it. ``--trl-allocator keep`` gives TRL's processes the same glibc settings through glibc's environment
+variables, to see how much of a ratio is that setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -128,11 +133,15 @@ def tokens_per_step(workload: str, data: Path, model_dir: str) -> float:
     return 8 * (statistics.mean(count(r["prompt"]) for r in rows) + 32)
 
 
+# glibc's environment variables for what tether.utils.allocator sets with mallopt: no mmap for large blocks, no trimming
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+
+
 def run_one(lib: str, workload: str, model: str, data: Path, steps: int, device: str = "cpu",
-            dtype: str = "fp32") -> dict:
+            dtype: str = "fp32", env: dict[str, str] | None = None) -> dict:
     cmd = [sys.executable, str(HERE / "workloads.py"), "--lib", lib, "--workload", workload, "--model", model,
            "--data", str(data), "--steps", str(steps), "--device", device, "--dtype", dtype]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
     if done.returncode != 0 or line is None:
         return {"lib": lib, "workload": workload, "error": (done.stderr or done.stdout)[-1500:]}
@@ -155,6 +164,9 @@ def main() -> None:
     parser.add_argument("--libs", default="tether,trl")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--trl-allocator", choices=("system", "keep"), default="system",
+                        help="TRL's processes with glibc's defaults (as its users run it) or with the freed-memory "
+                             "setting tether uses on the CPU")
     parser.add_argument("--name", default=None,
                         help="results file name (default: the date, with -2, -3, ... when that run exists)")
     args = parser.parse_args()
@@ -175,7 +187,8 @@ def main() -> None:
                 if lib == "trl" and workload == "ppo":
                     continue  # TRL 1.16 has no PPO trainer
                 print(f"{model_name} {workload} {lib} ...", flush=True)
-                result = run_one(lib, workload, models[model_name], data, steps, args.device, args.dtype)
+                env = KEEP_FREED_MEMORY if lib == "trl" and args.trl_allocator == "keep" else None
+                result = run_one(lib, workload, models[model_name], data, steps, args.device, args.dtype, env)
                 row = {"model": model_name, "workload": workload, "lib": lib, "n_weights": n_weights,
                        "tokens_per_step": tokens}
                 if "error" in result:
@@ -195,7 +208,8 @@ def main() -> None:
 
     result = {"date": stamp, "machine": {"platform": platform.platform(), "processor": platform.processor(),
                                          "torch": torch.__version__, "threads": 2},
-              "device": args.device, "dtype": args.dtype, "matmul_flops": flops, "rows": rows}
+              "device": args.device, "dtype": args.dtype, "matmul_flops": flops, "trl_allocator": args.trl_allocator,
+              "rows": rows}
     if args.device == "cuda":
         result["machine"]["gpu"] = torch.cuda.get_device_name(0)
     name = args.name or unused_name(out_dir, stamp if (args.device, args.dtype) == ("cpu", "fp32")
@@ -210,8 +224,10 @@ def main() -> None:
     table = markdown_table(rows)
     where = result["machine"].get("gpu", "2 threads")
     peak = " Peak MB: GPU memory allocated (torch.cuda.max_memory_allocated)." if args.device == "cuda" else ""
-    (out_dir / f"{name}.md").write_text(f"# Benchmark {name}\n\n{what}: {flops / 1e9:.1f} GFLOP/s ({where}).{peak}\n\n"
-                                        + table + "\n")
+    allocator = (" TRL ran with tether's freed-memory allocator setting (--trl-allocator keep)."
+                 if args.trl_allocator == "keep" else "")
+    (out_dir / f"{name}.md").write_text(f"# Benchmark {name}\n\n{what}: {flops / 1e9:.1f} GFLOP/s ({where}).{peak}"
+                                        f"{allocator}\n\n" + table + "\n")
     print(table)
     print(f"wrote {out_dir / name}.json and .md")
 
