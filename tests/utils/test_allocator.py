@@ -54,12 +54,12 @@ def test_freed_blocks_stay_in_the_heap_instead_of_being_unmapped():
     applied, mapped, kept = _probe("keep")
     assert applied
     assert mapped < size  # served from the heap, not by a fresh mmap
-    assert kept >= size  # and kept there for the next step once freed
+    assert kept > 0.9 * size  # and kept there for the next step once freed (less what the heap's free list reused)
 
     applied, mapped, kept = _probe("system")
     assert not applied
     assert mapped >= size  # glibc's default: a block this large is its own mapping ...
-    assert kept < size  # ... handed back to the kernel when freed
+    assert kept < 0.5 * size  # ... handed back to the kernel when freed
 
 
 def test_the_switch_is_checked():
