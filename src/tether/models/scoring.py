@@ -6,7 +6,9 @@ and reference log-probs) goes through :func:`scored_logprobs`. Two savings, each
 1. **The vocabulary head only where a token is scored.** A causal LM's output at position t is the
    distribution of token t + 1; only the positions that predict a scored token (a completion, a response)
    need the head (d × V multiply-adds per position, a fifth of SmolLM2's forward) and the log-softmax.
-   The model is asked for those positions alone (transformers' ``logits_to_keep`` with an index tensor).
+   The head is given those (row, position) hidden states alone (:func:`logits_at`, a pre-hook on the model's
+   output embedding), not every position of a column that some row scores: with packed or shared rows of
+   different layouts nearly every column is scored by some row, and the head would run on them all.
 2. **Padding-free rows.** The rows' real tokens are packed first-fit-decreasing into as few rows of the
    batch's length as they fit in, each document with positions restarting at 0, and the forward runs
    without a 2-D attention mask and without a cache, so transformers builds a block-diagonal causal mask
@@ -197,6 +199,40 @@ def packing_isolates_documents(model: torch.nn.Module) -> bool:
                        "scoring padded rows")
 
 
+def logits_at(model: torch.nn.Module, kwargs: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The logits of ``model(**kwargs)`` at positions (rows[m], cols[m]) → (M, V), the vocabulary head run on
+    those M hidden states only.
+
+    A forward pre-hook on the output embedding swaps its (B, T, H) input for the (1, M, H) selected states, so
+    whatever the model does after the head (a logit scale, soft-capping) still applies. A model whose head is
+    not called once on (B, T, H) states (no output embedding, a custom forward) gets the full logits, then the
+    selection: slower, the same values."""
+    head = base_model(model).get_output_embeddings() if hasattr(base_model(model), "get_output_embeddings") else None
+    batch, length = kwargs["input_ids"].shape
+    calls: list[bool] = []
+
+    def select(_module, args):
+        hidden = args[0]
+        fits = not calls and hidden.dim() == 3 and tuple(hidden.shape[:2]) == (batch, length)
+        calls.append(fits)
+        return (hidden[rows, cols].unsqueeze(0), *args[1:]) if fits else None
+
+    if isinstance(head, torch.nn.Module):
+        handle = head.register_forward_pre_hook(select)
+        try:
+            logits = model(**kwargs).logits
+        finally:
+            handle.remove()
+        if calls == [True] and logits.shape[:2] == (1, rows.numel()):
+            return logits[0]
+        if not any(calls) and logits.shape[:2] == (batch, length):  # the head saw its usual input: select after
+            return logits[rows, cols]
+    keep = torch.unique(cols)  # sorted
+    if accepts_logits_to_keep(model):
+        return model(**kwargs, logits_to_keep=keep).logits[rows, torch.searchsorted(keep, cols)]
+    return model(**kwargs).logits[rows, cols]
+
+
 def prompt_lengths(score: torch.Tensor, real: torch.Tensor) -> list[int]:
     """Real tokens before each row's first scored token (B,): the part of the row a continuation follows."""
     lengths = real.sum(-1)
@@ -267,11 +303,7 @@ def scored_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     else:
         at_row, predicting = rows, cols - 1
         kwargs = dict(input_ids=input_ids, use_cache=False, **padded_forward_inputs(attention_mask))
-    keep = torch.unique(predicting)  # sorted
-    if accepts_logits_to_keep(model):
-        picked = model(**kwargs, logits_to_keep=keep).logits[at_row, torch.searchsorted(keep, predicting)]  # (M, V)
-    else:
-        picked = model(**kwargs).logits[at_row, predicting]  # (M, V)
+    picked = logits_at(model, kwargs, at_row, predicting)  # (M, V)
     # (the model's logits are freed here: only the scored rows of them are kept, once, in fp32)
     picked = picked if picked.dtype == torch.float64 else picked.float()  # fp32 (fp64 stays)
     if temperature != 1.0:
