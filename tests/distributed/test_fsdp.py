@@ -73,6 +73,15 @@ def launch_fsdp(tmp: Path, steps: list, timeout: int = 300) -> subprocess.Comple
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def failure_report(result: subprocess.CompletedProcess) -> str:
+    """What a failed launch said: the lines that name the first failure (a rank's own error or abort message comes
+    long before the launcher's tail), then both tails."""
+    marks = ("Error", "error:", "abort", "terminate", "malloc", "Signal", "Traceback")
+    first = [line for line in result.stderr.splitlines() if any(m in line for m in marks)][:40]
+    return "\n".join(["first failure lines:", *first, "stdout tail:", result.stdout[-2000:],
+                      "stderr tail:", result.stderr[-3000:]])
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Single-process references (batch 4) and one FSDP launch (2 processes × batch 2) of every run."""
@@ -90,7 +99,7 @@ def runs(tmp_path_factory):
              _args("dpo", two / "dpo", 2), _args("rm", two / "rm", 2),
              {"generate": str(two / "lockstep")}, *(_rl_args(name, two / name) for name in RL_RUNS)]
     result = launch_fsdp(tmp, steps)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+    assert result.returncode == 0, failure_report(result)
     yield {"one": one, "two": two, "stdout": result.stdout + result.stderr}
     shutil.rmtree(tmp, ignore_errors=True)
 
