@@ -141,7 +141,7 @@ def test_a_scored_token_after_padding_is_refused(model):
 @pytest.mark.parametrize("padding_free", [True, False])
 def test_the_head_runs_on_the_scored_positions_alone(model, padding_free):
     """Packed rows of different layouts score nearly every column between them; the head still sees one hidden
-    state per scored token (8 here), not every position of those columns."""
+    state per scored token (9 here), not every position of those columns."""
     ids, mask, score = _batch()
     seen = []
     handle = model.lm_head.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))

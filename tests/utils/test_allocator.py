@@ -65,5 +65,6 @@ def test_freed_blocks_stay_in_the_heap_instead_of_being_unmapped():
 def test_the_switch_is_checked():
     assert keep_freed_memory({ENV: "system"}) is False
     assert keep_freed_memory({"WORLD_SIZE": "2"}) is False  # multi-process runs keep glibc's defaults
+    assert keep_freed_memory({"PMI_SIZE": "4"}) is False  # (an MPI launch too)
     with pytest.raises(ValueError, match=f"{ENV}='sometimes'"):
         keep_freed_memory({ENV: "sometimes"})

@@ -207,7 +207,8 @@ def logits_at(model: torch.nn.Module, kwargs: dict, rows: torch.Tensor, cols: to
     whatever the model does after the head (a logit scale, soft-capping) still applies. A model whose head is
     not called once on (B, T, H) states (no output embedding, a custom forward) gets the full logits, then the
     selection: slower, the same values."""
-    head = base_model(model).get_output_embeddings() if hasattr(base_model(model), "get_output_embeddings") else None
+    base = base_model(model)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     batch, length = kwargs["input_ids"].shape
     calls: list[bool] = []
 

@@ -16,7 +16,7 @@ elsewhere: off Linux, with another C library or allocator (a ``jemalloc`` / ``tc
 behaviour), and on a GPU, where host memory is not the hot path and a model loaded on the host before moving to
 the device should be given back. ``TETHER_CPU_ALLOCATOR=system`` turns it off.
 
-Multi-process runs (``WORLD_SIZE`` > 1: torchrun, accelerate launch) keep glibc's defaults for now: one CI run
+Multi-process runs (torchrun, accelerate launch, MPI: ``launched_world_size`` > 1) keep glibc's defaults for now: one CI run
 saw a rank of the 2-process FSDP tests abort (SIGABRT) with the setting on, which five reruns did not
 reproduce; until that is understood the setting is limited to single-process runs.
 """
@@ -27,6 +27,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from collections.abc import Mapping
 
 ENV = "TETHER_CPU_ALLOCATOR"  # "keep" (default) or "system"
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
@@ -44,23 +45,24 @@ def _glibc() -> ctypes.CDLL | None:
         return None
     try:
         libc = ctypes.CDLL(name)
-        version = libc.gnu_get_libc_version  # only glibc has it (musl does not)
-    except (OSError, AttributeError):
+    except OSError:
         return None
-    version.restype = ctypes.c_char_p
-    return libc if hasattr(libc, "mallopt") else None
+    # gnu_get_libc_version: only glibc has it (musl does not)
+    return libc if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt") else None
 
 
-def keep_freed_memory(env: dict[str, str] | None = None) -> bool:
+def keep_freed_memory(env: Mapping[str, str] | None = None) -> bool:
     """Tell glibc to keep freed memory for reuse (see the module docstring); True when it is in effect.
 
     Idempotent: the options are set once per process."""
+    from tether.utils.distributed import launched_world_size
+
     global _applied
     env = os.environ if env is None else env
     choice = env.get(ENV, "keep").strip().lower()
     if choice not in ("keep", "system"):
         raise ValueError(f"{ENV}={env[ENV]!r}: expected 'keep' or 'system'")
-    if choice == "system" or int(env.get("WORLD_SIZE", "1") or 1) > 1:
+    if choice == "system" or launched_world_size(env) > 1:
         return False
     if _applied is None:
         libc = _glibc()

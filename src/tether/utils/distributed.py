@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,10 +101,12 @@ def fsdp_settings(env=None) -> FSDPSettings | None:
     return FSDPSettings(reshard_after_forward, policy == "TRANSFORMER_BASED_WRAP", classes)
 
 
-def launched_world_size() -> int:
-    """The number of processes a launcher (torchrun, accelerate launch, MPI) started, from its environment."""
+def launched_world_size(env: Mapping[str, str] | None = None) -> int:
+    """The number of processes a launcher (torchrun, accelerate launch, MPI) started, from its environment
+    (``os.environ`` unless given)."""
+    env = os.environ if env is None else env
     for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
-        value = os.environ.get(name)
+        value = env.get(name)
         if value and value.isdigit():
             return int(value)
     return 1
