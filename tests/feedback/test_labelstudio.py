@@ -39,5 +39,5 @@ def test_label_studio_problems_name_the_task():
     with pytest.raises(DataError) as info:
         from_labelstudio(tasks, "ls.json")
     assert info.value.problems == [
-        "ls.json task 1, field 'annotations': expected one choice of A, B or Tie, got ['C']",
+        "ls.json task 1, field 'annotations': expected one choice of A, B, Tie or Both bad, got ['C']",
         "ls.json task 2, field 'data': needs prompt, response_a and response_b text"]

@@ -146,6 +146,7 @@ def test_ranked_page_has_rank_controls_and_a_nonce_csp(tmp_path):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
+    from tests.feedback.app_helpers import login
     from tether.feedback.server import create_app
 
     db = tmp_path / "r.sqlite"
@@ -154,7 +155,7 @@ def test_ranked_page_has_rank_controls_and_a_nonce_csp(tmp_path):
     store.set_annotator("dan", "tok-dan")
     store.close()
     client = TestClient(create_app(str(db), admin_token="adm"))
-    client.post("/login", data={"token": "tok-dan"})
+    login(client, "tok-dan")
     page = client.get("/")
     assert "id='submit-ranking'" in page.text and "data-k='4'" in page.text and "id='choice-0'" not in page.text
     policy = page.headers["content-security-policy"]

@@ -1,9 +1,6 @@
 """The labeling app: auth, CSRF, escaping, labels committed, a real browser, and a concurrent load."""
 
 import json
-import re
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,11 +9,10 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from tests.feedback.app_helpers import XSS, browser_login, hidden_fields, login, next_page, serve  # noqa: E402
 from tests.helpers import chromium_driver, have_chromium  # noqa: E402
 from tether.feedback.server import create_app  # noqa: E402
 from tether.feedback.store import Item, LabelStore  # noqa: E402
-
-XSS = "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
 
 
 def _store(tmp_path, n_items=3):
@@ -29,22 +25,18 @@ def _store(tmp_path, n_items=3):
     return db
 
 
-def _login(client, token):
-    return client.post("/login", data={"token": token}, follow_redirects=False)
-
-
 def test_auth_csrf_and_escaping(tmp_path):
     db = _store(tmp_path)
     client = TestClient(create_app(str(db), admin_token="admin-secret"))
     assert "Log in" in client.get("/").text
-    assert _login(client, "wrong").status_code == 401
+    assert login(client, "wrong").status_code == 401
     assert client.post("/api/labels", json={"item_id": "i0", "slot": "0"}).status_code == 401
     assert client.get("/admin").status_code == 403
     assert client.get("/admin?token=nope").status_code == 403
-    assert _login(client, "tok-alice").status_code == 303
+    assert login(client, "tok-alice").status_code == 303
     page = client.get("/").text
     assert "<script>document.title" not in page and "&lt;script&gt;" in page and "&lt;img src=x" in page
-    form = {m.group(1): m.group(2) for m in re.finditer(r"name='(\w+)' value='([^']*)'", page)}
+    form = hidden_fields(page)
     no_csrf = {**form, "slot": "0", "csrf": "forged"}
     assert client.post("/label", data=no_csrf, follow_redirects=False).status_code == 403
     ok = client.post("/label", data={**form, "slot": "1", "confidence": "1.0", "rationale": "clearer"},
@@ -52,13 +44,13 @@ def test_auth_csrf_and_escaping(tmp_path):
     assert ok.status_code == 303
     store = LabelStore(db)
     (label,) = store.labels()
-    order = json.loads(form["shown_order"].replace("&quot;", '"'))
+    order = json.loads(form["shown_order"])
     assert label.annotator == "alice" and label.choice == order[1] and label.confidence == 1.0
     assert label.rationale == "clearer" and label.seconds is not None and label.seconds >= 0
     # only the token's hash is stored
     assert "tok-alice" not in json.dumps(store.db.execute("SELECT * FROM annotators").fetchall())
     store.close()
-    assert "alice" in client.get("/admin?token=admin-secret").text
+    assert "alice" in client.get("/admin", headers={"Authorization": "Bearer admin-secret"}).text
 
 
 def test_api_labels_and_duplicates(tmp_path):
@@ -70,30 +62,15 @@ def test_api_labels_and_duplicates(tmp_path):
     assert client.post("/api/labels", json={"item_id": "i0", "slot": "1"}, headers=headers).status_code == 409
     assert client.post("/api/labels", json={"item_id": "nope", "slot": "0"}, headers=headers).status_code == 422
     assert client.post("/api/labels", json={"item_id": "i1", "slot": "7"}, headers=headers).status_code == 422
-    assert client.post("/api/labels", content=b"{not json", headers=headers).status_code == 422
+    assert client.post("/api/labels", content=b"{not json",
+                       headers={**headers, "Content-Type": "application/json"}).status_code == 422
     store = LabelStore(db)
     (label,) = store.labels()
     assert label.choice == 1  # slot 0 showed response index 1
     store.close()
     export = client.get("/admin/export", headers={"Authorization": "Bearer admin-secret"})
-    assert export.status_code == 200 and json.loads(export.text.splitlines()[0])["chosen"] == "Answer B0."
-
-
-def _serve(db, admin="admin-secret"):
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(str(db), admin, rate_limit=0), host="127.0.0.1", port=port,
-                                           log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
+    row = json.loads(export.text.splitlines()[0])
+    assert export.status_code == 200 and row["chosen"] == "Answer B0." and row["item_id"] == "i0"
 
 
 def test_twenty_concurrent_clients_store_exactly_1000_labels(tmp_path):
@@ -105,8 +82,7 @@ def test_twenty_concurrent_clients_store_exactly_1000_labels(tmp_path):
     for c in range(20):
         store.set_annotator(f"client{c}", f"tok{c}")
     store.close()
-    server, thread, url = _serve(db)
-    try:
+    with serve(db) as url:
         def client(c):
             with httpx.Client(base_url=url, headers={"Authorization": f"Bearer tok{c}"}, timeout=30) as http:
                 return [http.post("/api/labels", json={"item_id": f"i{k}", "slot": str(k % 2)}).status_code
@@ -114,9 +90,6 @@ def test_twenty_concurrent_clients_store_exactly_1000_labels(tmp_path):
 
         with ThreadPoolExecutor(20) as pool:
             codes = [code for result in pool.map(client, range(20)) for code in result]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     assert codes.count(201) == 1000
     check = LabelStore(db)
     rows = check.db.execute("SELECT COUNT(*), COUNT(DISTINCT annotator || '/' || item_id) FROM labels").fetchone()
@@ -127,33 +100,32 @@ def test_twenty_concurrent_clients_store_exactly_1000_labels(tmp_path):
 @pytest.mark.skipif(not have_chromium(), reason="Debian chromium + chromium-driver not installed (.ci/run installs them)")
 def test_two_annotators_label_in_a_real_browser(tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     db = _store(tmp_path, n_items=2)
-    server, thread, url = _serve(db)
-    driver = chromium_driver()
-    try:
-        for token, keys in (("tok-alice", ["1", "t"]), ("tok-bob", ["2", "click"])):
-            driver.delete_all_cookies()
-            driver.get(url + "/")
-            driver.find_element(By.ID, "token").send_keys(token)
-            driver.find_element(By.ID, "login").click()
-            for key in keys:
-                WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "prompt"))  # a comparison is shown
-                time.sleep(2.0)  # give any injected onerror handler time to fire (it must not)
-                assert driver.title != "pwned"
-                assert "<script>" in driver.find_element(By.ID, "resp-0").text + driver.find_element(By.ID, "resp-1").text
-                if key == "click":
-                    driver.find_element(By.ID, "choice-0").click()
-                else:
-                    driver.find_element(By.TAG_NAME, "body").send_keys(key)
-                WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "progress"))
-            WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "done"))
-            assert "All done" in driver.find_element(By.ID, "done").text
-    finally:
-        driver.quit()
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(db) as url:
+        driver = chromium_driver()
+        try:  # keys pick an answer and Enter confirms it (a stray key alone submits nothing)
+            for token, keys in (("tok-alice", ["1", "t"]), ("tok-bob", ["b", "click"])):
+                driver.delete_all_cookies()
+                browser_login(driver, url, token)
+                for key in keys:
+                    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "prompt"))  # an item is shown
+                    time.sleep(2.0)  # give any injected onerror handler time to fire (it must not)
+                    assert driver.title != "pwned"
+                    texts = driver.find_element(By.ID, "resp-0").text + driver.find_element(By.ID, "resp-1").text
+                    assert "<script>" in texts
+                    if key == "click":
+                        next_page(driver, driver.find_element(By.ID, "choice-0").click)
+                    else:
+                        driver.find_element(By.TAG_NAME, "body").send_keys(key)
+                        assert driver.find_element(By.ID, "confirm").is_displayed()
+                        next_page(driver, lambda: driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ENTER))
+                WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "done"))
+                assert "All done" in driver.find_element(By.ID, "done").text
+        finally:
+            driver.quit()
     store = LabelStore(db)
     labels = store.labels()
     store.close()
@@ -173,42 +145,38 @@ def test_rank_three_responses_with_clicks_and_keys_in_a_real_browser(tmp_path):
     store.set_annotator("alice", "tok-alice")
     store.set_annotator("bob", "tok-bob")
     store.close()
-    server, thread, url = _serve(db)
-    driver = chromium_driver()
-    try:
-        for token in ("tok-alice", "tok-bob"):
-            driver.delete_all_cookies()
-            driver.get(url + "/")
-            driver.find_element(By.ID, "token").send_keys(token)
-            driver.find_element(By.ID, "login").click()
-            WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "submit-ranking"))
-            submit = driver.find_element(By.ID, "submit-ranking")
-            assert not submit.is_enabled()
-            if token == "tok-alice":  # mouse: a wrong first click, undo, then the shown positions 2 and 0
-                driver.find_element(By.ID, "resp-1").click()
-                assert driver.find_element(By.ID, "rank-1").text == "#1"
-                driver.find_element(By.ID, "undo").click()
-                assert driver.find_element(By.ID, "rank-1").text == ""
-                driver.find_element(By.ID, "resp-2").click()
-                driver.find_element(By.ID, "resp-0").click()  # the last one is placed automatically
-                assert [driver.find_element(By.ID, f"rank-{s}").text for s in range(3)] == ["#2", "#3", "#1"]
-                submit.click()
-            else:  # keyboard: 3 then 1 (the last is placed automatically), u undoes the 1, 1 again, then Enter
-                body = driver.find_element(By.TAG_NAME, "body")
-                body.send_keys("3")
-                body.send_keys("1")
-                assert submit.is_enabled()
-                body.send_keys("u")
-                assert [driver.find_element(By.ID, f"rank-{s}").text for s in range(3)] == ["", "", "#1"]
+    with serve(db) as url:
+        driver = chromium_driver()
+        try:
+            for token in ("tok-alice", "tok-bob"):
+                driver.delete_all_cookies()
+                browser_login(driver, url, token)
+                WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "submit-ranking"))
+                submit = driver.find_element(By.ID, "submit-ranking")
                 assert not submit.is_enabled()
-                body.send_keys("1")
-                body.send_keys(Keys.ENTER)
-            WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "done"))
-            assert driver.title != "pwned"
-    finally:
-        driver.quit()
-        server.should_exit = True
-        thread.join(timeout=10)
+                if token == "tok-alice":  # mouse: a wrong first click, take it back, then shown positions 2 and 0
+                    driver.find_element(By.ID, "resp-1").click()
+                    assert driver.find_element(By.ID, "rank-1").text == "#1"
+                    driver.find_element(By.ID, "unpick").click()
+                    assert driver.find_element(By.ID, "rank-1").text == ""
+                    driver.find_element(By.ID, "resp-2").click()
+                    driver.find_element(By.ID, "resp-0").click()  # the last one is placed automatically
+                    assert [driver.find_element(By.ID, f"rank-{s}").text for s in range(3)] == ["#2", "#3", "#1"]
+                    submit.click()
+                else:  # keyboard: c then 1 (the last is placed automatically), Backspace takes back the 1, a, Enter
+                    body = driver.find_element(By.TAG_NAME, "body")
+                    body.send_keys("c")
+                    body.send_keys("1")
+                    assert submit.is_enabled()
+                    body.send_keys(Keys.BACKSPACE)
+                    assert [driver.find_element(By.ID, f"rank-{s}").text for s in range(3)] == ["", "", "#1"]
+                    assert not submit.is_enabled()
+                    body.send_keys("a")
+                    body.send_keys(Keys.ENTER)
+                WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.ID, "done"))
+                assert driver.title != "pwned"
+        finally:
+            driver.quit()
     store = LabelStore(db)
     labels = store.labels()
     store.close()

@@ -3,113 +3,54 @@
 FastAPI over :class:`tether.feedback.store.LabelStore` (SQLite, WAL, ``synchronous=FULL``):
 a label is committed before the browser is answered. Security:
 
-- annotators log in with a personal token (only its sha256 is stored); the session is an
-  HttpOnly, SameSite=Strict cookie; API clients send ``Authorization: Bearer <token>``;
-- every form post carries a CSRF token derived from the session (checked server-side);
-- the admin page and the export need the admin token;
-- model text is always HTML-escaped, and a Content-Security-Policy lets only the page's own
-  script (by nonce) run, so injected markup could not execute even if escaping failed;
+- annotators log in with a personal token (only its sha256 is stored) and get a session: an
+  HttpOnly, SameSite=Strict cookie naming a server-side session (stored as a sha256, ended by
+  ``/logout``); failed logins are rate-limited per client address;
+- every form post carries the session's CSRF token (checked server-side);
+- the JSON API (``/api/labels``, ``/api/undo``) takes only ``Authorization: Bearer <token>``
+  (never the cookie) and only ``application/json``, so another page cannot post as the annotator;
+- the admin page and the export need the admin token: a Bearer header, or the admin login form
+  (never a query string); the admin token's sha256 is kept in the store, so a restart keeps it;
+- model text is always HTML-escaped; a Content-Security-Policy lets only the page's own script
+  (by nonce) run; every response says ``Cache-Control: no-store``, ``Referrer-Policy: no-referrer``,
+  ``X-Frame-Options: DENY`` and ``X-Content-Type-Options: nosniff``;
+- every malformed request gets a 4xx with a message naming the problem;
 - the server binds to 127.0.0.1 unless told otherwise (``tether label serve host=...``).
 
-Pages: ``/`` (login or the next comparison: pick the better of two responses, or rank K > 2
-responses by clicking them in order), ``/label`` (form post), ``/api/labels`` (JSON post),
-``/admin`` (per-annotator throughput, agreement and gold accuracy), ``/admin/export``.
+Pages: ``/`` (login, or the next item: pick the better of two responses, or rank K > 2 by
+clicking them in order), ``/guidelines`` (shown at first login and beside every item),
+``/label`` (form post), ``/undo``, ``/logout``, ``/api/labels`` and ``/api/undo`` (JSON),
+``/admin`` (progress, time per item, agreement, gold accuracy) and ``/admin/export``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import html
 import json
 import random
 import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass
 
-from fastapi import FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 
-from tether.feedback.store import LabelStore, StoredLabel
+from tether.feedback import pages
+from tether.feedback.store import Item, LabelStore, Session
+from tether.feedback.submission import USAGE, BadSubmission, Submission, from_form, from_json, to_label
 
 COOKIE = "tether_session"
-
-STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-.prompt{background:#f4f4f8;padding:1em;border-radius:8px;white-space:pre-wrap}
-.pair{display:flex;gap:1em;margin:1em 0}.resp{flex:1;border:2px solid #ccc;border-radius:8px;padding:1em;
-white-space:pre-wrap}.resp h3{margin-top:0}button{font-size:1em;padding:.5em 1em;margin:.2em;cursor:pointer}
-.progress{color:#666}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-.ranking .resp{cursor:pointer}.resp.picked{border-color:#2a7;background:#f3fbf6}
-.rank{color:#2a7;font-weight:bold;margin-left:.5em}
-"""
-
-KEYS_SCRIPT = """
-(function () {
-  var form = document.getElementById('label-form');
-  var k = parseInt(form.dataset.k, 10), rankMode = form.dataset.mode === 'rank', ranked = [];
-  function render() {
-    for (var s = 0; s < k; s++) {
-      var place = ranked.indexOf(s);
-      document.getElementById('rank-' + s).textContent = place < 0 ? '' : '#' + (place + 1);
-      document.getElementById('resp-' + s).classList.toggle('picked', place >= 0);
-    }
-    document.getElementById('ranking').value = JSON.stringify(ranked);
-    document.getElementById('submit-ranking').disabled = ranked.length !== k;
-  }
-  function pick(s) {
-    if (s >= k || ranked.indexOf(s) >= 0) return;
-    ranked.push(s);
-    if (ranked.length === k - 1) { for (var r = 0; r < k; r++) { if (ranked.indexOf(r) < 0) ranked.push(r); } }
-    render();
-  }
-  function undo() { if (ranked.length === k) ranked.pop(); ranked.pop(); render(); }
-  if (rankMode) {
-    for (var s = 0; s < k; s++) {
-      (function (slot) { document.getElementById('resp-' + slot).addEventListener('click', function () { pick(slot); }); })(s);
-    }
-    document.getElementById('undo').addEventListener('click', undo);
-    render();
-  }
-  document.addEventListener('keydown', function (e) {
-    if (e.target.tagName === 'TEXTAREA' || e.target.tagName === 'INPUT' || e.target.tagName === 'SELECT') {
-      if (e.key === 'Enter') e.preventDefault();  // never submit a choice by accident
-      return;
-    }
-    var key = e.key.toLowerCase(), digit = parseInt(key, 10);
-    if (key === 't') { document.getElementById('tie').click(); return; }
-    if (key === 's') { document.getElementById('skip').click(); return; }
-    if (rankMode) {
-      if (digit >= 1 && digit <= 9) pick(digit - 1);
-      else if (key === 'u' || key === 'backspace') undo();
-      else if (key === 'enter' && ranked.length === k) document.getElementById('submit-ranking').click();
-      return;
-    }
-    var id = {'1': 'choice-0', 'a': 'choice-0', '2': 'choice-1', 'b': 'choice-1'}[key];
-    if (id) document.getElementById(id).click();
-  });
-})();
-"""
-
-
-def _slot_name(slot: int) -> str:
-    return "AB"[slot] if slot < 2 else str(slot + 1)
-
-
-def _page(title: str, body: str, nonce: str = "", status: int = 200) -> HTMLResponse:
-    """A page with a strict Content-Security-Policy: only our own script (by nonce) may run."""
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{body}</body></html>")
-    script = f"'nonce-{nonce}'" if nonce else "'none'"
-    policy = (f"default-src 'none'; style-src 'unsafe-inline'; script-src {script}; form-action 'self'; "
-              "base-uri 'none'; frame-ancestors 'none'")
-    return HTMLResponse(page, status_code=status, headers={"Content-Security-Policy": policy,
-                                                           "X-Content-Type-Options": "nosniff"})
-
-
-def csrf_token(session_token: str, secret: bytes) -> str:
-    return hmac.new(secret, session_token.encode(), hashlib.sha256).hexdigest()
+MAX_BODY = 64 * 1024
+UNDO_SECONDS = 120
+SECURITY_HEADERS = {"cache-control": "no-store", "referrer-policy": "no-referrer", "x-frame-options": "DENY",
+                    "x-content-type-options": "nosniff", "content-security-policy": "default-src 'none'; "
+                    "frame-ancestors 'none'"}
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 class RateLimiter:
@@ -120,221 +61,442 @@ class RateLimiter:
         self.hits: dict[str, deque] = defaultdict(deque)
         self.lock = threading.Lock()
 
+    def _recent(self, key: str, now: float) -> deque:
+        hits = self.hits[key]
+        while hits and now - hits[0] > self.window:
+            hits.popleft()
+        return hits
+
     def allow(self, key: str) -> bool:
+        """Count one request; False when the key is over its limit."""
         if self.limit <= 0:
             return True
         now = time.monotonic()
         with self.lock:
-            hits = self.hits[key]
-            while hits and now - hits[0] > self.window:
-                hits.popleft()
+            hits = self._recent(key, now)
             if len(hits) >= self.limit:
                 return False
             hits.append(now)
             return True
 
+    def blocked(self, key: str) -> bool:
+        """Whether the key is over its limit, without counting a request (count failures with :meth:`allow`)."""
+        if self.limit <= 0:
+            return False
+        with self.lock:
+            return len(self._recent(key, time.monotonic())) >= self.limit
 
-def create_app(db_path: str, admin_token: str, rate_limit: int = 600):
-    """The FastAPI app; ``admin_token`` guards /admin; annotators are the store's ``annotators`` rows."""
-    store = LabelStore(db_path)
-    secret = secrets.token_bytes(32)
-    limiter = RateLimiter(rate_limit)
-    store_lock = threading.Lock()
-    app = FastAPI(title="tether labeling", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def who(request: Request) -> tuple[str, str, str] | None:
-        """(name, role, token) of the caller, from the session cookie or a Bearer header."""
+class SecurityHeaders:
+    """ASGI middleware: the headers of :data:`SECURITY_HEADERS` on every response (a route's own CSP wins)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme is case-insensitive), or None."""
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token and " " not in token else None
+
+
+def declared_length(request: Request) -> int:
+    """The Content-Length the client declared (a malformed one counts as too large)."""
+    try:
+        return int(request.headers.get("content-length") or 0)
+    except ValueError:
+        return MAX_BODY + 1
+
+
+def guidelines_version(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def guidelines_from_principles(principles) -> str:
+    """Guidelines (markdown) from a constitution: its principles, and what each button means."""
+    listed = "\n".join(f"- {p}" for p in principles)
+    return f"""Read the prompt, then each response in full (**Show all** opens a long one).
+
+**Pick the response a careful user would find more helpful.** Judge by these principles, in order:
+
+{listed}
+
+**When you cannot pick one:**
+
+- **Tie** (`t`): both are about equally good.
+- **Both bad** (`x`): no response is acceptable (wrong, harmful, off-topic or empty).
+  It is recorded as such and kept out of the training data.
+- **Skip** (`s`): you cannot judge this item (e.g. it needs expertise you lack). It comes back at the end of your queue.
+
+Keys pick an answer; **Enter** confirms it, **Esc** cancels. **Undo** (`u`) takes back your last answer for
+{UNDO_SECONDS // 60} minutes after you give it. Confidence and a short reason are optional but help.
+"""
+
+
+def default_guidelines() -> str:
+    """The guidelines when a campaign gives none: the AI judge's built-in constitution."""
+    from tether.feedback.judge import DEFAULT_CONSTITUTION
+
+    return guidelines_from_principles(DEFAULT_CONSTITUTION)
+
+
+@dataclass
+class Outcome:
+    """What storing one submission did: HTTP status for the API, toast key for the page, message."""
+
+    status: int
+    toast: str
+    message: str
+
+
+class Labeling:
+    """One labeling app's state: the store (one connection behind one lock), the limits, the guidelines.
+
+    Route handlers stay thin: they read the request, ask this object, and pick the response.
+    """
+
+    def __init__(self, db_path: str, admin_token: str | None, rate_limit: int, guidelines: str, login_limit: int,
+                 undo_seconds: int):
+        self.store = LabelStore(db_path)
+        if admin_token:
+            self.store.set_admin_token(admin_token)
+        guidelines = guidelines.strip() or default_guidelines()
+        self.version = guidelines_version(guidelines)
+        self.guidelines_html = pages.render_markdown(guidelines)
+        self.limiter, self.login_limiter = RateLimiter(rate_limit), RateLimiter(login_limit)
+        self.undo_seconds = undo_seconds
+        self.lock = threading.Lock()
+
+    def locked(self, fn, *args):
+        with self.lock:
+            return fn(*args)
+
+    # who is asking
+
+    def session_of(self, request: Request) -> tuple[Session, str] | None:
+        """(session, cookie value) of a logged-in browser, or None."""
         token = request.cookies.get(COOKIE, "")
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            token = auth[7:].strip()
-        if not token:
-            return None
-        with store_lock:
-            found = store.annotator_for_token(token)
-        return (found[0], found[1], token) if found else None
+        found = self.locked(self.store.session, token) if token else None
+        return (found, token) if found else None
 
-    def login_page(message: str = "", status: int = 200) -> HTMLResponse:
-        note = f"<p style='color:#b00'>{html.escape(message)}</p>" if message else ""
-        body = ("<h1>tether labeling</h1>" + note +
-                "<form method='post' action='/login'><label>Your token <input name='token' id='token' "
-                "type='password' autofocus></label> <button type='submit' id='login'>Log in</button></form>")
-        return _page("Log in", body, status=status)
+    def annotator_session(self, request: Request) -> Session | None:
+        found = self.session_of(request)
+        return found[0] if found and found[0].role == "annotator" else None
 
-    @app.get("/", response_class=HTMLResponse)
-    def index(request: Request):
-        caller = who(request)
-        if caller is None:
-            return login_page()
-        name, _, token = caller
-        with store_lock:
-            item = store.next_item(name)
-            done, total = store.progress(name)
-        header = (f"<p class='progress' id='progress'>Logged in as <b>{html.escape(name)}</b> — "
-                  f"{done} of {total} labelled</p>")
+    def api_caller(self, request: Request) -> str | None:
+        """The annotator named by the Bearer header (the API never takes the cookie), or None."""
+        token = bearer_token(request)
+        found = self.locked(self.store.annotator_for_token, token) if token else None
+        return found[0] if found else None
+
+    def is_admin(self, request: Request) -> bool:
+        token = bearer_token(request)
+        if token is not None:
+            return self.locked(self.store.is_admin_token, token)
+        found = self.session_of(request)
+        return found is not None and found[0].role == "admin"
+
+    def has_read_guidelines(self, name: str) -> bool:
+        return self.locked(self.store.guidelines_seen, name) == self.version
+
+    def start_session(self, request: Request, response: Response, name: str, role: str) -> None:
+        token = self.locked(self.store.start_session, name, role)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/",
+                            secure=request.url.scheme == "https")
+
+    # labels
+
+    def store_submission(self, name: str, submission: Submission) -> Outcome:
+        """Check a submission against its item and commit it (fsync'd before the caller answers)."""
+        item = self.locked(self.store.item, submission.item_id)
         if item is None:
-            return _page("Done", header + "<h2 id='done'>All done — thank you!</h2>")
-        order = list(range(len(item.responses)))
-        random.Random(f"{name}:{item.item_id}").shuffle(order)
-        rank_mode = len(order) > 2
-        cards = "".join(
-            f"<div class='resp' id='resp-{slot}'><h3>Response {_slot_name(slot)} <span class='rank' id='rank-{slot}'>"
-            f"</span></h3><div class='text'>{html.escape(item.responses[index])}</div></div>"
-            for slot, index in enumerate(order))
-        if rank_mode:
-            question = ("Rank the responses, best first: click them (or press 1–"
-                        f"{len(order)}) in order; u undoes, Enter submits.")
-            buttons = ("<input type='hidden' name='ranking' id='ranking' value='[]'>"
-                       "<button type='submit' name='slot' value='rank' id='submit-ranking' disabled>"
-                       "Submit ranking (Enter)</button><button type='button' id='undo'>Undo (u)</button>")
-        else:
-            question = "Which response is better?"
-            buttons = "".join(f"<button type='submit' name='slot' value='{slot}' id='choice-{slot}'>"
-                              f"{_slot_name(slot)} is better ({slot + 1})</button>" for slot in range(len(order)))
+            return Outcome(422, "", "unknown item")
+        if item.problem():
+            return Outcome(422, "", f"this item cannot be labelled: {item.problem()}")
+        try:
+            label = to_label(submission, item, name)
+        except BadSubmission as exc:
+            return Outcome(422, "", str(exc))
+        if not self.locked(self.store.add_label, label):
+            return Outcome(409, "already", "already labelled")
+        return Outcome(201, "skipped" if label.skipped else "saved", "stored")
+
+    def undo(self, name: str) -> str | None:
+        return self.locked(self.store.undo_last, name, self.undo_seconds)
+
+    # pages
+
+    def header(self, s: Session) -> pages.Header:
+        with self.lock:
+            progress, last = self.store.progress(s.name), self.store.last_label(s.name)
+        can_undo = last is not None and time.time() - last.created <= self.undo_seconds
+        return pages.Header(s.name, s.csrf, progress, can_undo)
+
+    def queue_page(self, s: Session, done: str) -> Response:
+        item = self.locked(self.store.next_item, s.name)
         nonce = secrets.token_urlsafe(16)
-        body = (header + f"<h2>{question}</h2>"
-                f"<div class='prompt' id='prompt'>{html.escape(item.prompt)}</div>"
-                f"<div class='pair{' ranking' if rank_mode else ''}'>{cards}</div>"
-                f"<form method='post' action='/label' id='label-form' data-k='{len(order)}' "
-                f"data-mode='{'rank' if rank_mode else 'pick'}'>"
-                f"<input type='hidden' name='item_id' value='{html.escape(item.item_id)}'>"
-                f"<input type='hidden' name='shown_order' value='{html.escape(json.dumps(order))}'>"
-                f"<input type='hidden' name='started' value='{time.time():.3f}'>"
-                f"<input type='hidden' name='csrf' value='{csrf_token(token, secret)}'>"
-                "<p><label>Confidence <select name='confidence'><option value=''>–</option>"
-                "<option value='0.5'>unsure</option><option value='0.75'>fairly sure</option>"
-                "<option value='1.0'>sure</option></select></label> "
-                "<label>Why (optional) <input name='rationale' maxlength='500' size='50'></label></p>"
-                f"{buttons}<button type='submit' name='slot' value='tie' id='tie'>Tie (t)</button>"
-                "<button type='submit' name='slot' value='skip' id='skip'>Skip (s)</button></form>"
-                f"<script nonce='{nonce}'>{KEYS_SCRIPT}</script>")
-        return _page("Label", body, nonce)
+        if item is None:
+            return pages.done_page(self.header(s), self.guidelines_html, done, nonce)
+        return pages.item_page(self.header(s), item, shown_order(s.name, item), self.guidelines_html, done, nonce)
+
+    def admin_page(self, request: Request) -> Response:
+        from tether.feedback.stats import DEFAULT_AGGREGATION, label_stats
+
+        with self.lock:
+            items, labels = self.store.items(), self.store.labels()
+            unservable = self.store.unservable_items()
+            names = {lab.annotator for lab in labels} | set(self.store.annotator_names())
+            progress = {name: self.store.progress(name) for name in names}
+            total = self.store.servable_count()
+        found = self.session_of(request)
+        csrf = found[0].csrf if found and found[0].role == "admin" else None
+        return pages.admin_page(label_stats(items, labels), progress, total, unservable, csrf, DEFAULT_AGGREGATION)
+
+
+def shown_order(name: str, item: Item) -> list[int]:
+    """The order an annotator sees an item's responses in (a stable per-annotator shuffle)."""
+    order = list(range(len(item.responses)))
+    random.Random(f"{name}:{item.item_id}").shuffle(order)
+    return order
+
+
+def client_key(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def read_form(request: Request) -> dict[str, str] | None:
+    """The posted form's text fields; None when the body is not a small form."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() not in FORM_TYPES:
+        return None
+    if declared_length(request) > MAX_BODY:
+        return None
+    form = await request.form(max_files=0, max_fields=20)
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+async def read_json(request: Request):
+    """The JSON body, or a JSONResponse saying what is wrong with it."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        return JSONResponse({"error": "send Content-Type: application/json"}, status_code=415)
+    if declared_length(request) > MAX_BODY:
+        return JSONResponse({"error": f"body larger than {MAX_BODY} bytes"}, status_code=413)
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        return JSONResponse({"error": f"body larger than {MAX_BODY} bytes"}, status_code=413)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return JSONResponse({"error": f"not valid JSON; {USAGE}"}, status_code=422)
+
+
+def csrf_ok(s: Session, fields: dict[str, str]) -> bool:
+    return hmac.compare_digest(fields.get("csrf", "").encode(), s.csrf.encode())
+
+
+def bad_csrf(title: str) -> Response:
+    return pages.message_page(title, "bad or missing CSRF token; reload the page", 403)
+
+
+def create_app(db_path: str, admin_token: str | None = None, rate_limit: int = 600, guidelines: str = "",
+               login_limit: int = 10, undo_seconds: int = UNDO_SECONDS):
+    """The FastAPI app over the label store at ``db_path``.
+
+    ``admin_token``: when given, it becomes the store's admin token (its sha256 is kept); otherwise
+    the admin token stored by an earlier run is used. ``guidelines``: markdown for annotators
+    (default: :func:`default_guidelines`). ``rate_limit``: labels per annotator per minute;
+    ``login_limit``: failed logins per client address per minute (0 = unlimited); ``undo_seconds``:
+    how long an annotator can take back their last answer.
+    """
+    lab = Labeling(db_path, admin_token, rate_limit, guidelines, login_limit, undo_seconds)
+    app = FastAPI(title="tether labeling", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(SecurityHeaders)
+    _session_routes(app, lab)
+    _labeling_routes(app, lab)
+    _api_routes(app, lab)
+    _admin_routes(app, lab)
+    app.state.store = lab.store
+    return app
+
+
+def _session_routes(app: FastAPI, lab: Labeling) -> None:
+    """Login (rate-limited), logout, and the guidelines every annotator reads first."""
 
     @app.post("/login")
-    def login(token: str = Form("")):
-        with store_lock:
-            found = store.annotator_for_token(token) if token else None
+    async def login(request: Request):
+        fields = await read_form(request) or {}
+        key = client_key(request)
+        if lab.login_limiter.blocked(key):
+            return pages.login_page("Too many failed logins; wait a minute and try again.", status=429)
+        token = fields.get("token", "")
+        found = lab.locked(lab.store.annotator_for_token, token) if token else None
         if found is None:
-            return login_page("Unknown token.", status=401)
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+            lab.login_limiter.allow(key)  # count the failure
+            return pages.login_page("Unknown token.", status=401)
+        response = RedirectResponse("/" if lab.has_read_guidelines(found[0]) else "/guidelines", status_code=303)
+        lab.start_session(request, response, found[0], "annotator")
         return response
 
-    def _store_label(name: str, item_id: str, slot: str, shown_order: list[int], confidence: float | None,
-                     rationale: str | None, seconds: float | None, ranking: list | None = None) -> tuple[bool, str]:
-        """Validate and commit one label; ``slot``/``ranking`` are positions in the order shown."""
-        with store_lock:
-            item = store.item(item_id)
-        if item is None:
-            return False, "unknown item"
-        if sorted(shown_order) != list(range(len(item.responses))):
-            return False, "shown_order is not a permutation of the item's responses"
-        tie, skipped, choice, ranked = slot == "tie", slot == "skip", None, None
-        if slot == "rank":
-            if not isinstance(ranking, list) or sorted(ranking) != list(range(len(shown_order))):
-                return False, f"ranking must list every shown position 0..{len(shown_order) - 1} once, best first"
-            ranked = [shown_order[position] for position in ranking]
-            choice = ranked[0]
-        elif not (tie or skipped):
-            if not slot.isdigit() or int(slot) >= len(shown_order):
-                return False, "slot must be a response position, 'rank', 'tie' or 'skip'"
-            choice = shown_order[int(slot)]
-        if confidence is not None and not 0.0 <= confidence <= 1.0:
-            return False, "confidence must be between 0 and 1"
-        label = StoredLabel(name, item_id, choice, tie=tie, skipped=skipped, confidence=confidence,
-                            rationale=(rationale or None) and str(rationale)[:500], shown_order=shown_order,
-                            seconds=seconds, ranking=ranked)
-        with store_lock:
-            stored = store.add_label(label)  # committed (fsync'd) before we answer
-        return stored, "" if stored else "already labelled"
+    @app.post("/logout")
+    async def logout(request: Request):
+        found = lab.session_of(request)
+        fields = await read_form(request) or {}
+        if found is not None:
+            if not csrf_ok(found[0], fields):
+                return bad_csrf("Not logged out")
+            lab.locked(lab.store.end_session, found[1])
+        response = RedirectResponse("/?done=logged_out", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    @app.get("/guidelines")
+    def guidelines_get(request: Request):
+        s = lab.annotator_session(request)
+        if s is None:
+            return RedirectResponse("/", status_code=303)
+        first_time = not lab.has_read_guidelines(s.name)
+        return pages.guidelines_page(lab.header(s), lab.guidelines_html, first_time, secrets.token_urlsafe(16))
+
+    @app.post("/guidelines")
+    async def guidelines_post(request: Request):
+        s = lab.annotator_session(request)
+        if s is None:
+            return pages.login_page("Log in first.", status=401)
+        if not csrf_ok(s, await read_form(request) or {}):
+            return bad_csrf("Not saved")
+        lab.locked(lab.store.mark_guidelines_seen, s.name, lab.version)
+        return RedirectResponse("/", status_code=303)
+
+
+def _labeling_routes(app: FastAPI, lab: Labeling) -> None:
+    """The page with the next item, its form post, and undo."""
+
+    @app.get("/")
+    def index(request: Request, done: str = ""):
+        found = lab.session_of(request)
+        if found is None:
+            return pages.login_page(done=done if done == "logged_out" else "")
+        s = found[0]
+        if s.role == "admin":
+            return RedirectResponse("/admin", status_code=303)
+        if not lab.has_read_guidelines(s.name):
+            return RedirectResponse("/guidelines", status_code=303)
+        return lab.queue_page(s, done)
 
     @app.post("/label")
-    def label_form(request: Request, item_id: str = Form(...), slot: str = Form(...), shown_order: str = Form(...),
-                   csrf: str = Form(""), confidence: str = Form(""), rationale: str = Form(""),
-                   started: str = Form(""), ranking: str = Form("")):
-        caller = who(request)
-        if caller is None:
-            return PlainTextResponse("log in first", status_code=401)
-        name, _, token = caller
-        if not hmac.compare_digest(csrf, csrf_token(token, secret)):
-            return PlainTextResponse("bad or missing CSRF token", status_code=403)
-        if not limiter.allow(name):
-            return PlainTextResponse("too many requests", status_code=429)
+    async def label_form(request: Request):
+        s = lab.annotator_session(request)
+        if s is None:
+            return pages.login_page("Log in first: your answer was not saved.", status=401)
+        fields = await read_form(request)
+        if fields is None:
+            return pages.message_page("Not saved", "expected a small form post from the labeling page", 415)
+        if not csrf_ok(s, fields):
+            return bad_csrf("Not saved")
+        if not lab.limiter.allow(s.name):
+            return pages.message_page("Not saved", "too many answers in a minute; slow down", 429)
         try:
-            order = json.loads(shown_order)
-            ranked = json.loads(ranking) if ranking else None
-            conf = float(confidence) if confidence else None
-            seconds = max(0.0, time.time() - float(started)) if started else None
-        except (ValueError, TypeError):
-            return PlainTextResponse("malformed form", status_code=422)
-        ok, problem = _store_label(name, item_id, slot, order if isinstance(order, list) else [], conf, rationale,
-                                   seconds, ranked)
-        if not ok and problem != "already labelled":
-            return PlainTextResponse(problem, status_code=422)
-        return RedirectResponse("/", status_code=303)
+            submission = from_form(fields)
+        except BadSubmission as exc:
+            return pages.message_page("Not saved", str(exc), 422)
+        outcome = await run_in_threadpool(lab.store_submission, s.name, submission)
+        if outcome.status >= 400 and outcome.status != 409:
+            return pages.message_page("Not saved", outcome.message, outcome.status)
+        return RedirectResponse(f"/?done={outcome.toast}", status_code=303)
+
+    @app.post("/undo")
+    async def undo_form(request: Request):
+        s = lab.annotator_session(request)
+        if s is None:
+            return pages.login_page("Log in first.", status=401)
+        if not csrf_ok(s, await read_form(request) or {}):
+            return bad_csrf("Not undone")
+        undone = await run_in_threadpool(lab.undo, s.name)
+        return RedirectResponse(f"/?done={'undone' if undone else 'too_late'}", status_code=303)
+
+
+def _api_routes(app: FastAPI, lab: Labeling) -> None:
+    """The JSON API for scripts: ``Authorization: Bearer <token>`` and ``application/json`` only."""
 
     @app.post("/api/labels")
     async def label_api(request: Request):
-        caller = who(request)
-        if caller is None:
-            return JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
-        name = caller[0]
-        if not limiter.allow(name):
+        name = await run_in_threadpool(lab.api_caller, request)
+        if name is None:
+            return JSONResponse({"error": "missing or invalid bearer token (Authorization: Bearer <token>)"},
+                                status_code=401)
+        body = await read_json(request)
+        if isinstance(body, Response):
+            return body
+        if not lab.limiter.allow(name):
             return JSONResponse({"error": "too many requests"}, status_code=429)
         try:
-            body = await request.json()
-            item_id, slot = str(body["item_id"]), str(body["slot"])
-            order = body.get("shown_order") or [0, 1]
-            confidence = float(body["confidence"]) if body.get("confidence") is not None else None
-            seconds = float(body["seconds"]) if body.get("seconds") is not None else None
-            ranking = body.get("ranking")
-            if not isinstance(order, list) or not all(isinstance(i, int) for i in order):
-                raise ValueError("shown_order")
-            if ranking is not None and not (isinstance(ranking, list) and all(isinstance(i, int) for i in ranking)):
-                raise ValueError("ranking")
-        except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError):
-            return JSONResponse({"error": "expected JSON {item_id, slot (position, 'rank', 'tie' or 'skip'), "
-                                          "shown_order?, ranking? (positions best first), confidence?, rationale?, "
-                                          "seconds?}"}, status_code=422)
-        ok, problem = _store_label(name, item_id, slot, order, confidence, body.get("rationale"), seconds, ranking)
-        if not ok:
-            return JSONResponse({"error": problem}, status_code=409 if problem == "already labelled" else 422)
-        return JSONResponse({"stored": True}, status_code=201)
+            submission = from_json(body)
+        except BadSubmission as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        outcome = await run_in_threadpool(lab.store_submission, name, submission)
+        if outcome.status >= 400:
+            return JSONResponse({"error": outcome.message}, status_code=outcome.status)
+        return JSONResponse({"stored": True, "skipped": outcome.toast == "skipped"}, status_code=201)
 
-    def _is_admin(request: Request) -> bool:
-        supplied = request.headers.get("authorization", "")[7:].strip() or request.query_params.get("token", "")
-        return bool(supplied) and hmac.compare_digest(supplied, admin_token)
+    @app.post("/api/undo")
+    async def undo_api(request: Request):
+        name = await run_in_threadpool(lab.api_caller, request)
+        if name is None:
+            return JSONResponse({"error": "missing or invalid bearer token"}, status_code=401)
+        undone = await run_in_threadpool(lab.undo, name)
+        if undone is None:
+            return JSONResponse({"error": f"nothing to undo in the last {lab.undo_seconds} s"}, status_code=409)
+        return JSONResponse({"undone": undone})
 
-    @app.get("/admin", response_class=HTMLResponse)
+
+def _admin_routes(app: FastAPI, lab: Labeling) -> None:
+    """The admin page (a login form or a Bearer header, never a query string) and the export it links to."""
+
+    @app.get("/admin")
     def admin(request: Request):
-        if not _is_admin(request):
-            return PlainTextResponse("admin token required", status_code=403)
-        from tether.feedback.stats import label_stats
+        if not lab.is_admin(request):
+            return pages.login_page("The admin page needs the admin token.", status=403, admin=True)
+        return lab.admin_page(request)
 
-        with store_lock:
-            report = label_stats(store.items(), store.labels())
-        fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-        rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{a['labels']}</td><td>{a['ties']}</td><td>{a['skips']}</td>"
-                       f"<td>{fmt(a['gold_accuracy'])}</td><td>{fmt(a['estimated_accuracy'])}</td>"
-                       f"<td>{fmt(a['mean_seconds'])}</td></tr>" for n, a in report["annotators"].items())
-        body = (f"<h1>Annotators</h1><p>{report['labels']} labels on {report['items']} items; pairwise agreement "
-                f"{fmt(report['pairwise_agreement'])}, Krippendorff's α {fmt(report['krippendorff_alpha'])}</p>"
-                "<table id='annotators'><tr><th>annotator</th><th>labels</th><th>ties</th><th>skips</th>"
-                f"<th>gold accuracy</th><th>estimated accuracy</th><th>mean seconds</th></tr>{rows}</table>"
-                "<p>Export: <code>/admin/export</code> (preferences.jsonl)</p>")
-        return _page("Admin", body)
+    @app.post("/admin/login")
+    async def admin_login(request: Request):
+        fields = await read_form(request) or {}
+        key = client_key(request)
+        if lab.login_limiter.blocked(key):
+            return pages.login_page("Too many failed logins; wait a minute and try again.", status=429, admin=True)
+        if not lab.locked(lab.store.is_admin_token, fields.get("token", "")):
+            lab.login_limiter.allow(key)
+            return pages.login_page("Wrong admin token.", status=401, admin=True)
+        response = RedirectResponse("/admin", status_code=303)
+        lab.start_session(request, response, "admin", "admin")
+        return response
 
     @app.get("/admin/export")
-    def export(request: Request):
-        if not _is_admin(request):
+    def export(request: Request, method: str = ""):
+        if not lab.is_admin(request):
             return PlainTextResponse("admin token required", status_code=403)
-        from tether.feedback.stats import preference_rows
+        from tether.feedback.stats import DEFAULT_AGGREGATION, preference_rows
 
-        with store_lock:
-            items, labels = store.items(), store.labels()
-        rows, _ = preference_rows(items, labels, "majority")
+        method = method or DEFAULT_AGGREGATION
+        if method not in ("dawid_skene", "majority"):
+            return PlainTextResponse("method must be dawid_skene or majority", status_code=422)
+        with lab.lock:
+            items, labels = lab.store.items(), lab.store.labels()
+        rows, _ = preference_rows(items, labels, method)
         lines = [json.dumps(row, ensure_ascii=False) for row in rows]
-        return PlainTextResponse("\n".join(lines) + ("\n" if lines else ""), media_type="application/x-ndjson")
-
-    app.state.store = store
-    return app
+        return PlainTextResponse("\n".join(lines) + ("\n" if lines else ""), media_type="application/x-ndjson",
+                                 headers={"Content-Disposition": "attachment; filename=preferences.jsonl"})

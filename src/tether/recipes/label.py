@@ -12,7 +12,6 @@ import json
 import os
 import random
 import sys
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,12 @@ from tether.config import (
     ModelConfig,
     SampleConfig,
 )
-from tether.data import DataError, load_records
+from tether.data import DataError
+from tether.data.io import read_text
+from tether.feedback.samples import Samples, load_samples, pair_items, ranking_items
 from tether.feedback.simulate import AnnotatorSpec, Comparison, default_panel, simulate_labels, simulate_rankings
-from tether.feedback.stats import label_stats, preference_rows
-from tether.feedback.store import Item, LabelStore, StoredLabel
+from tether.feedback.stats import json_safe, label_stats, preference_rows
+from tether.feedback.store import Added, Item, LabelStore, StoredLabel
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.recipes.common import atomic_write_text, limit, load_generation_prompts, seed_everything
 from tether.rollout.generation import GenerationConfig
@@ -71,35 +72,17 @@ def run_sample(cfg: SampleConfig) -> Path:
 
 
 def comparisons_from_samples(path: str, pairs_per_prompt: int, seed: int) -> list[Comparison]:
-    """Pairs of distinct responses from each samples.jsonl row (the order within a pair is randomised)."""
-    rng = random.Random(seed)
-    out = []
-    for number, row in enumerate(load_records(path), start=1):
-        responses = row.get("responses")
-        if not isinstance(responses, list) or len(responses) < 2 or "prompt" not in row:
-            raise DataError(f"{path} row {number}: expected 'prompt' and a 'responses' list of at least 2")
-        pairs = [(i, j) for i, j in combinations(range(len(responses)), 2) if responses[i] != responses[j]]
-        for n, (i, j) in enumerate(pairs[:pairs_per_prompt]):
-            a, b = (i, j) if rng.random() < 0.5 else (j, i)
-            out.append(Comparison(f"r{number}-{n}", row["prompt"], responses[a], responses[b]))
-    if not out:
-        raise DataError(f"{path}: no row has two different responses to compare")
-    return out
+    """Pairs of distinct responses from each samples.jsonl row (validated; the order within a pair is randomised).
+
+    Item ids are content hashes of the prompt and the pair, stable and unique across files.
+    """
+    return [Comparison(p.item_id, p.prompt, p.response_a, p.response_b)
+            for p in pair_items(load_samples(path), pairs_per_prompt, seed)]
 
 
 def ranking_items_from_samples(path: str) -> list[tuple[str, str, list[str]]]:
-    """(item id, prompt, distinct responses) per samples.jsonl row, for K-way ranking."""
-    out = []
-    for number, row in enumerate(load_records(path), start=1):
-        responses = row.get("responses")
-        if not isinstance(responses, list) or "prompt" not in row:
-            raise DataError(f"{path} row {number}: expected 'prompt' and a 'responses' list")
-        distinct = list(dict.fromkeys(r for r in responses if isinstance(r, str)))
-        if len(distinct) >= 2:
-            out.append((f"r{number}", row["prompt"], distinct))
-    if not out:
-        raise DataError(f"{path}: no row has two different responses to rank")
-    return out
+    """(item id, prompt, distinct responses) per samples.jsonl row (validated), for K-way ranking."""
+    return ranking_items(load_samples(path))
 
 
 def _simulate_rankings(cfg: LabelSimulateConfig, utility, panel: list[AnnotatorSpec]) -> dict[str, Any]:
@@ -116,9 +99,10 @@ def _simulate_rankings(cfg: LabelSimulateConfig, utility, panel: list[AnnotatorS
     labels = simulate_rankings(ranked, panel, cfg.labels_per_item, utility, seed=cfg.seed)
     store = LabelStore(cfg.db)
     try:
-        store.add_items(items)
-        added = store.add_labels([StoredLabel(name, item_id, ranking[0], shown_order=list(range(len(ranking))),
-                                              seconds=seconds, ranking=ranking)
+        stored = store.add_items(items, match_content=True)  # a stored item keeps its id and response order
+        added = store.add_labels([stored.remap(StoredLabel(name, item_id, ranking[0],
+                                                           shown_order=list(range(len(ranking))), seconds=seconds,
+                                                           ranking=ranking))
                                   for name, item_id, ranking, seconds in labels])
     finally:
         store.close()
@@ -150,9 +134,9 @@ def run_label_simulate(cfg: LabelSimulateConfig) -> dict[str, Any]:
     labels = simulate_labels(comparisons, panel, cfg.labels_per_item, utility, seed=cfg.seed)
     store = LabelStore(cfg.db)
     try:
-        store.add_items(items)
-        added = store.add_labels([StoredLabel(lab.annotator, lab.item, lab.choice, shown_order=[0, 1],
-                                              seconds=lab.seconds) for lab in labels])
+        stored = store.add_items(items, match_content=True)
+        added = store.add_labels([stored.remap(StoredLabel(lab.annotator, lab.item, lab.choice, shown_order=[0, 1],
+                                                           seconds=lab.seconds)) for lab in labels])
     finally:
         store.close()
     console.print(f"{len(panel)} simulated annotators labelled {len(comparisons)} comparisons "
@@ -186,7 +170,7 @@ def run_label_stats(cfg: LabelStatsConfig) -> dict[str, Any]:
         console.print(f"on gold questions: majority vote {fmt(report['majority_gold_accuracy'])}, "
                       f"Dawid–Skene {fmt(report['dawid_skene_gold_accuracy'])}")
     output = Path(cfg.output) if cfg.output else Path(cfg.db).with_suffix(".stats.json")
-    atomic_write_text(output, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(output, json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     return report
 
 
@@ -204,11 +188,13 @@ def run_label_export(cfg: LabelExportConfig) -> dict[str, Any]:
         console.print(f"exported {len(tasks)} Label Studio tasks with {sum(len(t['annotations']) for t in tasks)} "
                       f"annotations → {cfg.output}")
         return {"exported": len(tasks)}
-    rows, left_out = preference_rows(items, labels, cfg.method, cfg.min_agreement, cfg.include_gold)
+    include_both_bad = cfg.include_both_bad
+    rows, left_out = preference_rows(items, labels, cfg.method, cfg.min_agreement, cfg.include_gold, include_both_bad)
     atomic_write_text(Path(cfg.output), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     kind = "rankings" if rows and "ranks" in rows[0] else "preference pairs"
-    console.print(f"exported {len(rows)} {kind} → {cfg.output} ({left_out['ties']} tied, {left_out['low_agreement']} "
-                  f"below min_agreement={cfg.min_agreement}, {left_out['gold_skipped']} gold questions left out)")
+    console.print(f"exported {len(rows)} {kind} → {cfg.output} ({left_out['ties']} tied, {left_out['both_bad']} marked "
+                  f"both bad, {left_out['low_agreement']} below min_agreement={cfg.min_agreement}, "
+                  f"{left_out['gold_skipped']} gold questions left out)")
     return {"exported": len(rows), **left_out}
 
 
@@ -225,7 +211,7 @@ def run_label_judge(cfg: LabelJudgeConfig) -> dict[str, Any]:
         path = Path(cfg.constitution)
         if not path.is_file():
             raise DataError(f"constitution file {path} does not exist")
-        constitution = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        constitution = tuple(line.strip() for line in read_text(path).splitlines() if line.strip())
         if not constitution:
             raise DataError(f"{path}: no principles (one per line)")
     if cfg.base_url:
@@ -239,9 +225,11 @@ def run_label_judge(cfg: LabelJudgeConfig) -> dict[str, Any]:
                            cfg.seed)
     store = LabelStore(cfg.db)
     try:
-        store.add_items([Item(c.item, c.prompt, [c.response_a, c.response_b], source=name) for c in comparisons])
-        store.add_labels([StoredLabel(name, c.item, v.choice, tie=v.choice is None, confidence=round(v.confidence, 4),
-                                      rationale=v.principle, shown_order=[0, 1]) for c, v in zip(comparisons, verdicts)])
+        stored = store.add_items([Item(c.item, c.prompt, [c.response_a, c.response_b], source=name)
+                                  for c in comparisons], match_content=True)
+        store.add_labels([stored.remap(StoredLabel(name, c.item, v.choice, tie=v.choice is None,
+                                                   confidence=round(v.confidence, 4), rationale=v.principle,
+                                                   shown_order=[0, 1])) for c, v in zip(comparisons, verdicts)])
     finally:
         store.close()
     summary: dict[str, Any] = {"judge": name, "comparisons": len(verdicts),
@@ -263,37 +251,136 @@ def run_label_judge(cfg: LabelJudgeConfig) -> dict[str, Any]:
     return summary
 
 
-def prepare_server(cfg: LabelServeConfig) -> tuple[str, dict[str, str]]:
-    """Load samples and create annotators; returns (admin token, {new annotator: token})."""
+def _tokens_path(db: str, tokens_file: str = "") -> Path:
+    return Path(tokens_file) if tokens_file else Path(db).with_suffix(".tokens.json")
+
+
+def _save_tokens(path: Path, admin: str | None, annotators: dict[str, str]) -> None:
+    """Add tokens to the tokens file (mode 600), keeping every token already in it."""
+    saved: dict = {"admin": None, "annotators": {}}
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path}: cannot read the tokens file ({exc}); move it away (its tokens stay valid "
+                            "in the store) and run again") from None
+        if not isinstance(saved, dict) or not isinstance(saved.get("annotators", {}), dict):
+            raise DataError(f"{path}: not a tokens file (expected {{'admin': ..., 'annotators': {{...}}}})")
+    saved = {"admin": admin or saved.get("admin"), "annotators": {**saved.get("annotators", {}), **annotators}}
+    atomic_write_text(path, json.dumps(saved, indent=2) + "\n")
+    path.chmod(0o600)
+
+
+def _load_serve_samples(store: LabelStore, cfg: LabelServeConfig) -> None:
+    """Add the items of ``cfg.samples`` and say exactly what was new and what the store already had."""
+    samples: Samples = load_samples(cfg.samples)
+    if cfg.mode == "ranking":
+        items = [Item(item_id, prompt, responses, source="labeling-app")
+                 for item_id, prompt, responses in ranking_items(samples)]
+        kind = "sets of responses to rank"
+    else:
+        items = [Item(p.item_id, p.prompt, [p.response_a, p.response_b], source="labeling-app")
+                 for p in pair_items(samples, cfg.pairs_per_prompt, cfg.seed)]
+        kind = "comparisons"
+    added: Added = store.add_items(items, match_content=True)
+    skipped = (f"; {len(samples.nothing_to_compare)} row(s) with fewer than two different responses left out "
+               f"(rows {', '.join(map(str, samples.nothing_to_compare[:10]))})" if samples.nothing_to_compare else "")
+    console.print(f"loaded {len(added.new)} new {kind} from {cfg.samples} ({len(added.existing)} already in the store)"
+                  f"{skipped}; the store has {len(store.items())} items")
+
+
+def read_guidelines(path: str) -> str:
+    """The campaign's guidelines for `label serve guidelines=...` (empty = the built-in ones).
+
+    A markdown file (``.md``), or a constitution (``.txt``, one principle per line, as for
+    `label judge constitution=...`), shown with what each button means.
+    """
+    if not path:
+        return ""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"guidelines file {file} does not exist (a markdown file of instructions for annotators, "
+                        "or a .txt constitution with one principle per line)")
+    text = read_text(file)  # UTF-8 with or without a byte-order mark, or UTF-16 with one
+    if not text.strip():
+        raise DataError(f"{file}: the guidelines file is empty")
+    if file.suffix.lower() == ".txt":
+        from tether.feedback.server import guidelines_from_principles
+
+        return guidelines_from_principles([line.strip() for line in text.splitlines() if line.strip()])
+    return text
+
+
+def prepare_server(cfg: LabelServeConfig) -> tuple[str | None, dict[str, str]]:
+    """Load samples and create annotators; returns (the admin token if it is new, {new annotator: token}).
+
+    A restart keeps every token: existing annotators keep theirs, and the admin token is kept in
+    the store (as a sha256) unless ``admin_token=`` sets one. New tokens are added to the tokens
+    file, never replacing the ones already in it. Rotating a token is explicit: :func:`rotate_tokens`.
+    """
     import secrets
 
     store = LabelStore(cfg.db)
     try:
-        if cfg.samples and cfg.mode == "ranking":
-            added = store.add_items([Item(f"k{item_id}", prompt, responses, source="labeling-app")
-                                     for item_id, prompt, responses in ranking_items_from_samples(cfg.samples)])
-            console.print(f"loaded {added} new sets of responses to rank from {cfg.samples}")
-        elif cfg.samples:
-            comparisons = comparisons_from_samples(cfg.samples, cfg.pairs_per_prompt, cfg.seed)
-            added = store.add_items([Item(c.item, c.prompt, [c.response_a, c.response_b], source="labeling-app")
-                                     for c in comparisons])
-            console.print(f"loaded {added} new comparisons from {cfg.samples}")
-        existing = {row[0] for row in store.db.execute("SELECT name FROM annotators")}
-        new_tokens = {}
-        for name in cfg.annotators:
-            if name not in existing:
-                new_tokens[name] = secrets.token_urlsafe(24)
-                store.set_annotator(name, new_tokens[name])
+        if cfg.samples:
+            _load_serve_samples(store, cfg)
+        existing = set(store.annotator_names())
+        new_tokens = {name: secrets.token_urlsafe(24) for name in dict.fromkeys(map(str, cfg.annotators))
+                      if name not in existing}
+        new_admin = None if cfg.admin_token or store.has_admin_token() else secrets.token_urlsafe(24)
+        path = _tokens_path(cfg.db, cfg.tokens_file)
+        if new_tokens or new_admin:
+            _save_tokens(path, new_admin, new_tokens)  # first on disk, then valid: a token is never lost
+        for name, token in new_tokens.items():
+            store.set_annotator(name, token)
+        if cfg.admin_token or new_admin:
+            store.set_admin_token(cfg.admin_token or new_admin)
     finally:
         store.close()
-    admin = cfg.admin_token or secrets.token_urlsafe(24)
-    if new_tokens or not cfg.admin_token:
-        path = Path(cfg.tokens_file) if cfg.tokens_file else Path(cfg.db).with_suffix(".tokens.json")
-        atomic_write_text(path, json.dumps({"admin": admin, "annotators": new_tokens}, indent=2) + "\n")
-        path.chmod(0o600)
-        console.print(f"tokens (shown once, also in {path}): admin={admin} "
-                      + " ".join(f"{n}={t}" for n, t in new_tokens.items()))
-    return admin, new_tokens
+    if new_tokens or new_admin:
+        shown = ([f"admin={new_admin}"] if new_admin else []) + [f"{n}={t}" for n, t in new_tokens.items()]
+        console.print(f"new tokens (shown once, also in {path}): " + " ".join(shown))
+    kept = sorted(existing) + ([] if new_admin or cfg.admin_token else ["admin"])
+    if kept:
+        console.print(f"kept the tokens of {', '.join(kept)} (see {path}); "
+                      "replace one with `tether label tokens rotate=\\[name]`")
+    return new_admin, new_tokens
+
+
+def rotate_tokens(db: str, names: list[str], tokens_file: str = "") -> dict[str, str]:
+    """New tokens for the named annotators (``admin`` = the admin token); their old tokens and sessions stop working.
+
+    The new tokens are written to the tokens file (mode 600, other entries kept) and returned.
+    """
+    import secrets
+
+    store = _open_existing(db)
+    try:
+        known = set(store.annotator_names())
+        unknown = [n for n in names if n != "admin" and n not in known]
+        if unknown:
+            raise DataError(f"rotate: no annotator named {', '.join(unknown)} in {db} "
+                            f"(annotators: {', '.join(sorted(known)) or 'none'})")
+        fresh = {name: secrets.token_urlsafe(24) for name in dict.fromkeys(names)}
+        admin = fresh.pop("admin", None)
+        path = _tokens_path(db, tokens_file)
+        _save_tokens(path, admin, fresh)
+        for name, token in fresh.items():
+            store.set_annotator(name, token)
+        if admin:
+            store.set_admin_token(admin)
+    finally:
+        store.close()
+    rotated = ({"admin": admin} if admin else {}) | fresh
+    console.print(f"new tokens (shown once, also in {path}): " + " ".join(f"{n}={t}" for n, t in rotated.items()))
+    return rotated
+
+
+def run_label_tokens(cfg: Any) -> dict[str, str]:
+    """`tether label tokens db=... rotate=[alice,admin]`: rotate tokens explicitly (fields db, rotate, tokens_file)."""
+    if not cfg.rotate:
+        raise DataError("rotate= names the annotators (or 'admin') whose tokens to replace, e.g. rotate=[alice]")
+    return rotate_tokens(cfg.db, [str(n) for n in cfg.rotate], cfg.tokens_file)
 
 
 def run_label_serve(cfg: LabelServeConfig) -> None:
@@ -303,8 +390,9 @@ def run_label_serve(cfg: LabelServeConfig) -> None:
         from tether.feedback.server import create_app
     except ImportError:
         raise DataError("the labeling app needs the serve extra: pip install 'tether-rlhf[serve]'") from None
-    admin, _ = prepare_server(cfg)
-    app = create_app(cfg.db, admin, cfg.rate_limit)
+    guidelines = read_guidelines(cfg.guidelines)
+    prepare_server(cfg)
+    app = create_app(cfg.db, None, cfg.rate_limit, guidelines=guidelines)
     console.print(f"labeling app on http://{cfg.host}:{cfg.port}/  (admin: http://{cfg.host}:{cfg.port}/admin)")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
 
@@ -316,15 +404,16 @@ def run_label_import(cfg: LabelImportConfig) -> dict[str, int]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        tasks = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        tasks = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not a JSON file ({exc})") from None
     items, labels = from_labelstudio(tasks, str(path))
     store = LabelStore(cfg.db)
     try:
-        new_items = store.add_items(items)
-        new_labels = store.add_labels(labels)
+        added = store.add_items(items, match_content=True)
+        new_labels = store.add_labels([added.remap(label) for label in labels])  # stored ids and response order
     finally:
         store.close()
-    console.print(f"imported {new_items} new items and {new_labels} labels from {path} → {cfg.db}")
-    return {"items": new_items, "labels": new_labels}
+    console.print(f"imported {len(added.new)} new items ({len(added.existing)} already in the store) and "
+                  f"{new_labels} labels from {path} → {cfg.db}")
+    return {"items": len(added.new), "labels": new_labels}
