@@ -4,8 +4,13 @@ Each must give a clear error (an `error:` line, no traceback) with exit code 2 o
 or a 4xx from the labeling server, and leave the run directory / the label store unchanged.
 """
 
+import codecs
+import csv
+import io
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -34,7 +39,7 @@ BAD_DATA = {
     "json top level is a number": ("number.json", "42"),
     "truncated last line": ("cut.jsonl", [GOOD_PAIR, '{"prompt": "x", "chosen": "a", "rej']),
     "NUL bytes": ("nul.jsonl", b'{"prompt": "x", "chosen": "a", "rejected": "b"}\n\x00\x00\x00\n'),
-    "utf-16 with BOM": ("utf16.jsonl", json.dumps(GOOD_PAIR).encode("utf-16")),
+    "utf-16 cut in the middle of a character": ("utf16_cut.jsonl", json.dumps(GOOD_PAIR).encode("utf-16") + b"\x00"),
     "latin-1 bytes": ("latin1.jsonl", b'{"prompt": "caf\xe9", "chosen": "a", "rejected": "b"}\n'),
     "row is a string": ("string_row.jsonl", [GOOD_PAIR, '"just a string"']),
     "row is null": ("null_row.jsonl", [GOOD_PAIR, "null"]),
@@ -129,6 +134,193 @@ def test_bad_yaml_files(tmp_path):
         _assert_clean_error(result, output, tmp_path / "run")
     result, output = _invoke("sft", tmp_path / "missing.yaml")
     _assert_clean_error(result, output, tmp_path / "run")
+
+
+# ------------------------------------------------------------------ numbers that are not numbers: NaN, inf, -inf
+# Python's json module reads and writes NaN / Infinity / -Infinity (RFC 8259 JSON has no such numbers), a CSV
+# cell "nan" or "inf" parses as a float, and a parquet float column can hold them. Every numeric field that tether
+# reads must refuse them with a line naming file, row and field, as it refuses any other bad value.
+
+NON_FINITE = {"NaN": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+# field → (format's good row, the same row with the field set to a value, the command that reads it)
+NUMERIC_FIELDS = {
+    "margin": (dict(GOOD_PAIR, margin=1.5), lambda v: dict(GOOD_PAIR, margin=v), ["rm"]),
+    "ranks": ({"prompt": "q", "responses": ["a", "b"], "ranks": [0, 1]},
+              lambda v: {"prompt": "q", "responses": ["a", "b"], "ranks": [0, v]}, ["rm"]),
+    "label": ({"prompt": "q", "completion": "a", "label": True},
+              lambda v: {"prompt": "q", "completion": "a", "label": v}, ["dpo", "loss=kto"]),
+}
+COMMAND_CONFIG = {"rm": "rm_tiny.yaml", "dpo": "dpo_tiny.yaml"}
+
+
+def _csv_cell(value):
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)  # str(nan) == "nan", as pandas reads
+
+
+def _write_rows(path, rows):
+    """Rows in the file type of ``path``'s suffix, written the way Python users write them."""
+    suffix = path.suffix
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    elif suffix == ".json":
+        path.write_text(json.dumps(rows), encoding="utf-8")
+    elif suffix == ".csv":
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({k: _csv_cell(v) for k, v in r.items()} for r in rows)
+    elif suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.mark.parametrize("value_name", sorted(NON_FINITE))
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv", ".parquet"])
+@pytest.mark.parametrize("field", sorted(NUMERIC_FIELDS))
+def test_non_finite_number_in_a_numeric_field(field, suffix, value_name, tmp_path):
+    good, bad_with, command = NUMERIC_FIELDS[field]
+    # a parquet column has one type: a good row's ints / bools and the bad row's float cannot share it, so a
+    # parquet file holds the bad row alone; the other files hold a good row first, so the row number is checked
+    rows = [bad_with(NON_FINITE[value_name])] if suffix == ".parquet" else [good, bad_with(NON_FINITE[value_name])]
+    path = _write_rows(tmp_path / f"{field}{suffix}", rows)
+    bad_row = len(rows) + (1 if suffix == ".csv" else 0)  # a csv's header is row 1
+    run_dir = tmp_path / "run"
+    result, output = _invoke(*command, EXAMPLES / COMMAND_CONFIG[command[0]], f"data.train_file={path}",
+                             "train.max_steps=1", f"run_dir={run_dir}")
+    _assert_clean_error(result, output, run_dir)
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output[-2000:]
+    assert f"{path} row {bad_row}, field '{field}'" in errors[0], errors[0]
+    assert str(NON_FINITE[value_name]) in errors[0], errors[0]  # the message quotes the value: nan, inf or -inf
+
+
+@pytest.mark.parametrize("text", ["1" + "0" * 400, "1e999", "-1e999"])
+def test_margin_beyond_the_float_range(text, tmp_path):
+    """A JSON integer too large for a float (float() raises OverflowError) or a literal that reads as ±inf."""
+    path = tmp_path / "huge_margin.jsonl"
+    path.write_text(json.dumps(GOOD_PAIR) + "\n" + json.dumps(GOOD_PAIR)[:-1] + f', "margin": {text}}}\n')
+    run_dir = tmp_path / "run"
+    result, output = _invoke("rm", EXAMPLES / "rm_tiny.yaml", f"data.train_file={path}", "train.max_steps=1",
+                             f"run_dir={run_dir}")
+    _assert_clean_error(result, output, run_dir)
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{path} row 2, field 'margin'" in errors[0], output[-2000:]
+
+
+# ------------------------------------------------------------------ good files in the encodings editors write
+# Excel's "CSV UTF-8", PowerShell's Out-File -Encoding utf8 and Notepad write UTF-8 with a byte-order mark;
+# Windows PowerShell 5's `>` and Out-File write UTF-16 (little-endian) with one. A BOM names the encoding
+# unambiguously: such a file must load and give exactly the rows of the same file saved as plain UTF-8.
+
+# (U+2028, a line separator to str.splitlines but not to JSON or csv, must stay inside its row)
+GOOD_ROWS = [{"prompt": "Say hi — politely, in Français", "chosen": "Bonjour,\u2028ça va ? ☕", "rejected": "Go away.",
+              "margin": 1.5},
+             {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "I will not.", "margin": 0.25}]
+BOMS = {"utf-8": (codecs.BOM_UTF8, "utf-8"), "utf-16-le": (codecs.BOM_UTF16_LE, "utf-16-le"),
+        "utf-16-be": (codecs.BOM_UTF16_BE, "utf-16-be")}
+
+
+def _text_of(suffix, rows, newline):
+    if suffix == ".jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + newline for r in rows)
+    if suffix == ".json":
+        return json.dumps(rows, ensure_ascii=False, indent=1).replace("\n", newline)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator=newline)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+@pytest.mark.parametrize("bom", sorted(BOMS))
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_a_byte_order_mark_loads_the_same_rows(suffix, bom, newline, tmp_path):
+    from tether.data.formats import validate_rows
+    from tether.data.io import load_rows
+
+    text = _text_of(suffix, GOOD_ROWS, newline)
+    plain = tmp_path / f"plain{suffix}"
+    plain.write_bytes(text.encode("utf-8"))
+    marked = tmp_path / f"marked{suffix}"
+    mark, encoding = BOMS[bom]
+    marked.write_bytes(mark + text.encode(encoding))
+    expected = load_rows(plain)
+    assert [row for _, row in expected] == GOOD_ROWS  # the reference itself reads right (margins as numbers)
+    assert load_rows(marked) == expected
+    assert validate_rows(load_rows(marked), str(marked), {"preference"}, "x") == \
+        validate_rows(expected, str(plain), {"preference"}, "x")
+
+
+@pytest.mark.parametrize("bom", sorted(BOMS))
+def test_a_yaml_config_with_a_byte_order_mark(bom, tmp_path):
+    mark, encoding = BOMS[bom]
+    config = tmp_path / "rm.yaml"
+    text = (EXAMPLES / "rm_tiny.yaml").read_text(encoding="utf-8") + "\ncenter_coef: 0.125\n"
+    config.write_bytes(mark + text.replace("\n", "\r\n").encode(encoding))
+    result, output = _invoke("rm", config, "--print-config")
+    assert result.exit_code == 0, output[-2000:]
+    assert "center_coef: 0.125" in output and "max_steps: 80" in output  # the file's own values, all of it
+
+
+# ------------------------------------------------------------------ a data file where a config is expected
+
+
+def _tether(*args, cwd):
+    """The CLI as a user types it (a fresh process, as tests/cli/test_cli.py runs it)."""
+    return subprocess.run([sys.executable, "-m", "tether.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+SAMPLE_ROW = {"prompt": "q", "responses": ["a", "b"]}
+# (command, file written, rows, extra overrides) → the one error line expected
+DATA_AS_CONFIG = {
+    "rm, jsonl of many rows": (["rm"], "prefs.jsonl", [GOOD_PAIR, GOOD_PAIR], [],
+                               "prefs.jsonl is a data file, not a config; did you mean "
+                               "`tether rm data.train_file=prefs.jsonl`?"),
+    "rm, jsonl of one row (also valid YAML)": (["rm"], "one.jsonl", [GOOD_PAIR], [],
+                                               "one.jsonl is a data file, not a config; did you mean "
+                                               "`tether rm data.train_file=one.jsonl`?"),
+    "dpo, csv, with an override": (["dpo"], "prefs.csv", [GOOD_PAIR], ["beta=0.2"],
+                                   "prefs.csv is a data file, not a config; did you mean "
+                                   "`tether dpo data.train_file=prefs.csv beta=0.2`?"),
+    "sft, parquet": (["sft"], "sft.parquet", [{"prompt": "q", "completion": "a"}], [],
+                     "sft.parquet is a data file, not a config; did you mean `tether sft data.train_file=sft.parquet`?"),
+    "rm, json list": (["rm"], "prefs.json", [GOOD_PAIR], [],
+                      "prefs.json is a data file, not a config; did you mean `tether rm data.train_file=prefs.json`?"),
+    "label simulate, samples": (["label", "simulate"], "samples.jsonl", [SAMPLE_ROW], [],
+                                "samples.jsonl is a data file, not a config; did you mean "
+                                "`tether label simulate samples=samples.jsonl`?"),
+    "score, rows to score": (["score"], "rows.jsonl", [GOOD_PAIR], [],
+                             "rows.jsonl is a data file, not a config; did you mean `tether score input=rows.jsonl`?"),
+    "cost, which reads no data file": (["cost"], "prefs.jsonl", [GOOD_PAIR], [],
+                                       "prefs.jsonl is a data file, not a config: `tether cost` takes a YAML config "
+                                       "file and key=value overrides (see `tether cost --help`)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_AS_CONFIG))
+def test_a_data_file_given_as_the_config_says_what_was_meant(case, tmp_path):
+    command, name, rows, overrides, message = DATA_AS_CONFIG[case]
+    _write_rows(tmp_path / name, rows)
+    result = _tether(*command, name, *overrides, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {message}"], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing run, nothing written
+
+
+def test_a_json_config_still_loads(tmp_path):
+    """YAML reads JSON: a .json file that is a mapping of config keys is a config, not data."""
+    config = tmp_path / "rm.json"
+    config.write_text(json.dumps({"center_coef": 0.125, "train": {"seed": 7}}))
+    result = _tether("rm", "rm.json", "--print-config", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "center_coef: 0.125" in result.stdout and "seed: 7" in result.stdout
 
 
 BAD_ARGS = {

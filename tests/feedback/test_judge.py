@@ -3,8 +3,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+import torch
 
-from tether.feedback.judge import EndpointJudge, LocalJudge, judge_pair, judge_pairs, position_bias_rate
+from tether.feedback.judge import RUBRIC, EndpointJudge, LocalJudge, judge_pair, judge_pairs, position_bias_rate
 
 
 class FirstSlotJudge:
@@ -69,14 +70,66 @@ def test_openai_compatible_endpoint_round_trip():
     assert "Principle: Be helpful." in body["messages"][0]["content"]
 
 
-def test_local_judge_reads_the_a_b_logits(tokenizer):
+# (prompt, first answer, second answer, principle): answers of different lengths and content, so that swapping
+# them moves the tiny model's last-position logits by far more than the comparison's tolerance
+JUDGED = [
+    ("How do I boil an egg?", "Put it in boiling water for nine minutes, then cool it in cold water.", "No.",
+     "Choose the response that gives concrete, practical advice."),
+    ("Name a colour.", "Blue.", "I cannot answer questions about colours, or about anything else at all, sorry!",
+     "Choose the response that is clear and concise, without needless repetition."),
+    ("Is the sea salty?", "Yes: about 3.5% of sea water is dissolved salt.", "Maybe, who knows.",
+     "Choose the response that is honest and does not hide behind empty hedging."),
+]
+
+
+def _reference_first_wins(model, tokenizer, prompt, first, second, principle) -> float:
+    """P(the first answer wins) computed without the judge: the rubric with the first answer as A, the user turn
+    rendered and tokenised by the tokenizer's own chat template (raw text without one), one plain forward, and
+    P(A | A or B) = σ(logit_A − logit_B) at the last position, which predicts the reply's first token."""
+    text = RUBRIC.format(principle=principle, prompt=prompt, a=first, b=second)
+    if tokenizer.chat_template:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=True)["input_ids"]
+    else:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    letter_a, letter_b = tokenizer.convert_tokens_to_ids("A"), tokenizer.convert_tokens_to_ids("B")
+    assert tokenizer.decode([letter_a]) == "A" and tokenizer.decode([letter_b]) == "B"
+    with torch.no_grad():
+        last = model(input_ids=torch.tensor([ids])).logits[0, -1].double()
+    return float(torch.sigmoid(last[letter_a] - last[letter_b]))
+
+
+@pytest.mark.parametrize("template", ["chat template", "plain text"])
+def test_local_judge_probability_matches_an_independent_reference(tokenizer, template):
+    """The judge's (winner, probability) is argmax / max of P(A | A or B) at the prompt's last position, to 1e-5.
+
+    Caught: reading another token's logit (e.g. " A" or swapping A and B), a softmax over the whole vocabulary
+    instead of the two letters, the answers put in the rubric the other way round, a position other than the
+    last, a prompt without the chat template's generation prompt, and returning the losing letter's probability.
+    """
+    import copy
+
     from tests.helpers import tiny_model_config
     from tether.models.loading import load_causal_lm
 
+    if template == "plain text":
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.chat_template = None
     model = load_causal_lm(tiny_model_config(), seed=0)
     judge = LocalJudge(model, tokenizer)
-    winner, probability = judge.prefer_first("q", "a", "b", "p")
-    assert winner in (0, 1) and 0.5 <= probability <= 1.0
+    references = []
+    for prompt, first, second, principle in JUDGED:
+        for a, b in ((first, second), (second, first)):
+            expected = _reference_first_wins(model, tokenizer, prompt, a, b, principle)
+            winner, probability = judge.prefer_first(prompt, a, b, principle)
+            assert winner == (0 if expected > 0.5 else 1)
+            assert probability == pytest.approx(max(expected, 1 - expected), abs=1e-5)
+            references.append(expected)
+    # the comparison can tell the mutations apart: with a random tiny model P(A) stays near 0.5, so check that it
+    # moves, between inputs and when the two answers trade places, by far more than the 1e-5 tolerance
+    swap_shifts = [abs(references[i] - references[i + 1]) for i in range(0, len(references), 2)]
+    assert max(swap_shifts) > 1e-4 and max(references) - min(references) > 1e-4
+    assert all(abs(p - 0.5) > 1e-3 for p in references)  # the winner is never a coin toss at the tolerance
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ raises :class:`DataError` listing one line per problem, each naming file, row an
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tether.data.errors import DataError, Problems
@@ -93,6 +94,24 @@ def _require(record: dict, fields: tuple[str, ...], problems: Problems, row: int
     return ok
 
 
+def number_problem(value: Any) -> str | None:
+    """What is wrong with ``value`` as a number, or None when it is a finite one.
+
+    Text and booleans are refused, and so are NaN and ±inf (Python's json reads ``NaN`` and
+    ``Infinity``, a csv cell ``nan`` parses as one, a parquet float column can hold them) and
+    integers too large for a float: in a loss any of them turns every gradient into NaN.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number, got {type(value).__name__} {value!r:.40}"
+    try:
+        number = float(value)
+    except OverflowError:
+        return f"expected a finite number, got a {len(str(abs(value)))}-digit integer"
+    if not math.isfinite(number):
+        return f"expected a finite number, got {value!r}"
+    return None
+
+
 def _split_implicit_prompt(chosen: list, rejected: list) -> tuple[list, list, list]:
     """TRL's implicit-prompt format: the shared leading messages are the prompt."""
     n = 0
@@ -108,8 +127,9 @@ def _preference_row(record: dict, problems: Problems, row: int) -> dict | None:
         return None
     ok = all([check_text(record[f], problems, row, f) for f in fields])
     margin = record.get("margin")
-    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
-        problems.add(row, "margin", f"expected a number, got {type(margin).__name__} {margin!r:.40}")
+    problem = number_problem(margin) if margin is not None else None
+    if problem:
+        problems.add(row, "margin", f"{problem}; give a finite number or leave the field out")
         ok = False
     if not ok:
         return None

@@ -1,13 +1,20 @@
-"""Read records from jsonl / json / parquet / csv files and saved HF ``datasets`` directories."""
+"""Read records from jsonl / json / parquet / csv files and saved HF ``datasets`` directories.
+
+Text files are UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8", Notepad and PowerShell write
+one), or UTF-16 with a byte-order mark (Windows PowerShell's ``>``); the mark says which, so nothing is guessed.
+"""
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 from tether.data.errors import DataError, Problems
+from tether.utils.files import text_codec
 
 SUPPORTED = (".jsonl", ".json", ".parquet", ".csv")
 LIST_FIELDS = ("messages", "responses", "ranks", "prompt", "chosen", "rejected", "completion")
@@ -45,31 +52,62 @@ def load_records(path: str | Path) -> list[dict]:
     return [record for _, record in rows]
 
 
+def _encoding_problem(codec: str, exc: UnicodeDecodeError, offset: int = 0) -> str:
+    name = "UTF-16" if codec.startswith("utf-16") else "UTF-8"
+    return f"not valid {name} (byte {exc.start + offset}); re-save the file as UTF-8"
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a user's file (UTF-8, or UTF-16 with a byte-order mark), without the mark; DataError if it
+    does not decode."""
+    raw = Path(path).read_bytes()
+    codec, bom = text_codec(raw)
+    try:
+        return raw[bom:].decode(codec)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: {_encoding_problem(codec, exc, bom)}") from None
+
+
+def _numbered_lines(path: Path, problems: Problems) -> list[tuple[int, str]]:
+    """(line number, text) of each line of a jsonl file; a line that does not decode is a problem."""
+    with open(path, "rb") as handle:
+        codec, bom = text_codec(handle.read(len(codecs.BOM_UTF8)))
+        handle.seek(0)
+        if codec == "utf-8":  # line by line: one bad line is reported and the others still read
+            lines = []
+            for number, raw in enumerate(handle, start=1):
+                skip = bom if number == 1 else 0
+                try:
+                    lines.append((number, raw[skip:].decode(codec)))
+                except UnicodeDecodeError as exc:
+                    problems.add(number, None, _encoding_problem(codec, exc, skip))
+            return lines
+        raw = handle.read()[bom:]  # UTF-16: a newline is two bytes, so decode first, then split
+    try:
+        return list(enumerate(raw.decode(codec).split("\n"), start=1))
+    except UnicodeDecodeError as exc:
+        before = raw[:exc.start].decode(codec).split("\n")  # the lines before the bad bytes, and the bad one
+        problems.add(len(before), None, _encoding_problem(codec, exc, bom))
+        return list(enumerate(before[:-1], start=1))
+
+
 def _load_jsonl(path: Path) -> list[tuple[int, Any]]:
     problems = Problems(str(path))
     rows = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                problems.add(number, None, f"not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8")
-                continue
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                problems.add(number, None, f"not valid JSON ({exc.msg} at column {exc.colno})")
+    for number, line in _numbered_lines(path, problems):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            problems.add(number, None, f"not valid JSON ({exc.msg} at column {exc.colno})")
     problems.raise_if_any()
     return rows
 
 
 def _load_json(path: Path) -> list[tuple[int, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     if isinstance(data, dict):
@@ -110,14 +148,11 @@ def _parse_cell(key: str, value: str) -> Any:
 
 
 def _load_csv(path: Path) -> list[tuple[int, Any]]:
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            # row 1 is the header line, so data rows start at 2 as a spreadsheet shows them
-            return [(number, {k: _parse_cell(k, v or "") for k, v in row.items() if k is not None})
-                    for number, row in enumerate(reader, start=2)]
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
+        # row 1 is the header line, so data rows start at 2 as a spreadsheet shows them
+        return [(number, {k: _parse_cell(k, v or "") for k, v in row.items() if k is not None})
+                for number, row in enumerate(reader, start=2)]
     except csv.Error as exc:
         raise DataError(f"{path}: cannot read as CSV ({exc})") from None
 
