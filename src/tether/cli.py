@@ -53,6 +53,7 @@ SUMMARIES = {
     "label simulate": "Label samples with a simulated annotator panel that has a known gold utility.",
     "label judge": "Label with an AI judge (local model or OpenAI-compatible endpoint) and a constitution.",
     "label serve": "The web labeling app: token login, pick the better of two or rank K (mouse or keys), admin page.",
+    "label tokens": "Rotate annotator (or admin) tokens of the labeling app; the old ones stop working.",
     "label stats": "Annotator throughput, gold-question accuracy, agreement (kappa, alpha), aggregation quality.",
     "label export": "Aggregate votes (Dawid-Skene or majority) into preferences.jsonl, or export Label Studio tasks.",
     "label import": "Import a Label Studio JSON export into the label store.",
@@ -70,7 +71,7 @@ SUMMARIES = {
 EXAMPLES = {
     "sft": "tether sft examples/sft_tiny.yaml train.max_steps=20",
     "rm": "tether rm examples/rm_tiny.yaml ensemble_size=3",
-    "dpo": "tether dpo examples/dpo_tiny.yaml loss=simpo beta=2.0",
+    "dpo": "tether dpo examples/dpo_tiny.yaml loss=simpo",
     "ppo": "tether ppo examples/ppo_tiny.yaml num_iterations=10",
     "grpo": "tether grpo examples/grpo_tiny.yaml advantage=rloo",
     "bon": "tether bon examples/bon_tiny.yaml n=8",
@@ -79,6 +80,7 @@ EXAMPLES = {
     "label simulate": "tether label simulate samples=runs/samples.jsonl planted_length_bias=1.0",
     "label judge": "tether label judge samples=runs/samples.jsonl judge=embedded max_comparisons=50",
     "label serve": "tether label serve samples=runs/samples.jsonl annotators=[alice,bob]",
+    "label tokens": "tether label tokens db=runs/labels.sqlite rotate=[alice]",
     "label stats": "tether label stats db=runs/labels.sqlite",
     "label export": "tether label export db=runs/labels.sqlite output=runs/preferences.jsonl",
     "label import": "tether label import input=label_studio_export.json db=runs/labels.sqlite",
@@ -164,7 +166,7 @@ def _run_recipe(command: str, args: list[str], runner: Callable[[Any], Any]) -> 
     bad_input = (ConfigError,)
     try:
         config_path, overrides = split_args(args)
-        config = load_config(RECIPE_CONFIGS[command], config_path, overrides)
+        config = load_config(RECIPE_CONFIGS[command], config_path, overrides, command=command)
         if print_only:
             out.print(dump_yaml(config), end="")
             raise typer.Exit(0)
@@ -275,6 +277,13 @@ def label_serve_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_label_serve
 
     _run_recipe("label serve", ctx.args, run_label_serve)
+
+
+@label_app.command("tokens", help=SUMMARIES["label tokens"], context_settings=CONTEXT)
+def label_tokens_command(ctx: typer.Context) -> None:
+    from tether.recipes.label import run_label_tokens
+
+    _run_recipe("label tokens", ctx.args, run_label_tokens)
 
 
 @label_app.command("stats", help=SUMMARIES["label stats"], context_settings=CONTEXT)

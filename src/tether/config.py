@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import shlex
 import types
 import typing
 from dataclasses import dataclass, field
@@ -173,9 +174,16 @@ class PreferenceConfig:
     data: DataConfig = doc_field(DataConfig(), "Preference or ranking data (KTO also takes prompt/completion/label rows).")
     train: TrainConfig = doc_field(TrainConfig(learning_rate=5e-6), "Optimisation.")
     loss: PreferenceLossName = doc_field("dpo", "Loss by name (tether.algos.losses.preference.PREFERENCE_LOSSES).")
-    beta: float = doc_field(0.1, "β: strength of the KL leash (DPO family), λ for ORPO, β for SimPO (try 2.0).")
+    beta: float | None = doc_field(
+        None, "β: strength of the KL leash (DPO family), λ for ORPO, SimPO's reward scale; empty = the loss's usual "
+              "value: 2.0 for simpo (Meng et al. 2024 used 2.0-2.5), 0.1 for the others.")
     label_smoothing: float = doc_field(0.1, "ε for cdpo / robust: assumed fraction of flipped labels.")
-    simpo_gamma: float = doc_field(0.5, "SimPO target reward margin γ.")
+    simpo_gamma_beta_ratio: float = doc_field(
+        0.5, "SimPO target reward margin as a ratio γ/β (γ = ratio·β): the SimPO authors suggest 0.5 and "
+             "searching 0-1; their models used 0.1-0.8 with β 2.0-2.5.")
+    simpo_gamma: float | None = doc_field(
+        None, "SimPO margin γ itself, as TRL's CPOConfig.simpo_gamma; when set it replaces "
+              "simpo_gamma_beta_ratio·β (leave the ratio at its default).")
     ipo_average_logps: bool = doc_field(True, "IPO on per-token average log-probs (as in the IPO paper) instead of sums.")
     kto_desirable_weight: float = doc_field(1.0, "KTO weight on desirable examples.")
     kto_undesirable_weight: float = doc_field(1.0, "KTO weight on undesirable examples.")
@@ -239,7 +247,11 @@ class PPOConfig:
     ref_model: str | None = doc_field(None, "Reference model; empty = a frozen copy of the starting policy "
                                             "(with LoRA: the base with adapters disabled, no copy).")
     reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
-    value_model: str | None = doc_field(None, "Value model init; empty = the reward model directory (or the policy).")
+    ensemble_k: float | None = doc_field(
+        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
+              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.")
+    value_model: str | None = doc_field(None, "Value model init; empty = the reward model directory (an ensemble: its "
+                                              "first member; a function reward: the policy).")
     data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
     max_new_tokens: int = doc_field(48, "Longest response sampled.")
     temperature: float = doc_field(1.0, "Sampling temperature (log-probs are computed at the same temperature).")
@@ -270,7 +282,9 @@ class PPOConfig:
     normalize_scores: bool = doc_field(True, "Normalise scores with running mean/std before the KL penalty.")
     score_clip: float = doc_field(5.0, "Clip (normalised) scores to ±this (0 = off).")
     whiten_advantages: bool = doc_field(True, "Whiten advantages over the batch's response tokens.")
-    approx_kl_stop: float = doc_field(0.0, "Stop an update epoch early when approx KL(old‖new) exceeds this (0 = off).")
+    approx_kl_stop: float = doc_field(0.0, "End the whole update (this epoch and the rest) before the step of the first "
+                                      "minibatch whose approx KL(π_old‖π) exceeds this, as Stable-Baselines3's "
+                                      "target_kl does (0 = off).")
     max_grad_norm: float = doc_field(1.0, "Clip each model's gradient norm.")
     row_seeded_sampling: bool = doc_field(
         False, "Sample each response from its own seeded stream, so samples do not depend on the batch or the "
@@ -296,6 +310,9 @@ class GRPOConfig:
     ref_model: str | None = doc_field(None, "Reference model; empty = a frozen copy of the starting policy "
                                             "(with LoRA: the base with adapters disabled).")
     reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
+    ensemble_k: float | None = doc_field(
+        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
+              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.")
     data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
     group_size: int = doc_field(4, "K: responses sampled per prompt.")
     prompts_per_iteration: int = doc_field(4, "Prompts per iteration (batch = prompts x K responses).")
@@ -338,6 +355,9 @@ class BestOfNConfig:
 
     model: ModelConfig = doc_field(ModelConfig(), "Policy to sample from.")
     reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
+    ensemble_k: float | None = doc_field(
+        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
+              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.")
     data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
     output: str = doc_field("runs/bon/best_of_n.jsonl", "Where to write prompt / best response / scores rows.")
     n: int = doc_field(4, "Samples per prompt.")
@@ -357,6 +377,9 @@ class RejectionSamplingConfig:
     run_dir: str = doc_field("runs/rejection", "Run directory: round-<r>/ holds each round's data and model.")
     model: ModelConfig = doc_field(ModelConfig(), "Policy to start from (usually the SFT model).")
     reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
+    ensemble_k: float | None = doc_field(
+        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
+              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.")
     data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
     rounds: int = doc_field(2, "Sample → keep the best → fine-tune, this many times.")
     n: int = doc_field(4, "Samples per prompt.")
@@ -432,11 +455,24 @@ class LabelServeConfig:
         "pairs", "How loaded samples are shown: pairs (pick the better of two) or ranking (rank all K responses).")
     annotators: list = doc_field([], "Annotator names to create; each new one gets a token, printed once.")
     tokens_file: str = doc_field("", "Also write new tokens here (mode 600); default <db stem>.tokens.json.")
-    admin_token: str = doc_field("", "Admin token for /admin (empty = generate one and print it).")
+    admin_token: str = doc_field("", "Admin token for /admin (empty = keep the stored one, or make one and print it).")
+    guidelines: str = doc_field("", "Markdown file of instructions for annotators (or a .txt constitution, one "
+                                    "principle per line); empty = the built-in constitution.")
     host: str = doc_field("127.0.0.1", "Interface to bind; 127.0.0.1 keeps the app off the network.")
     port: int = doc_field(8765, "Port.")
     rate_limit: int = doc_field(600, "Labels per annotator per minute (0 = unlimited).")
     seed: int = doc_field(0, "Seed for the response order within loaded pairs.")
+
+
+@dataclass
+class LabelTokensConfig:
+    """Rotate annotator or admin tokens of the labeling app (`tether label tokens`)."""
+
+    db: str = doc_field("runs/labels.sqlite", "Label store (SQLite).")
+    rotate: list = doc_field([], "Annotators whose tokens to replace; 'admin' = the admin token. Old tokens and "
+                                 "their sessions stop working.")
+    tokens_file: str = doc_field("", "Write the new tokens here (mode 600, other entries kept); default "
+                                     "<db stem>.tokens.json.")
 
 
 @dataclass
@@ -456,6 +492,8 @@ class LabelExportConfig:
     method: Literal["dawid_skene", "majority"] = doc_field("dawid_skene", "How votes become one preference per item.")
     min_agreement: float = doc_field(0.0, "Drop items whose votes agree with the winner less than this (counted).")
     include_gold: bool = doc_field(False, "Also export gold questions.")
+    include_both_bad: bool = doc_field(False, "Also export items most annotators marked 'both bad' (from their other "
+                                              "votes).")
     format: Literal["trl", "labelstudio"] = doc_field(
         "trl", "trl: aggregated preferences.jsonl; labelstudio: every item and label as Label Studio tasks (JSON).")
 
@@ -508,6 +546,9 @@ class EvalConfig:
     models: list = doc_field([], "Model directories to evaluate, e.g. [runs/q/sft,runs/q/ppo,runs/q/dpo].")
     reference: str = doc_field("", "Reference policy for KL and win-rate (empty = the first of models).")
     reward: str = doc_field("", "Proxy reward: reward model directory (or ensemble) or module:function (empty = skip).")
+    ensemble_k: float | None = doc_field(
+        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
+              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.")
     gold: str = doc_field("tether.tasks.helpful:gold_reward",
                           "Gold / held-out reward, module:function(prompts, responses, ids) (empty = skip).")
     data: DataConfig = doc_field(DataConfig(max_length=512), "Held-out prompts (any format with a prompt).")
@@ -645,6 +686,7 @@ RECIPE_CONFIGS: dict[str, type] = {
     "label simulate": LabelSimulateConfig,
     "label judge": LabelJudgeConfig,
     "label serve": LabelServeConfig,
+    "label tokens": LabelTokensConfig,
     "label stats": LabelStatsConfig,
     "label export": LabelExportConfig,
     "label import": LabelImportConfig,
@@ -803,23 +845,107 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
-    """Defaults ← YAML file ← ``key=value`` overrides, validated into ``cls``."""
-    data: dict = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
+# A data file given where the config belongs gets a hint naming the field that takes it. Data suffixes are never
+# configs; a .json file is one when it holds a mapping of config keys (YAML reads JSON). The fields that take a
+# data file, the first one a recipe's config has being the one suggested:
+DATA_FILE_SUFFIXES = (".jsonl", ".csv", ".parquet", ".arrow")
+DATA_FILE_FIELDS = ("input", "samples", "data.train_file", "prompts_file")
+SAVED_DATASET_FILES = ("dataset_info.json", "dataset_dict.json")  # what datasets' save_to_disk writes
+DATA_ROW_KEYS = {"prompt", "chosen", "rejected", "messages", "completion", "text", "responses", "ranks", "label"}
+
+
+def _has_field(cls: type, dotted: str) -> bool:
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(cls) or part not in {f.name for f in dataclasses.fields(cls)}:
+            return False
+        cls = _hints(cls)[part]
+    return True
+
+
+def _looks_like_data(loaded: Any, cls: type) -> bool:
+    """A parsed .json file that is rows of data (a list, or a mapping of row fields), not config keys."""
+    if isinstance(loaded, list):
+        return True
+    if not isinstance(loaded, dict):
+        return False
+    if any(isinstance(loaded.get(k), list) for k in ("data", "train", "rows", "examples")):
+        return True  # {"data": [...]}, as tether.data.io reads it
+    keys = {str(k) for k in loaded}
+    return bool(keys & DATA_ROW_KEYS) and not any(_has_field(cls, k) for k in keys)
+
+
+def _override_keys(overrides: list[str]) -> set[str]:
+    keys = set()
+    for item in overrides:
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ConfigError(f"{p}: not valid YAML ({first})") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of config keys")
-        data = loaded
+            keys.add(parse_override(item)[0])
+        except ConfigError:
+            pass  # reported when the overrides are applied
+    return keys
+
+
+def _data_file_error(path: Path, cls: type, overrides: list[str], command: str | None,
+                     kind: str = "a data file") -> ConfigError:
+    """'x.jsonl is a data file, not a config; did you mean `tether rm data.train_file=x.jsonl`?'"""
+    field = next((f for f in DATA_FILE_FIELDS if _has_field(cls, f)), None)
+    what = f"{path} is {kind}, not a config"
+    given = _override_keys(overrides)
+    if field is None:
+        if not command:
+            return ConfigError(f"{what}: give a YAML config file")
+        return ConfigError(f"{what}: `tether {command}` takes a YAML config file and key=value overrides "
+                           f"(see `tether {command} --help`)")
+    if field in given:
+        return ConfigError(f"{what} ({field} is already given): leave it out, or give a YAML config file")
+    suggestion = shlex.join([*(["tether", *command.split()] if command else []), f"{field}={path}", *overrides])
+    return ConfigError(f"{what}; did you mean `{suggestion}`?")
+
+
+def _config_text(p: Path) -> str:
+    """A config file's text: UTF-8, with or without a byte-order mark, or UTF-16 with one (as editors on Windows
+    write them; tether.data.io reads data files the same way)."""
+    from tether.utils.files import text_codec
+
+    raw = p.read_bytes()
+    codec, mark = text_codec(raw)
+    try:
+        return raw[mark:].decode(codec)
+    except UnicodeDecodeError as exc:
+        name = "UTF-8" if codec == "utf-8" else "UTF-16"
+        raise ConfigError(f"{p}: not valid {name} (byte {exc.start + mark}); re-save the file as UTF-8") from None
+
+
+def _read_config_file(p: Path, cls: type, overrides: list[str], command: str | None) -> dict:
+    """The mapping in a YAML config file; a data file or a saved dataset in its place gets a hint."""
+    if p.suffix.lower() in DATA_FILE_SUFFIXES:
+        raise _data_file_error(p, cls, overrides, command)
+    if p.is_dir():
+        if any((p / name).is_file() for name in SAVED_DATASET_FILES):
+            raise _data_file_error(p, cls, overrides, command, kind="a saved dataset")
+        raise ConfigError(f"{p} is a directory, not a config file; give a YAML file (or only key=value overrides)")
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        loaded = yaml.safe_load(_config_text(p))
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{p}: not valid YAML ({first})") from None
+    if p.suffix.lower() == ".json" and _looks_like_data(loaded, cls):
+        raise _data_file_error(p, cls, overrides, command)
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of config keys")
+    return loaded
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | None = None,
+                command: str | None = None) -> Any:
+    """Defaults ← YAML file ← ``key=value`` overrides, validated into ``cls``.
+
+    ``command`` (e.g. ``"rm"``) only words the hint given when ``path`` is a data file.
+    """
+    data: dict = _read_config_file(Path(path), cls, overrides or [], command) if path else {}
     for item in overrides or []:
         key, value = parse_override(item)
         _set_dotted(data, key, value)
@@ -873,6 +999,19 @@ def _validate_roles(generation: GenerationBackendConfig, placement: PlacementCon
                 raise ConfigError(f"placement.{key}.{role}: expected a number >= 0, got {amount!r}")
 
 
+def _validate_simpo_margin(config: PreferenceConfig) -> None:
+    if config.simpo_gamma_beta_ratio < 0:
+        raise ConfigError(f"simpo_gamma_beta_ratio: must be >= 0, got {config.simpo_gamma_beta_ratio}")
+    if config.simpo_gamma is None:
+        return
+    if config.simpo_gamma < 0:
+        raise ConfigError(f"simpo_gamma: must be >= 0, got {config.simpo_gamma}")
+    if config.simpo_gamma_beta_ratio != PreferenceConfig().simpo_gamma_beta_ratio:
+        raise ConfigError(f"simpo_gamma ({config.simpo_gamma}) and simpo_gamma_beta_ratio "
+                          f"({config.simpo_gamma_beta_ratio}) both set: give the SimPO margin one way, either γ "
+                          "itself (simpo_gamma) or γ/β (simpo_gamma_beta_ratio)")
+
+
 def validate(config: Any) -> None:
     """Range checks that apply to every recipe config (raise ConfigError)."""
     _check_ranges(config)
@@ -886,8 +1025,9 @@ def validate(config: Any) -> None:
     if isinstance(config, (PPOConfig, GRPOConfig)):
         _validate_roles(config.generation, config.placement)
     if isinstance(config, PreferenceConfig):
-        if config.beta <= 0:
+        if config.beta is not None and config.beta <= 0:
             raise ConfigError(f"beta: must be > 0, got {config.beta}")
+        _validate_simpo_margin(config)
         if not 0.0 <= config.label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing: must be in [0, 0.5), got {config.label_smoothing}")
     data = getattr(config, "data", None)

@@ -80,11 +80,18 @@ def test_ipo_and_hinge_by_hand():
 
 
 def test_simpo_by_hand():
-    # chosen -4 over 2 tokens, rejected -9 over 3 tokens: a_c = -2, a_r = -3
-    losses, metrics = PREFERENCE_LOSSES["simpo"](t(-4.0), t(-9.0), None, None, 2.0, gamma=0.5,
+    # chosen -4 over 2 tokens, rejected -9 over 3 tokens: a_c = -2, a_r = -3, a_c - a_r = 1
+    # β = 2, γ/β = 0.5 (the defaults) → γ = 1: logit = 2·(-2) - 2·(-3) - 1 = 1, loss = log(1 + e^-1) ≈ 0.3133
+    losses, metrics = PREFERENCE_LOSSES["simpo"](t(-4.0), t(-9.0), None, None, 2.0,
                                                  chosen_lengths=t(2.0), rejected_lengths=t(3.0))
-    assert losses.item() == pytest.approx(-log_sigmoid(2.0 * -2 - 2.0 * -3 - 0.5), abs=1e-6)
-    assert metrics["rewards/chosen"].item() == pytest.approx(-4.0, abs=1e-6)
+    assert losses.item() == pytest.approx(math.log(1 + math.exp(-1.0)), abs=1e-6)
+    assert metrics["rewards/chosen"].item() == pytest.approx(2.0 * -2, abs=1e-6)
+    assert metrics["rewards/rejected"].item() == pytest.approx(2.0 * -3, abs=1e-6)
+    assert metrics["rewards/margins"].item() == pytest.approx(2.0, abs=1e-6)
+    # the margin scales with β: β = 2.5, γ/β = 0.2 → γ = 0.5: logit = 2.5·1 - 0.5 = 2, loss = log(1 + e^-2) ≈ 0.1269
+    losses, _ = PREFERENCE_LOSSES["simpo"](t(-4.0), t(-9.0), None, None, 2.5, gamma_beta_ratio=0.2,
+                                           chosen_lengths=t(2.0), rejected_lengths=t(3.0))
+    assert losses.item() == pytest.approx(math.log(1 + math.exp(-2.0)), abs=1e-6)
 
 
 def test_orpo_by_hand():

@@ -109,19 +109,60 @@ def test_policy_loss_by_hand():
     # ratio e^0.2 = 1.2214 > 1.2: the clipped term −2·1.2 is the max
     assert loss.item() == pytest.approx(-2.4, abs=1e-6)
     assert metrics["policy/clip_frac"].item() == 1.0
-    assert metrics["policy/approx_kl"].item() == pytest.approx(math.exp(-0.2) - 1 + 0.2, abs=1e-6)
     loss, metrics = policy_loss(t([-1.0]), t([-1.2]), t([-1.0]), mask, clip_range=0.2)
     assert loss.item() == pytest.approx(math.exp(0.2), abs=1e-6) and metrics["policy/clip_frac"].item() == 0.0
     loss, _ = policy_loss(t([0.0]), t([-2.0]), t([-1.0]), mask, clip_range=0.2, dual_clip=3.0)
     assert loss.item() == pytest.approx(3.0)  # e^2 = 7.39 bounded by c·|A| = 3
 
 
-def test_value_loss_and_explained_variance_by_hand():
-    loss, metrics = value_loss(t([1.0]), t([0.5]), t([2.0]), t([1]), clip_range=0.2)
-    assert loss.item() == pytest.approx(0.5 * (0.7 - 2.0) ** 2) and metrics["value/clip_frac"].item() == 1.0
-    returns, mask = t([1.0, 2.0, 3.0]), t([1, 1, 1])
+def test_approx_kl_is_k3_of_kl_old_to_new_on_old_samples():
+    """Samples come from π_old, δ = log π − log π_old: KL(π_old‖π) ≈ mean(e^δ − 1 − δ) (Schulman's k3).
+    Catches the reversed estimator e^{−δ} − 1 + δ (which gives 16.09 for δ = −3)."""
+    _, metrics = policy_loss(t([-4.0]), t([-1.0]), t([1.0]), t([1]))
+    assert metrics["policy/approx_kl"].item() == pytest.approx(2.049787, abs=1e-5)  # e^−3 − 1 + 3
+    _, metrics = policy_loss(t([-0.9, -0.5, 7.0]), t([-1.0, -1.0, 0.0]), t([1.0, 1.0, 1.0]), t([1, 1, 0]))
+    # δ = 0.1 → 0.0051709, δ = 0.5 → 0.1487213 (the padded δ = 7 is ignored): mean 0.0769461
+    assert metrics["policy/approx_kl"].item() == pytest.approx(0.0769461, abs=1e-6)
+
+
+def test_policy_loss_gradient_is_minus_advantage_times_ratio_where_unclipped():
+    """∂loss/∂log π = −A·ρ / N on unclipped tokens and 0 on clipped or padded ones (N = 3 real tokens).
+    Catches a detached ratio (right loss, no gradient) and a clip applied on the wrong side."""
+    logps = torch.tensor([[-0.9, -0.5, -1.5, 3.0]], requires_grad=True)
+    old_logps, advantages, mask = t([-1.0, -1.0, -1.0, 0.0]), t([2.0, 1.0, -1.0, 5.0]), t([1, 1, 1, 0])
+    loss, metrics = policy_loss(logps, old_logps, advantages, mask, clip_range=0.2)
+    # token 0: ρ = e^0.1 = 1.10517 inside the clip, A = 2: −2·1.10517 = −2.21034
+    # token 1: ρ = e^0.5 = 1.64872 > 1.2, A = 1 > 0: the clipped −1.2 is the max (no gradient)
+    # token 2: ρ = e^−0.5 = 0.60653 < 0.8, A = −1 < 0: max(0.60653, 0.8) = 0.8, clipped (no gradient)
+    assert loss.item() == pytest.approx((-2.21034 - 1.2 + 0.8) / 3, abs=1e-5)
+    assert metrics["policy/clip_frac"].item() == pytest.approx(2 / 3)
+    loss.backward()
+    assert logps.grad[0].tolist() == pytest.approx([-2 * 1.105171 / 3, 0.0, 0.0, 0.0], abs=1e-6)
+
+
+def test_value_loss_by_hand_with_padding_and_both_branches():
+    values = torch.tensor([[1.0, 1.0, 0.3, 100.0]], requires_grad=True)
+    old_values, returns, mask = t([0.5, 0.5, 0.4, 0.0]), t([2.0, 0.0, 0.3, 0.0]), t([1, 1, 1, 0])
+    loss, metrics = value_loss(values, old_values, returns, mask, clip_range=0.2)
+    # token 0: clipped V = 0.7: max((1 − 2)², (0.7 − 2)²) = 1.69, the clipped branch wins
+    # token 1: clipped V = 0.7: max((1 − 0)², (0.7 − 0)²) = 1.0, the unclipped branch wins
+    # token 2: |0.3 − 0.4| < 0.2, V = R: 0; token 3 is padding (V = 100 ignored)
+    assert loss.item() == pytest.approx(0.5 * (1.69 + 1.0 + 0.0) / 3, abs=1e-6)
+    assert metrics["value/clip_frac"].item() == pytest.approx(1 / 3)
+    loss.backward()
+    # the clipped branch's V is a constant (V − V_old = 0.5 clamped to 0.2): only token 1 has a gradient, (V − R)/N
+    assert values.grad[0].tolist() == pytest.approx([0.0, 1 / 3, 0.0, 0.0], abs=1e-6)
+
+
+def test_explained_variance_by_hand():
+    returns, mask = t([1.0, 2.0, 3.0, 0.0]), t([1, 1, 1, 0])
     assert explained_variance(returns, returns, mask).item() == pytest.approx(1.0)
-    assert explained_variance(torch.full((1, 3), 2.0), returns, mask).item() == pytest.approx(0.0, abs=1e-6)
+    # a constant offset is fully explained: Var(R − V) = 0 (catches an uncentred residual, which gives 1 − 1/Var R)
+    assert explained_variance(returns + 1.0, returns, mask).item() == pytest.approx(1.0, abs=1e-6)
+    assert explained_variance(torch.full((1, 4), 2.0), returns, mask).item() == pytest.approx(0.0, abs=1e-6)
+    # residual (−0.5, 0, 0.5): Var = 1/6, Var R = 2/3 → 1 − 0.25 (the padded value 50 is ignored)
+    values = t([1.5, 2.0, 2.5, 50.0])
+    assert explained_variance(values, returns, mask).item() == pytest.approx(0.75, abs=1e-6)
 
 
 def test_aggregation_modes_by_hand():

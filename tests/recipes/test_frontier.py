@@ -32,17 +32,25 @@ def test_tiny_frontier_sweep(tmp_path):
     bon = [p for p in result["points"] if p["method"] == "best-of-n"]
     ppo_points = {p["setting"]: p for p in result["points"] if p["method"] == "ppo"}
     assert bon[1]["proxy"] >= bon[0]["proxy"] and bon[0]["kl"] == 0.0
-    # each PPO point trained under its own fixed β (adaptive control off): the KL term is in the rewards of the
-    # β = 1 run and absent from the β = 0 run. (Which of two 6-iteration runs of a random tiny model ends with
-    # the larger KL estimate on 8 prompts is seed noise; that a leash holds the policy back is
+    # each PPO point trained under its own fixed β (adaptive control off), from the same start with the same seed:
+    # the first iteration samples from the reference itself (KL 0, so the penalty is 0) and both runs take the same
+    # step; the second samples the same responses from the same policy, so both see the same KL, and only the β = 1
+    # run's rewards carry −β·KL: its update differs. (Catches a KL term dropped from the rewards or a β that never
+    # reaches them: the two runs then stay identical. That the leash holds the policy back over a run is
     # test_ppo.py::test_without_a_leash_the_policy_drifts_further.)
+    runs = {}
     for beta in (0.0, 1.0):
         rows = [json.loads(line) for line in (tmp_path / f"ppo-beta-{beta}" / "metrics.jsonl").read_text().splitlines()]
         assert len(rows) == 6 and all(r["objective/kl_coef"] == beta for r in rows)
-        leash = [r["reward/proxy_mean"] - r["objective/rlhf_reward"] for r in rows]
-        assert leash == pytest.approx([beta * r["objective/kl"] for r in rows], abs=1e-6)
         assert ppo_points[f"beta={beta}"]["model"] == str(tmp_path / f"ppo-beta-{beta}" / "ppo")
-    assert any(abs(r["objective/kl"]) > 1e-3 for r in rows)  # (so the β = 1 check above is not 0 = 0)
+        runs[beta] = rows
+    free, leashed = runs[0.0], runs[1.0]
+    for key in ("objective/kl", "reward/score_mean", "policy/loss", "value/loss"):
+        assert leashed[0][key] == pytest.approx(free[0][key], abs=1e-6), key
+    assert leashed[0]["objective/kl"] == pytest.approx(0.0, abs=1e-5)
+    assert leashed[1]["objective/kl"] == pytest.approx(free[1]["objective/kl"], abs=1e-5)
+    assert abs(leashed[1]["objective/kl"]) > 1e-3  # the penalty of the second iteration is not 0
+    assert abs(leashed[1]["value/loss"] - free[1]["value/loss"]) > 1e-4  # the returns carry −β·KL
     assert json.loads((tmp_path / "frontier.json").read_text())["points"] == result["points"]
     assert "id='frontier'" in (tmp_path / "report.html").read_text()
     # a second run reuses the finished PPO runs instead of training again

@@ -87,6 +87,7 @@ def test_critic_free_estimators_raise_the_score(tmp_path, sft_dir, advantage):
 
 def test_best_of_n_beats_a_single_sample_and_reports_its_kl(tmp_path, sft_dir):
     import math
+    import statistics
 
     from tether.config import BestOfNConfig
     from tether.recipes.best_of_n import run_best_of_n
@@ -95,9 +96,20 @@ def test_best_of_n_beats_a_single_sample_and_reports_its_kl(tmp_path, sft_dir):
     summary = run_best_of_n(BestOfNConfig(model=ModelConfig(name_or_path=sft_dir), reward="tether.tasks.toy:period_density",
                                           data=DataConfig(train_file=str(DATA / "prompts.jsonl")), output=str(out),
                                           n=4, max_new_tokens=12))
+    from tether.tasks.toy import period_density
+
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 30 and all(r["score"] == max(r["scores"]) and len(r["scores"]) == 4 for r in rows)
-    assert summary["score_best_mean"] > summary["score_sample_mean"]
+    # the kept response is the one that scored best: the reward function itself, on the saved text
+    assert [r["score"] for r in rows] == pytest.approx(
+        period_density([r["prompt"] for r in rows], [r["response"] for r in rows], []), abs=1e-6)
+    # the maximum of n scores is at least pstdev/√(n−1) above their mean (equality: n−1 tied high, one low), on
+    # every prompt; a pick that ignores the scores (e.g. always sample 0) is on average at the mean and fails
+    assert all(r["score"] - statistics.fmean(r["scores"]) >= statistics.pstdev(r["scores"]) / math.sqrt(3) - 1e-9
+               for r in rows)
+    assert any(statistics.pstdev(r["scores"]) > 0 for r in rows)  # (so the line above is not 0 ≥ 0 everywhere)
+    assert summary["score_best_mean"] == pytest.approx(statistics.fmean(r["score"] for r in rows))
+    assert summary["score_sample_mean"] == pytest.approx(statistics.fmean(x for r in rows for x in r["scores"]))
     assert summary["kl_best_of_n"] == pytest.approx(math.log(4) - 3 / 4)
 
 
@@ -111,10 +123,26 @@ def test_rejection_sampling_rounds_raise_the_sample_reward(tmp_path, sft_dir):
                                   max_new_tokens=12,
                                   train=TrainConfig(learning_rate=1e-3, num_epochs=2, batch_size=8,
                                                     save_final_checkpoint=False))
+    import math
+    import statistics
+
+    from tether.tasks.toy import period_density
+
     result = run_rejection_sampling(cfg)
-    assert len(result.rounds) == 3 and (tmp_path / "round-1" / "best.jsonl").is_file()
+    assert len(result.rounds) == 3 and result.model_dir == tmp_path / "round-3" / "model"
+    for r in range(1, 4):
+        rows = [json.loads(line) for line in (tmp_path / f"round-{r}" / "best.jsonl").read_text().splitlines()]
+        # each prompt's fine-tuning target is the best of its 4 samples, as the reward function scores its text;
+        # the maximum of n scores is at least pstdev/√(n−1) above their mean (a pick that ignores the scores, e.g.
+        # always sample 0, sits at the mean on average and fails on some prompt)
+        assert [row["score"] for row in rows] == pytest.approx(
+            period_density([], [row["completion"] for row in rows], []), abs=1e-6)
+        assert all(row["score"] == max(row["scores"]) and len(row["scores"]) == 4 for row in rows)
+        assert all(row["score"] - statistics.fmean(row["scores"]) >= statistics.pstdev(row["scores"]) / math.sqrt(3)
+                   - 1e-9 for row in rows)
+        assert any(statistics.pstdev(row["scores"]) > 0 for row in rows)  # (not 0 ≥ 0 on every prompt)
+    # fine-tuning on the best samples raises the next rounds' samples
     assert result.rounds[-1]["reward/sample_mean"] > result.rounds[0]["reward/sample_mean"]
-    assert result.model_dir == tmp_path / "round-3" / "model"
 
 
 def test_without_a_leash_the_policy_drifts_further(tmp_path, sft_dir):
@@ -162,12 +190,15 @@ def test_ppo_with_lora_uses_the_adapter_free_base_as_reference(tmp_path, sft_dir
 
 def test_hacking_alarm_fires_when_the_proxy_rises_and_gold_falls(tmp_path, sft_dir):
     # proxy: period density; gold: periods help up to a density of 0.5, then hurt (tether.tasks.toy:moderate_periods)
+    # The run stops at the alarm, so a long budget costs nothing once it fires: when the policy discovers periods
+    # varies with the float trajectory (the alarm fired at iterations 10, 10 and 12 here at seeds 42, 7 and 123, at
+    # 14 on another CPU at seed 42), and 40 iterations leave room for every trajectory seen, with ~3x margin.
     heldout = HeldOutConfig(gold="tether.tasks.toy:moderate_periods", prompts_file=str(DATA / "prompts.jsonl"),
                             max_prompts=16, every=2, stop_on_alarm=True, keep_best=True)
-    result = train_ppo(_ppo(tmp_path, sft_dir, heldout=heldout))
+    result = train_ppo(_ppo(tmp_path, sft_dir, heldout=heldout, num_iterations=40))
     (alarm,) = result.alarms
     assert alarm["rule"] == "proxy_up_gold_down" and result.stopped_early.startswith("reward-hacking alarm")
-    assert result.iterations == alarm["iteration"] < 14
+    assert result.iterations == alarm["iteration"] < 40
     curve = json.loads((tmp_path / "ppo_heldout.json").read_text())
     points = {p["iteration"]: p for p in curve["points"]}
     assert points[0]["kl"] == 0.0  # the first point is the reference itself
@@ -239,3 +270,48 @@ def test_ppo_single_step_reuses_the_training_forward_for_old_logprobs_and_values
                 "value/loss", "value/explained_variance", "objective/entropy"):
         assert [h[key] for h in deferred] == pytest.approx([h[key] for h in explicit], abs=1e-5), key
     assert deferred[-1]["objective/kl"] > 0 and deferred[-1]["value/loss"] > 0
+
+
+def test_approx_kl_stop_takes_no_step_past_the_threshold_and_ends_the_update(tmp_path, sft_dir, monkeypatch):
+    """4 epochs × 2 minibatches = 8 steps per update. With approx_kl_stop the first minibatch (the policy that
+    sampled, approx KL ~1e-7 from layout rounding) steps; the next one has moved (measured ~1e-2 after one step at
+    lr 2e-3, 10x the threshold) and ends the update without a step: 1 step, against 8 without the stop.
+    Catches a stop that still steps on the offending minibatch (2), one that only ends the epoch (5), none (8)."""
+    from tether.recipes import ppo as ppo_module
+
+    steps = []
+    original = ppo_module.adamw
+
+    def counting_adamw(*args, **kwargs):
+        optimizer = original(*args, **kwargs)
+        step = optimizer.step
+        optimizer.step = lambda *a, **k: (steps.append(1), step(*a, **k))[1]
+        return optimizer
+
+    monkeypatch.setattr(ppo_module, "adamw", counting_adamw)
+    stopped = train_ppo(_ppo(tmp_path / "stop", sft_dir, num_iterations=1, ppo_epochs=4, approx_kl_stop=1e-3))
+    assert len(steps) == 1
+    row = stopped.history[0]
+    assert row["policy/early_stopped"] == 1.0 and row["policy/update_steps"] == 1.0
+    assert row["policy/approx_kl"] > 1e-3 / 2  # mean of the two forwards' KL: ~0 and > 1e-3
+    steps.clear()
+    free = train_ppo(_ppo(tmp_path / "free", sft_dir, num_iterations=1, ppo_epochs=4))
+    assert len(steps) == 8 and free.history[0]["policy/early_stopped"] == 0.0
+
+
+def test_ppo_with_an_ensemble_reward_starts_its_value_model_from_the_first_member(tmp_path, sft_dir, monkeypatch):
+    from tether.config import RewardModelConfig
+    from tether.recipes import ppo as ppo_module
+    from tether.recipes.reward_model import train_reward_model
+
+    ensemble = train_reward_model(RewardModelConfig(
+        run_dir=str(tmp_path), model=ModelConfig(name_or_path=sft_dir), ensemble_size=2,
+        data=DataConfig(train_file=str(DATA / "preferences.jsonl"), max_length=256, eval_fraction=0.0),
+        train=TrainConfig(max_steps=2, batch_size=8, save_final_checkpoint=False))).model_dir
+    assert (ensemble / "ensemble.json").is_file()
+    value_inits = []
+    original = ppo_module.load_reward_model
+    monkeypatch.setattr(ppo_module, "load_reward_model",
+                        lambda cfg, **kw: (value_inits.append(cfg.name_or_path), original(cfg, **kw))[1])
+    result = train_ppo(_ppo(tmp_path, sft_dir, reward=str(ensemble), num_iterations=2))
+    assert result.iterations == 2 and value_inits == [str(ensemble / "member-0")]

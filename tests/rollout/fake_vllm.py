@@ -4,7 +4,11 @@ It keeps to the part of vLLM's API the backend uses (``LLM(...)``, ``SamplingPar
 token-id prompts and per-request params, ``RequestOutput.outputs[0].token_ids / .logprobs / .finish_reason``, the
 engine's model under ``llm_engine.model_executor.driver_worker.worker.model_runner.model`` with ``load_weights``,
 ``reset_prefix_cache``) and runs a real transformers model loaded from the directory it is given, so what it samples
-and the log-probs it reports follow the weights it was last sent. Every call is recorded for the tests to check."""
+and the log-probs it reports follow the weights it was last sent. Every call is recorded for the tests to check.
+
+Stopping is vLLM's: a request stops at its ``stop_token_ids`` and also at every EOS id of the model directory's
+generation config (vLLM's ``SamplingParams.update_from_generation_config`` adds them to each request), keeping the
+stop token it sampled in ``token_ids``; ``min_tokens`` holds back all of those ids."""
 from __future__ import annotations
 
 import importlib.machinery
@@ -54,8 +58,11 @@ class LLM:
         self.calls: list[tuple[list[dict], list[SamplingParams]]] = []
         self.loads: list[list[str]] = []
         self.prefix_resets = 0
-        self.script: list[tuple[list[int], str]] | None = None  # canned (token_ids, finish_reason) per request
+        # canned (token_ids, finish_reason) or (token_ids, finish_reason, logprob of each token) per request
+        self.script: list[tuple] | None = None
         self.frozen = False  # True: load_weights records the call and ignores the weights (a broken sync)
+        eos = self.model.generation_config.eos_token_id  # an int, a list or None, as in the directory
+        self.generation_eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
         runner = SimpleNamespace(model=_EngineModel(self))
         self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(
             driver_worker=SimpleNamespace(worker=SimpleNamespace(model_runner=runner))))
@@ -68,7 +75,7 @@ class LLM:
         assert isinstance(sampling_params, list) and len(sampling_params) == len(prompts)
         self.calls.append((prompts, sampling_params))
         if self.script is not None:
-            return [_output(ids, reason, None) for ids, reason in self.script]
+            return [_output(ids, reason, _scripted(ids, logps)) for ids, reason, *logps in self.script]
         return [self._sample(p["prompt_token_ids"], params) for p, params in zip(prompts, sampling_params)]
 
     @torch.no_grad()
@@ -76,20 +83,28 @@ class LLM:
         if params.top_p != 1.0 or params.n != 1 or params.temperature <= 0:
             raise NotImplementedError("the fake engine samples n=1 at temperature > 0 without top-p")
         stream = torch.Generator().manual_seed(params.seed if params.seed is not None else 0)
+        stops = list(dict.fromkeys([*params.stop_token_ids, *self.generation_eos]))  # vLLM adds the config's EOS ids
         ids, tokens, logprobs, reason = list(prompt), [], [], "length"
         for step in range(params.max_tokens):
             logits = self.model(torch.tensor([ids])).logits[0, -1].float() / params.temperature
             if step < params.min_tokens:
-                logits[params.stop_token_ids] = float("-inf")
+                logits[stops] = float("-inf")
             logp = torch.log_softmax(logits, -1)  # "processed_logprobs": after temperature and the token bans
             token = int(torch.multinomial(logp.exp(), 1, generator=stream))
             tokens.append(token)
             logprobs.append({token: SimpleNamespace(logprob=float(logp[token]))})
             ids.append(token)
-            if token in params.stop_token_ids:  # vLLM keeps a stop token id in the output's token_ids
+            if token in stops:  # vLLM keeps a stop token id in the output's token_ids
                 reason = "stop"
                 break
         return _output(tokens, reason, logprobs)
+
+
+def _scripted(token_ids, logps):
+    """vLLM's per-token logprobs entries ({token: Logprob}) for scripted log-probs, or None when none are given."""
+    if not logps:
+        return None
+    return [{token: SimpleNamespace(logprob=float(lp))} for token, lp in zip(token_ids, logps[0])]
 
 
 def _output(token_ids, finish_reason, logprobs):

@@ -37,6 +37,22 @@ def test_rollout_from_completions_when_pad_is_eos():
     assert r.ended_with_eos.tolist() == [True, True, False]
 
 
+def test_rollout_from_completions_ends_at_the_first_of_several_stop_ids():
+    # Llama-3 style: the primary EOS and a secondary one (<|eot_id|>); pad == the primary
+    second = 9
+    completions = [[4, second], [4, EOS, second, 5], [second, EOS], [5, 6, 7], [4, 5]]
+    r = rollout_from_completions(torch.tensor([[3]] * 5), torch.ones(5, 1, dtype=torch.long), completions,
+                                 [EOS, second], EOS, sampler_logps=[[-0.5, -1.5], [-1.0, -2.0, -3.0, -4.0],
+                                                                    [-0.25, -9.0], [-1.0, -1.0, -1.0], [-2.0, -2.0]])
+    assert r.response_ids.tolist() == [[4, second, EOS, EOS], [4, EOS, EOS, EOS], [second, EOS, EOS, EOS],
+                                       [5, 6, 7, EOS], [4, 5, EOS, EOS]]
+    assert r.response_mask.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0]]
+    assert r.ended_with_eos.tolist() == [True, True, True, False, False]
+    # the stop token keeps the log-prob reported for it; nothing after the first stop is kept
+    assert r.sampler_logps.tolist() == [[-0.5, -1.5, 0, 0], [-1.0, -2.0, 0, 0], [-0.25, 0, 0, 0],
+                                        [-1.0, -1.0, -1.0, 0], [-2.0, -2.0, 0, 0]]
+
+
 def test_sampler_gap_is_the_mean_absolute_difference_on_response_tokens():
     r = Rollout(torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.long),
                 torch.tensor([[4, EOS, PAD]]), torch.tensor([[1, 1, 0]]), torch.tensor([True]),

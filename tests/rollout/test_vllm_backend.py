@@ -1,7 +1,8 @@
 """The vLLM generation backend against a stand-in ``vllm`` module (tests/rollout/fake_vllm.py) that runs a real
-transformers model: what reaches the engine (unpadded prompts, per-row seeds, the sampling settings, every weight
-on each sync) and what comes back (the EOS kept or restored, the engine's log-probs). The real engine is exercised
-in tests/gpu/test_vllm.py, on a CUDA machine with vLLM installed."""
+transformers model: what reaches the engine (unpadded prompts, per-row seeds, the sampling settings, the stop ids,
+every weight on each sync) and what comes back (the stop token the engine sampled, kept and never one added; the
+engine's log-probs). The real engine is exercised in tests/gpu/test_vllm.py, on a CUDA machine with vLLM
+installed."""
 import pytest
 import torch
 
@@ -65,18 +66,64 @@ def test_prompts_reach_the_engine_unpadded_with_their_seeds_and_settings(tmp_pat
         generator.generate(ids, mask, config, eos, pad, seeds=[1, 2, 3])
 
 
-def test_a_stop_without_the_stop_token_in_the_output_gets_the_eos_back(tmp_path, tiny, vllm):
+def _with_eos_ids(policy, tokenizer, run_dir, eos_ids):
+    """The policy's sampler directory with ``eos_ids`` as its generation config's EOS ids (Llama-3 lists three)."""
+    original = policy.generation_config.eos_token_id
+    policy.generation_config.eos_token_id = eos_ids
+    try:
+        return sampler_model_dir(policy, tokenizer, run_dir)
+    finally:
+        policy.generation_config.eos_token_id = original
+
+
+def test_a_response_keeps_the_stop_token_the_engine_sampled_and_nothing_is_appended(tmp_path, tiny, vllm):
     policy, tokenizer = tiny
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    generator = VLLMGenerator(sampler_model_dir(policy, tokenizer, tmp_path))
-    generator.llm.script = [([5, 6], "stop"),          # an engine that drops the stop token: the EOS is put back
-                            ([7, 8, 9], "length"),     # cut at max_tokens: no EOS, and none added
-                            ([4, eos], "stop")]        # the EOS already there: kept once
-    ids = torch.tensor([[pad, 17], [30, 31], [40, 41]])
-    rollout = generator.generate(ids, torch.tensor([[0, 1], [1, 1], [1, 1]]), GenerationConfig(3), eos, pad)
-    assert rollout.response_ids.tolist() == [[5, 6, eos], [7, 8, 9], [4, eos, pad]]
-    assert rollout.response_mask.tolist() == [[1, 1, 1], [1, 1, 1], [1, 1, 0]]
-    assert rollout.ended_with_eos.tolist() == [True, False, True]
+    second = 77  # a secondary EOS id of the generation config (Llama-3's <|eot_id|> beside <|end_of_text|>)
+    generator = VLLMGenerator(_with_eos_ids(policy, tokenizer, tmp_path, [eos, second]))
+    generator.llm.script = [([5, 6, second], "stop", [-0.5, -0.25, -1.5]),  # stopped on the secondary id: kept
+                            ([7, 8, 9], "length", [-1.0, -2.0, -3.0]),     # cut at max_tokens: no stop, none added
+                            ([4, eos], "stop", [-0.75, -0.125]),            # the primary EOS: kept once
+                            ([5, 6], "stop", [-0.5, -0.25])]                # "stop" with no stop token: not ended
+    ids = torch.tensor([[pad, 17], [30, 31], [40, 41], [42, 43]])
+    rollout = generator.generate(ids, torch.ones_like(ids), GenerationConfig(3), eos, pad)  # (callers pass one id)
+    assert rollout.response_ids.tolist() == [[5, 6, second], [7, 8, 9], [4, eos, pad], [5, 6, pad]]
+    assert rollout.response_mask.tolist() == [[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 1, 0]]
+    assert rollout.ended_with_eos.tolist() == [True, False, True, False]
+    # every kept token carries the log-prob the engine reported for it: none is a 0 of a token never sampled
+    assert rollout.sampler_logps.tolist() == [[-0.5, -0.25, -1.5], [-1.0, -2.0, -3.0], [-0.75, -0.125, 0.0],
+                                              [-0.5, -0.25, 0.0]]
+    assert [p.stop_token_ids for p in generator.llm.calls[-1][1]] == [[eos, second]] * 4  # the engine's stop set
+    # the caller's ids count too, where the directory does not list them
+    plain = VLLMGenerator(sampler_model_dir(policy, tokenizer, tmp_path / "plain"))
+    plain.llm.script = generator.llm.script
+    again = plain.generate(ids, torch.ones_like(ids), GenerationConfig(3), [eos, second], pad)
+    assert again.response_mask.tolist() == rollout.response_mask.tolist()
+    assert [p.stop_token_ids for p in plain.llm.calls[-1][1]] == [[eos, second]] * 4
+
+
+def test_a_sample_that_stops_on_a_secondary_eos_ends_with_it_and_its_sampled_logprob(tmp_path, tiny, vllm):
+    """vLLM stops at every EOS id of the generation config. The engine's sample with the secondary id set is its
+    unstopped sample (same seeds) cut right after that id, and the log-probs are the engine's for those tokens, as
+    the trained policy recomputes them."""
+    policy, tokenizer = tiny
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    ids, mask = _left_padded(pad)
+    config, seeds = GenerationConfig(max_new_tokens=6, temperature=1.0), [21, 22]
+    free = VLLMGenerator(sampler_model_dir(policy, tokenizer, tmp_path / "one"))
+    unstopped = free.generate(ids, mask, config, eos, pad, seeds=seeds)
+    path = unstopped.response_ids[0][unstopped.response_mask[0].bool()].tolist()
+    k = next(k for k in range(2, len(path)) if path[k] not in path[:k] and eos not in path[:k + 1])
+    second = path[k]
+    generator = VLLMGenerator(_with_eos_ids(policy, tokenizer, tmp_path / "two", [eos, second]))
+    rollout = generator.generate(ids, mask, config, eos, pad, seeds=seeds)  # the callers' single EOS id
+    assert rollout.response_ids[0][rollout.response_mask[0].bool()].tolist() == path[:k + 1]
+    assert bool(rollout.ended_with_eos[0]) and rollout.response_ids[0, k] == second
+    torch.testing.assert_close(rollout.sampler_logps[0, :k + 1], unstopped.sampler_logps[0, :k + 1])
+    assert float(rollout.sampler_logps[0, k]) < -1e-3
+    with torch.no_grad():
+        torch.testing.assert_close(rollout.sampler_logps, response_logprobs(policy, rollout, 1.0), atol=1e-5,
+                                   rtol=1e-5)
 
 
 def test_a_sync_sends_every_weight_once_and_drops_the_prefix_cache(tmp_path, tiny, vllm):

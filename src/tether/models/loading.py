@@ -21,6 +21,7 @@ import torch
 from tether import __version__
 from tether.config import LoraConfig, ModelConfig
 from tether.models.embedded import embedded_model_dir, embedded_tokenizer_dir, is_embedded
+from tether.models.special_tokens import fit_embeddings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
@@ -126,15 +127,73 @@ def load_reward_model(cfg: ModelConfig, seed: int = 0, pad_token_id: int | None 
     """``AutoModelForSequenceClassification`` with ``num_labels=1``: a scalar head on the last non-pad token.
 
     Initialised from ``cfg.name_or_path`` (usually the SFT model); the score head is new
-    and seeded. The head reads the hidden state of the rightmost token that is not the
-    pad token, exactly as transformers does for any user who loads the saved directory.
+    and seeded. ``pad_token_id``: from :func:`tether.models.special_tokens.reward_pad_token_id`, never an EOS id,
+    so that transformers' pooling (the rightmost token that is not the pad id) reads each sequence's last real
+    token, as tether does; an id past the embeddings gets a new row.
     """
     from transformers import AutoModelForSequenceClassification
 
-    model = _load(AutoModelForSequenceClassification, cfg, seed, 1, pad_token_id)
+    # a pad token of its own (reward_pad_token_id) may be past the embeddings: loaded first, then given its row
+    # (an embedding's padding_idx must lie inside it)
+    model = _load(AutoModelForSequenceClassification, cfg, seed, 1, None)
+    if pad_token_id is not None:
+        fit_embeddings(model, pad_token_id)
+        model.config.pad_token_id = pad_token_id
     if model.config.pad_token_id is None:
         raise ModelLoadError("the reward model needs a pad token id to find the last token of each sequence")
     return model
+
+
+DROPOUT_MODULES = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d, torch.nn.AlphaDropout,
+                   torch.nn.FeatureAlphaDropout)
+
+
+def _is_dropout_rate(name: str, value: Any) -> bool:
+    """A float attribute that transformers reads as a dropout probability (``attention_dropout``, ``dropout``,
+    ``dropout_p``, ``attn_pdrop``, ``layerdrop``, ...)."""
+    return "drop" in name.lower() and isinstance(value, float) and not isinstance(value, bool)
+
+
+def disable_dropout(model):
+    """Turn off every dropout of ``model`` except LoRA's own, in place, and return the model.
+
+    Dropout makes a training-mode forward differ from an eval-mode one, so a policy trained with it is
+    compared with a dropout-free reference (DPO family) or estimates KTO's z₀ noisily; TRL and
+    OpenRLHF switch it off the same way. Three places hold a dropout probability, all set to 0:
+    ``torch.nn.Dropout`` modules (and its 1d/2d/3d/alpha kin); float attributes of modules that
+    attention reads at forward time (Llama copies ``config.attention_dropout`` into
+    ``LlamaAttention.attention_dropout`` when built); and the model's config (and every sub-config a
+    module holds), which some architectures read at forward time, so the saved model's config.json
+    records the dropout it was trained with (0). Works the same for random-init and pretrained models,
+    before or after LoRA: LoRA's ``lora_dropout`` is left as ``model.lora.dropout`` says (it acts only
+    on the adapter branch, which is zero at the start, and is a regulariser the user chose).
+    """
+    from transformers import PretrainedConfig
+
+    for name, module in model.named_modules():
+        if "lora_dropout" in name:
+            continue
+        if isinstance(module, DROPOUT_MODULES):
+            module.p = 0.0
+        for attr, value in list(vars(module).items()):
+            if _is_dropout_rate(attr, value):
+                setattr(module, attr, 0.0)
+            elif isinstance(value, PretrainedConfig):
+                _zero_config_dropout(value)
+    config = getattr(model, "config", None)
+    if isinstance(config, PretrainedConfig):
+        _zero_config_dropout(config)
+    return model
+
+
+def _zero_config_dropout(config) -> None:
+    from transformers import PretrainedConfig
+
+    for attr, value in list(vars(config).items()):
+        if _is_dropout_rate(attr, value):
+            setattr(config, attr, 0.0)
+        elif isinstance(value, PretrainedConfig):
+            _zero_config_dropout(value)  # e.g. a multimodal model's text_config
 
 
 def apply_lora(model, lora: LoraConfig, task_type: str = "CAUSAL_LM"):

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from tether.algos.losses.reward_model import ensemble_scores
+from tether.models.special_tokens import stop_token_ids
 
 
 def pad_right(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,23 +30,35 @@ def pad_right(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tens
     return input_ids, attention_mask
 
 
+def last_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B,) column of each row's last real token: the rightmost 1 of the attention mask (never read from token ids,
+    which cannot tell a padding EOS from the EOS that ends a response when pad == EOS)."""
+    if not bool(attention_mask.bool().any(-1).all()):
+        raise ValueError("a row without a single real token cannot be scored")
+    columns = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (columns * attention_mask.bool()).argmax(-1)
+
+
 def reward_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    prompt_lengths: list[int] | None = None) -> torch.Tensor:
-    """(B,) fp32 scores, on the model's device. The head reads the rightmost non-pad token, as transformers does
-    (right-padded rows are run without the 2-D mask, which changes no real token's output: see
-    ``padded_forward_inputs``).
+    """(B,) fp32 scores, on the model's device: the score head on each sequence's last real token, as the attention
+    mask says (:func:`last_real_index`), on every path. (Transformers' own pooling reads the rightmost token that
+    is not the pad id, which is another token when pad == EOS and a sequence ends in EOS; reward models tether
+    makes get a pad token of their own, see :func:`tether.models.loading.reward_pad_token_id`, so a saved model
+    scores the same in plain transformers.) Right-padded rows run without the 2-D mask, which changes no real
+    token's output (see ``padded_forward_inputs``).
 
     ``prompt_lengths`` (real tokens of each row's prompt): rows with the same prompt (a pair's chosen and
     rejected) run as one row, the prompt once (:mod:`tether.models.prefix_sharing`), where that saves positions;
     the head then reads each sequence's last token in the shared row."""
-    from tether.models.scoring import right_padded
+    from tether.models.prefix_sharing import per_position_outputs
+    from tether.models.scoring import base_model, padded_forward_inputs
     from tether.utils.device import model_device
 
     device = model_device(model)  # the inputs follow the model
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     if prompt_lengths is not None:
-        from tether.models.prefix_sharing import maybe_share, per_position_outputs, shared_inputs
-        from tether.models.scoring import base_model
+        from tether.models.prefix_sharing import maybe_share, shared_inputs
 
         plan = maybe_share(model, input_ids, attention_mask, lambda: prompt_lengths, enabled=True)
         if plan is not None:
@@ -53,8 +66,10 @@ def reward_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
             scores = per_position_outputs(model, shared_inputs(input_ids, plan, 0, dtype))[..., 0]  # (N, W)
             last = [plan.columns(b)[-1] for b in range(input_ids.shape[0])]  # each sequence's last token
             return scores[plan.row, last].float()
-    mask = {} if right_padded(attention_mask) else {"attention_mask": attention_mask}
-    return model(input_ids=input_ids, **mask).logits[:, 0].float()
+    inputs = {"input_ids": input_ids, **padded_forward_inputs(attention_mask)}
+    scores = per_position_outputs(model, inputs)[..., 0]  # (B, T)
+    rows = torch.arange(input_ids.shape[0], device=device)
+    return scores[rows, last_real_index(attention_mask)].float()
 
 
 @torch.no_grad()
@@ -94,6 +109,13 @@ def load_reward_models(model_dir: str | Path) -> list:
         model = AutoModelForSequenceClassification.from_pretrained(member, use_safetensors=True, dtype=torch.float32)
         if model.config.num_labels != 1:
             raise ValueError(f"{member} has num_labels={model.config.num_labels}; a reward model has 1")
+        if model.config.pad_token_id is not None and model.config.pad_token_id in stop_token_ids(member):
+            from tether.utils.logging import console
+
+            console.print(f"[yellow]note: {member} pads with its EOS id ({model.config.pad_token_id}): tether scores "
+                          "each sequence's last real token (by the attention mask), while plain transformers' pooling "
+                          "reads the last token that is not EOS. Reward models trained by tether have a pad token of "
+                          "their own and score the same in both.[/]")
         models.append(place(model).eval())
     return models
 

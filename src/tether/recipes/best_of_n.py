@@ -36,7 +36,7 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     prompts = load_generation_prompts(cfg, tokenizer, cfg.max_prompts)
-    reward_source = load_reward_source(cfg.reward, tokenizer)
+    reward_source = load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k)
     policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
     sampled = sample_and_score(policy, tokenizer, reward_source, prompts, cfg.n,
                                GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p), cfg.batch_size,
@@ -72,7 +72,7 @@ def run_rejection_sampling(cfg: RejectionSamplingConfig) -> RejectionResult:
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     prompts = load_generation_prompts(cfg, tokenizer, cfg.max_prompts)
-    reward_source = load_reward_source(cfg.reward, tokenizer)
+    reward_source = load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k)
     logger = MetricsLogger(run_dir, "rejection-sample", list(cfg.train.report_to))
     model_cfg = copy.deepcopy(cfg.model)
     history = []
@@ -90,8 +90,8 @@ def run_rejection_sampling(cfg: RejectionSamplingConfig) -> RejectionResult:
                                    desc=f"round {round_index}: sampling")
         del policy
         kept = [s for s in sampled if cfg.threshold is None or s.scores[s.best] >= cfg.threshold]
-        rows = [{"prompt": s.prompt.prompt_text, "completion": s.responses[s.best], "score": s.scores[s.best]}
-                for s in kept if s.responses[s.best].strip()]
+        rows = [{"prompt": s.prompt.prompt_text, "completion": s.responses[s.best], "score": s.scores[s.best],
+                 "scores": s.scores} for s in kept if s.responses[s.best].strip()]
         metrics = {"reward/sample_mean": sum(sum(s.scores) for s in sampled) / (len(sampled) * cfg.n),
                    "reward/best_mean": sum(s.scores[s.best] for s in sampled) / len(sampled),
                    "rejection/kept": len(rows), "rejection/prompts": len(sampled)}

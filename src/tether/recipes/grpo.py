@@ -34,7 +34,7 @@ from tether.algos.losses.ppo import aggregate, aggregate_parts, policy_loss
 from tether.algos.rewards import kl_shaped_rewards
 from tether.config import GRPOConfig, to_dict
 from tether.data import collate_prompts
-from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, save_model
+from tether.models.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer, save_model
 from tether.recipes.common import configure_cpu, load_generation_prompts, prepare_run, seed_everything
 from tether.recipes.loop import adamw
 from tether.recipes.ppo import _prompt_batches, _subset, make_heldout, rollout_logprobs
@@ -195,7 +195,8 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     prompts = load_generation_prompts(cfg, tokenizer)
     roles = open_roles(cfg)  # Ray actors for the placed roles (placement.backend=ray), else None
     reward_source = reward_for(cfg, tokenizer, roles)
-    policy = apply_lora(load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id),
+    # no dropout: the rollout's log-probs, the reference's and the update's are one distribution's (TRL, OpenRLHF)
+    policy = apply_lora(disable_dropout(load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)),
                         cfg.model.lora, "CAUSAL_LM")
     ref_model = reference_for(cfg, policy, tokenizer, roles)
     # DDP in a data-parallel run (generation uses the plain policy); under FSDP both are sharded in place

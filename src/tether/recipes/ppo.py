@@ -30,7 +30,9 @@ from tether.algos.masked import masked_mean
 from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
 from tether.config import ModelConfig, PPOConfig, to_dict
 from tether.data import collate_prompts
-from tether.models.loading import apply_lora, load_causal_lm, load_reward_model, load_tokenizer, save_model
+from tether.models.loading import (apply_lora, disable_dropout, load_causal_lm, load_reward_model, load_tokenizer,
+                                   save_model)
+from tether.models.reward import ensemble_members
 from tether.recipes.common import configure_cpu, load_generation_prompts, prepare_run, seed_everything
 from tether.recipes.loop import TrainingError, adamw, epoch_order
 from tether.recipes.roles import generator_for, open_roles, reference_for, reward_for
@@ -96,6 +98,7 @@ def _value_init(cfg: PPOConfig) -> ModelConfig:
     first = first.split(",")[0].strip()
     source = cfg.value_model or (first if Path(first).is_dir() else None)
     if source:
+        source = str(ensemble_members(source)[0])  # an ensemble directory: its first member
         return ModelConfig(name_or_path=source, trust_remote_code=cfg.model.trust_remote_code)
     return copy.deepcopy(cfg.model)  # a function reward: start the value model from the policy
 
@@ -215,14 +218,15 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: di
 
     In a data-parallel run each process divides its token sums by the token count of the whole (global)
     minibatch and the early stop on approx KL is decided on the global value, so every process takes the
-    same steps."""
+    same steps. ``approx_kl_stop``: the first minibatch whose approx KL(π_old‖π) exceeds it takes no step, and
+    the update ends there (its remaining minibatches and epochs are skipped)."""
     dist = dist or Dist()
     train_models = train_models if train_models is not None else models
     rollout = experience["rollout"]
     n = rollout.prompt_ids.shape[0]
     size = dist.share(cfg.minibatch_size)
     sums: dict[str, float] = {}
-    count = 0
+    forwards = steps = 0  # minibatch forwards (the metrics average over them), optimizer steps taken
     stopped = False
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(n)
@@ -250,35 +254,41 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: di
             # (has grad: the entropy bonus)
             entropy_mean = masked_mean(entropy, mask) if tokens is None else (entropy * mask).sum() / tokens
             loss = pg_loss + cfg.value_coef * vf_loss - cfg.entropy_coef * entropy_mean
+            with torch.no_grad():
+                ev = explained_variance(values, returns, mask)
+            for key, value in {**pg_metrics, **vf_metrics, "objective/entropy": entropy_mean.detach(),
+                               "value/explained_variance": ev}.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+            forwards += 1
+            # early stop (Stable-Baselines3's target_kl): once this minibatch's policy has moved further than
+            # approx_kl_stop from the sampling policy, take no step from it and end the whole update (every epoch)
+            approx_kl = dist.combine({"kl": float(pg_metrics["policy/approx_kl"])})["kl"]
+            if cfg.approx_kl_stop > 0 and approx_kl > cfg.approx_kl_stop:
+                stopped = True
+                break
             optimizer.zero_grad(set_to_none=True)
             (loss * dist.world_size).backward()  # DDP averages gradients over processes: undo it, exactly
             for part in (models.policy, models.value):
                 torch.nn.utils.clip_grad_norm_([p for p in part.parameters() if p.requires_grad], cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)  # the gradients are not kept through the next rollout / forward
-            with torch.no_grad():
-                ev = explained_variance(values, returns, mask)
-            for key, value in {**pg_metrics, **vf_metrics, "objective/entropy": entropy_mean.detach(),
-                               "value/explained_variance": ev}.items():
-                sums[key] = sums.get(key, 0.0) + float(value)
-            count += 1
-            approx_kl = dist.combine({"kl": float(pg_metrics["policy/approx_kl"])})["kl"]
-            if cfg.approx_kl_stop > 0 and approx_kl > cfg.approx_kl_stop:
-                stopped = True
-                break
+            steps += 1
         if stopped:
             break
-    metrics = dist.combine({k: v / count for k, v in sums.items()}, summed=SUMMED_METRICS)
+    metrics = dist.combine({k: v / forwards for k, v in sums.items()}, summed=SUMMED_METRICS)
     metrics["policy/early_stopped"] = float(stopped)
+    metrics["policy/update_steps"] = float(steps)
     return metrics
 
 
 def _build_models(cfg: PPOConfig, tokenizer, roles=None):
     pad = tokenizer.pad_token_id
-    policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=pad)
+    # no dropout in the policy or the value model: the rollout's log-probs and values, the reference's and the
+    # update's are then one distribution's, whatever mode a model was loaded in (as TRL and OpenRLHF do)
+    policy = disable_dropout(load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=pad))
     policy = apply_lora(policy, cfg.model.lora, "CAUSAL_LM")
     ref_model = reference_for(cfg, policy, tokenizer, roles)
-    value = load_reward_model(_value_init(cfg), seed=cfg.seed + 1, pad_token_id=pad)
+    value = disable_dropout(load_reward_model(_value_init(cfg), seed=cfg.seed + 1, pad_token_id=pad))
     return PolicyAndValue(policy, value), ref_model
 
 

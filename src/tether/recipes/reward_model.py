@@ -21,8 +21,9 @@ from tether.algos.losses.reward_model import bradley_terry_loss, pairwise_accura
 from tether.config import RewardModelConfig, prompt_budget, to_dict
 from tether.data import PairExample, collate_pairs, load_preference_dataset
 from tether.eval.reward_model import reward_model_report
-from tether.models.loading import apply_lora, load_reward_model, load_tokenizer, save_model
+from tether.models.loading import apply_lora, load_reward_model, load_tokenizer, resolve_model_path, save_model
 from tether.models.reward import load_reward_models, reward_forward, score_with_members
+from tether.models.special_tokens import reward_pad_token_id, stop_token_ids
 from tether.recipes.common import atomic_write_text, load_train_eval, prepare_run
 from tether.recipes.loop import TrainResult, run_training
 from tether.utils.logging import console
@@ -105,7 +106,8 @@ def train_reward_model(cfg: RewardModelConfig) -> RewardModelResult:
     run_dir, logger = prepare_run(cfg, cfg.name)
     # 1. tokenizer + pairs
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
-    pad = tokenizer.pad_token_id
+    # a pad id that is never an EOS id, so every path (and plain transformers) reads each sequence's last token
+    pad = reward_pad_token_id(tokenizer, stop_token_ids(resolve_model_path(cfg.model.name_or_path, False), tokenizer))
     train_pairs, eval_pairs = load_train_eval(
         load_preference_dataset, cfg.data, cfg.train.seed, tokenizer, max_length=cfg.data.max_length,
         max_prompt_length=prompt_budget(cfg.data), chat_template=cfg.data.chat_template, overlong=cfg.data.overlong)

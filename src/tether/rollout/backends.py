@@ -2,7 +2,9 @@
 
 ``Generator.generate(prompt_ids, prompt_mask, config, eos_token_id, pad_token_id, seeds) -> Rollout`` and
 ``Generator.sync_weights(policy)`` (called after each policy update; the sampler then samples from the new
-weights). Backends:
+weights). ``eos_token_id`` is one id or several (the tokenizer's EOS first); every backend also stops at its
+model's own EOS ids (config and generation config: Llama-3's ``<|eot_id|>``, ..., :mod:`tether.models.special_tokens`),
+so both stop at the same set, and a response keeps the stop token it sampled, with its sampled log-prob. Backends:
 
 - ``transformers`` (:class:`TransformersGenerator`, the default): the policy's own ``generate`` with the KV cache,
   batched, left-padded prompts. It samples from the live policy, so ``sync_weights`` has nothing to do.
@@ -20,12 +22,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
+from tether.models.special_tokens import as_stop_ids, config_stop_ids
 from tether.rollout.generation import GenerationConfig, Rollout, generate
 
 
@@ -33,7 +36,7 @@ class Generator(Protocol):
     name: str
 
     def generate(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config: GenerationConfig,
-                 eos_token_id: int, pad_token_id: int, seeds: list[int] | None = None) -> Rollout:
+                 eos_token_id: int | Sequence[int], pad_token_id: int, seeds: list[int] | None = None) -> Rollout:
         ...
 
     def sync_weights(self, policy: torch.nn.Module) -> None:
@@ -45,7 +48,8 @@ class GenerationBackendError(RuntimeError):
 
 
 class TransformersGenerator:
-    """Sampling with the policy's own ``generate`` (:func:`tether.rollout.generation.generate`)."""
+    """Sampling with the policy's own ``generate`` (:func:`tether.rollout.generation.generate`; it stops at
+    ``eos_token_id`` and the model's own EOS ids)."""
 
     name = "transformers"
 
@@ -145,7 +149,12 @@ class VLLMGenerator:
 
     ``model_dir``: a transformers directory with the policy's architecture and tokenizer (its weights are replaced
     by the first ``sync_weights``). In a multi-process run each process holds its own engine
-    (``distributed_executor_backend="external_launcher"``, as TRL's colocate mode), sampling its share."""
+    (``distributed_executor_backend="external_launcher"``, as TRL's colocate mode), sampling its share.
+
+    Stop ids: vLLM stops at the tokenizer's EOS and at every EOS id of the directory's generation config whatever it
+    is asked; each request is given those ids and ``eos_token_id`` as ``stop_token_ids``, so the engine and the
+    rollout's mask agree. vLLM keeps the stop token it sampled (with its log-prob) in the output; nothing is ever
+    appended (a "stop" finish without a stop token, as a stop string gives, counts as not ended)."""
 
     name = "vllm"
 
@@ -170,6 +179,7 @@ class VLLMGenerator:
                       trust_remote_code=False, logprobs_mode="processed_logprobs")
         if max_num_seqs:
             kwargs["max_num_seqs"] = max_num_seqs
+        self.model_stop_ids = config_stop_ids(model_dir)  # the EOS ids the engine stops at anyway
         self.llm = LLM(**kwargs)
 
     def generate(self, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id, seeds=None) -> Rollout:
@@ -178,23 +188,20 @@ class VLLMGenerator:
         if seeds is not None and len(seeds) != prompt_ids.shape[0]:
             raise ValueError(f"{len(seeds)} seeds for {prompt_ids.shape[0]} prompts")
         rows = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask)]  # left padding dropped
+        stops = as_stop_ids(eos_token_id, self.model_stop_ids)
         params = [SamplingParams(n=1, temperature=config.temperature if config.do_sample else 0.0,
                                  top_p=config.top_p, max_tokens=config.max_new_tokens,
-                                 min_tokens=config.min_new_tokens, stop_token_ids=[eos_token_id], logprobs=0,
+                                 min_tokens=config.min_new_tokens, stop_token_ids=list(stops), logprobs=0,
                                  seed=None if seeds is None else int(seeds[i]))
                   for i in range(len(rows))]
         outputs = self.llm.generate([{"prompt_token_ids": r} for r in rows], sampling_params=params, use_tqdm=False)
         completions, logps = [], []
         for out in outputs:
             sample = out.outputs[0]
-            ids = list(sample.token_ids)
-            row_logps = [entry[token].logprob for entry, token in zip(sample.logprobs or [], ids)]
-            if sample.finish_reason == "stop" and (not ids or ids[-1] != eos_token_id):
-                ids.append(eos_token_id)  # (an engine that leaves the stop token out) the EOS ends the response
-                row_logps.append(0.0)
+            ids = list(sample.token_ids)  # as sampled, the stop token included: nothing is added
             completions.append(ids)
-            logps.append(row_logps)
-        return rollout_from_completions(prompt_ids, prompt_mask, completions, eos_token_id, pad_token_id, logps)
+            logps.append([entry[token].logprob for entry, token in zip(sample.logprobs or [], ids)])
+        return rollout_from_completions(prompt_ids, prompt_mask, completions, stops, pad_token_id, logps)
 
     def sync_weights(self, policy: torch.nn.Module) -> None:
         self.load_weights(export_weights(policy))
@@ -229,19 +236,22 @@ def engine_model(llm):
 
 
 def rollout_from_completions(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completions: list[list[int]],
-                             eos_token_id: int, pad_token_id: int,
+                             eos_token_id: int | Sequence[int], pad_token_id: int,
                              sampler_logps: list[list[float]] | None = None) -> Rollout:
     """A :class:`Rollout` from per-row completion token lists: right-padded to the longest, the mask 1 up to and
-    including each row's first EOS (the whole row when it has none), later tokens replaced by pad (so pad == EOS is
-    no ambiguity: the mask comes from the lists, not from the padded tensor)."""
+    including each row's first stop token (any of ``eos_token_id``: one id or several; the whole row when it has
+    none), later tokens replaced by pad (so pad == EOS is no ambiguity: the mask comes from the lists, not from the
+    padded tensor)."""
+    stops = set(as_stop_ids(eos_token_id))
     width = max(1, max((len(c) for c in completions), default=0))
     ids = torch.full((len(completions), width), pad_token_id, dtype=torch.long)
     mask = torch.zeros(len(completions), width, dtype=torch.long)
     logps = torch.zeros(len(completions), width)
     ended = torch.zeros(len(completions), dtype=torch.bool)
     for i, row in enumerate(completions):
-        length = row.index(eos_token_id) + 1 if eos_token_id in row else len(row)
-        ended[i] = eos_token_id in row
+        first_stop = next((j for j, token in enumerate(row) if token in stops), None)
+        length = len(row) if first_stop is None else first_stop + 1
+        ended[i] = first_stop is not None
         ids[i, :length] = torch.tensor(row[:length], dtype=torch.long)
         mask[i, :length] = 1
         if sampler_logps is not None and sampler_logps[i]:

@@ -1,16 +1,20 @@
 """Sample responses with ``transformers.generate`` and turn them into aligned tensors.
 
 Shapes: B prompts, P prompt positions (left-padded), R response positions (right-padded).
-The response mask is 1 up to and including the first EOS, so a response that ends with
-EOS keeps it (the reward is placed there) and everything after it is padding — correct
-also when the pad token is the EOS token.
+A response ends at its first stop token: any of the EOS ids (the tokenizer's EOS, and every EOS id of the model's
+config and generation config, e.g. Llama-3's ``<|eot_id|>``; :mod:`tether.models.special_tokens`). The response mask
+is 1 up to and including that token, so a response that ends keeps the stop token it sampled (the reward is placed
+there) and everything after it is padding — correct also when the pad token is an EOS token.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from tether.models.special_tokens import as_stop_ids, config_stop_ids
 
 
 @dataclass
@@ -69,8 +73,8 @@ class Rollout:
     prompt_ids: torch.Tensor       # (B, P) left-padded
     prompt_mask: torch.Tensor      # (B, P)
     response_ids: torch.Tensor     # (B, R) right-padded
-    response_mask: torch.Tensor    # (B, R) 1 up to and including the first EOS
-    ended_with_eos: torch.Tensor   # (B,) bool
+    response_mask: torch.Tensor    # (B, R) 1 up to and including the first stop token (any EOS id)
+    ended_with_eos: torch.Tensor   # (B,) bool: the response ended with a stop token (not cut at the length cap)
     sampler_logps: torch.Tensor | None = None  # (B, R) log-probs the sampling engine reported (vLLM), 0 on padding
 
     @property
@@ -86,9 +90,12 @@ class Rollout:
         return self.response_mask.sum(-1)
 
 
-def response_mask_from_ids(response_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mask (B, R), ended_with_eos (B,)): 1 up to and including the first EOS of each row."""
-    is_eos = response_ids == eos_token_id
+def response_mask_from_ids(response_ids: torch.Tensor,
+                           eos_token_id: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask (B, R), ended_with_eos (B,)): 1 up to and including the first stop token of each row (``eos_token_id``:
+    one id or several, e.g. every EOS id of the generation config)."""
+    stops = torch.tensor(as_stop_ids(eos_token_id), dtype=response_ids.dtype, device=response_ids.device)
+    is_eos = torch.isin(response_ids, stops)
     ended = is_eos.any(-1)
     first_eos = torch.where(ended, is_eos.float().argmax(-1), torch.full_like(ended, response_ids.shape[1], dtype=torch.long))
     positions = torch.arange(response_ids.shape[1], device=response_ids.device).expand_as(response_ids)
@@ -140,9 +147,14 @@ def cache_argument(model) -> str:
 
 @torch.no_grad()
 def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config: GenerationConfig,
-             eos_token_id: int, pad_token_id: int, seeds: list[int] | None = None,
+             eos_token_id: int | Sequence[int], pad_token_id: int, seeds: list[int] | None = None,
              share_prompts: bool = True) -> Rollout:
     """Sample one response per (left-padded) prompt; the prompts may be on any device, the rollout is on the model's.
+
+    A response stops at the first of ``eos_token_id`` (one id or several; the tokenizer's EOS first) and of the
+    model's own EOS ids (its config's and generation config's, :func:`tether.models.special_tokens.config_stop_ids`:
+    what transformers' ``generate`` and vLLM stop at by default), and keeps that token; ``min_new_tokens`` holds
+    back all of them.
 
     With ``seeds`` (one per row) each row is sampled from its own random stream (:class:`RowSeededSampler`),
     independent of the batch it is in; without, from torch's global generator (transformers' sampler).
@@ -164,8 +176,9 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     was_training = model.training
     model.eval()
+    stops = as_stop_ids(eos_token_id, config_stop_ids(model))
     kwargs = dict(max_new_tokens=config.max_new_tokens, do_sample=config.do_sample, pad_token_id=pad_token_id,
-                  eos_token_id=eos_token_id)
+                  eos_token_id=stops or None)
     if config.min_new_tokens:
         kwargs["min_new_tokens"] = config.min_new_tokens
     if config.do_sample and seeds is not None:
@@ -186,7 +199,7 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
     response_ids = output[:, prompt_ids.shape[1]:]
     if response_ids.shape[1] == 0:
         raise RuntimeError("generation produced no tokens (max_new_tokens must be > 0)")
-    mask, ended = response_mask_from_ids(response_ids, eos_token_id)
+    mask, ended = response_mask_from_ids(response_ids, stops)
     response_ids = torch.where(mask.bool(), response_ids, torch.full_like(response_ids, pad_token_id))
     return Rollout(prompt_ids, prompt_mask, response_ids, mask, ended)
 

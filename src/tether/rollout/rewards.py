@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -33,38 +34,66 @@ class RewardSource(Protocol):
         ...
 
 
-def end_of_turn_suffix(tokenizer, chat_template: str = "auto") -> list[int]:
-    """Tokens the chat template puts after the EOS that ends an assistant turn (ChatML: '\\n').
+def end_of_turn_suffix(tokenizer, chat_template: str = "auto", end_token_id: int | None = None) -> list[int]:
+    """Tokens the chat template puts after the token that ends an assistant turn (ChatML: '\\n' after
+    ``<|im_end|>``): after ``end_token_id`` (default: the tokenizer's EOS); [] when the template does not render it.
 
-    A generated response stops at EOS; the reward model was trained on responses rendered by
-    the template, so the suffix is appended before scoring to read the score at the same place.
+    A generated response stops at a stop token (the EOS, or another EOS id of the generation config, such as
+    ``<|im_end|>`` when the tokenizer's EOS is ``<|endoftext|>``); the reward model was trained on responses rendered
+    by the template, so the suffix that follows that token is appended before scoring to read the score at the
+    same place.
     """
     _, response_ids = encode_prompt_response(tokenizer, "x", "y", chat_template)
-    eos = tokenizer.eos_token_id
-    if eos not in response_ids:
+    end = tokenizer.eos_token_id if end_token_id is None else end_token_id
+    if end is None or end not in response_ids:
         return []
-    last = len(response_ids) - 1 - response_ids[::-1].index(eos)
+    last = len(response_ids) - 1 - response_ids[::-1].index(end)
     return response_ids[last + 1:]
 
 
-class RewardModelSource:
-    """Score = reward model (ensemble mean, or mean − k·std when ``conservative``) on prompt + response."""
+def stored_ensemble_k(spec: str) -> float:
+    """The k an ensemble directory was trained with (its ``ensemble.json``), for a spec naming one ensemble
+    directory; 0 (the plain mean) for one model or a comma-separated list."""
+    dirs = [p.strip() for p in spec.split(",") if p.strip()]
+    manifest = Path(dirs[0]) / "ensemble.json" if len(dirs) == 1 else None
+    if manifest is None or not manifest.is_file():
+        return 0.0
+    return float(json.loads(manifest.read_text(encoding="utf-8")).get("k", 0.0))
 
-    def __init__(self, spec: str, tokenizer, batch_size: int = 8, conservative_k: float = 0.0,
+
+class RewardModelSource:
+    """Score = reward model on prompt + response; for an ensemble, the members' mean − k·std (the conservative
+    score: responses the members disagree on score lower, which is what reward hacking exploits).
+
+    ``conservative_k``: None takes the k stored in an ensemble directory's ``ensemble.json`` (the k it was trained
+    with; 0 for one model or a comma-separated list), 0 is the plain mean."""
+
+    def __init__(self, spec: str, tokenizer, batch_size: int = 8, conservative_k: float | None = None,
                  chat_template: str = "auto"):
         dirs = [Path(p.strip()) for p in spec.split(",") if p.strip()]
         self.models = [m for d in dirs for member in ensemble_members(d) for m in load_reward_models(member)]
         self.pad_token_id = self.models[0].config.pad_token_id
-        self.suffix = end_of_turn_suffix(tokenizer, chat_template)
+        self.tokenizer, self.chat_template = tokenizer, chat_template
+        self.suffix = end_of_turn_suffix(tokenizer, chat_template)  # after the tokenizer's EOS
+        self.suffixes = {tokenizer.eos_token_id: self.suffix}  # by the stop token that ended the response
         self.batch_size = batch_size
-        self.k = conservative_k
+        self.k = stored_ensemble_k(spec) if conservative_k is None else float(conservative_k)
+        if self.k < 0:
+            raise RewardSpecError(f"ensemble k must be ≥ 0 (mean − k·std), got {self.k}")
+
+    def suffix_after(self, stop_token_id: int) -> list[int]:
+        """The template's end-of-turn suffix after ``stop_token_id`` (one rendering per stop id, then cached)."""
+        if stop_token_id not in self.suffixes:
+            self.suffixes[stop_token_id] = end_of_turn_suffix(self.tokenizer, self.chat_template, stop_token_id)
+        return self.suffixes[stop_token_id]
 
     def sequences(self, rollout: Rollout) -> list[list[int]]:
         out = []
         for b in range(rollout.prompt_ids.shape[0]):
             prompt = rollout.prompt_ids[b][rollout.prompt_mask[b].bool()].tolist()
             response = rollout.response_ids[b][rollout.response_mask[b].bool()].tolist()
-            out.append(prompt + response + (self.suffix if bool(rollout.ended_with_eos[b]) else []))
+            ended = bool(rollout.ended_with_eos[b]) and bool(response)  # its last token is the stop token sampled
+            out.append(prompt + response + (self.suffix_after(response[-1]) if ended else []))
         return out
 
     @torch.no_grad()
@@ -122,7 +151,9 @@ def parse_weighted(spec: str) -> list[tuple[float, str]]:
     return terms
 
 
-def load_reward_source(spec: str, tokenizer, batch_size: int = 8, conservative_k: float = 0.0) -> RewardSource:
+def load_reward_source(spec: str, tokenizer, batch_size: int = 8,
+                       conservative_k: float | None = None) -> RewardSource:
+    """The reward ``spec`` names (see the module docstring); ``conservative_k`` as in :class:`RewardModelSource`."""
     if not spec:
         raise RewardSpecError("reward= is required: a reward model directory or module:function")
     if "+" in spec or "*" in spec:

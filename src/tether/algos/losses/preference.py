@@ -13,7 +13,9 @@ With h = (log π(y_c) − log π(y_r)) − (log π_ref(y_c) − log π_ref(y_r))
                                   log-probs; the recipe decides what it passes)
 - hinge  (SLiC, Zhao et al. 2023): max(0, 1 − βh)
 - simpo  (Meng et al. 2024, reference-free): −log σ(β·a_c − β·a_r − γ) with
-                                  a = log π(y)/|y| (β ≈ 2–2.5, γ/β ≈ 0.5 in the paper)
+                                  a = log π(y)/|y| and γ = gamma_beta_ratio·β (the SimPO
+                                  authors' parameterisation: β = 2.0–2.5, γ/β = 0.1–0.8,
+                                  0.5 their suggested start)
 - orpo   (Hong et al. 2024, reference-free): −a_c + λ·(−log σ(log odds(y_c) − log odds(y_r))),
                                   odds(y) = p/(1−p) with p = exp(a); β plays λ (paper: 0.1)
 - kto    (Ethayarajh et al. 2024, unpaired): see :func:`kto`.
@@ -98,10 +100,16 @@ def _require_lengths(name: str, chosen_lengths, rejected_lengths):
 
 
 def simpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, beta=2.0,
-          gamma: float = 0.5, chosen_lengths=None, rejected_lengths=None, **_):
+          gamma_beta_ratio: float = 0.5, chosen_lengths=None, rejected_lengths=None, **_):
+    """−log σ(β·a_c − β·a_r − γ), a = log π(y|x)/|y|, with the target margin γ = ``gamma_beta_ratio``·β.
+
+    The margin is given relative to β, as in the SimPO authors' code, so one ratio suits any β: the
+    paper's models used β = 2.0–2.5 with γ/β = 0.1–0.8 (0.5 for Llama3-Base).
+    """
     chosen_len, rejected_len = _require_lengths("simpo", chosen_lengths, rejected_lengths)
     chosen_rewards = beta * policy_chosen_logps.float() / chosen_len  # (B,)
     rejected_rewards = beta * policy_rejected_logps.float() / rejected_len
+    gamma = gamma_beta_ratio * beta
     losses = -F.logsigmoid(chosen_rewards - rejected_rewards - gamma)
     return losses, _paired_metrics(chosen_rewards.detach(), rejected_rewards.detach(), policy_chosen_logps,
                                    policy_rejected_logps)
