@@ -1,5 +1,6 @@
 """`tether quickstart` end to end, as a user runs it."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -7,8 +8,13 @@ from pathlib import Path
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+from typer.testing import CliRunner
 
 from tests.helpers import chromium_driver, have_chromium
+from tether.cli import app
+from tether.config import QuickstartConfig, to_dict
+from tether.recipes.common import record_config
+from tether.recipes.quickstart import TINY_OVERRIDES, stage_configs
 
 
 def _quickstart(tmp_path, *args):
@@ -55,3 +61,86 @@ def test_quickstart_on_the_embedded_model(tmp_path):
     headline = summary["headline"]
     assert headline["gold after PPO"] > headline["gold after SFT"]
     assert headline["RM held-out accuracy"] >= headline["RM 'longer wins' baseline"] + 0.15
+
+
+class _Stop(Exception):
+    """Raised by a stand-in for the first stage: the test only needs to see where the quickstart would write."""
+
+
+def _stop_at_sft(monkeypatch, seen):
+    from tether.recipes import sft
+
+    def train_sft(cfg):
+        seen.append(cfg.run_dir)
+        raise _Stop
+
+    monkeypatch.setattr(sft, "train_sft", train_sft)
+
+
+def _digests(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_tiny_quickstart_writes_to_its_own_run_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    _stop_at_sft(monkeypatch, seen)
+    result = CliRunner().invoke(app, ["quickstart", "--tiny"])
+    assert isinstance(result.exception, _Stop) and seen == ["runs/quickstart-tiny"]
+    result = CliRunner().invoke(app, ["quickstart", "--tiny", "run_dir=runs/mine"])  # unless told otherwise
+    assert isinstance(result.exception, _Stop) and seen[-1] == "runs/mine"
+
+
+def _earlier_quickstart(run):
+    """A quickstart run directory made with another model: its SFT stage really trained (a 1-layer model standing
+    in for SmolLM2, to keep the test fast), the other outputs stand-ins; no quickstart record in config.yaml, as
+    an earlier tether left it."""
+    from tether.config import ModelConfig
+    from tether.recipes.sft import train_sft
+
+    sft = stage_configs(QuickstartConfig(run_dir=str(run)))["sft"]
+    sft.model = ModelConfig(name_or_path="embedded", random_init=True,
+                            config_overrides={**TINY_OVERRIDES, "num_hidden_layers": 1})
+    sft.train.max_steps, sft.data.max_eval_examples, sft.train.report_to = 1, 4, []
+    train_sft(sft)
+    for name in ("samples.jsonl", "preferences.jsonl", "training_pairs.jsonl", "labels.sqlite", "report.html",
+                 "summary.json", "eval.json"):
+        (run / name).write_text(f"the earlier run's {name}\n")
+
+
+def test_tiny_quickstart_leaves_a_quickstart_of_another_model_byte_identical(tmp_path, monkeypatch):
+    run = tmp_path / "qs"
+    _earlier_quickstart(run)
+    before = _digests(run)
+    result = CliRunner().invoke(app, ["quickstart", "--tiny", f"run_dir={run}"])
+    output = (result.stdout or "") + (result.stderr or "")
+    assert result.exit_code == 2 and "Traceback" not in output, output[-3000:]
+    (error,) = [line for line in output.splitlines() if line.startswith("error:")]
+    assert f"{run} holds a quickstart made with other settings ({run / 'sft'}:" in error, error
+    assert "model.config_overrides.num_hidden_layers: 1 → 2" in error and "resume=never" in error, error
+    assert _digests(run) == before  # not one file written, changed or removed
+
+    # resume=never: the earlier run is moved aside whole, and the new one starts in an empty run_dir
+    seen = []
+    _stop_at_sft(monkeypatch, seen)
+    result = CliRunner().invoke(app, ["quickstart", "--tiny", f"run_dir={run}", "resume=never"])
+    assert isinstance(result.exception, _Stop) and seen == [str(run)]
+    (aside,) = tmp_path.glob("qs.old-*")
+    assert _digests(aside) == before and sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+
+def test_a_quickstart_run_directory_with_the_same_settings_passes_and_other_settings_do_not(tmp_path):
+    from tether.recipes.quickstart import MODEL_STAGES, check_run_dir
+    from tether.utils.resume import ResumeRefused
+
+    cfg = QuickstartConfig(run_dir=str(tmp_path), tiny=True)
+    stages = stage_configs(cfg)
+    for name in MODEL_STAGES:  # as a finished quickstart with these settings leaves them
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "tether.json").write_text(json.dumps({"config": to_dict(stages[name])}))
+    record_config(tmp_path, "quickstart", cfg)
+    check_run_dir(QuickstartConfig(run_dir=str(tmp_path), tiny=True, num_threads=2), stages)  # threads: no matter
+    more = QuickstartConfig(run_dir=str(tmp_path), tiny=True, k=6)
+    with pytest.raises(ResumeRefused, match=r"\(quickstart\): k: 4 → 6\)"):
+        check_run_dir(more, stage_configs(more))

@@ -15,7 +15,9 @@ Bad input (config, data, model path) prints one line per problem and exits with 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +43,36 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# One line each in `tether --help`: click cuts a summary at 80 columns less 8 and the longest command name
+# ('rejection-sample'), so keep them to 56 characters. `tether <cmd> --help` shows the longer description.
 SUMMARIES = {
+    "sft": "Supervised fine-tuning on demonstrations.",
+    "rm": "Bradley-Terry reward model with a held-out report.",
+    "dpo": "DPO family: dpo ipo cdpo robust hinge kto orpo simpo.",
+    "ppo": "PPO under a KL leash, with a reward-hacking alarm.",
+    "grpo": "Critic-free RL: GRPO, RLOO, REINFORCE++.",
+    "bon": "Best-of-N sampling against a reward.",
+    "rejection-sample": "Sample N, keep the best, fine-tune; repeat.",
+    "sample": "Sample K responses per prompt for labeling.",
+    "label": "Preference labels: simulate, judge, serve, export.",
+    "label simulate": "Label with a simulated annotator panel.",
+    "label judge": "Label with an AI judge and a constitution.",
+    "label serve": "The web labeling app for human annotators.",
+    "label tokens": "Rotate annotator or admin tokens of the labeling app.",
+    "label stats": "Annotator throughput, gold accuracy and agreement.",
+    "label export": "Votes → preferences.jsonl, or Label Studio tasks.",
+    "label import": "Import a Label Studio JSON export into the label store.",
+    "cost": "Annotation and accelerator cost estimates.",
+    "score": "Score jsonl rows with a reward model (or an ensemble).",
+    "eval": "Compare policies: gold, KL, win-rate, alignment tax.",
+    "report": "Write report.html for a run directory.",
+    "frontier": "Reward-vs-KL frontier: PPO at several β, best-of-N.",
+    "pipeline": "The whole lifecycle over your own models and data.",
+    "plan": "Accelerator memory per device for each RLHF role.",
+    "quickstart": "The whole lifecycle on the embedded SmolLM2 model.",
+}
+
+DESCRIPTIONS = {
     "sft": "Supervised fine-tuning on demonstrations (prompt/completion, messages or text).",
     "rm": "Train a Bradley-Terry reward model (pairs or rankings), with a held-out report.",
     "dpo": "Offline preference optimisation: dpo, ipo, cdpo, robust, hinge, kto, orpo, simpo.",
@@ -143,12 +174,13 @@ def split_args(args: list[str]) -> tuple[str | None, list[str]]:
 def config_help_text(command: str) -> str:
     """Plain-text help for a recipe command: usage, an example, then every field with type, default and doc."""
     cls = RECIPE_CONFIGS[command]
-    lines = [f"Usage: tether {command} [CONFIG.yaml] [key=value ...] [--print-config]", "", SUMMARIES[command], "",
-             f"Example: {EXAMPLES[command]}", "",
+    width = max(min(shutil.get_terminal_size().columns, 80) - 2, 50)  # as click words `tether --help`
+    lines = [f"Usage: tether {command} [CONFIG.yaml] [key=value ...] [--print-config]", "",
+             textwrap.fill(DESCRIPTIONS[command], width), "", f"Example: {EXAMPLES[command]}", "",
              f"Fields of {cls.__name__} (YAML keys; nested keys with dots on the command line):", ""]
     for key, type_name, default, doc in describe_fields(cls):
         lines.append(f"  {key}  ({type_name}, default: {default})")
-        lines.append(f"      {doc}")
+        lines.append(textwrap.fill(doc, width, initial_indent=" " * 6, subsequent_indent=" " * 6))
     lines += ["", "--print-config prints the resolved config (defaults < file < overrides) and exits."]
     return "\n".join(lines)
 
@@ -197,56 +229,63 @@ def _run_recipe(command: str, args: list[str], runner: Callable[[Any], Any]) -> 
 CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
-@app.command("sft", help=SUMMARIES["sft"], context_settings=CONTEXT)
+def recipe_command(group: typer.Typer, command: str) -> Callable:
+    """Register ``command`` (e.g. ``"label simulate"``) on ``group``: its one-line summary in the command list, its
+    description for ``--help``."""
+    return group.command(command.split()[-1], help=DESCRIPTIONS[command], short_help=SUMMARIES[command],
+                         context_settings=CONTEXT)
+
+
+@recipe_command(app, "sft")
 def sft_command(ctx: typer.Context) -> None:
     from tether.recipes.sft import train_sft
 
     _run_recipe("sft", ctx.args, train_sft)
 
 
-@app.command("rm", help=SUMMARIES["rm"], context_settings=CONTEXT)
+@recipe_command(app, "rm")
 def rm_command(ctx: typer.Context) -> None:
     from tether.recipes.reward_model import train_reward_model
 
     _run_recipe("rm", ctx.args, train_reward_model)
 
 
-@app.command("dpo", help=SUMMARIES["dpo"], context_settings=CONTEXT)
+@recipe_command(app, "dpo")
 def dpo_command(ctx: typer.Context) -> None:
     from tether.recipes.preference import train_preference
 
     _run_recipe("dpo", ctx.args, train_preference)
 
 
-@app.command("ppo", help=SUMMARIES["ppo"], context_settings=CONTEXT)
+@recipe_command(app, "ppo")
 def ppo_command(ctx: typer.Context) -> None:
     from tether.recipes.ppo import train_ppo
 
     _run_recipe("ppo", ctx.args, train_ppo)
 
 
-@app.command("grpo", help=SUMMARIES["grpo"], context_settings=CONTEXT)
+@recipe_command(app, "grpo")
 def grpo_command(ctx: typer.Context) -> None:
     from tether.recipes.grpo import train_grpo
 
     _run_recipe("grpo", ctx.args, train_grpo)
 
 
-@app.command("bon", help=SUMMARIES["bon"], context_settings=CONTEXT)
+@recipe_command(app, "bon")
 def bon_command(ctx: typer.Context) -> None:
     from tether.recipes.best_of_n import run_best_of_n
 
     _run_recipe("bon", ctx.args, run_best_of_n)
 
 
-@app.command("rejection-sample", help=SUMMARIES["rejection-sample"], context_settings=CONTEXT)
+@recipe_command(app, "rejection-sample")
 def rejection_command(ctx: typer.Context) -> None:
     from tether.recipes.best_of_n import run_rejection_sampling
 
     _run_recipe("rejection-sample", ctx.args, run_rejection_sampling)
 
 
-@app.command("sample", help=SUMMARIES["sample"], context_settings=CONTEXT)
+@recipe_command(app, "sample")
 def sample_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_sample
 
@@ -255,108 +294,108 @@ def sample_command(ctx: typer.Context) -> None:
 
 label_app = typer.Typer(help="Preference labels: simulate a panel, check agreement, export preferences.",
                         no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(label_app, name="label")
+app.add_typer(label_app, name="label", short_help=SUMMARIES["label"])
 
 
-@label_app.command("simulate", help=SUMMARIES["label simulate"], context_settings=CONTEXT)
+@recipe_command(label_app, "label simulate")
 def label_simulate_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_label_simulate
 
     _run_recipe("label simulate", ctx.args, run_label_simulate)
 
 
-@label_app.command("judge", help=SUMMARIES["label judge"], context_settings=CONTEXT)
+@recipe_command(label_app, "label judge")
 def label_judge_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_label_judge
 
     _run_recipe("label judge", ctx.args, run_label_judge)
 
 
-@label_app.command("serve", help=SUMMARIES["label serve"], context_settings=CONTEXT)
+@recipe_command(label_app, "label serve")
 def label_serve_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_label_serve
 
     _run_recipe("label serve", ctx.args, run_label_serve)
 
 
-@label_app.command("tokens", help=SUMMARIES["label tokens"], context_settings=CONTEXT)
+@recipe_command(label_app, "label tokens")
 def label_tokens_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_label_tokens
 
     _run_recipe("label tokens", ctx.args, run_label_tokens)
 
 
-@label_app.command("stats", help=SUMMARIES["label stats"], context_settings=CONTEXT)
+@recipe_command(label_app, "label stats")
 def label_stats_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_label_stats
 
     _run_recipe("label stats", ctx.args, run_label_stats)
 
 
-@label_app.command("export", help=SUMMARIES["label export"], context_settings=CONTEXT)
+@recipe_command(label_app, "label export")
 def label_export_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_label_export
 
     _run_recipe("label export", ctx.args, run_label_export)
 
 
-@label_app.command("import", help=SUMMARIES["label import"], context_settings=CONTEXT)
+@recipe_command(label_app, "label import")
 def label_import_command(ctx: typer.Context) -> None:
     from tether.recipes.label import run_label_import
 
     _run_recipe("label import", ctx.args, run_label_import)
 
 
-@app.command("cost", help=SUMMARIES["cost"], context_settings=CONTEXT)
+@recipe_command(app, "cost")
 def cost_command(ctx: typer.Context) -> None:
     from tether.recipes.cost import run_cost
 
     _run_recipe("cost", ctx.args, run_cost)
 
 
-@app.command("score", help=SUMMARIES["score"], context_settings=CONTEXT)
+@recipe_command(app, "score")
 def score_command(ctx: typer.Context) -> None:
     from tether.recipes.score import score_file
 
     _run_recipe("score", ctx.args, score_file)
 
 
-@app.command("eval", help=SUMMARIES["eval"], context_settings=CONTEXT)
+@recipe_command(app, "eval")
 def eval_command(ctx: typer.Context) -> None:
     from tether.recipes.evaluate import run_eval
 
     _run_recipe("eval", ctx.args, run_eval)
 
 
-@app.command("report", help=SUMMARIES["report"], context_settings=CONTEXT)
+@recipe_command(app, "report")
 def report_command(ctx: typer.Context) -> None:
     from tether.eval.report import write_report
 
     _run_recipe("report", ctx.args, write_report)
 
 
-@app.command("frontier", help=SUMMARIES["frontier"], context_settings=CONTEXT)
+@recipe_command(app, "frontier")
 def frontier_command(ctx: typer.Context) -> None:
     from tether.recipes.frontier import run_frontier
 
     _run_recipe("frontier", ctx.args, run_frontier)
 
 
-@app.command("pipeline", help=SUMMARIES["pipeline"], context_settings=CONTEXT)
+@recipe_command(app, "pipeline")
 def pipeline_command(ctx: typer.Context) -> None:
     from tether.recipes.pipeline import run_pipeline
 
     _run_recipe("pipeline", ctx.args, run_pipeline)
 
 
-@app.command("plan", help=SUMMARIES["plan"], context_settings=CONTEXT)
+@recipe_command(app, "plan")
 def plan_command(ctx: typer.Context) -> None:
     from tether.plan import run_plan
 
     _run_recipe("plan", ctx.args, run_plan)
 
 
-@app.command("quickstart", help=SUMMARIES["quickstart"], context_settings=CONTEXT)
+@recipe_command(app, "quickstart")
 def quickstart_command(ctx: typer.Context) -> None:
     from tether.recipes.quickstart import run_quickstart
 

@@ -95,6 +95,12 @@ class DataConfig:
     max_train_examples: int = doc_field(0, "Use at most this many training examples (0 = all); the rest are counted.")
 
 
+ResumeMode = Literal["auto", "never", "force"]
+RESUME_DOC = ("auto: resume from this stage's newest checkpoint only if it was written with the same config, else stop "
+              "and list what differs; never: start afresh (old checkpoints moved aside); force: resume even though "
+              "the config differs; true/false = auto/never (docs/checkpoints.md).")
+
+
 def prompt_budget(data: "DataConfig") -> int:
     """The effective max_prompt_length (0 means half of max_length)."""
     return data.max_prompt_length or data.max_length // 2
@@ -122,7 +128,7 @@ class TrainConfig:
     keep_checkpoints: int = doc_field(2, "Keep the newest N checkpoints.")
     save_final_checkpoint: bool = doc_field(
         True, "Also checkpoint the finished run (optimizer included), so re-running it resumes instead of retraining.")
-    resume: bool = doc_field(True, "Resume from the newest complete checkpoint of this stage if there is one.")
+    resume: ResumeMode | bool = doc_field("auto", RESUME_DOC)
     num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")
     report_to: list = doc_field(["tensorboard"], "Extra metric sinks: tensorboard, wandb, mlflow (metrics.jsonl always).")
 
@@ -157,6 +163,15 @@ class RewardModelConfig:
     ensemble_size: int = doc_field(1, "Train N members with different seeds; score = mean, disagreement = std.")
     ensemble_k: float = doc_field(1.0, "Conservative score = mean - k * std across members.")
     calibration_bins: int = doc_field(10, "Bins for the calibration table.")
+
+
+@dataclass
+class PipelineRewardModelConfig(RewardModelConfig):
+    """`tether pipeline`'s reward-model stage: `tether rm`'s fields and a gate before RL."""
+
+    min_accuracy: float = doc_field(
+        0.0, "Stop the pipeline before PPO (exit 2) when the reward model's held-out accuracy is below this "
+             "(0 = never; 0.5 = chance). Below chance or the 'longer wins' baseline is always warned about.")
 
 
 PreferenceLossName = Literal["dpo", "ipo", "cdpo", "robust", "hinge", "kto", "orpo", "simpo"]
@@ -293,6 +308,7 @@ class PPOConfig:
     placement: PlacementConfig = doc_field(PlacementConfig(), "Where the roles run (in process, or Ray actors).")
     seed: int = doc_field(42, "Seed for prompt order, sampling and initialisation.")
     save_every: int = doc_field(0, "Checkpoint every N iterations (0 = only at the end).")
+    resume: ResumeMode | bool = doc_field("auto", RESUME_DOC)
     num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")
     heldout: HeldOutConfig = doc_field(HeldOutConfig(), "Held-out gold evaluation and the reward-hacking alarm.")
     report_to: list = doc_field(["tensorboard"], "Extra metric sinks: tensorboard, wandb, mlflow.")
@@ -344,6 +360,7 @@ class GRPOConfig:
     placement: PlacementConfig = doc_field(PlacementConfig(), "Where the roles run (in process, or Ray actors).")
     seed: int = doc_field(42, "Seed for prompt order, sampling and initialisation.")
     save_every: int = doc_field(0, "Checkpoint every N iterations (0 = only at the end).")
+    resume: ResumeMode | bool = doc_field("auto", RESUME_DOC)
     num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).")
     heldout: HeldOutConfig = doc_field(HeldOutConfig(), "Held-out gold evaluation and the reward-hacking alarm.")
     report_to: list = doc_field(["tensorboard"], "Extra metric sinks: tensorboard, wandb, mlflow.")
@@ -628,13 +645,17 @@ class PipelineConfig:
     reward: str = doc_field("", "Bring your own reward: a reward model directory or module:function (skips rm).")
     extra_preferences: str = doc_field("", "Pairs appended to the labelled preferences for rm and dpo (e.g. a "
                                            "curated set); empty = none.")
+    resume: ResumeMode | bool = doc_field(
+        "auto", "auto: skip finished stages whose settings are unchanged, stop and list what differs at one whose "
+                "are not; never: move run_dir aside and start afresh; force: skip finished stages even if changed.")
     sft: SFTConfig = doc_field(SFTConfig(), "SFT stage (set data.train_file to your demonstrations).")
     sample: SampleConfig = doc_field(SampleConfig(), "Sampling K responses per prompt for labelling "
                                                      "(data.train_file empty = ppo.data.train_file).")
     label: LabelSimulateConfig = doc_field(LabelSimulateConfig(), "Labelling by the simulated panel (utility = your "
                                                                   "gold utility, module:function(prompt, response)).")
     export: LabelExportConfig = doc_field(LabelExportConfig(), "Aggregating labels into preferences.")
-    rm: RewardModelConfig = doc_field(RewardModelConfig(), "Reward model stage.")
+    rm: PipelineRewardModelConfig = doc_field(PipelineRewardModelConfig(),
+                                              "Reward model stage; rm.min_accuracy is the gate before RL.")
     ppo: PPOConfig = doc_field(PPOConfig(), "PPO stage (set data.train_file to your RL prompts).")
     dpo: PreferenceConfig = doc_field(PreferenceConfig(), "DPO-family stage on the same preferences.")
     eval: EvalConfig = doc_field(EvalConfig(), "Final evaluation (data.train_file = held-out prompts).")
@@ -674,6 +695,9 @@ class QuickstartConfig:
     max_length: int = doc_field(192, "Maximum tokens per sequence.")
     eval_examples: int = doc_field(48, "Held-out pairs for the reward-model report.")
     num_threads: int = doc_field(0, "torch CPU threads (0 = default).")
+    resume: Literal["auto", "never"] = doc_field(
+        "auto", "auto: stop, listing what differs, if run_dir holds a quickstart made with other settings (or another "
+                "model); never: move run_dir aside and start afresh.")
 
 
 RECIPE_CONFIGS: dict[str, type] = {
@@ -777,8 +801,47 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a (nested) mapping, checking keys and types."""
+def _dotted_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every settable key of config class ``cls``, nested ones with dots (``train.max_steps``)."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = _hints(cls)[f.name]
+        keys += _dotted_keys(tp, f"{prefix}{f.name}.") if dataclasses.is_dataclass(tp) else [f"{prefix}{f.name}"]
+    return keys
+
+
+def _unknown_key_error(root: type, cls: type, prefix: str, key: str, value: Any) -> ConfigError:
+    """'unknown config key' with a hint: a misspelt section ('trian' → 'train'); else the same name in another
+    section (SFT's ``max_steps`` → ``train.max_steps``, PPO's ``train.learning_rate`` → ``learning_rate``); else a
+    close name at the same level, then anywhere."""
+    full = f"{prefix}{key}"
+    hints = _hints(cls)
+    names = list(hints)
+    close = difflib.get_close_matches(str(key), names, n=1)
+    if close and isinstance(value, dict) and dataclasses.is_dataclass(hints[close[0]]):
+        suggestions = [f"{prefix}{close[0]}"]
+    else:
+        while isinstance(value, dict) and len(value) == 1:  # name the leaf that was typed: train.learning_rate
+            sub, value = next(iter(value.items()))
+            full = f"{full}.{sub}"
+        leaf = full.rsplit(".", 1)[-1]
+        keys = _dotted_keys(root)
+        suggestions = [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+        if not suggestions and close and not isinstance(value, dict):
+            suggestions = [f"{prefix}{close[0]}"]
+        if not suggestions:
+            near = set(difflib.get_close_matches(leaf, {k.rsplit(".", 1)[-1] for k in keys}, n=3, cutoff=0.8))
+            suggestions = [k for k in keys if k.rsplit(".", 1)[-1] in near]
+    quoted = [f"'{k}'" for k in suggestions[:3]]
+    either = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    hint = f" (did you mean {either}?)" if quoted else ""
+    return ConfigError(f"unknown config key '{full}'{hint}; see --help for the fields")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "", root: type | None = None) -> Any:
+    """Build dataclass ``cls`` from a (nested) mapping, checking keys and types (``root``: the whole config's class,
+    searched for a hint when a key is unknown)."""
+    root = root or cls
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = _hints(cls)
@@ -787,12 +850,10 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise ConfigError(f"unknown config key '{full}'{hint}; see --help for the fields")
+            raise _unknown_key_error(root, cls, prefix, key, value)
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
-            kwargs[key] = from_dict(tp, value if value is not None else {}, prefix=f"{full}.")
+            kwargs[key] = from_dict(tp, value if value is not None else {}, prefix=f"{full}.", root=root)
         else:
             kwargs[key] = _coerce(value, tp, full)
     instance = cls(**kwargs)
@@ -1030,6 +1091,8 @@ def validate(config: Any) -> None:
         _validate_simpo_margin(config)
         if not 0.0 <= config.label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing: must be in [0, 0.5), got {config.label_smoothing}")
+    if isinstance(config, PipelineConfig) and not 0.0 <= config.rm.min_accuracy <= 1.0:
+        raise ConfigError(f"rm.min_accuracy: must be in [0, 1] (a held-out accuracy), got {config.rm.min_accuracy}")
     data = getattr(config, "data", None)
     if data is not None and data.max_prompt_length >= data.max_length:
         raise ConfigError(f"data.max_prompt_length ({data.max_prompt_length}) must be smaller than data.max_length "

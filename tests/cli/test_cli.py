@@ -1,5 +1,6 @@
 """The CLI as a user types it: help, malformed input (one line, exit code 2), config errors."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,10 @@ def test_online_rl_example_configs_run(command, config, extra, tmp_path):
     result = tether(command, config, *TINY, *where, *extra)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+    if command in ("ppo", "grpo"):  # the last line says there was no held-out evaluation, and how to turn it on
+        assert " ".join(result.stderr.split()).endswith(
+            "held-out: no held-out evaluation (set heldout.gold=module:function (e.g. tether.tasks.helpful:gold_reward) "
+            "and heldout.prompts_file=<held-out prompts> to measure it and arm the reward-hacking alarm)")
 
 
 COMMAND_OF = {"sft": "sft", "rm": "rm", "dpo": "dpo", "ppo": "ppo", "grpo": "grpo", "bon": "bon",
@@ -131,3 +136,42 @@ def test_the_vllm_example_says_what_it_needs_on_a_cpu(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "generation.backend=vllm needs" in result.stderr and "or use generation.backend=transformers" in result.stderr
     assert not (tmp_path / "sampler-init").exists()  # stopped before the policy was loaded and written out
+
+
+@pytest.mark.parametrize("group", [[], ["label"]])
+def test_command_lists_fit_80_columns(group):
+    """Every summary whole on its command's line at 80 columns (click cut them at the first 45-58 with '...')."""
+    from tether.cli import SUMMARIES
+
+    result = subprocess.run([sys.executable, "-m", "tether.cli", *group, "--help"], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "COLUMNS": "80"}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    listed = lines[lines.index("Commands:") + 1:]
+    assert max(len(line) for line in lines) <= 80 and not any("..." in line for line in listed)
+    prefix = f"{group[0]} " if group else ""
+    commands = [key[len(prefix):] for key in SUMMARIES if key.startswith(prefix) and " " not in key[len(prefix):]]
+    assert len(commands) >= 7
+    for command in commands:
+        assert any(line.split() and line.split()[0] == command and line.rstrip().endswith(SUMMARIES[prefix + command])
+                   for line in listed), command
+
+
+def test_bare_sft_says_train_file_is_required(tmp_path):
+    result = tether("sft", f"run_dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: data.train_file is required: give data.train_file=PATH (a .jsonl, .json, .parquet or "
+                      ".csv file, or a directory saved with datasets' save_to_disk)"]  # not '.: not a directory ...'
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command, args, hint", [
+    ("sft", ["max_steps=5"], "unknown config key 'max_steps' (did you mean 'train.max_steps'?)"),
+    ("sft", ["train.eval_file=x.jsonl"], "unknown config key 'train.eval_file' (did you mean 'data.eval_file'?)"),
+    ("ppo", ["train.learning_rate=1e-6"], "unknown config key 'train.learning_rate' (did you mean 'learning_rate'?)"),
+])
+def test_unknown_key_hints_the_section_that_has_it(command, args, hint, tmp_path):
+    result = tether(command, f"run_dir={tmp_path}", *args, "--print-config")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"error: {hint}; see --help for the fields"

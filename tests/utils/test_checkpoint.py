@@ -1,6 +1,8 @@
 import random
+import re
 
 import numpy as np
+import pytest
 import torch
 
 from tether.utils.checkpoint import latest_valid_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint, verify
@@ -81,3 +83,35 @@ def test_nan_weights_are_never_written(tmp_path):
     else:
         raise AssertionError("a NaN checkpoint was written")
     assert list_checkpoints(tmp_path) == []
+
+
+def test_a_checkpoint_of_another_model_is_a_one_line_error_and_changes_nothing(tmp_path):
+    from tether.config import ConfigError
+    from tether.utils.checkpoint import CheckpointMismatch
+
+    model, opt, sched = _setup()
+    save_checkpoint(tmp_path, 1, model, opt, sched, {"step": 1})
+    ckpt = latest_valid_checkpoint(tmp_path)
+    wider = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Linear(5, 1))  # the same names, other shapes
+    deeper = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1), torch.nn.Linear(1, 1))  # one more
+    for other, problem in ((wider, r"parameter 0\.(weight|bias) is \[4(, 3)?\] there, \[5(, 3)?\] here"),
+                           (deeper, r"it lacks the trainable parameter 2\.weight")):
+        before = [p.detach().clone() for p in other.parameters()]
+        optimizer = torch.optim.AdamW(other.parameters(), lr=0.1)
+        with pytest.raises(CheckpointMismatch) as error:
+            load_checkpoint(ckpt, other, optimizer, None)
+        assert isinstance(error.value, ConfigError)  # the CLI's one-line error (exit 2), never a traceback
+        assert "\n" not in str(error.value) and re.search(problem, str(error.value)), str(error.value)
+        assert "resume=never" in str(error.value)
+        assert all(torch.equal(a, b) for a, b in zip(before, other.parameters()))
+
+
+def test_a_checkpoint_records_the_config_of_its_run(tmp_path):
+    from tether.utils.checkpoint import checkpoint_config
+
+    model, opt, sched = _setup()
+    save_checkpoint(tmp_path, 1, model, opt, sched, {"step": 1}, config={"train": {"learning_rate": 0.1}})
+    ckpt = latest_valid_checkpoint(tmp_path)
+    assert checkpoint_config(ckpt) == {"train": {"learning_rate": 0.1}} and verify(ckpt.path) is None
+    (ckpt.path / "config.json").write_text('{"train": {"learning_rate": 0.5}}')  # the record is sha-verified too
+    assert "config.json" in verify(ckpt.path)

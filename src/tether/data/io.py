@@ -22,9 +22,10 @@ LIST_FIELDS = ("messages", "responses", "ranks", "prompt", "chosen", "rejected",
 
 def load_rows(path: str | Path) -> list[tuple[int, Any]]:
     """(row number as a user counts it, record) pairs. Records are usually dicts; validation checks that."""
+    if not str(path).strip():  # (Path("") is ".", the current directory: check the text before it becomes a path)
+        raise DataError("data.train_file is required: give data.train_file=PATH (a .jsonl, .json, .parquet or .csv "
+                        "file, or a directory saved with datasets' save_to_disk)")
     path = Path(path)
-    if not str(path):
-        raise DataError("no data file given (set data.train_file)")
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_dir():

@@ -4,13 +4,13 @@ Everything comes from the files the stages wrote in the run directory — ``metr
 ``<stage>_heldout.json`` (held-out curve and alarm events), ``rm/eval_report.json``,
 ``*.stats.json`` (annotator agreement), ``eval.json`` / ``eval_samples.jsonl``,
 ``frontier.json``, ``summary.json`` and ``config.yaml`` — so a report can be rebuilt at any
-time. Charts are inline SVG drawn here (no JavaScript, no CDN, no images to fetch); every
-piece of text from a model or a file is HTML-escaped.
+time. The page opens with a "did it work?" verdict per RL stage and reward model
+(``tether.eval.verdict``). Charts are inline SVG (``tether.eval.charts``: no JavaScript, no CDN,
+no images to fetch); every piece of text from a model or a file is HTML-escaped.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import time
@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from tether.config import ReportConfig
+from tether.eval.charts import esc, svg_chart
+from tether.eval.verdict import CHANCE, HOW_TO_TURN_ON, heldout_verdict, reward_model_problems
 from tether.recipes.common import atomic_write_text
 from tether.utils.logging import console
 
-COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
 RL_CURVES = [("reward/score_mean", "proxy reward (train batch)"), ("objective/kl", "KL to reference (nats)"),
              ("objective/kl_coef", "KL coefficient β"), ("response/length_mean", "response length (tokens)"),
              ("objective/entropy", "entropy (nats/token)")]
 TRAIN_CURVES = [("loss", "training loss"), ("eval/loss", "held-out loss")]
+VERDICT_STYLE = {"improved": "ok", "flat": "warn", "reference_only": "warn", "alarm": "alarm"}
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
@@ -34,13 +36,10 @@ h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin
 .muted{color:#666}.charts{display:flex;flex-wrap:wrap;gap:1em}.chart{border:1px solid #eee;border-radius:6px}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}
 td.num{text-align:right;font-variant-numeric:tabular-nums}.alarm{background:#fdecea;border-left:4px solid #d62728;
-padding:.5em 1em;margin:.5em 0}.ok{background:#eaf6ec;border-left:4px solid #2ca02c;padding:.5em 1em}
+padding:.5em 1em;margin:.5em 0}.ok{background:#eaf6ec;border-left:4px solid #2ca02c;padding:.5em 1em;margin:.5em 0}
+.warn{background:#fff6e0;border-left:4px solid #e69f00;padding:.5em 1em;margin:.5em 0}
 .answers td{max-width:360px;white-space:pre-wrap;font-size:.92em}pre{background:#f6f6f8;padding:1em;overflow:auto}
 """
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -49,58 +48,6 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return esc(value)
-
-
-def _ticks(lo: float, hi: float) -> tuple[float, float]:
-    if lo == hi:
-        pad = abs(lo) * 0.1 or 1.0
-        return lo - pad, hi + pad
-    pad = (hi - lo) * 0.05
-    return lo - pad, hi + pad
-
-
-def svg_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, width: int = 520,
-              height: int = 280, markers: bool = False, vlines: list[float] | None = None) -> str:
-    """A line chart as inline SVG: one polyline per series, min/max ticks, a legend, optional vertical marks."""
-    points = [(x, y) for pts in series.values() for x, y in pts if math.isfinite(x) and math.isfinite(y)]
-    if not points:
-        return ""
-    left, right, top, bottom = 62, 14, 28, 42
-    x0, x1 = _ticks(min(p[0] for p in points), max(p[0] for p in points))
-    y0, y1 = _ticks(min(p[1] for p in points), max(p[1] for p in points))
-    sx = lambda x: left + (x - x0) / (x1 - x0) * (width - left - right)  # noqa: E731
-    sy = lambda y: height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)  # noqa: E731
-    parts = [f"<svg class='chart' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-             f"role='img' aria-label='{esc(title)}'>",
-             f"<text x='{width / 2}' y='17' text-anchor='middle' font-size='13' font-weight='bold'>{esc(title)}</text>",
-             f"<line x1='{left}' y1='{height - bottom}' x2='{width - right}' y2='{height - bottom}' stroke='#888'/>",
-             f"<line x1='{left}' y1='{top}' x2='{left}' y2='{height - bottom}' stroke='#888'/>"]
-    for value in (y0, (y0 + y1) / 2, y1):
-        parts.append(f"<text x='{left - 4}' y='{sy(value) + 4:.1f}' text-anchor='end' font-size='10'>{value:.3g}</text>")
-        parts.append(f"<line x1='{left}' y1='{sy(value):.1f}' x2='{width - right}' y2='{sy(value):.1f}' "
-                     "stroke='#eee'/>")
-    for value in (x0, (x0 + x1) / 2, x1):
-        parts.append(f"<text x='{sx(value):.1f}' y='{height - bottom + 14}' text-anchor='middle' "
-                     f"font-size='10'>{value:.3g}</text>")
-    parts.append(f"<text x='{(left + width - right) / 2}' y='{height - 8}' text-anchor='middle' "
-                 f"font-size='11'>{esc(xlabel)}</text>")
-    for value in vlines or []:
-        parts.append(f"<line x1='{sx(value):.1f}' y1='{top}' x2='{sx(value):.1f}' y2='{height - bottom}' "
-                     "stroke='#d62728' stroke-dasharray='4 3'/>")
-    for i, (name, pts) in enumerate(series.items()):
-        color = COLORS[i % len(COLORS)]
-        clean = [(x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y)]
-        if not clean:
-            continue
-        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in clean)
-        parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.8' points='{path}'/>")
-        if markers or len(clean) == 1:
-            parts += [f"<circle cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='3' fill='{color}'/>" for x, y in clean]
-        if len(series) > 1:
-            parts.append(f"<rect x='{left + 8}' y='{top + 4 + 14 * i}' width='10' height='3' fill='{color}'/>"
-                         f"<text x='{left + 22}' y='{top + 9 + 14 * i}' font-size='10'>{esc(name)}</text>")
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def _read_json(path: Path) -> Any:
@@ -123,13 +70,54 @@ def _metrics_by_stage(run_dir: Path) -> dict[str, list[dict]]:
     return stages
 
 
-def _curves(rows: list[dict], keys: list[tuple[str, str]]) -> list[str]:
-    charts = []
+def _curves(rows: list[dict], keys: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """One chart per metric logged at two steps or more, and a note for each metric logged only once."""
+    charts, notes = [], []
     for key, title in keys:
         pts = [(float(r["step"]), float(r[key])) for r in rows if isinstance(r.get(key), (int, float))]
-        if len(pts) >= 1:
-            charts.append(svg_chart({key: pts}, title, "step"))
-    return charts
+        if len(pts) == 1:
+            notes.append(f"{esc(title)}: one value, {fmt(pts[0][1])} at step {pts[0][0]:.0f}")
+        elif pts:
+            charts.append(svg_chart({key: pts}, title, "step", integer_x=True))
+    return charts, notes
+
+
+def _is_rl(rows: list[dict]) -> bool:
+    return any("objective/kl" in r for r in rows)
+
+
+def _section_verdict(run_dir: Path, stages: dict[str, list[dict]]) -> str:
+    """Did it work? For each RL stage: held-out gold change and the alarm (or how to measure them); for each
+    reward model: held-out accuracy against chance and the 'longer response wins' baseline."""
+    boxes = []
+    heldout = {}
+    for path in sorted(run_dir.glob("*_heldout.json")):
+        data = _read_json(path)
+        if isinstance(data, dict):
+            heldout[path.name[: -len("_heldout.json")]] = data
+    for stage in sorted(set(heldout) | {stage for stage, rows in stages.items() if _is_rl(rows)}):
+        data = heldout.get(stage, {})
+        verdict = heldout_verdict(stage, data.get("points") or [], data.get("alarms") or [])
+        if verdict is None:
+            boxes.append(f"<div class='warn'><b>{esc(stage)}</b>: no held-out evaluation, so no verdict: "
+                         f"{esc(HOW_TO_TURN_ON)}.</div>")
+        else:
+            boxes.append(f"<div class='{VERDICT_STYLE[verdict.status]}'><b>{esc(stage)}</b>: "
+                         f"{esc(verdict.sentence())}</div>")
+    for path in sorted(run_dir.glob("*/eval_report.json")):
+        report = _read_json(path)
+        if not isinstance(report, dict) or not isinstance(report.get("accuracy"), (int, float)):
+            continue
+        problems = reward_model_problems(report)
+        style = "alarm" if report["accuracy"] < CHANCE else "warn" if problems else "ok"
+        judged = (f"is {' and '.join(problems)}" if problems else
+                  f"beats chance ({CHANCE}) and the 'longer response wins' baseline "
+                  f"({fmt(report.get('length_baseline_accuracy'))})")
+        boxes.append(f"<div class='{style}'><b>reward model {esc(path.parent.name)}</b>: held-out accuracy "
+                     f"{fmt(report['accuracy'])} {esc(judged)}.</div>")
+    if not boxes:
+        boxes.append("<p class='muted'>No RL stage or reward model in this run directory: nothing to judge here.</p>")
+    return "<h2 id='verdict'>Did it work?</h2>" + "".join(boxes)
 
 
 def _section_summary(run_dir: Path) -> str:
@@ -163,17 +151,22 @@ def _section_heldout(run_dir: Path) -> str:
             out += [f"<div class='alarm'><b>Reward-hacking alarm</b> — {esc(a['rule'])} at iteration "
                     f"{esc(a['iteration'])}: {esc(a['message'])}</div>" for a in alarms]
         else:
-            out.append("<div class='ok'>No reward-hacking alarm: the held-out gold reward did not fall while the "
-                       "proxy rose, and length and repetition stayed in line with the reference.</div>")
+            verdict = heldout_verdict(stage, points, alarms)
+            gold = {"improved": f", and {verdict.gold_text()}", "flat": f", but {verdict.gold_text()}",
+                    "reference_only": ", but only the starting policy was evaluated"}[verdict.status]
+            out.append(f"<div class='{VERDICT_STYLE[verdict.status]}'><b>No reward-hacking alarm</b> (gold never fell "
+                       f"while the proxy rose; length and repetition stayed in line with the reference){esc(gold)}."
+                       "</div>")
         its = [float(p["iteration"]) for p in points]
         charts = [
             svg_chart({"proxy": list(zip(its, [p["proxy"] for p in points])),
                        "gold": list(zip(its, [p["gold"] for p in points]))},
-                      "held-out proxy vs gold reward", "iteration", markers=True, vlines=alarm_its),
+                      "held-out proxy vs gold reward", "iteration", markers=True, vlines=alarm_its,
+                      integer_x=True),
             svg_chart({"proxy": [(p["kl"], p["proxy"]) for p in points], "gold": [(p["kl"], p["gold"]) for p in points]},
                       "reward vs KL to the reference", "KL (nats)", markers=True),
             svg_chart({"length": list(zip(its, [p["length"] for p in points]))}, "held-out response length",
-                      "iteration", markers=True),
+                      "iteration", markers=True, integer_x=True),
         ]
         out.append("<div class='charts'>" + "".join(charts) + "</div>")
     return ("<h2 id='alarm'>Held-out evaluation and reward-hacking alarm</h2>" + "".join(out)) if out else ""
@@ -182,12 +175,15 @@ def _section_heldout(run_dir: Path) -> str:
 def _section_training(stages: dict[str, list[dict]]) -> str:
     out = []
     for stage, rows in stages.items():
-        is_rl = any("objective/kl" in r for r in rows)
-        charts = _curves([r for r in rows if r.get("step", 0) > 0 or not is_rl], RL_CURVES if is_rl else TRAIN_CURVES)
+        is_rl = _is_rl(rows)
+        charts, notes = _curves([r for r in rows if r.get("step", 0) > 0 or not is_rl],
+                                RL_CURVES if is_rl else TRAIN_CURVES)
         if is_rl:
-            charts += _curves(rows, [("reward/gold_mean", "gold reward (train batch)")])
-        if charts:
-            out.append(f"<h3>{esc(stage)}</h3><div class='charts'>{''.join(charts)}</div>")
+            gold_charts, gold_notes = _curves(rows, [("reward/gold_mean", "gold reward (train batch)")])
+            charts, notes = charts + gold_charts, notes + gold_notes
+        if charts or notes:
+            note = f"<p class='muted'>{'; '.join(notes)} (no curve).</p>" if notes else ""
+            out.append(f"<h3>{esc(stage)}</h3><div class='charts'>{''.join(charts)}</div>{note}")
     return ("<h2 id='training'>Training curves</h2>" + "".join(out)) if out else ""
 
 
@@ -281,9 +277,9 @@ def _section_eval(run_dir: Path, max_samples: int) -> str:
 def build_report(run_dir: Path, title: str = "", max_samples: int = 12) -> str:
     """The report's HTML for ``run_dir``."""
     stages = _metrics_by_stage(run_dir)
-    sections = [_section_summary(run_dir), _section_heldout(run_dir), _section_eval(run_dir, max_samples),
-                _section_frontier(run_dir), _section_training(stages), _section_reward_model(run_dir),
-                _section_labels(run_dir)]
+    sections = [_section_verdict(run_dir, stages), _section_summary(run_dir), _section_heldout(run_dir),
+                _section_eval(run_dir, max_samples), _section_frontier(run_dir), _section_training(stages),
+                _section_reward_model(run_dir), _section_labels(run_dir)]
     config = run_dir / "config.yaml"
     if config.is_file():
         sections.append("<h2 id='config'>Configuration</h2><details><summary>config.yaml (every stage, fully "

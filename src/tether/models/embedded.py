@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tether.utils.files import apply_umask
+
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"embedded", "default", "smollm2", EMBEDDED_NAME.lower()}
@@ -55,6 +57,7 @@ def _atomic_build(target: Path, build) -> Path:
     try:
         build(tmp)
         (tmp / ".complete").write_text("ok\n")
+        apply_umask(tmp)  # (mkdtemp makes 0o700, safetensors writes 0o600)
         if target.exists():  # an incomplete leftover from a crashed build
             shutil.rmtree(target, ignore_errors=True)
         try:

@@ -225,7 +225,11 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def replace_dir(tmp: Path, target: Path) -> None:
-    """Atomically put directory ``tmp`` at ``target``, replacing what was there."""
+    """Atomically put directory ``tmp`` at ``target``, replacing what was there. ``tmp`` and its files first get the
+    modes ``mkdir`` / ``open`` give under the umask (``mkdtemp`` makes 0o700, safetensors writes 0o600)."""
+    from tether.utils.files import apply_umask
+
+    apply_umask(tmp)
     _fsync_tree(tmp)
     old = None
     if target.exists():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether.config import BestOfNConfig, ModelConfig, RejectionSamplingConfig, SFTConfig
+from tether.config import BestOfNConfig, ModelConfig, RejectionSamplingConfig, SFTConfig, to_dict
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.recipes.common import atomic_write_text, configure_cpu, load_generation_prompts, record_config, seed_everything
 from tether.rollout.best_of_n import best_of_n_kl, sample_and_score
@@ -25,6 +25,16 @@ from tether.rollout.generation import GenerationConfig
 from tether.rollout.rewards import load_reward_source
 from tether.utils.distributed import Dist
 from tether.utils.logging import MetricsLogger, console
+from tether.utils.resume import (
+    NOT_THE_RESULT,
+    ResumeRefused,
+    aside_name,
+    config_diff,
+    describe_diff,
+    has_logs,
+    move_logs,
+    resume_mode,
+)
 
 
 def _jsonl(rows: list[dict]) -> str:
@@ -74,12 +84,15 @@ def run_rejection_sampling(cfg: RejectionSamplingConfig) -> RejectionResult:
     prompts = load_generation_prompts(cfg, tokenizer, cfg.max_prompts)
     reward_source = load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k)
     logger = MetricsLogger(run_dir, "rejection-sample", list(cfg.train.report_to))
+    if resume_mode(cfg.train.resume) == "never":
+        _start_afresh(run_dir, logger)
     model_cfg = copy.deepcopy(cfg.model)
     history = []
     for round_index in range(1, cfg.rounds + 1):
         round_dir = run_dir / f"round-{round_index}"
         record = _finished_round(round_dir)
         if record is not None:  # done in an earlier run: resume after it (sampling is reseeded each round)
+            _check_round(cfg, round_dir, record)
             console.print(f"[green]round {round_index}: already done ({record['model']}); skipping[/]")
             model_cfg = _round_model(cfg, record["model"])
             history.append(record)
@@ -109,7 +122,8 @@ def run_rejection_sampling(cfg: RejectionSamplingConfig) -> RejectionResult:
         result = train_sft(sft_cfg)
         model_cfg = _round_model(cfg, str(result.model_dir))
         history.append({**metrics, "model": str(result.model_dir)})
-        atomic_write_text(round_dir / ROUND_MARKER, json.dumps(history[-1], indent=2) + "\n")  # the round is done
+        atomic_write_text(round_dir / ROUND_MARKER,  # the round is done, and with which settings
+                          json.dumps({**history[-1], "config": to_dict(cfg)}, indent=2, default=str) + "\n")
         Dist.current().barrier()
     logger.close()
     final = Path(model_cfg.name_or_path)
@@ -131,6 +145,34 @@ def _finished_round(round_dir: Path) -> dict | None:
     except ValueError:
         return None
     return {**record, "model": str(model_dir)}
+
+
+def _check_round(cfg: RejectionSamplingConfig, round_dir: Path, record: dict) -> None:
+    """A finished round made with other settings stops the run (train.resume=auto) or is kept (force); more
+    ``rounds`` extend a run. Takes the recorded config out of ``record``."""
+    recorded = record.pop("config", None)
+    diff = config_diff(recorded, to_dict(cfg), NOT_THE_RESULT | {"rounds"}) if recorded is not None else []
+    if diff and resume_mode(cfg.train.resume) == "auto":
+        raise ResumeRefused(f"rejection-sample: {round_dir} was made with another config ({describe_diff(diff)}); set "
+                            "train.resume=never to start afresh (the earlier rounds are moved aside) or "
+                            "train.resume=force to keep the finished rounds")
+    if diff:
+        console.print(f"[yellow]train.resume=force: keeping {round_dir} although the config differs "
+                      f"({describe_diff(diff)})[/]")
+
+
+def _start_afresh(run_dir: Path, logger: MetricsLogger) -> None:
+    """train.resume=never: the earlier rounds, rounds.json and this stage's metric records move to
+    ``<run_dir>/rejection-sample.old-<time>/``, so no finished round is skipped and no two runs mix."""
+    old = sorted(run_dir.glob("round-*")) + ([run_dir / "rounds.json"] if (run_dir / "rounds.json").exists() else [])
+    if Dist.current().is_main and (old or has_logs(logger)):
+        aside = aside_name(run_dir / "rejection-sample")
+        aside.mkdir(parents=True)
+        for path in old:
+            path.rename(aside / path.name)
+        move_logs(logger, aside)
+        console.print(f"[yellow]rejection-sample: train.resume=never: starting afresh; the earlier rounds are in {aside}[/]")
+    Dist.current().barrier()
 
 
 def _round_model(cfg: RejectionSamplingConfig, model_dir: str) -> ModelConfig:

@@ -14,6 +14,7 @@ import yaml
 from tether.config import DataConfig, to_dict
 from tether.utils.files import atomic_write_text  # noqa: F401 - re-exported for the recipes
 from tether.utils.logging import MetricsLogger, console
+from tether.utils.resume import check_before_start
 
 T = TypeVar("T")
 
@@ -55,7 +56,10 @@ def record_config(run_dir: Path, stage: str, config: Any) -> None:
 
 def prepare_run(config: Any, stage: str) -> tuple[Path, MetricsLogger]:
     """Seed, set threads, and a metric logger that creates the run directory, saves the config and opens the
-    metric sinks at its first record, so bad input found before training leaves no trace in the run directory."""
+    metric sinks at its first record, so bad input found before training leaves no trace in the run directory.
+    A stage whose checkpoint or output was made with another config stops here, before anything is loaded
+    (``resume=auto``, see :mod:`tether.utils.resume`)."""
+    check_before_start(config, stage)
     run_dir = Path(config.run_dir)
     train = getattr(config, "train", None)
     if train is not None:

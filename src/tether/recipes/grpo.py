@@ -34,6 +34,7 @@ from tether.algos.losses.ppo import aggregate, aggregate_parts, policy_loss
 from tether.algos.rewards import kl_shaped_rewards
 from tether.config import GRPOConfig, to_dict
 from tether.data import collate_prompts
+from tether.eval.verdict import end_of_run_line
 from tether.models.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer, save_model
 from tether.recipes.common import configure_cpu, load_generation_prompts, prepare_run, seed_everything
 from tether.recipes.loop import adamw
@@ -42,9 +43,10 @@ from tether.recipes.roles import generator_for, open_roles, reference_for, rewar
 from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap, timed_sync
 from tether.rollout.generation import GenerationConfig, row_seeds
 from tether.rollout.placement import start_logprobs, start_score
-from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from tether.utils.checkpoint import checkpoint_root, load_checkpoint, save_checkpoint
 from tether.utils.distributed import Dist
 from tether.utils.logging import console
+from tether.utils.resume import resume_point
 from tether.utils.signals import StopRequested, graceful_stop, resume_message
 
 
@@ -207,14 +209,15 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     seeded = cfg.row_seeded_sampling or dist.enabled
     ckpt_root = checkpoint_root(run_dir, cfg.name)
     start = 0
-    ckpt = latest_valid_checkpoint(ckpt_root, warn=lambda m: console.print(f"[yellow]{m}[/]"))
+    run_config = to_dict(cfg)  # (in every checkpoint: a later run resumes only the same run, see tether.utils.resume)
+    ckpt = resume_point(ckpt_root, run_dir / cfg.name, run_config, cfg.resume, cfg.name, "resume", logger)
     if ckpt is not None:
         state = load_checkpoint(ckpt, policy, optimizer, None)
         start = int(state["iteration"])
-        logger.discard_after(start)  # iterations logged after this checkpoint are about to be logged again
         if heldout is not None and "heldout" in state:
             heldout.monitor.load_state_dict(state["heldout"])
         console.print(f"[green]{cfg.name}: resumed from {ckpt.path} (iteration {start}/{cfg.num_iterations})[/]")
+    logger.discard_after(start if ckpt is not None else -1)  # iterations after the checkpoint are logged again
     generator = generator_for(cfg, policy, tokenizer, run_dir, roles)  # after a resume: the resumed weights
     history: list[dict] = []
     stopped_early = None
@@ -267,14 +270,15 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                     break
                 if dist.any(stop.requested) and iteration + 1 < cfg.num_iterations:  # a safe point: save, then stop
                     signum = stop.signal or signal.SIGTERM
-                    saved = save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, state)
+                    saved = save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, state, config=run_config)
                     raise StopRequested(signum, resume_message(cfg.name, str(saved), iteration + 1, signum))
                 if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
-                    save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, state)
+                    save_checkpoint(ckpt_root, iteration + 1, policy, optimizer, None, state, config=run_config)
             else:
                 iteration = cfg.num_iterations
             if iteration > start:
-                save_checkpoint(ckpt_root, iteration, policy, optimizer, None, {**state, "iteration": iteration})
+                save_checkpoint(ckpt_root, iteration, policy, optimizer, None, {**state, "iteration": iteration},
+                                config=run_config)
         finally:
             bar.close()
             logger.close()
@@ -284,4 +288,6 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
                      {**meta, "iterations": iteration, "stopped_early": stopped_early,
                       "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)
     console.print(f"[bold green]{cfg.advantage} done[/]: policy → {out}  ({iteration} iterations)")
+    console.print(end_of_run_line(cfg.name, heldout.monitor.state_dict() if heldout is not None else None),
+                  soft_wrap=True)  # one line, in a log too
     return GRPOResult(out, iteration, history, stopped_early, heldout.monitor.events if heldout else [])

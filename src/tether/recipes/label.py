@@ -267,8 +267,7 @@ def _save_tokens(path: Path, admin: str | None, annotators: dict[str, str]) -> N
         if not isinstance(saved, dict) or not isinstance(saved.get("annotators", {}), dict):
             raise DataError(f"{path}: not a tokens file (expected {{'admin': ..., 'annotators': {{...}}}})")
     saved = {"admin": admin or saved.get("admin"), "annotators": {**saved.get("annotators", {}), **annotators}}
-    atomic_write_text(path, json.dumps(saved, indent=2) + "\n")
-    path.chmod(0o600)
+    atomic_write_text(path, json.dumps(saved, indent=2) + "\n", mode=0o600)  # secrets: private from the start
 
 
 def _load_serve_samples(store: LabelStore, cfg: LabelServeConfig) -> None:

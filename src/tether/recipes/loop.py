@@ -27,10 +27,11 @@ import torch
 from tqdm.auto import tqdm
 
 from tether.config import TrainConfig
-from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from tether.utils.checkpoint import checkpoint_root, load_checkpoint, save_checkpoint
 from tether.utils.device import to_device
 from tether.utils.distributed import Dist
 from tether.utils.logging import MetricsLogger, console
+from tether.utils.resume import resume_point
 from tether.utils.signals import StopRequested, graceful_stop, resume_message
 
 MAX_CONSECUTIVE_NONFINITE = 3
@@ -180,8 +181,13 @@ def run_training(
     logger: MetricsLogger,
     eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     progress_keys: list[str] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` for the configured number of optimizer steps; see the module docstring.
+
+    ``config``: the recipe's resolved config (``to_dict``), written into every checkpoint; ``cfg.resume`` says what
+    happens when the stage's checkpoint or its output ``<run_dir>/<stage>/`` was made with another one
+    (:mod:`tether.utils.resume`).
 
     Under a data-parallel launch (torchrun / accelerate launch) each process takes its slice of every
     global micro-batch of ``batch_size × processes`` examples, losses are normalised by the global item
@@ -199,13 +205,13 @@ def run_training(
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     ckpt_root = checkpoint_root(run_dir, stage)
     step, resumed_from = 0, None
-    if cfg.resume:
-        ckpt = latest_valid_checkpoint(ckpt_root, warn=lambda m: console.print(f"[yellow]{m}[/]"))
-        if ckpt is not None:
-            state = load_checkpoint(ckpt, model, optimizer, scheduler)
-            step = resumed_from = int(state["step"])
-            logger.discard_after(step)  # steps logged after this checkpoint are about to be logged again
-            console.print(f"[green]{stage}: resumed from {ckpt.path} (step {step}/{total_steps})[/]")
+    ckpt = resume_point(ckpt_root, Path(run_dir) / stage, config, cfg.resume, stage, "train.resume", logger)
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, optimizer, scheduler)
+        step = resumed_from = int(state["step"])
+        console.print(f"[green]{stage}: resumed from {ckpt.path} (step {step}/{total_steps})[/]")
+    # steps logged after the checkpoint are about to be logged again (all of them, when the stage starts afresh)
+    logger.discard_after(step if ckpt is not None else -1)
     stream = micro_batches(n_examples, cfg.batch_size * dist.world_size, cfg.seed, start=step * cfg.grad_accum_steps)
     keys = progress_keys or ["loss"]
     last: dict[str, float] = {}
@@ -263,18 +269,21 @@ def run_training(
                 if eval_fn is not None and cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < total_steps:
                     eval_metrics = _evaluate(eval_fn, model, logger, step)
                 if cfg.save_every > 0 and step % cfg.save_every == 0 and step < total_steps:
-                    save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
+                    save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step},
+                                    cfg.keep_checkpoints, config)
                 bar.update(1)
                 bar.set_postfix(_fmt({**metrics, **eval_metrics}, keys), refresh=False)
                 if dist.any(stop.requested) and step < total_steps:  # a safe point: save, then stop
-                    saved = save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
+                    saved = save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step},
+                                            cfg.keep_checkpoints, config)
                     raise StopRequested(stop.signal or signal.SIGTERM,
                                         resume_message(stage, str(saved), step, stop.signal or signal.SIGTERM))
             if eval_fn is not None:
                 eval_metrics = _evaluate(eval_fn, model, logger, step)
                 bar.set_postfix(_fmt({**last, **eval_metrics}, keys))
             if cfg.save_final_checkpoint:
-                save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints)
+                save_checkpoint(ckpt_root, step, model, optimizer, scheduler, {"step": step}, cfg.keep_checkpoints,
+                                config)
         finally:
             bar.close()
     return TrainResult(step, last, eval_metrics, resumed_from, time.time() - started)

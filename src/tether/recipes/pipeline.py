@@ -3,9 +3,12 @@
     sft → sample → label → rm → ppo → dpo → eval → report        (× rounds)
 
 Every stage writes into the run directory (``round-<r>/`` when ``rounds`` > 1) and, when
-it finishes, a marker ``.stages/<stage>.json`` with its outputs. Running the same command
-again skips finished stages and resumes an interrupted one from its own checkpoints, so
-a crash costs at most the work since the last checkpoint.
+it finishes, a marker ``.stages/<stage>.json`` with its outputs and the settings it ran
+with. Running the same command again skips finished stages and resumes an interrupted one
+from its own checkpoints, so a crash costs at most the work since the last checkpoint. A
+finished stage whose settings have changed since is not skipped silently: ``resume=auto``
+stops with what changed, ``never`` moves the run directory aside and starts afresh,
+``force`` keeps the finished stage.
 
 Bring your own inputs to skip stages: ``sft_model=`` (no SFT), ``preferences=`` (no
 sampling or labelling in round 1), ``reward=`` (no reward model: a directory or a
@@ -23,12 +26,27 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tether.config import LabelStatsConfig, ModelConfig, PipelineConfig, ReportConfig
+from rich.markup import escape
+
+from tether.config import LabelStatsConfig, ModelConfig, PipelineConfig, ReportConfig, to_dict
 from tether.data import DataError
+from tether.eval.verdict import reward_model_warning
 from tether.recipes.common import atomic_write_text, record_config
 from tether.utils.logging import console
+from tether.utils.resume import NOT_THE_RESULT, ResumeRefused, config_diff, describe_diff, move_run_aside, resume_mode
 
 STAGES = ("sft", "sample", "label", "rm", "ppo", "dpo", "eval", "report")
+# The pipeline settings each stage's work depends on (besides the outputs of the stages before it): a finished stage's
+# marker records them, and a re-run does not skip a stage whose settings changed without saying so (``resume``).
+STAGE_SETTINGS = {
+    "sft": ("model", "sft"),
+    "sample": ("sample", "sft_model", "ppo.model", "ppo.data.train_file"),
+    "label": ("label", "export"),
+    "rm": ("rm", "sft_model", "preferences", "extra_preferences"),
+    "ppo": ("ppo", "sft_model", "reward"),
+    "dpo": ("dpo", "sft_model", "preferences", "extra_preferences"),
+    "eval": ("eval", "sft_model", "reward", "ppo.data.eval_file"),
+}
 
 
 def _replace(config: Any, **changes: Any) -> Any:
@@ -41,20 +59,60 @@ def _model(path: str, like: ModelConfig) -> ModelConfig:
 
 
 class Stages:
-    """Finished-stage markers under ``<dir>/.stages/``."""
+    """Finished-stage markers under ``<dir>/.stages/``, each with the settings the stage ran with."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, config: PipelineConfig | None = None):
         self.directory = directory / ".stages"
+        self.config = config
+
+    def settings(self, name: str) -> dict[str, Any]:
+        """The pipeline settings stage ``name`` depends on (``STAGE_SETTINGS``), by dotted key."""
+        values = to_dict(self.config) if self.config is not None else {}
+        out = {}
+        for key in STAGE_SETTINGS.get(name, ()):
+            value: Any = values
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            out[key] = value
+        return out
 
     def done(self, name: str) -> dict[str, Any] | None:
+        """The marker of a finished stage, or None. One finished with other settings stops the pipeline
+        (``resume=auto``) or is kept with a warning (``resume=force``)."""
         path = self.directory / f"{name}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        finished = json.loads(path.read_text())
+        recorded = finished.get("settings")
+        diff = config_diff(recorded, self.settings(name), NOT_THE_RESULT) if recorded and self.config else []
+        if diff and resume_mode(self.config.resume) == "auto":
+            raise ResumeRefused(f"{name}: finished earlier ({path}) with other settings ({describe_diff(diff)}); set "
+                                "resume=never to start the pipeline afresh (run_dir is moved aside) or resume=force "
+                                "to keep the finished stage")
+        if diff:
+            console.print(f"[yellow]{name}: resume=force: keeping the stage finished with other settings "
+                          f"({describe_diff(diff)})[/]")
+        return finished
 
     def mark(self, name: str, outputs: dict[str, Any], seconds: float) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.directory / f"{name}.json",
-                          json.dumps({"outputs": outputs, "seconds": round(seconds, 1), "finished": time.time()},
-                                     indent=2) + "\n")
+                          json.dumps({"outputs": outputs, "seconds": round(seconds, 1), "finished": time.time(),
+                                      "settings": self.settings(name)}, indent=2, default=str) + "\n")
+
+
+def _apply_resume(cfg: PipelineConfig, root: Path) -> PipelineConfig:
+    """``resume=never`` moves an earlier run in ``root`` aside; ``resume=force`` also lets every training stage
+    resume its own checkpoint whatever config wrote it (``auto`` leaves the stages' own ``resume``)."""
+    mode = resume_mode(cfg.resume)
+    if mode == "never":
+        move_run_aside(root, [cfg.sft_model, cfg.preferences, cfg.reward, cfg.extra_preferences])
+    if mode != "force":
+        return cfg
+    return _replace(cfg, sft=_replace(cfg.sft, train=_replace(cfg.sft.train, resume="force")),
+                    rm=_replace(cfg.rm, train=_replace(cfg.rm.train, resume="force")),
+                    dpo=_replace(cfg.dpo, train=_replace(cfg.dpo.train, resume="force")),
+                    ppo=_replace(cfg.ppo, resume="force"))
 
 
 def _run(stages: Stages, name: str, fn: Callable[[], dict[str, Any]], timings: dict[str, float]) -> dict[str, Any]:
@@ -80,6 +138,27 @@ def _concat(files: list[str], output: Path) -> str:
     return str(output)
 
 
+def _gate_reward_model(rm_dir: str, min_accuracy: float) -> None:
+    """Stop before RL when the reward model's held-out accuracy is below ``rm.min_accuracy``; otherwise say loudly
+    when it is below chance or the 'longer response wins' baseline and go on."""
+    path = Path(rm_dir) / "eval_report.json"
+    report = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    accuracy = report.get("accuracy")
+    if accuracy is None:
+        if min_accuracy > 0:
+            raise DataError(f"rm.min_accuracy={min_accuracy:g} is set but the reward model has no held-out accuracy "
+                            f"({path}): give rm.data.eval_file or rm.data.eval_fraction > 0, or set rm.min_accuracy=0")
+        return
+    if accuracy < min_accuracy:
+        raise DataError(f"reward model held-out accuracy {accuracy:.3f} is below rm.min_accuracy={min_accuracy:g} "
+                        f"({path}): stopped before RL; check the preferences (chosen and rejected swapped?), add pairs "
+                        "or train longer, or lower rm.min_accuracy to go on with it")
+    warning = reward_model_warning(report)
+    if warning:
+        console.print(f"[bold red]warning:[/] {escape(warning)}; going on to RL with it (it passes rm.min_accuracy="
+                      f"{min_accuracy:g}; raise rm.min_accuracy to stop at such a reward model)", soft_wrap=True)
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     from tether.eval.report import write_report
     from tether.recipes.evaluate import run_eval
@@ -94,6 +173,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         raise DataError(f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
     wanted = set(cfg.stages)
     root = Path(cfg.run_dir)
+    cfg = _apply_resume(cfg, root)
     record_config(root, "pipeline", cfg)
     timings: dict[str, float] = {}
 
@@ -104,7 +184,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             raise DataError("no SFT model: keep 'sft' in stages or give sft_model=<directory>")
         if not cfg.sft.data.train_file:
             raise DataError("sft.data.train_file is required (your demonstrations), or give sft_model=<directory>")
-        sft_dir = _run(Stages(root), "sft", lambda: {"model": str(train_sft(
+        sft_dir = _run(Stages(root, cfg), "sft", lambda: {"model": str(train_sft(
             _replace(cfg.sft, run_dir=str(root), name="sft", model=cfg.model)).model_dir)}, timings)["model"]
     prompts_file = cfg.sample.data.train_file or cfg.ppo.data.train_file
     policy, dpo_policy, rm_init = sft_dir, sft_dir, sft_dir
@@ -113,7 +193,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     outputs: dict[str, Any] = {"sft": sft_dir}
     for r in range(1, cfg.rounds + 1):
         here = root if cfg.rounds == 1 else root / f"round-{r}"
-        stages = Stages(here)
+        stages = Stages(here, cfg)
         console.rule(f"[bold]round {r} of {cfg.rounds}" if cfg.rounds > 1 else "[bold]pipeline")
         if r == 1 and cfg.preferences:
             all_preferences.append(cfg.preferences)
@@ -142,6 +222,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             rm_dir = _run(stages, "rm", lambda: {"model": str(train_reward_model(_replace(
                 cfg.rm, run_dir=str(here), name="rm", model=_model(rm_init, cfg.rm.model),
                 data=_replace(cfg.rm.data, train_file=pairs))).model_dir)}, timings)["model"]
+            _gate_reward_model(rm_dir, cfg.rm.min_accuracy)
             reward, rm_init = rm_dir, rm_dir  # later rounds continue from this reward model
         if "ppo" in wanted:
             if not reward:

@@ -30,6 +30,7 @@ from tether.algos.masked import masked_mean
 from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
 from tether.config import ModelConfig, PPOConfig, to_dict
 from tether.data import collate_prompts
+from tether.eval.verdict import end_of_run_line
 from tether.models.loading import (apply_lora, disable_dropout, load_causal_lm, load_reward_model, load_tokenizer,
                                    save_model)
 from tether.models.reward import ensemble_members
@@ -40,9 +41,10 @@ from tether.rollout.backends import Generator, TransformersGenerator, sampler_ga
 from tether.rollout.generation import GenerationConfig, Rollout, position_ids, response_logprobs, row_seeds
 from tether.rollout.placement import RemoteReward, start_logprobs, start_score
 from tether.rollout.rewards import parse_weighted
-from tether.utils.checkpoint import checkpoint_root, latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from tether.utils.checkpoint import checkpoint_root, load_checkpoint, save_checkpoint
 from tether.utils.distributed import Dist
 from tether.utils.logging import console
+from tether.utils.resume import resume_point
 from tether.utils.signals import StopRequested, graceful_stop, resume_message
 
 
@@ -332,16 +334,17 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     moments = RunningMoments()
     start = 0
     ckpt_root = checkpoint_root(run_dir, cfg.name)
-    ckpt = latest_valid_checkpoint(ckpt_root, warn=lambda m: console.print(f"[yellow]{m}[/]"))
+    run_config = to_dict(cfg)  # (in every checkpoint: a later run resumes only the same run, see tether.utils.resume)
+    ckpt = resume_point(ckpt_root, run_dir / cfg.name, run_config, cfg.resume, cfg.name, "resume", logger)
     if ckpt is not None:
         state = load_checkpoint(ckpt, models, optimizer, None)
         start = int(state["iteration"])
-        logger.discard_after(start)  # iterations logged after this checkpoint are about to be logged again
         kl_ctl.load_state_dict(state["kl_controller"])
         moments.load_state_dict(state["score_moments"])
         if heldout is not None and "heldout" in state:
             heldout.monitor.load_state_dict(state["heldout"])
         console.print(f"[green]{cfg.name}: resumed from {ckpt.path} (iteration {start}/{cfg.num_iterations})[/]")
+    logger.discard_after(start if ckpt is not None else -1)  # iterations after the checkpoint are logged again
     generator = generator_for(cfg, models.policy, tokenizer, run_dir, roles)  # after a resume: the resumed weights
     history: list[dict] = []
     stopped_early = None
@@ -399,14 +402,14 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
                     break
                 if dist.any(stop.requested) and iteration + 1 < cfg.num_iterations:  # a safe point: save, then stop
                     signum = stop.signal or signal.SIGTERM
-                    saved = save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state)
+                    saved = save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state, config=run_config)
                     raise StopRequested(signum, resume_message(cfg.name, str(saved), iteration + 1, signum))
                 if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
-                    save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state)
+                    save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state, config=run_config)
             else:
                 iteration = cfg.num_iterations
             if iteration > start:
-                save_checkpoint(ckpt_root, iteration, models, optimizer, None, state)
+                save_checkpoint(ckpt_root, iteration, models, optimizer, None, state, config=run_config)
         except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
             raise TrainingError(f"out of memory: lower rollout_batch_size or minibatch_size ({exc})") from None
         finally:
@@ -418,4 +421,6 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
                      {**meta, "iterations": iteration, "stopped_early": stopped_early, "final_kl_coef": kl_ctl.value,
                       "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)
     console.print(f"[bold green]PPO done[/]: policy → {out}  ({iteration} iterations)")
+    console.print(end_of_run_line(cfg.name, heldout.monitor.state_dict() if heldout is not None else None),
+                  soft_wrap=True)  # one line, in a log too
     return PPOResult(out, iteration, history, stopped_early, heldout.monitor.events if heldout else [])

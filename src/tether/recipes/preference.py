@@ -258,6 +258,7 @@ def train_preference(cfg: PreferenceConfig) -> PreferenceResult:
         cfg=cfg.train, run_dir=run_dir, stage=cfg.name, logger=logger,
         eval_fn=(lambda m: _evaluate(m, cfg, eval_examples, ref_eval, pad, eval_kl)) if eval_examples else None,
         progress_keys=["loss", "rewards/accuracies", "rewards/margins", "eval/rewards/accuracies"],
+        config=to_dict(cfg),
     )
     logger.close()
     # 5. save

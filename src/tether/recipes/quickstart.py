@@ -10,16 +10,21 @@ prompts and the final evaluation on its test prompts. The reward model and DPO t
 the panel's preferences followed by the task's shipped preference pairs (a few hundred
 noisy on-policy labels alone are too few for a useful reward model in a CPU-sized run).
 Every stage writes to the run directory; ``tiny=true`` (``--tiny``) runs the same flow on
-a tiny random model.
+a tiny random model, in ``runs/quickstart-tiny`` unless ``run_dir`` says otherwise. Before any
+stage runs, a run directory holding a quickstart made with other settings (or another model)
+stops the command with what differs, so nothing in it is overwritten (``resume=never`` moves
+it aside and starts afresh).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.table import Table
 
 from tether.config import (
@@ -38,13 +43,17 @@ from tether.config import (
     SampleConfig,
     SFTConfig,
     TrainConfig,
+    to_dict,
 )
-from tether.recipes.common import atomic_write_text, configure_cpu
+from tether.recipes.common import atomic_write_text, configure_cpu, record_config
 from tether.utils.logging import console
+from tether.utils.resume import NOT_THE_RESULT, ResumeRefused, config_diff, describe_diff, move_run_aside, output_config
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "data"
 GOLD = "tether.tasks.helpful:gold_reward"
 
+TINY_RUN_DIR = "runs/quickstart-tiny"  # --tiny's default: a tiny run never writes into the real one's directory
+MODEL_STAGES = ("sft", "rm", "ppo", "dpo")  # stages whose output directory records the config that made it
 TINY_OVERRIDES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
                   "num_key_value_heads": 2, "head_dim": 16}
 
@@ -116,6 +125,37 @@ def stage_configs(cfg: QuickstartConfig) -> dict[str, Any]:
     }
 
 
+def with_run_dir(cfg: QuickstartConfig) -> QuickstartConfig:
+    """``cfg`` with its run directory settled: ``--tiny`` without a ``run_dir`` writes to runs/quickstart-tiny."""
+    if cfg.tiny and cfg.run_dir == QuickstartConfig().run_dir:
+        return dataclasses.replace(cfg, run_dir=TINY_RUN_DIR)
+    return cfg
+
+
+def _recorded_quickstart(run: Path) -> dict | None:
+    """The quickstart settings recorded in ``run/config.yaml`` (None if there are none)."""
+    try:
+        recorded = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return recorded.get("quickstart") if isinstance(recorded, dict) else None
+
+
+def check_run_dir(cfg: QuickstartConfig, stages: dict[str, Any]) -> None:
+    """Stop (ResumeRefused, exit 2) before anything is written when ``cfg.run_dir`` holds a quickstart made with other
+    settings: its recorded quickstart settings, or a stage's model directory made with another config (a run
+    directory of an earlier tether records only the latter)."""
+    run = Path(cfg.run_dir)
+    found = [(f"{run / 'config.yaml'} (quickstart)", _recorded_quickstart(run), to_dict(cfg))]
+    found += [(str(run / name), output_config(run / name), to_dict(stages[name])) for name in MODEL_STAGES]
+    for where, recorded, planned in found:
+        diff = config_diff(recorded, planned, NOT_THE_RESULT) if recorded else []
+        if diff:
+            raise ResumeRefused(f"{run} holds a quickstart made with other settings ({where}: {describe_diff(diff)}); "
+                                f"use another run_dir (`tether quickstart --tiny` writes to {TINY_RUN_DIR}) or "
+                                "resume=never to move it aside and start afresh")
+
+
 def merge_training_pairs(panel_preferences: Path, output: Path, shipped_pairs: bool = True) -> int:
     """The reward model's and DPO's training pairs: the panel's labels of the SFT model's own samples
     (on-policy, noisy) followed, unless ``shipped_pairs`` is false, by the task's shipped pairs (off-policy, clean)."""
@@ -136,7 +176,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     from tether.recipes.sft import train_sft
 
     configure_cpu(cfg.num_threads)
+    cfg = with_run_dir(cfg)
     stages = stage_configs(cfg)
+    if cfg.resume == "never":
+        move_run_aside(Path(cfg.run_dir))
+    check_run_dir(cfg, stages)  # (nothing is written before it)
+    record_config(Path(cfg.run_dir), "quickstart", cfg)
     what = "a tiny random model" if cfg.tiny else "SmolLM2-135M-Instruct (embedded)"
     console.print(f"[bold]tether quickstart[/] on {what}: SFT → sample {cfg.k} → simulated panel → reward model → "
                   f"PPO + DPO → evaluation → report, in {cfg.run_dir}")

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 from rich.table import Table
 
 from tether.algos.losses.reward_model import bradley_terry_loss, pairwise_accuracy
 from tether.config import RewardModelConfig, prompt_budget, to_dict
 from tether.data import PairExample, collate_pairs, load_preference_dataset
 from tether.eval.reward_model import reward_model_report
+from tether.eval.verdict import reward_model_warning
 from tether.models.loading import apply_lora, load_reward_model, load_tokenizer, resolve_model_path, save_model
 from tether.models.reward import load_reward_models, reward_forward, score_with_members
 from tether.models.special_tokens import reward_pad_token_id, stop_token_ids
@@ -128,7 +130,7 @@ def train_reward_model(cfg: RewardModelConfig) -> RewardModelResult:
             loss_fn=lambda m, b, n: pair_loss(m, b, n, cfg.use_margin, cfg.center_coef, cfg.model.share_prefixes),
             cfg=member_train, run_dir=run_dir, stage=stage, logger=member_logger,
             eval_fn=(lambda m: _quick_accuracy(m, eval_pairs, pad, cfg.train.eval_batch_size)) if eval_pairs else None,
-            progress_keys=["loss", "rewards/accuracies", "eval/accuracy"],
+            progress_keys=["loss", "rewards/accuracies", "eval/accuracy"], config=to_dict(cfg),
         )
         if member_logger is not logger:
             member_logger.close()
@@ -154,4 +156,7 @@ def train_reward_model(cfg: RewardModelConfig) -> RewardModelResult:
     atomic_write_text(out_dir / "eval_report.json", json.dumps(report, indent=2) + "\n")
     logger.close()
     console.print(f"[bold green]reward model done[/]: {out_dir}  (report: {out_dir / 'eval_report.json'})")
+    warning = reward_model_warning(report)
+    if warning:  # last, where it is seen: RL against this model would optimise the wrong thing
+        console.print(f"[bold red]warning:[/] {escape(warning)}", soft_wrap=True)
     return RewardModelResult(out_dir, report, results)

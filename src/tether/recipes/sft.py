@@ -96,7 +96,7 @@ def train_sft(cfg: SFTConfig) -> SFTResult:
         model=model, n_examples=len(train_examples),
         make_batch=lambda idx: collate_sft([train_examples[i] for i in idx], pad),
         count_items=_scored_tokens, loss_fn=loss_fn, cfg=cfg.train, run_dir=run_dir, stage=cfg.name,
-        logger=logger, eval_fn=eval_fn, progress_keys=["loss", "eval/loss"],
+        logger=logger, eval_fn=eval_fn, progress_keys=["loss", "eval/loss"], config=to_dict(cfg),
     )
     logger.close()
     # 4. save

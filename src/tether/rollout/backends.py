@@ -137,7 +137,7 @@ def cuda_available() -> bool:
 def require_vllm() -> None:
     """Raise :class:`GenerationBackendError` unless vLLM is installed and a CUDA GPU is present."""
     if not vllm_available():
-        raise GenerationBackendError("generation.backend=vllm needs vLLM: pip install 'tether[vllm]' "
+        raise GenerationBackendError("generation.backend=vllm needs vLLM: pip install 'tether-rlhf[vllm]' "
                                      "(CUDA GPUs only); or use generation.backend=transformers")
     if not cuda_available():
         raise GenerationBackendError("generation.backend=vllm needs a CUDA GPU; on this machine use "

@@ -37,7 +37,7 @@ class PlacementError(ConfigError):
 
 def _require_ray():
     if importlib.util.find_spec("ray") is None:
-        raise PlacementError("placement.backend=ray needs Ray: pip install 'tether[ray]' (or placement.backend=local)")
+        raise PlacementError("placement.backend=ray needs Ray: pip install 'tether-rlhf[ray]' (or placement.backend=local)")
     import ray
 
     return ray

@@ -2,8 +2,9 @@
 
 Layout: ``<run_dir>/checkpoints/<stage>/step-N/`` holding the trainable weights
 (``model.safetensors``), optimizer / scheduler / trainer state (JSON + safetensors,
-see :mod:`tether.utils.state_io`), every RNG state, and ``manifest.json`` with the
-sha256 of each file. A checkpoint is written into a temporary folder, fsynced and
+see :mod:`tether.utils.state_io`), every RNG state, the resolved config of the run that wrote it
+(``config.json``: a resume compares it with its own, see :mod:`tether.utils.resume`), and
+``manifest.json`` with the sha256 of each file. A checkpoint is written into a temporary folder, fsynced and
 renamed, so a crash leaves either the old set or the new one. A checkpoint whose
 manifest is missing or whose files do not match it is never loaded: resume falls back
 to the previous good one and says so.
@@ -26,9 +27,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tether.config import ConfigError
+from tether.utils.files import apply_umask
 from tether.utils.state_io import load_state, save_state
 
 _STEP = re.compile(r"^step-(\d+)$")
+CONFIG_FILE = "config.json"
+
+
+class CheckpointMismatch(ConfigError):
+    """A checkpoint that cannot be loaded into this model (written for another architecture or set of trainable
+    weights); the message names the first parameter that differs and what to do."""
 
 
 def _sha256(path: Path) -> str:
@@ -106,8 +115,9 @@ def verify(path: Path) -> str | None:
 
 
 def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_state: dict[str, Any],
-                    keep: int = 2) -> Path:
-    """Write ``root/step-<step>`` atomically; prune to the newest ``keep``.
+                    keep: int = 2, config: dict[str, Any] | None = None) -> Path:
+    """Write ``root/step-<step>`` atomically; prune to the newest ``keep``. ``config``: the run's resolved config
+    (``to_dict``), stored as ``config.json`` so that a resume can tell whether it continues the same run.
 
     In a data-parallel run the main process writes it and every process returns once it is complete
     (non-finite weights are refused on every process, so none is left waiting for the main one). Under FSDP
@@ -117,17 +127,17 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_
 
     dist = Dist.current()
     if dist.sharded:
-        return _save_sharded_checkpoint(dist, root, step, model, optimizer, scheduler, trainer_state, keep)
+        return _save_sharded_checkpoint(dist, root, step, model, optimizer, scheduler, trainer_state, keep, config)
     weights = trainable_state_dict(model)
     for name, tensor in weights.items():
         if not torch.isfinite(tensor).all():
             raise FloatingPointError(f"refusing to write a checkpoint: parameter {name} has NaN/inf values")
     if dist.enabled:
         if dist.is_main:
-            _write_checkpoint(root, step, weights, optimizer.state_dict(), scheduler, trainer_state, keep)
+            _write_checkpoint(root, step, weights, optimizer.state_dict(), scheduler, trainer_state, keep, config)
         dist.barrier()
         return root / f"step-{step}"
-    return _write_checkpoint(root, step, weights, optimizer.state_dict(), scheduler, trainer_state, keep)
+    return _write_checkpoint(root, step, weights, optimizer.state_dict(), scheduler, trainer_state, keep, config)
 
 
 def _trainable_names(model) -> list[str]:
@@ -136,7 +146,7 @@ def _trainable_names(model) -> list[str]:
 
 
 def _save_sharded_checkpoint(dist, root: Path, step: int, model, optimizer, scheduler,
-                             trainer_state: dict[str, Any], keep: int) -> Path:
+                             trainer_state: dict[str, Any], keep: int, config: dict[str, Any] | None) -> Path:
     # every process checks its own shards (DTensor.to_local); the verdict and the first bad name are the same on all
     flags = dist.sum({name: float(not torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all())
                       for name, p in model.named_parameters() if p.requires_grad})
@@ -146,13 +156,13 @@ def _save_sharded_checkpoint(dist, root: Path, step: int, model, optimizer, sche
     weights = {n: t.contiguous() for n, t in dist.full_model_state(model, _trainable_names(model)).items()}
     optimizer_state = dist.full_optimizer_state(model, optimizer)
     if dist.is_main:
-        _write_checkpoint(root, step, weights, optimizer_state, scheduler, trainer_state, keep)
+        _write_checkpoint(root, step, weights, optimizer_state, scheduler, trainer_state, keep, config)
     dist.barrier()
     return root / f"step-{step}"
 
 
 def _write_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
-                      scheduler, trainer_state: dict[str, Any], keep: int) -> Path:
+                      scheduler, trainer_state: dict[str, Any], keep: int, config: dict[str, Any] | None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.tmp-", dir=root))
     try:
@@ -160,8 +170,11 @@ def _write_checkpoint(root: Path, step: int, weights: dict[str, torch.Tensor], o
         save_state(optimizer_state, tmp, "optimizer")
         save_state(scheduler.state_dict() if scheduler is not None else {}, tmp, "scheduler")
         save_state({"trainer": trainer_state, "rng": rng_state()}, tmp, "trainer_state")
+        if config is not None:
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1, default=str) + "\n")
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / "manifest.json").write_text(json.dumps({"step": step, "files": files}, indent=1))
+        apply_umask(tmp)  # (mkdtemp's folder is 0o700 and safetensors writes 0o600: the modes mkdir / open give)
         for p in tmp.iterdir():
             with open(p, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -194,17 +207,45 @@ def latest_valid_checkpoint(root: Path, warn=print) -> Checkpoint | None:
     return None
 
 
+def checkpoint_config(ckpt: Checkpoint) -> dict[str, Any] | None:
+    """The config of the run that wrote ``ckpt`` (None for a checkpoint written before tether recorded it, or one
+    whose record is unreadable: such a checkpoint fails ``verify``)."""
+    try:
+        config = json.loads((ckpt.path / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _misfit(weights: dict[str, torch.Tensor], model) -> str | None:
+    """Why ``weights`` (a checkpoint's trainable weights) do not fit ``model``, or None when they do."""
+    params = dict(model.named_parameters())
+    for name, tensor in weights.items():
+        if name not in params:
+            return f"it has a parameter {name} that this model lacks"
+        if tuple(params[name].shape) != tuple(tensor.shape):
+            return f"parameter {name} is {list(tensor.shape)} there, {list(params[name].shape)} here"
+    untrained = [name for name in _trainable_names(model) if name not in weights]
+    if untrained:
+        return f"it lacks the trainable parameter {untrained[0]}"
+    return None
+
+
 def load_checkpoint(ckpt: Checkpoint, model, optimizer, scheduler) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and RNGs; return the trainer state dict.
 
-    Under FSDP every process reads the full checkpoint and keeps its shard of the weights and optimizer state."""
+    A checkpoint of another model (other names or shapes, other trainable weights) raises
+    :class:`CheckpointMismatch` before anything is changed. Under FSDP every process reads the full checkpoint
+    and keeps its shard of the weights and optimizer state."""
     from tether.utils.distributed import Dist
 
     weights = load_file(str(ckpt.path / "model.safetensors"))
+    problem = _misfit(weights, model)
+    if problem is not None:
+        raise CheckpointMismatch(
+            f"checkpoint {ckpt.path} was written for another model ({problem}); start this stage afresh with "
+            "resume=never (train.resume=never for sft, rm, dpo and rejection-sample) or use another run_dir")
     params = dict(model.named_parameters())
-    missing = [n for n in weights if n not in params]
-    if missing:
-        raise RuntimeError(f"checkpoint {ckpt.path} does not fit this model (e.g. {missing[0]})")
     dist = Dist.current()
     if dist.sharded:
         dist.load_full_state(model, weights, optimizer, load_state(ckpt.path, "optimizer"))

@@ -1,0 +1,132 @@
+"""Line charts for report.html as inline SVG (no JavaScript, no images to fetch).
+
+Axes are laid out the way a plotting library's "nice" locator does it: each axis 5% wider than its data, ticks
+inside it at multiples of 1, 2, 2.5 or 5 × 10^k (whole numbers on an iteration or step axis), every label printed
+with the decimals its step needs, so no two labels read the same. A series with one point is drawn as a marker,
+not a line, and the legend sits above the plot, never on the lines.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
+MULTIPLES = (1.0, 2.0, 2.5, 5.0, 10.0)
+CHAR_WIDTH = 6.2  # px per character of a 10px label, to size margins and lay out the legend
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _decimals(step: float) -> int:
+    """Decimals that print every multiple of ``step`` exactly (0.25 → 2, 0.2 → 1, 5 → 0)."""
+    for digits in range(0, 12):
+        if abs(round(step, digits) - step) < step * 1e-9:
+            return digits
+    return 12
+
+
+def axis_range(lo: float, hi: float, integer: bool = False) -> tuple[float, float]:
+    """The span an axis shows: the data's, 5% wider on each side; a single value is widened around it (by 10%, or
+    by 1 for zero and on integer axes)."""
+    lo, hi = min(lo, hi), max(lo, hi)
+    if hi == lo:
+        pad = 1.0 if integer or lo == 0 else abs(lo) * 0.1
+        return lo - pad, hi + pad
+    pad = (hi - lo) * 0.05
+    return lo - pad, hi + pad
+
+
+def nice_ticks(lo: float, hi: float, max_ticks: int = 7, integer: bool = False) -> tuple[list[float], float]:
+    """Round tick values within [lo, hi] and their step: the multiples of the smallest step of 1, 2, 2.5 or 5 × 10^k
+    that gives at most ``max_ticks`` of them (with ``integer`` a whole-number step, so an iteration axis never shows
+    30.5; a range too narrow for two whole numbers falls back to fractions)."""
+    magnitude = 10.0 ** math.floor(math.log10((hi - lo) / max_ticks))
+    for scale in (magnitude, magnitude * 10, magnitude * 100):
+        for multiple in MULTIPLES:
+            step = multiple * scale
+            if integer and (step < 1 or step != int(step)):
+                continue
+            first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+            if last - first + 1 <= max_ticks:
+                if integer and last - first < 1:  # fewer than two whole numbers in range: use fractions
+                    return nice_ticks(lo, hi, max_ticks)
+                digits = _decimals(step)
+                return [round(i * step, digits) for i in range(first, last + 1)], round(step, digits)
+    raise AssertionError("unreachable: a step of 100 x (hi - lo) / max_ticks always fits")  # pragma: no cover
+
+
+def tick_label(value: float, step: float) -> str:
+    """``value`` with the decimals ``step`` needs and a true minus sign (−0.5, 30, 0.045)."""
+    text = f"{value:.{_decimals(step)}f}"
+    if text.startswith("-"):
+        return text[1:] if float(text) == 0 else "−" + text[1:]
+    return text
+
+
+def _legend(names: list[str], x: float, y: float, width: float) -> tuple[list[str], int]:
+    """Legend entries in rows from (x, y), wrapped at ``width``; the SVG parts and the number of rows."""
+    parts, row, cursor = [], 0, x
+    for i, name in enumerate(names):
+        entry = 18 + CHAR_WIDTH * len(name) + 14
+        if cursor > x and cursor + entry > x + width:
+            row, cursor = row + 1, x
+        top = y + 14 * row
+        color = COLORS[i % len(COLORS)]
+        parts.append(f"<rect x='{cursor:.0f}' y='{top - 5}' width='12' height='3' fill='{color}'/>"
+                     f"<text x='{cursor + 16:.0f}' y='{top}' font-size='10'>{esc(name)}</text>")
+        cursor += entry
+    return parts, row + 1
+
+
+def svg_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, width: int = 520,
+              height: int = 280, markers: bool = False, vlines: list[float] | None = None,
+              integer_x: bool = False) -> str:
+    """A line chart as inline SVG: round ticks, one polyline per series (a marker alone for a single point), the
+    legend above the plot, optional vertical marks. ``integer_x`` for iteration and step axes."""
+    clean = {name: [(x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y)] for name, pts in series.items()}
+    points = [p for pts in clean.values() for p in pts]
+    if not points:
+        return ""
+    x0, x1 = axis_range(min(p[0] for p in points), max(p[0] for p in points), integer=integer_x)
+    y0, y1 = axis_range(min(p[1] for p in points), max(p[1] for p in points))
+    (xticks, xstep), (yticks, ystep) = nice_ticks(x0, x1, integer=integer_x), nice_ticks(y0, y1)
+    ylabels = [tick_label(v, ystep) for v in yticks]
+    left, right, bottom = 14 + CHAR_WIDTH * max(len(t) for t in ylabels), 20, 42
+    legend, rows = _legend(list(clean), left, 36, width - left - right) if len(clean) > 1 else ([], 0)
+    top = 30 + 14 * rows
+    sx = lambda x: left + (x - x0) / (x1 - x0) * (width - left - right)  # noqa: E731
+    sy = lambda y: height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)  # noqa: E731
+    parts = [f"<svg class='chart' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+             f"role='img' aria-label='{esc(title)}'>",
+             f"<text x='{width / 2}' y='17' text-anchor='middle' font-size='13' font-weight='bold'>{esc(title)}</text>",
+             *legend]
+    for value, label in zip(yticks, ylabels):
+        parts.append(f"<line x1='{left}' y1='{sy(value):.1f}' x2='{width - right}' y2='{sy(value):.1f}' "
+                     "stroke='#eee'/>")
+        parts.append(f"<text x='{left - 4}' y='{sy(value) + 4:.1f}' text-anchor='end' font-size='10'>{label}</text>")
+    for value in xticks:
+        parts.append(f"<line x1='{sx(value):.1f}' y1='{height - bottom}' x2='{sx(value):.1f}' "
+                     f"y2='{height - bottom + 4}' stroke='#888'/>")
+        parts.append(f"<text x='{sx(value):.1f}' y='{height - bottom + 15}' text-anchor='middle' "
+                     f"font-size='10'>{tick_label(value, xstep)}</text>")
+    parts += [f"<line x1='{left}' y1='{height - bottom}' x2='{width - right}' y2='{height - bottom}' stroke='#888'/>",
+              f"<line x1='{left}' y1='{top}' x2='{left}' y2='{height - bottom}' stroke='#888'/>",
+              f"<text x='{(left + width - right) / 2}' y='{height - 8}' text-anchor='middle' "
+              f"font-size='11'>{esc(xlabel)}</text>"]
+    for value in vlines or []:
+        parts.append(f"<line x1='{sx(value):.1f}' y1='{top}' x2='{sx(value):.1f}' y2='{height - bottom}' "
+                     "stroke='#d62728' stroke-dasharray='4 3'/>")
+    for i, pts in enumerate(clean.values()):
+        color = COLORS[i % len(COLORS)]
+        if len(pts) > 1:
+            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+            parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.8' points='{path}'/>")
+        if markers or len(pts) == 1:
+            parts += [f"<circle cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='3' fill='{color}'/>" for x, y in pts]
+    parts.append("</svg>")
+    return "".join(parts)
+
