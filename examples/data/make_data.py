@@ -16,11 +16,18 @@ Chosen is better by construction. Length is made uninformative on purpose: for e
 pair a coin decides whether the chosen or the rejected response is the longer one, and
 extra sentences of the same kind are added to make it so (the script checks that the
 "longer response wins" rule is right on 45-55% of pairs). Deterministic for a seed.
+
+Prompts are split by subject into three disjoint sets, so a held-out prompt is genuinely new:
+
+  training   sft.jsonl, sft_messages.jsonl, preferences.jsonl, rankings.jsonl, kto.jsonl
+  RL         prompts.jsonl (the examples' PPO / GRPO / best-of-N prompts)
+  held-out   preferences_eval.jsonl (pairs), prompts_eval.jsonl (the same prompts alone, for `tether eval`)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 from pathlib import Path
@@ -342,12 +349,18 @@ def main() -> None:
                                                                                        rng)), "label": False})
     write_jsonl(out / "kto.jsonl", kto)
     write_jsonl(out / "prompts.jsonl", [{"prompt": i["prompt"]} for i in prompts_split])
+    # held-out prompts for `tether eval`: every prompt of the held-out subjects (those of preferences_eval.jsonl,
+    # in no training file), one topic after another so that the first N of them span the topics
+    by_topic = [[i for i in evals if i["topic"] == topic] for topic in TOPICS]
+    write_jsonl(out / "prompts_eval.jsonl", [{"prompt": i["prompt"]} for group in itertools.zip_longest(*by_topic)
+                                             for i in group if i is not None])
     write_malformed(out / "malformed")
     for name, rows in pairs.items():
         frac = longer_is_chosen(rows)
         print(f"{name}: {len(rows)} pairs, longer response is the chosen one in {frac:.3f} of pairs")
         assert 0.45 <= frac <= 0.55, f"{name}: length is informative ({frac:.3f})"
-    print(f"sft: {len(train)} rows, prompts: {len(prompts_split)}, rankings: {len(rankings)}, kto: {len(kto)}")
+    print(f"sft: {len(train)} rows, prompts: {len(prompts_split)}, held-out prompts: {len(evals)}, "
+          f"rankings: {len(rankings)}, kto: {len(kto)}")
 
 
 if __name__ == "__main__":

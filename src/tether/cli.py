@@ -140,7 +140,7 @@ def _bad_input_types() -> tuple[type, ...]:
 
 def _report_bad_input(exc: Exception) -> None:
     lines = getattr(exc, "problems", None) or str(exc).splitlines() or [type(exc).__name__]
-    for line in lines:  # (escaped: a message quotes values and install hints such as tether[vllm])
+    for line in lines:  # (escaped: a message quotes values and install hints such as tether-rlhf[vllm])
         err.print(f"[bold red]error:[/] {escape(str(line))}", markup=True, soft_wrap=True)
 
 

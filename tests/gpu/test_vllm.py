@@ -1,5 +1,5 @@
 """The vLLM generation backend with the real engine, on a CUDA GPU with vLLM installed (``pip install
-'tether[vllm]'``); skipped elsewhere. tests/rollout/test_vllm_backend.py checks the same paths against a stand-in
+'tether-rlhf[vllm]'``); skipped elsewhere. tests/rollout/test_vllm_backend.py checks the same paths against a stand-in
 engine on any machine."""
 import pytest
 import torch

@@ -149,7 +149,7 @@ def test_the_vllm_backend_says_what_it_needs(tmp_path, tiny, vllm, monkeypatch):
     with pytest.raises(GenerationBackendError, match="needs a CUDA GPU"):
         VLLMGenerator(tmp_path)
     monkeypatch.setattr(backends, "vllm_available", lambda: False)
-    with pytest.raises(GenerationBackendError, match=r"pip install 'tether\[vllm\]'"):
+    with pytest.raises(GenerationBackendError, match=r"pip install 'tether-rlhf\[vllm\]'"):
         VLLMGenerator(tmp_path)
 
 

@@ -11,12 +11,16 @@ For each model directory, on the same held-out prompts and sampling seed:
 - alignment tax: perplexity on held-out general text and accuracy on a small
   multiple-choice set shipped with tether, for every model (compare with the reference).
 
-Writes ``<run_dir>/eval.json`` (all numbers) and ``<run_dir>/eval_samples.jsonl`` (each
-prompt with every model's answer), which ``tether report`` turns into tables.
+Writes ``eval.json`` (all numbers) and ``eval_samples.jsonl`` (each prompt with every model's
+answer), which ``tether report`` turns into tables, and records its config in ``config.yaml``: in
+``run_dir`` when given, else in the run directory the models share (``runs/tiny`` for
+``models=[runs/tiny/sft,runs/tiny/ppo]``, so ``tether report run_dir=runs/tiny`` includes the
+evaluation), else in ``runs/eval``. It prints every path it writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -38,10 +42,24 @@ from tether.utils.device import forked_rng, model_device
 from tether.utils.logging import console
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "eval"
+# a run_dir left at EvalConfig's default counts as not given (as quickstart's run_dir does for --tiny)
+DEFAULT_RUN_DIR = EvalConfig().run_dir
+FALLBACK_DIR = "runs/eval"  # not given, and the models share no directory
 
 
 def model_name(path: str) -> str:
     return Path(path).name or str(path)
+
+
+def output_dir(cfg: EvalConfig) -> Path:
+    """Where eval writes: ``run_dir`` when given; else the directory the models share (``runs/tiny`` for
+    ``runs/tiny/sft`` and ``runs/tiny/ppo``: the run directory ``tether report`` reads); else runs/eval."""
+    if cfg.run_dir and cfg.run_dir != DEFAULT_RUN_DIR:
+        return Path(cfg.run_dir)
+    paths = [Path(m) for m in cfg.models]
+    if paths and all(p.is_dir() for p in paths) and len({p.resolve().parent for p in paths}) == 1:
+        return paths[0].parent
+    return Path(FALLBACK_DIR)
 
 
 @torch.no_grad()
@@ -141,8 +159,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         raise DataError("data.train_file= is required: held-out prompts (any format with a prompt)")
     configure_cpu(cfg.num_threads)
     seed_everything(cfg.seed)
-    run_dir = Path(cfg.run_dir)
-    record_config(run_dir, "eval", cfg)
+    run_dir = output_dir(cfg)
     reference_dir = cfg.reference or cfg.models[0]
     tokenizer = load_tokenizer(reference_dir, ModelConfig(name_or_path=reference_dir))
     prompts, report = load_prompt_dataset(cfg.data.train_file, tokenizer,
@@ -198,19 +215,43 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     atomic_write_text(run_dir / "eval_samples.jsonl", "".join(
         json.dumps({"prompt": p.prompt_text, "responses": {n: a[i] for n, a in answers.items()}}, ensure_ascii=False)
         + "\n" for i, p in enumerate(prompts)))
-    _print_table(summary)
+    record_config(run_dir, "eval", dataclasses.replace(cfg, run_dir=str(run_dir)))
+    for table in eval_tables(summary, console.width):
+        console.print(table)
+    for name, what in (("eval.json", "every number"), ("eval_samples.jsonl", "each prompt with every model's answer"),
+                       ("config.yaml", "section eval: the resolved config")):
+        console.print(f"wrote {run_dir / name} ({what})")
+    console.print(f"the page to read: tether report run_dir={run_dir}")
     return summary
 
 
-def _print_table(summary: dict[str, Any]) -> None:
+# The rows of the printed table: one metric per row, one model per column, so it reads at 80 columns.
+TABLE_ROWS = [("proxy reward", "proxy_mean"), ("gold reward", "gold_mean"), ("KL to reference", "kl_mean"),
+              ("win-rate vs reference", "win_rate_vs_reference"), ("length (tokens)", "length_mean"),
+              ("EOS rate", "eos_rate"), ("distinct-2", "distinct_2"), ("self-BLEU", "self_bleu"),
+              ("perplexity", "perplexity"), ("MC accuracy", "mc_accuracy")]
+
+
+def eval_tables(summary: dict[str, Any], width: int) -> list[Table]:
+    """The evaluation as tables of metric rows × model columns, as many models per table as fit ``width``."""
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    table = Table(title=f"held-out evaluation on {summary['prompts']} prompts (reference: {summary['reference']})")
-    columns = [("proxy", "proxy_mean"), ("gold", "gold_mean"), ("KL", "kl_mean"), ("length", "length_mean"),
-               ("EOS", "eos_rate"), ("distinct-2", "distinct_2"), ("self-BLEU", "self_bleu"),
-               ("win vs ref", "win_rate_vs_reference"), ("ppl", "perplexity"), ("MC acc", "mc_accuracy")]
-    table.add_column("model")
-    for title, _ in columns:
-        table.add_column(title, justify="right")
-    for name, row in summary["models"].items():
-        table.add_row(name, *[fmt(row.get(key)) for _, key in columns])
-    console.print(table)
+    cells = {name: [fmt(row.get(key)) for _, key in TABLE_ROWS] for name, row in summary["models"].items()}
+    used = max(len(label) for label, _ in TABLE_ROWS) + 4  # rich adds a space either side and a border
+    groups: list[list[str]] = [[]]
+    for name, column in cells.items():
+        needed = max(len(name), *map(len, column)) + 3
+        if groups[-1] and used + needed > width:
+            groups.append([])
+            used = max(len(label) for label, _ in TABLE_ROWS) + 4
+        groups[-1].append(name)
+        used += needed
+    tables = []
+    for group in groups:
+        table = Table(title=f"held-out evaluation on {summary['prompts']} prompts (reference: {summary['reference']})")
+        table.add_column("metric", no_wrap=True)
+        for name in group:
+            table.add_column(name, justify="right", overflow="fold")
+        for i, (label, _) in enumerate(TABLE_ROWS):
+            table.add_row(label, *[cells[name][i] for name in group])
+        tables.append(table)
+    return tables
