@@ -220,8 +220,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         console.print(table)
     for name, what in (("eval.json", "every number"), ("eval_samples.jsonl", "each prompt with every model's answer"),
                        ("config.yaml", "section eval: the resolved config")):
-        console.print(f"wrote {run_dir / name} ({what})")
-    console.print(f"the page to read: tether report run_dir={run_dir}")
+        console.print(f"wrote {run_dir / name} ({what})", soft_wrap=True)  # (a path is never broken across lines)
+    console.print(f"the page to read: tether report run_dir={run_dir}", soft_wrap=True)
     return summary
 
 
