@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
+from typing import TypeVar
 
 from tether.data.errors import DataError, Problems
 from tether.data.formats import PAIR_FORMATS, SFT_FORMATS, validate_rows
 from tether.data.io import load_rows
 from tether.data.tokenize import encode_prompt, encode_prompt_response, prompt_text, response_text
+from tether.utils.logging import console
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -272,3 +276,9 @@ def load_prompt_dataset(path: str | Path, tokenizer, *, max_prompt_length: int =
     return examples, report
 
 
+def limit(examples: list[T], n: int, what: str) -> list[T]:
+    """Keep the first ``n`` examples (0 = all), saying how many were left out."""
+    if n and len(examples) > n:
+        console.print(f"{what}: using {n} of {len(examples)} examples (limit set in the config)")
+        return examples[:n]
+    return examples

@@ -18,12 +18,13 @@ import torch
 
 from tether.config import HeldOutConfig
 from tether.data import collate_prompts, load_prompt_dataset
+from tether.data.datasets import limit
 from tether.eval.alarm import HackingMonitor, HeldOutPoint
 from tether.eval.metrics import sequence_kl, top_ngram_share
-from tether.recipes.common import atomic_write_text, limit
 from tether.rollout.generation import GenerationConfig, generate, response_logprobs
 from tether.rollout.rewards import FunctionSource, RewardSpecError
 from tether.utils.device import forked_rng
+from tether.utils.files import atomic_write_text
 
 
 class HeldOutEvaluator:

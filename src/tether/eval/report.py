@@ -21,7 +21,7 @@ from typing import Any
 from tether.config import ReportConfig
 from tether.eval.charts import esc, svg_chart
 from tether.eval.verdict import CHANCE, HOW_TO_TURN_ON, heldout_verdict, reward_model_problems
-from tether.recipes.common import atomic_write_text
+from tether.utils.files import atomic_write_text
 from tether.utils.logging import console
 
 RL_CURVES = [("reward/score_mean", "proxy reward (train batch)"), ("objective/kl", "KL to reference (nats)"),

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+
 def as_stop_ids(*groups) -> list[int]:
     """Ints, iterables of ints and Nones, in any mix → the distinct ids, in first-seen order.
 

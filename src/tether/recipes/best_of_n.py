@@ -27,12 +27,12 @@ from tether.utils.distributed import Dist
 from tether.utils.logging import MetricsLogger, console
 from tether.utils.resume import (
     NOT_THE_RESULT,
-    ResumeRefused,
     aside_name,
     config_diff,
     describe_diff,
     has_logs,
     move_logs,
+    refuse_or_warn,
     resume_mode,
 )
 
@@ -152,13 +152,12 @@ def _check_round(cfg: RejectionSamplingConfig, round_dir: Path, record: dict) ->
     ``rounds`` extend a run. Takes the recorded config out of ``record``."""
     recorded = record.pop("config", None)
     diff = config_diff(recorded, to_dict(cfg), NOT_THE_RESULT | {"rounds"}) if recorded is not None else []
-    if diff and resume_mode(cfg.train.resume) == "auto":
-        raise ResumeRefused(f"rejection-sample: {round_dir} was made with another config ({describe_diff(diff)}); set "
-                            "train.resume=never to start afresh (the earlier rounds are moved aside) or "
-                            "train.resume=force to keep the finished rounds")
     if diff:
-        console.print(f"[yellow]train.resume=force: keeping {round_dir} although the config differs "
-                      f"({describe_diff(diff)})[/]")
+        refuse_or_warn(diff, resume_mode(cfg.train.resume),
+                       f"rejection-sample: {round_dir} was made with another config ({describe_diff(diff)}); set "
+                       "train.resume=never to start afresh (the earlier rounds are moved aside) or "
+                       "train.resume=force to keep the finished rounds",
+                       f"train.resume=force: keeping {round_dir} although the config differs ({describe_diff(diff)})")
 
 
 def _start_afresh(run_dir: Path, logger: MetricsLogger) -> None:

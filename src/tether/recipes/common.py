@@ -12,6 +12,8 @@ import torch
 import yaml
 
 from tether.config import DataConfig, to_dict
+from tether.data.datasets import limit  # noqa: F401 - re-exported for the recipes
+from tether.utils.device import configure_cpu  # noqa: F401 - re-exported for the recipes
 from tether.utils.files import atomic_write_text  # noqa: F401 - re-exported for the recipes
 from tether.utils.logging import MetricsLogger, console
 from tether.utils.resume import check_before_start
@@ -23,22 +25,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def configure_cpu(num_threads: int) -> None:
-    """torch's CPU threads (0 = torch's default) and, when this process computes on the CPU, glibc keeps freed
-    memory for reuse instead of page-faulting it in again every step (:mod:`tether.utils.allocator`)."""
-    from tether.utils.allocator import keep_freed_memory
-    from tether.utils.device import DeviceError, resolve_device
-
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
-    try:
-        on_cpu = resolve_device().type == "cpu"
-    except DeviceError:
-        return  # the recipe reports a bad TETHER_DEVICE where it places its models
-    if on_cpu:
-        keep_freed_memory()
 
 
 def record_config(run_dir: Path, stage: str, config: Any) -> None:
@@ -97,14 +83,6 @@ def load_train_eval(loader: Callable, data: DataConfig, seed: int, tokenizer, **
         train_examples, eval_examples = split_held_out(examples, data.eval_fraction, seed)
     return (limit(train_examples, data.max_train_examples, "train"),
             limit(eval_examples, data.max_eval_examples, "eval"))
-
-
-def limit(examples: list[T], n: int, what: str) -> list[T]:
-    """Keep the first ``n`` examples (0 = all), saying how many were left out."""
-    if n and len(examples) > n:
-        console.print(f"{what}: using {n} of {len(examples)} examples (limit set in the config)")
-        return examples[:n]
-    return examples
 
 
 def load_generation_prompts(cfg: Any, tokenizer, max_prompts: int = 0) -> list:

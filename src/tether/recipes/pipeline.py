@@ -33,7 +33,14 @@ from tether.data import DataError
 from tether.eval.verdict import reward_model_warning
 from tether.recipes.common import atomic_write_text, record_config
 from tether.utils.logging import console
-from tether.utils.resume import NOT_THE_RESULT, ResumeRefused, config_diff, describe_diff, move_run_aside, resume_mode
+from tether.utils.resume import (
+    NOT_THE_RESULT,
+    config_diff,
+    describe_diff,
+    move_run_aside,
+    refuse_or_warn,
+    resume_mode,
+)
 
 STAGES = ("sft", "sample", "label", "rm", "ppo", "dpo", "eval", "report")
 # The pipeline settings each stage's work depends on (besides the outputs of the stages before it): a finished stage's
@@ -85,13 +92,13 @@ class Stages:
         finished = json.loads(path.read_text())
         recorded = finished.get("settings")
         diff = config_diff(recorded, self.settings(name), NOT_THE_RESULT) if recorded and self.config else []
-        if diff and resume_mode(self.config.resume) == "auto":
-            raise ResumeRefused(f"{name}: finished earlier ({path}) with other settings ({describe_diff(diff)}); set "
-                                "resume=never to start the pipeline afresh (run_dir is moved aside) or resume=force "
-                                "to keep the finished stage")
         if diff:
-            console.print(f"[yellow]{name}: resume=force: keeping the stage finished with other settings "
-                          f"({describe_diff(diff)})[/]")
+            refuse_or_warn(diff, resume_mode(self.config.resume),
+                           f"{name}: finished earlier ({path}) with other settings ({describe_diff(diff)}); set "
+                           "resume=never to start the pipeline afresh (run_dir is moved aside) or resume=force "
+                           "to keep the finished stage",
+                           f"{name}: resume=force: keeping the stage finished with other settings "
+                           f"({describe_diff(diff)})")
         return finished
 
     def mark(self, name: str, outputs: dict[str, Any], seconds: float) -> None:

@@ -31,8 +31,7 @@ from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
 from tether.config import ModelConfig, PPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.eval.verdict import end_of_run_line
-from tether.models.loading import (apply_lora, disable_dropout, load_causal_lm, load_reward_model, load_tokenizer,
-                                   save_model)
+from tether.models.loading import apply_lora, disable_dropout, load_causal_lm, load_reward_model, load_tokenizer, save_model
 from tether.models.reward import ensemble_members
 from tether.recipes.common import configure_cpu, load_generation_prompts, prepare_run, seed_everything
 from tether.recipes.loop import TrainingError, adamw, epoch_order

@@ -57,7 +57,7 @@ class RoleWorker:
     """What runs inside a role's Ray actor: one role's model(s), set up by one ``setup_*`` call."""
 
     def __init__(self, num_threads: int):
-        from tether.recipes.common import configure_cpu
+        from tether.utils.device import configure_cpu
 
         configure_cpu(num_threads)
         self.model = None

@@ -95,3 +95,18 @@ def forked_rng():
     seeded sampling) leaves the run's random streams as they were."""
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     return torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else [])
+
+
+def configure_cpu(num_threads: int) -> None:
+    """torch's CPU threads (0 = torch's default) and, when this process computes on the CPU, glibc keeps freed
+    memory for reuse instead of page-faulting it in again every step (:mod:`tether.utils.allocator`)."""
+    from tether.utils.allocator import keep_freed_memory
+
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    try:
+        on_cpu = resolve_device().type == "cpu"
+    except DeviceError:
+        return  # the recipe reports a bad TETHER_DEVICE where it places its models
+    if on_cpu:
+        keep_freed_memory()

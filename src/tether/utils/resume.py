@@ -192,23 +192,34 @@ def check_before_start(config: Any, stage: str) -> None:
                    "train.resume" if train is not None else "resume")
 
 
+def refuse_or_warn(diff: list, mode: str, refusal: str, warning: str) -> None:
+    """A config that differs from the recorded one (``diff``, from :func:`config_diff`): ``auto`` raises
+    :class:`ResumeRefused` with ``refusal``, ``force`` prints ``warning`` (main process) and goes on. The
+    messages name what differs themselves (:func:`describe_diff`)."""
+    from tether.utils.distributed import Dist
+    from tether.utils.logging import console
+
+    if not diff:
+        return
+    if mode == "auto":
+        raise ResumeRefused(refusal)
+    if Dist.current().is_main:
+        console.print(f"[yellow]{warning}[/]")
+
+
 def check_recorded(ckpt: Checkpoint | None, output: Path | None, config: dict, mode: str, stage: str,
                    switch: str) -> None:
     """Compare ``config`` with the one that wrote ``ckpt`` and the one that made ``output``: ``auto`` raises
     :class:`ResumeRefused` listing what differs, ``force`` says what differs and goes on."""
-    from tether.utils.distributed import Dist
-    from tether.utils.logging import console
-
     recorded = checkpoint_config(ckpt) if ckpt is not None else None
     diff = config_diff(recorded, config) if recorded is not None else []
-    if diff and mode == "auto":
-        raise ResumeRefused(
-            f"{stage}: the config differs from the one that wrote {ckpt.path} ({describe_diff(diff)}); set "
-            f"{switch}=never to start afresh (its checkpoints are moved aside) or {switch}=force to continue "
-            "from the checkpoint with this config")
-    if diff and Dist.current().is_main:
-        console.print(f"[yellow]{stage}: {switch}=force: resuming from {ckpt.path} although the config differs "
-                      f"({describe_diff(diff)})[/]")
+    if diff:
+        refuse_or_warn(diff, mode,
+                       f"{stage}: the config differs from the one that wrote {ckpt.path} ({describe_diff(diff)}); set "
+                       f"{switch}=never to start afresh (its checkpoints are moved aside) or {switch}=force to "
+                       "continue from the checkpoint with this config",
+                       f"{stage}: {switch}=force: resuming from {ckpt.path} although the config differs "
+                       f"({describe_diff(diff)})")
     recorded = output_config(output) if output is not None and mode == "auto" else None
     ignore = NOT_THE_RESULT | EXTENDING if ckpt is not None else NOT_THE_RESULT  # (extending needs a checkpoint)
     diff = config_diff(recorded, config, ignore) if recorded is not None else []
