@@ -125,9 +125,12 @@ def padded_forward_inputs(attention_mask: torch.Tensor) -> dict[str, torch.Tenso
     first real token."""
     if right_padded(attention_mask):
         return {}
-    from tether.rollout.generation import position_ids as positions_from_mask
+    return {"attention_mask": attention_mask, "position_ids": position_ids(attention_mask)}
 
-    return {"attention_mask": attention_mask, "position_ids": positions_from_mask(attention_mask)}
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that ignore left padding: 0 at each sequence's first real token (as generate uses)."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def base_model(model: torch.nn.Module) -> torch.nn.Module:

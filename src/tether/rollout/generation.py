@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tether.models.scoring import position_ids  # noqa: F401 - re-exported: rollouts lay out positions with it
 from tether.models.special_tokens import as_stop_ids, config_stop_ids
 
 
@@ -101,11 +102,6 @@ def response_mask_from_ids(response_ids: torch.Tensor,
     positions = torch.arange(response_ids.shape[1], device=response_ids.device).expand_as(response_ids)
     mask = (positions <= first_eos.unsqueeze(-1)).long()
     return mask, ended
-
-
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that ignore left padding: 0 at each sequence's first real token (as generate uses)."""
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def shared_prompt_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
