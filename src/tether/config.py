@@ -433,6 +433,8 @@ class LabelSimulateConfig:
     db: str = doc_field("runs/labels.sqlite", "Label store (SQLite) to write.")
     utility: str = doc_field("tether.tasks.helpful:gold_utility", "Gold utility, module:function(prompt, response).")
     panel_size: int = doc_field(5, "Annotators in the panel.")
+    noise_scale: float = doc_field(1.0, "Multiplies every annotator's noise temperature (0.35-1.0): the gold "
+                                        "utility's scale (e.g. 0.25 for VADER's compound score in [-1, 1]).")
     labels_per_item: int = doc_field(3, "Annotators per comparison.")
     planted_length_bias: float = doc_field(0.0, "Utility bonus per 100 characters every annotator adds (0 = off).")
     adversarial: int = doc_field(0, "How many of the annotators answer the opposite of their judgement.")
@@ -578,7 +580,11 @@ class EvalConfig:
     general_text: str = doc_field("", "Held-out general text for perplexity (empty = the packaged paragraphs).")
     multiple_choice: str = doc_field("", "Multiple-choice jsonl {question, choices, answer} (empty = packaged set).")
     alignment_tax: bool = doc_field(True, "Measure perplexity and multiple-choice accuracy before vs after.")
-    seed: int = doc_field(0, "Sampling and evaluator seed.")
+    bootstrap_resamples: int = doc_field(
+        2000, "Resamples of the paired bootstrap over prompts behind every interval (gold_gain, proxy_gain, "
+              "win_rate_interval); drawn with seed.")
+    interval_level: float = doc_field(0.95, "Confidence level of those intervals, in (0, 1): 0.95 = 95% intervals.")
+    seed: int = doc_field(0, "Sampling, evaluator and bootstrap seed.")
     num_threads: int = doc_field(0, "torch CPU threads (0 = default).")
 
 
@@ -671,6 +677,9 @@ class QuickstartConfig:
     """
 
     run_dir: str = doc_field("runs/quickstart", "Run directory for all stages.")
+    task: str = doc_field("helpful", "Built-in task (tether.tasks.registry): helpful (everyday questions, gold = cues "
+                                     "of a helpful answer) or sentiment (continue a neutral review, gold = VADER).")
+    seed: int = doc_field(0, "Seed of every stage: training order and initialisation, sampling, the panel, evaluation.")
     tiny: bool = doc_field(False, "Use a tiny random model instead of SmolLM2 (a smoke test in a few minutes).")
     sft_steps: int = doc_field(12, "SFT optimizer steps.")
     sample_prompts: int = doc_field(64, "Training prompts sampled for labelling.")
@@ -683,11 +692,15 @@ class QuickstartConfig:
     rm_steps: int = doc_field(24, "Reward-model optimizer steps.")
     ppo_iterations: int = doc_field(10, "PPO iterations.")
     ppo_batch: int = doc_field(16, "Prompts per PPO iteration (one update epoch in two minibatches).")
+    ppo_epochs: int = doc_field(1, "PPO update epochs over each iteration's rollouts.")
     ppo_learning_rate: float = doc_field(1e-5, "PPO policy learning rate.")
     init_kl_coef: float = doc_field(0.05, "PPO's initial β (adaptive toward target_kl).")
     target_kl: float = doc_field(4.0, "PPO's target KL per response (nats).")
     dpo_steps: int = doc_field(12, "DPO optimizer steps.")
-    max_new_tokens: int = doc_field(40, "Longest sampled response.")
+    max_new_tokens: int | None = doc_field(None, "Longest sampled response (empty = the task's: 40 helpful, 24 "
+                                                 "sentiment).")
+    temperature: float = doc_field(1.0, "Sampling temperature for labelling samples and PPO's rollouts.")
+    eval_temperature: float = doc_field(1.0, "Sampling temperature of the final evaluation.")
     heldout_prompts: int = doc_field(16, "Held-out prompts for the gold evaluation during PPO.")
     heldout_every: int = doc_field(4, "PPO iterations between held-out evaluations.")
     eval_prompts: int = doc_field(30, "Test prompts for the final evaluation.")

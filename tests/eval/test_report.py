@@ -204,3 +204,87 @@ def test_the_legend_sits_above_the_plot_not_on_the_lines():
     top_gridline = min(float(y) for y in re.findall(r"<line x1='[^']*' y1='([^']*)' x2='[^']*' y2='\1' "
                                                     r"stroke='#eee'/>", svg))
     assert len(legend_y) == 2 and max(legend_y) < top_gridline  # every legend entry above the plot area
+
+
+# --------------------------------------------------------------------------- tether eval: intervals and answers
+
+
+def _eval_run(tmp_path, models, prompts=120, samples=0, intervals=True):
+    """A run directory with only eval.json (``models``: name → row, the first the reference) and ``samples`` lines of
+    eval_samples.jsonl, every model answering each prompt (one answer carrying markup)."""
+    run = tmp_path / "ev"
+    run.mkdir()
+    data = {"reference": next(iter(models)), "prompts": prompts, "reward": "rm", "gold": "g:f", "models": models}
+    if intervals:
+        data["intervals"] = {"level": 0.95, "resamples": 2000, "method": "paired bootstrap over prompts", "seed": 0}
+    (run / "eval.json").write_text(json.dumps(data))
+    (run / "eval_samples.jsonl").write_text("".join(json.dumps(
+        {"prompt": f"prompt {i}", "responses": {n: f"answer {i} of {n}" + (XSS if i == 3 else "") for n in models},
+         "gold": {n: 0.25 * i for n in models}}) + "\n" for i in range(samples)))
+    return run
+
+
+def _gain(estimate, low, high, n=120):
+    return {"estimate": estimate, "low": low, "high": high, "n": n, "level": 0.95}
+
+
+def test_report_shows_each_gain_with_its_interval_and_the_verdict_uses_it(tmp_path):
+    page = build_report(_eval_run(tmp_path, {
+        "sft": {"gold_mean": 0.5, "win_rate_vs_reference": 0.5},
+        "ppo": {"gold_mean": 0.66, "gold_gain": _gain(0.16, 0.05, 0.27), "proxy_gain": _gain(1.2, 0.8, 1.6),
+                "win_rate_interval": _gain(0.62, 0.53, 0.71)},
+        "dpo": {"gold_mean": 0.55, "gold_gain": _gain(0.05, -0.02, 0.12), "win_rate_interval": _gain(0.5, 0.41, 0.6)}}))
+    verdict = html.unescape(page.split("<h2 id='verdict'>")[1].split("<h2")[0])
+    assert ("<div class='ok'><b>ppo vs sft</b> (tether eval): gold gain +0.16 [0.05, 0.27] over 120 prompts: above "
+            "zero; proxy gain +1.20 [0.80, 1.60]: above zero; win-rate 0.62 [0.53, 0.71]: above ½.</div>") in verdict
+    assert ("<div class='warn'><b>dpo vs sft</b> (tether eval): gold gain +0.05 [−0.02, 0.12] over 120 prompts: "
+            "includes zero; win-rate 0.50 [0.41, 0.60]: includes ½.</div>") in verdict
+    assert "sft vs sft" not in verdict
+    table = page.split("<table id='eval-intervals'>")[1].split("</table>")[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", table)
+    cells = [re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", r) for r in rows]
+    assert cells[0] == ["model", "vs reference", "estimate", "95% interval", "prompts", "clears 0 (½ for win-rate)?"]
+    assert cells[1:] == [["ppo", "gold gain", "+0.160", "[0.050, 0.270]", "120", "yes: above 0"],
+                         ["ppo", "proxy gain", "+1.200", "[0.800, 1.600]", "120", "yes: above 0"],
+                         ["ppo", "win-rate", "0.620", "[0.530, 0.710]", "120", "yes: above ½"],
+                         ["dpo", "gold gain", "+0.050", "[-0.020, 0.120]", "120", "no: includes 0"],
+                         ["dpo", "win-rate", "0.500", "[0.410, 0.600]", "120", "no: includes ½"]]
+    assert "95% intervals from a paired bootstrap over prompts (2000 resamples)" in page
+
+
+def test_report_of_an_eval_json_without_intervals_keeps_the_old_wording(tmp_path):
+    page = build_report(_eval_run(tmp_path, {"sft": {"gold_mean": 0.5}, "ppo": {"gold_mean": 0.75}}, prompts=2,
+                                  intervals=False))
+    assert "id='eval-intervals'" not in page and "id='eval-table'" in page
+    assert ("<b>ppo vs sft</b> (tether eval): held-out gold rose 0.50 → 0.75 (+0.25) over 2 prompts; no interval in "
+            "this eval.json (re-run tether eval to get one).") in html.unescape(page)
+
+
+def test_side_by_side_answers_show_at_least_ten_prompts_with_every_models_answer(tmp_path):
+    names = ["sft", "ppo", "dpo"]
+    page = build_report(_eval_run(tmp_path, {n: {"gold_mean": 0.5} for n in names}, prompts=15, samples=15))
+    answers = page.split("<table class='answers' id='answers'>")[1].split("</table>")[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", answers)[1:]
+    assert len(rows) == 12  # ReportConfig.max_samples / build_report's default: 12 of the 15
+    assert ReportConfig().max_samples >= 10
+    for i, row in enumerate(rows):
+        for name in names:
+            assert f"answer {i} of {name}" in row  # every model's answer, in its column
+    assert "<script" not in answers and "&lt;script&gt;document.title" in answers  # model output is escaped
+    assert "gold 0.750" in rows[3] and "The first 12 of 15 prompts" in page
+
+
+def test_ppo_training_curves_chart_every_logged_rl_metric(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    logged = {"reward/score_mean": "proxy reward (train batch)", "objective/kl": "KL to reference (nats)",
+              "objective/kl_coef": "KL coefficient β", "objective/rlhf_reward": "RLHF reward (proxy − β·KL)",
+              "policy/clip_frac": "clip fraction (share of tokens clipped)",
+              "policy/approx_kl": "approx KL(π_old‖π) per update", "objective/entropy": "entropy (nats/token)",
+              "response/length_mean": "response length (tokens)"}
+    rows = [{"stage": "ppo", "step": i, **{k: 0.1 * i + j for j, k in enumerate(logged)}} for i in range(1, 5)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    training = html.unescape(build_report(run).split("<h2 id='training'>")[1])
+    for title in logged.values():
+        assert f"aria-label='{title}'" in training, title
+    assert training.count("<svg") == len(logged)

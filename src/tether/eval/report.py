@@ -4,9 +4,10 @@ Everything comes from the files the stages wrote in the run directory — ``metr
 ``<stage>_heldout.json`` (held-out curve and alarm events), ``rm/eval_report.json``,
 ``*.stats.json`` (annotator agreement), ``eval.json`` / ``eval_samples.jsonl``,
 ``frontier.json``, ``summary.json`` and ``config.yaml`` — so a report can be rebuilt at any
-time. The page opens with a "did it work?" verdict per RL stage and reward model
-(``tether.eval.verdict``). Charts are inline SVG (``tether.eval.charts``: no JavaScript, no CDN,
-no images to fetch); every piece of text from a model or a file is HTML-escaped.
+time. The page opens with a "did it work?" verdict per RL stage, per model ``tether eval`` compared with
+its reference (from the 95% intervals of eval.json) and per reward model (``tether.eval.verdict``). Charts
+are inline SVG (``tether.eval.charts``: no JavaScript, no CDN, no images to fetch); every piece of text from
+a model or a file is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ from typing import Any
 
 from tether.config import ReportConfig
 from tether.eval.charts import esc, svg_chart
-from tether.eval.verdict import CHANCE, HOW_TO_TURN_ON, heldout_verdict, reward_model_problems
+from tether.eval.intervals import Interval
+from tether.eval.verdict import CHANCE, HOW_TO_TURN_ON, eval_verdicts, heldout_verdict, reward_model_problems, side_of
 from tether.utils.files import atomic_write_text
 from tether.utils.logging import console
 
+# PPO's / GRPO's logged names (docs/metrics.md); a metric the stage did not log is skipped
 RL_CURVES = [("reward/score_mean", "proxy reward (train batch)"), ("objective/kl", "KL to reference (nats)"),
-             ("objective/kl_coef", "KL coefficient β"), ("response/length_mean", "response length (tokens)"),
-             ("objective/entropy", "entropy (nats/token)")]
+             ("objective/kl_coef", "KL coefficient β"),
+             ("objective/rlhf_reward", "RLHF reward (proxy − β·KL)"),
+             ("policy/clip_frac", "clip fraction (share of tokens clipped)"),
+             ("policy/approx_kl", "approx KL(π_old‖π) per update"),
+             ("objective/entropy", "entropy (nats/token)"), ("response/length_mean", "response length (tokens)")]
 TRAIN_CURVES = [("loss", "training loss"), ("eval/loss", "held-out loss")]
 VERDICT_STYLE = {"improved": "ok", "flat": "warn", "reference_only": "warn", "alarm": "alarm"}
 
@@ -115,8 +121,12 @@ def _section_verdict(run_dir: Path, stages: dict[str, list[dict]]) -> str:
                   f"({fmt(report.get('length_baseline_accuracy'))})")
         boxes.append(f"<div class='{style}'><b>reward model {esc(path.parent.name)}</b>: held-out accuracy "
                      f"{fmt(report['accuracy'])} {esc(judged)}.</div>")
+    for verdict in eval_verdicts(_read_json(run_dir / "eval.json")):
+        boxes.append(f"<div class='{VERDICT_STYLE[verdict.status]}'><b>{esc(verdict.model)} vs "
+                     f"{esc(verdict.reference)}</b> (tether eval): {esc(verdict.sentence())}</div>")
     if not boxes:
-        boxes.append("<p class='muted'>No RL stage or reward model in this run directory: nothing to judge here.</p>")
+        boxes.append("<p class='muted'>No RL stage, evaluation or reward model in this run directory: nothing to judge "
+                     "here.</p>")
     return "<h2 id='verdict'>Did it work?</h2>" + "".join(boxes)
 
 
@@ -261,6 +271,7 @@ def _section_eval(run_dir: Path, max_samples: int) -> str:
            f"<code>{esc(data.get('gold'))}</code>. KL is Σ log π − log π_ref on each policy's own samples; win-rate is "
            "judged by the low-noise held-out evaluator; perplexity and multiple-choice accuracy measure the alignment "
            f"tax.</p><table id='eval-table'><tr><th>model</th>{head}</tr>{rows}</table>")
+    out += _eval_intervals(data)
     samples_path = run_dir / "eval_samples.jsonl"
     if samples_path.is_file():
         samples = [json.loads(line) for line in samples_path.read_text(encoding="utf-8").splitlines()[:max_samples]
@@ -268,10 +279,56 @@ def _section_eval(run_dir: Path, max_samples: int) -> str:
         names = list(data["models"])
         head = "".join(f"<th>{esc(n)}</th>" for n in names)
         body = "".join("<tr><td>" + esc(s["prompt"]) + "</td>" + "".join(
-            f"<td>{esc(s['responses'].get(n, ''))}</td>" for n in names) + "</tr>" for s in samples)
-        out += (f"<h3>The same prompts answered by each model</h3><table class='answers' id='answers'><tr><th>prompt"
-                f"</th>{head}</tr>{body}</table>")
+            f"<td>{esc(s['responses'].get(n, ''))}{_answer_scores(s, n)}</td>" for n in names) + "</tr>"
+            for s in samples)
+        out += (f"<h3>The same prompts answered by each model</h3><p class='muted'>The first {len(samples)} of "
+                f"{fmt(data.get('prompts'))} prompts, every model's answer (under it: its gold and proxy reward "
+                f"when measured).</p><table class='answers' id='answers'><tr><th>prompt</th>{head}</tr>{body}</table>")
     return out
+
+
+def _answer_scores(sample: dict, name: str) -> str:
+    """'gold 0.512 · proxy −1.2' under an answer, from the per-prompt fields of eval_samples.jsonl (if any)."""
+    parts = [f"{label} {fmt(sample[field][name])}" for field, label in (("gold", "gold"), ("proxy", "proxy"))
+             if isinstance(sample.get(field), dict) and name in sample[field]]
+    return f"<br><span class='muted'>{' · '.join(parts)}</span>" if parts else ""
+
+
+def _eval_intervals(data: dict) -> str:
+    """Each model against the reference: gold and proxy gain and win-rate, each with its interval, the number of
+    prompts, and whether the interval clears zero (½ for the win-rate). Empty for an eval.json without intervals."""
+    reference = data.get("reference")
+    settings = data.get("intervals") if isinstance(data.get("intervals"), dict) else {}
+    level = settings.get("level", 0.95)
+    rows = []
+    for name, m in data["models"].items():
+        if name == reference or not isinstance(m, dict):
+            continue
+        for key, what, against, words in (("gold_gain", "gold gain", 0.0, "0"), ("proxy_gain", "proxy gain", 0.0, "0"),
+                                          ("win_rate_interval", "win-rate", 0.5, "½")):
+            if not isinstance(m.get(key), dict):
+                continue
+            try:
+                iv = Interval.from_dict(m[key])
+            except (KeyError, TypeError, ValueError):
+                continue
+            side = side_of(iv, against, words)
+            style = "ok" if side.startswith("above") else "alarm" if side.startswith("below") else "warn"
+            cleared = f"yes: {side}" if iv.above(against) or iv.below(against) else f"no: {side}"
+            estimate = fmt(iv.estimate) if key == "win_rate_interval" else f"{iv.estimate:+.3f}"
+            rows.append(f"<tr><td>{esc(name)}</td><td>{esc(what)}</td><td class='num'>{esc(estimate)}</td><td class='num'>"
+                        f"[{fmt(iv.low)}, {fmt(iv.high)}]</td><td class='num'>{iv.n}</td><td class='{style}'>"
+                        f"{esc(cleared)}</td></tr>")
+    if not rows:
+        return ""
+    percent = f"{float(level) * 100:g}%" if isinstance(level, (int, float)) else "95%"
+    return (f"<h3>Each model against the reference ({esc(reference)})</h3><p class='muted'>Gains are the model's mean "
+            f"minus the reference's on the same prompts; {esc(percent)} intervals from a "
+            f"{esc(settings.get('method', 'paired bootstrap over prompts'))} ({fmt(settings.get('resamples'))} "
+            "resamples). An interval that includes 0 (½ for the win-rate) does not tell the two apart: more prompts "
+            "narrow it (docs/evaluation.md).</p><table id='eval-intervals'><tr><th>model</th><th>vs reference</th>"
+            f"<th>estimate</th><th>{esc(percent)} interval</th><th>prompts</th><th>clears 0 (½ for win-rate)?</th>"
+            f"</tr>{''.join(rows)}</table>")
 
 
 def build_report(run_dir: Path, title: str = "", max_samples: int = 12) -> str:

@@ -1,8 +1,15 @@
 """Did it work? One verdict per RL run, from its held-out curve: the end-of-run line and report.html's first box;
-and the warning for a reward model worse than chance or than "the longer response wins".
+one per model `tether eval` compared with its reference; and the warning for a reward model worse than chance or
+than "the longer response wins".
 
 An RL run worked when the held-out gold reward rose and no reward-hacking alarm fired. "No alarm" alone is not
 success: a run whose gold stayed flat or fell without tripping an alarm is reported as such, as a warning.
+
+A model `tether eval` compared worked when the 95% interval of its gold gain over the reference lies above zero
+(``tether.eval.intervals``): "gold gain +0.16 [0.05, 0.27] over 120 prompts: above zero". An interval that
+includes zero is a warning whatever the point estimate; one below zero is an alarm. An eval.json written before
+intervals existed gets the point-estimate wording of the held-out verdict ("held-out gold rose 0.50 → 0.75
+(+0.25)"), saying that it has no interval.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rich.markup import escape
+
+from tether.eval.intervals import Interval
 
 # A gold change smaller than this counts as no change: numbers are shown to two decimals, so a rise shown as
 # "+0.00" is never called a rise.
@@ -112,6 +121,92 @@ def end_of_run_line(stage: str, monitor_state: dict[str, Any] | None) -> str:
         return "[yellow]held-out: no held-out point was evaluated[/]"
     style = {"improved": "green", "flat": "yellow", "alarm": "bold red", "reference_only": "yellow"}[verdict.status]
     return f"[{style}]{escape(verdict.line())}[/]"
+
+
+def side_of(interval: Interval, x: float, words: str) -> str:
+    """'above zero' / 'below zero' / 'includes zero' (``words`` names ``x``): where the interval lies against x."""
+    return f"above {words}" if interval.above(x) else f"below {words}" if interval.below(x) else f"includes {words}"
+
+
+def interval_text(interval: Interval, signed_estimate: bool = True) -> str:
+    """'+0.16 [0.05, 0.27]' (a gain) or '0.62 [0.53, 0.71]' (a rate): the estimate and its interval, two decimals."""
+    estimate = signed(interval.estimate) if signed_estimate else number(interval.estimate)
+    return f"{estimate} [{number(interval.low)}, {number(interval.high)}]"
+
+
+def _interval(value: Any) -> Interval | None:
+    try:
+        return Interval.from_dict(value) if isinstance(value, dict) else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass
+class EvalVerdict:
+    """One model of eval.json against its reference: the gains' intervals when eval.json has them, else the means."""
+
+    model: str
+    reference: str
+    status: Status
+    gold: Interval | None = None
+    proxy: Interval | None = None
+    win: Interval | None = None
+    prompts: int | None = None
+    gold_reference: float | None = None
+    gold_model: float | None = None
+
+    def sentence(self) -> str:
+        """'gold gain +0.16 [0.05, 0.27] over 120 prompts: above zero; proxy gain +1.20 [0.80, 1.60]: above zero;
+        win-rate 0.62 [0.53, 0.71]: above ½.' — or, without intervals, the held-out verdict's wording."""
+        if self.gold is None and self.proxy is None:
+            gold = f"{number(self.gold_reference)} → {number(self.gold_model)}"
+            change = self.gold_model - self.gold_reference
+            text = (f"held-out gold rose {gold} ({signed(change)})" if change >= FLAT else
+                    f"gold did not rise ({signed(change)}: {gold})")
+            over = f" over {self.prompts} prompts" if self.prompts else ""
+            return f"{text}{over}; no interval in this eval.json (re-run tether eval to get one)."
+        parts = []
+        if self.gold is not None:
+            parts.append(f"gold gain {interval_text(self.gold)} over {self.gold.n} prompts: "
+                         f"{side_of(self.gold, 0.0, 'zero')}")
+        if self.proxy is not None:
+            over = "" if self.gold is not None else f" over {self.proxy.n} prompts"
+            parts.append(f"proxy gain {interval_text(self.proxy)}{over}: {side_of(self.proxy, 0.0, 'zero')}")
+        if self.win is not None:
+            parts.append(f"win-rate {interval_text(self.win, signed_estimate=False)}: {side_of(self.win, 0.5, '½')}")
+        text = "; ".join(parts)
+        if self.gold is None:
+            text += "; no gold reward was measured, so no verdict (set gold= on tether eval)"
+        elif self.status == "alarm" and self.proxy is not None and self.proxy.above(0.0):
+            text += " — the proxy rose while gold fell: reward hacking"
+        return text + "."
+
+
+def eval_verdicts(summary: dict[str, Any]) -> list[EvalVerdict]:
+    """A verdict for every model of an eval.json (``summary``) but its reference: ``improved`` when the gold gain's
+    interval lies above zero, ``alarm`` below zero, ``flat`` when it includes zero or gold was not measured.
+    Without intervals (an older eval.json): the held-out rule on the gold means (a change ≥ 0.005 is a rise)."""
+    models = summary.get("models") if isinstance(summary, dict) else None
+    reference = summary.get("reference") if isinstance(summary, dict) else None
+    if not isinstance(models, dict) or reference not in models:
+        return []
+    prompts = summary.get("prompts") if isinstance(summary.get("prompts"), int) else None
+    ref_gold = models[reference].get("gold_mean") if isinstance(models[reference], dict) else None
+    verdicts = []
+    for name, row in models.items():
+        if name == reference or not isinstance(row, dict):
+            continue
+        gold, proxy, win = (_interval(row.get(k)) for k in ("gold_gain", "proxy_gain", "win_rate_interval"))
+        if gold is not None:
+            status: Status = "improved" if gold.above(0.0) else "alarm" if gold.below(0.0) else "flat"
+            verdicts.append(EvalVerdict(name, reference, status, gold, proxy, win, prompts))
+        elif proxy is not None:
+            verdicts.append(EvalVerdict(name, reference, "flat", None, proxy, win, prompts))
+        elif isinstance(ref_gold, (int, float)) and isinstance(row.get("gold_mean"), (int, float)):
+            change = float(row["gold_mean"]) - float(ref_gold)
+            verdicts.append(EvalVerdict(name, reference, "improved" if change >= FLAT else "flat", prompts=prompts,
+                                        gold_reference=float(ref_gold), gold_model=float(row["gold_mean"])))
+    return verdicts
 
 
 def reward_model_problems(report: dict[str, Any]) -> list[str]:

@@ -8,11 +8,15 @@ For each model directory, on the same held-out prompts and sampling seed:
 - response length and EOS rate; distinct-1/2 and self-BLEU across responses (mode collapse);
 - win-rate against the reference, judged by a low-noise held-out evaluator on the gold
   reward (P(A wins) = σ((gold_A − gold_B)/T), sampled with a fixed seed; ties count ½);
+- for every model but the reference, 95% intervals (``interval_level``) on what the comparison
+  rests on: ``gold_gain`` and ``proxy_gain`` (the model's mean minus the reference's, a paired
+  bootstrap over the prompts: ``tether.eval.intervals``) and ``win_rate_interval``;
 - alignment tax: perplexity on held-out general text and accuracy on a small
   multiple-choice set shipped with tether, for every model (compare with the reference).
 
 Writes ``eval.json`` (all numbers) and ``eval_samples.jsonl`` (each prompt with every model's
-answer), which ``tether report`` turns into tables, and records its config in ``config.yaml``: in
+answer and its per-prompt gold, proxy, KL, length, EOS and win outcome, so every number and interval can be
+recomputed), which ``tether report`` turns into tables, and records its config in ``config.yaml``: in
 ``run_dir`` when given, else in the run directory the models share (``runs/tiny`` for
 ``models=[runs/tiny/sft,runs/tiny/ppo]``, so ``tether report run_dir=runs/tiny`` includes the
 evaluation), else in ``runs/eval``. It prints every path it writes.
@@ -31,8 +35,9 @@ import torch
 from rich.table import Table
 from tqdm.auto import tqdm
 
-from tether.config import EvalConfig, ModelConfig
+from tether.config import ConfigError, EvalConfig, ModelConfig
 from tether.data import DataError, collate_prompts, load_prompt_dataset, load_records
+from tether.eval.intervals import METHOD, bootstrap_mean, paired_bootstrap
 from tether.eval.metrics import distinct_n, perplexity, self_bleu, sequence_kl, win_rate
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.recipes.common import atomic_write_text, configure_cpu, limit, record_config, seed_everything
@@ -136,11 +141,12 @@ def load_multiple_choice(path: str) -> list[dict]:
     return questions
 
 
-def evaluator_win_rate(gold_a: list[float], gold_b: list[float], temperature: float, seed: int) -> float:
-    """Win-rate of A over B judged by a simulated low-noise evaluator on the gold reward.
+def evaluator_outcomes(gold_a: list[float], gold_b: list[float], temperature: float, seed: int) -> list[float]:
+    """The simulated low-noise evaluator's judgement of A against B on each prompt: 1 (A wins), 0 or ½ (tie).
 
     Each pair is one judgement: A wins with probability σ((gold_A − gold_B) / temperature),
-    drawn with ``seed``; equal gold rewards are a tie (½), so a model against itself scores 0.5.
+    drawn with ``seed`` (one ``random.Random(seed).random()`` per pair that is not a tie, in order);
+    equal gold rewards are a tie (½), so a model against itself scores ½ everywhere.
     """
     rng = random.Random(seed)
     outcomes = []
@@ -149,7 +155,37 @@ def evaluator_win_rate(gold_a: list[float], gold_b: list[float], temperature: fl
             outcomes.append(0.5)
         else:
             outcomes.append(1.0 if rng.random() < 1 / (1 + math.exp(-(a - b) / temperature)) else 0.0)
+    return outcomes
+
+
+def evaluator_win_rate(gold_a: list[float], gold_b: list[float], temperature: float, seed: int) -> float:
+    """Win-rate of A over B judged by the simulated evaluator: the mean of :func:`evaluator_outcomes`."""
+    outcomes = evaluator_outcomes(gold_a, gold_b, temperature, seed)
     return win_rate(outcomes, [1.0 - o for o in outcomes])
+
+
+def interval_settings(cfg: EvalConfig) -> dict[str, Any]:
+    """eval.json's ``intervals`` entry: how every interval in it was computed."""
+    return {"level": cfg.interval_level, "resamples": cfg.bootstrap_resamples, "method": METHOD, "seed": cfg.seed}
+
+
+def comparison_intervals(values: dict[str, list[float]], reference: dict[str, list[float]], outcomes: list[float] | None,
+                         cfg: EvalConfig, name: str = "") -> dict[str, dict[str, Any]]:
+    """``gold_gain`` / ``proxy_gain`` (paired bootstrap of this model's per-prompt gold / proxy minus the
+    reference's on the same prompts) and ``win_rate_interval`` (bootstrap of the per-prompt win outcomes), each as
+    ``Interval.to_dict()``; a quantity is left out when it was not measured or cannot be bootstrapped (a
+    non-finite reward: said on the console)."""
+    settings = {"resamples": cfg.bootstrap_resamples, "seed": cfg.seed, "level": cfg.interval_level}
+    out: dict[str, dict[str, Any]] = {}
+    for key, field in (("gold_gain", "gold"), ("proxy_gain", "proxy")):
+        if values.get(field) and reference.get(field):
+            try:
+                out[key] = paired_bootstrap(values[field], reference[field], **settings).to_dict()
+            except ValueError as exc:
+                console.print(f"[yellow]no interval for {name} {key}: {exc}[/]", soft_wrap=True)
+    if outcomes:
+        out["win_rate_interval"] = bootstrap_mean(outcomes, **settings).to_dict()
+    return out
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
@@ -157,6 +193,10 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         raise DataError("models= is required: model directories to evaluate, e.g. models=[runs/q/sft,runs/q/ppo]")
     if not cfg.data.train_file:
         raise DataError("data.train_file= is required: held-out prompts (any format with a prompt)")
+    if isinstance(cfg.bootstrap_resamples, bool) or cfg.bootstrap_resamples < 1:
+        raise ConfigError(f"bootstrap_resamples: must be >= 1, got {cfg.bootstrap_resamples}")
+    if not 0.0 < cfg.interval_level < 1.0:
+        raise ConfigError(f"interval_level: must be in (0, 1) (0.95 for 95% intervals), got {cfg.interval_level}")
     configure_cpu(cfg.num_threads)
     seed_everything(cfg.seed)
     run_dir = output_dir(cfg)
@@ -179,7 +219,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         questions = load_multiple_choice(cfg.multiple_choice or str(ASSETS / "multiple_choice.jsonl"))
     results: dict[str, dict[str, Any]] = {}
     answers: dict[str, list[str]] = {}
-    golds: dict[str, list[float]] = {}
+    per_prompt: dict[str, dict[str, list]] = {}  # model → gold / proxy / kl / length / eos, one value per prompt
     for path in tqdm(cfg.models, desc="evaluating models", unit="model", dynamic_ncols=True):
         name = model_name(path)
         model = reference if path == reference_dir else load_causal_lm(
@@ -197,24 +237,29 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             row["mc_accuracy"] = multiple_choice_accuracy(model, tokenizer, questions)
         results[name] = row
         answers[name] = sampled["responses"]
-        golds[name] = sampled["gold"]
+        per_prompt[name] = {k: sampled[k] for k in ("gold", "proxy", "kl", "length", "eos")}
         if model is not reference:
             del model
     ref_name = model_name(reference_dir)
+    wins: dict[str, list[float]] = {}
     for name, row in results.items():
-        if gold_source is not None and ref_name in golds:
-            row["win_rate_vs_reference"] = evaluator_win_rate(golds[name], golds[ref_name],
-                                                              cfg.evaluator_temperature, cfg.seed)
+        if gold_source is not None and ref_name in per_prompt:
+            wins[name] = evaluator_outcomes(per_prompt[name]["gold"], per_prompt[ref_name]["gold"],
+                                            cfg.evaluator_temperature, cfg.seed)
+            row["win_rate_vs_reference"] = win_rate(wins[name], [1.0 - o for o in wins[name]])
+        if name != ref_name and ref_name in per_prompt:  # the reference against itself: no gain, no interval
+            row.update(comparison_intervals(per_prompt[name], per_prompt[ref_name], wins.get(name), cfg, name))
         if paragraphs is not None and ref_name in results:
             row["perplexity_change"] = row["perplexity"] / results[ref_name]["perplexity"] - 1
             row["mc_accuracy_change"] = row["mc_accuracy"] - results[ref_name]["mc_accuracy"]
     summary = {"reference": ref_name, "prompts": len(prompts), "reward": cfg.reward, "gold": cfg.gold,
-               "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens, "models": results}
+               "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
+               "intervals": interval_settings(cfg), "models": results}
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(run_dir / "eval_samples.jsonl", "".join(
-        json.dumps({"prompt": p.prompt_text, "responses": {n: a[i] for n, a in answers.items()}}, ensure_ascii=False)
-        + "\n" for i, p in enumerate(prompts)))
+        json.dumps(sample_row(p.prompt_text, i, answers, per_prompt, wins), ensure_ascii=False) + "\n"
+        for i, p in enumerate(prompts)))
     record_config(run_dir, "eval", dataclasses.replace(cfg, run_dir=str(run_dir)))
     for table in eval_tables(summary, console.width):
         console.print(table)
@@ -225,24 +270,67 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     return summary
 
 
-# The rows of the printed table: one metric per row, one model per column, so it reads at 80 columns.
-TABLE_ROWS = [("proxy reward", "proxy_mean"), ("gold reward", "gold_mean"), ("KL to reference", "kl_mean"),
-              ("win-rate vs reference", "win_rate_vs_reference"), ("length (tokens)", "length_mean"),
-              ("EOS rate", "eos_rate"), ("distinct-2", "distinct_2"), ("self-BLEU", "self_bleu"),
-              ("perplexity", "perplexity"), ("MC accuracy", "mc_accuracy")]
+def sample_row(prompt: str, i: int, answers: dict[str, list[str]], per_prompt: dict[str, dict[str, list]],
+               wins: dict[str, list[float]]) -> dict[str, Any]:
+    """One line of eval_samples.jsonl: the prompt, every model's answer (``responses``) and, per model, that
+    answer's ``gold``, ``proxy``, ``kl``, ``length`` and ``eos`` and its evaluator outcome against the reference
+    (``win_vs_reference``: 1 / ½ / 0); a quantity that was not measured is left out."""
+    row: dict[str, Any] = {"prompt": prompt, "responses": {n: a[i] for n, a in answers.items()}}
+    for field in ("gold", "proxy", "kl", "length", "eos"):
+        values = {n: v[field][i] for n, v in per_prompt.items() if v[field]}
+        if values:
+            row[field] = values
+    if wins:
+        row["win_vs_reference"] = {n: w[i] for n, w in wins.items()}
+    return row
+
+
+def table_rows(level: float = 0.95) -> list[tuple[str, str, str]]:
+    """The rows of the printed table, (label, eval.json key, how to show it): ``value`` a number, ``gain`` a signed
+    estimate, ``interval`` a signed interval, ``rate`` an interval of a rate. One metric per row, one model per
+    column, so it reads at 80 columns."""
+    interval = f"  {level * 100:g}% interval"
+    return [("proxy reward", "proxy_mean", "value"), ("proxy gain vs ref", "proxy_gain", "gain"),
+            (interval, "proxy_gain", "interval"),
+            ("gold reward", "gold_mean", "value"), ("gold gain vs ref", "gold_gain", "gain"),
+            (interval, "gold_gain", "interval"), ("KL to reference", "kl_mean", "value"),
+            ("win-rate vs reference", "win_rate_vs_reference", "value"), (interval, "win_rate_interval", "rate"),
+            ("length (tokens)", "length_mean", "value"), ("EOS rate", "eos_rate", "value"),
+            ("distinct-2", "distinct_2", "value"), ("self-BLEU", "self_bleu", "value"),
+            ("perplexity", "perplexity", "value"), ("MC accuracy", "mc_accuracy", "value")]
+
+
+TABLE_ROWS = table_rows()
+
+
+def table_cell(value: Any, how: str) -> str:
+    """A cell of the printed table: '0.500', '+0.162', '[+0.05, +0.27]', '[0.38, 0.62]'; '–' when absent."""
+    if value is None:
+        return "–"
+    if how == "value":
+        return f"{value:.3f}"
+    if not isinstance(value, dict):
+        return "–"
+    if how == "gain":
+        return f"{value['estimate']:+.3f}"
+    sign = "+" if how == "interval" else ""
+    return f"[{value['low']:{sign}.2f}, {value['high']:{sign}.2f}]"
 
 
 def eval_tables(summary: dict[str, Any], width: int) -> list[Table]:
-    """The evaluation as tables of metric rows × model columns, as many models per table as fit ``width``."""
-    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    cells = {name: [fmt(row.get(key)) for _, key in TABLE_ROWS] for name, row in summary["models"].items()}
-    used = max(len(label) for label, _ in TABLE_ROWS) + 4  # rich adds a space either side and a border
+    """The evaluation as tables of metric rows × model columns, as many models per table as fit ``width``.
+    A row of gains or intervals appears when some model has it (not in an eval.json from before intervals)."""
+    rows = [(label, key, how) for label, key, how in table_rows((summary.get("intervals") or {}).get("level", 0.95))
+            if how == "value" or any(isinstance(m.get(key), dict) for m in summary["models"].values())]
+    cells = {name: [table_cell(row.get(key), how) for _, key, how in rows] for name, row in summary["models"].items()}
+    label_width = max(len(label) for label, _, _ in rows) + 4  # rich adds a space either side and a border
+    used = label_width
     groups: list[list[str]] = [[]]
     for name, column in cells.items():
         needed = max(len(name), *map(len, column)) + 3
         if groups[-1] and used + needed > width:
             groups.append([])
-            used = max(len(label) for label, _ in TABLE_ROWS) + 4
+            used = label_width
         groups[-1].append(name)
         used += needed
     tables = []
@@ -251,7 +339,7 @@ def eval_tables(summary: dict[str, Any], width: int) -> list[Table]:
         table.add_column("metric", no_wrap=True)
         for name in group:
             table.add_column(name, justify="right", overflow="fold")
-        for i, (label, _) in enumerate(TABLE_ROWS):
+        for i, (label, _, _) in enumerate(rows):
             table.add_row(label, *[cells[name][i] for name in group])
         tables.append(table)
     return tables
