@@ -45,7 +45,7 @@ def test_tiny_quickstart(tmp_path):
         driver = chromium_driver()
         try:
             driver.get(Path(summary["outputs"]["report"]).resolve().as_uri())
-            assert driver.title == "tether quickstart — tether report"
+            assert driver.title == "tether quickstart (helpful task) — tether report"
             assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
         finally:
             driver.quit()

@@ -22,6 +22,8 @@ Prompts are split by subject into three disjoint sets, so a held-out prompt is g
   training   sft.jsonl, sft_messages.jsonl, preferences.jsonl, rankings.jsonl, kto.jsonl
   RL         prompts.jsonl (the examples' PPO / GRPO / best-of-N prompts)
   held-out   preferences_eval.jsonl (pairs), prompts_eval.jsonl (the same prompts alone, for `tether eval`)
+  test       helpful_test.jsonl: 120 prompts on 40 subjects of their own (TEST_SUBJECTS), the quickstart's
+             final evaluation
 """
 
 from __future__ import annotations
@@ -162,6 +164,23 @@ TOPICS = {
                  "Write a rough draft of {s} quickly, then edit it the next day with fresh eyes."],
         "extra": ["Cut any sentence that does not help the reader.", "Ask a friend to read it once."],
     },
+}
+
+# Subjects that appear in no other file: the quickstart's final evaluation prompts (helpful_test.jsonl),
+# disjoint by subject from training and from the held-out prompts PPO's alarm watches.
+TEST_SUBJECTS = {
+    "cooking": ["a mushroom risotto", "boiled dumplings", "a fruit crumble", "a lentil soup"],
+    "travel": ["a ferry crossing", "an overnight bus ride", "a trip to a national park", "a family reunion abroad"],
+    "health": ["drinking less coffee", "getting more daylight", "keeping good posture", "eating slowly"],
+    "programming": ["writing a README", "using a debugger", "profiling slow code", "learning regular expressions"],
+    "finance": ["lowering energy bills", "planning a wedding budget", "saving for retirement",
+                "choosing a phone contract"],
+    "gardening": ["cucumbers", "a bonsai tree", "raspberries", "a herb window box"],
+    "study": ["learning to type faster", "preparing a presentation", "reading research papers",
+              "learning music theory"],
+    "home": ["a leaking shower head", "a sagging shelf", "a rattling window", "a clogged gutter"],
+    "fitness": ["doing lunges", "rowing on a machine", "learning to swim", "hiking uphill"],
+    "writing": ["a birthday card", "a resignation letter", "a travel diary", "a recipe introduction"],
 }
 
 RUDE = ["Honestly, that is a silly question about {s}, but fine.", "Ugh, you should know this about {s} already.",
@@ -354,6 +373,9 @@ def main() -> None:
     by_topic = [[i for i in evals if i["topic"] == topic] for topic in TOPICS]
     write_jsonl(out / "prompts_eval.jsonl", [{"prompt": i["prompt"]} for group in itertools.zip_longest(*by_topic)
                                              for i in group if i is not None])
+    tests = [[{"prompt": template.format(s=subject)} for subject in TEST_SUBJECTS[topic]
+              for template in TOPICS[topic]["prompts"]] for topic in TOPICS]
+    write_jsonl(out / "helpful_test.jsonl", [row for group in zip(*tests) for row in group])  # topics interleaved
     write_malformed(out / "malformed")
     for name, rows in pairs.items():
         frac = longer_is_chosen(rows)

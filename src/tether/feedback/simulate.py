@@ -51,10 +51,17 @@ class Label:
     extra: dict = field(default_factory=dict)
 
 
-def default_panel(n: int = 5, planted_length_bias: float = 0.0) -> list[AnnotatorSpec]:
-    """A panel whose members agree with each other about 65–75% of the time on the built-in task."""
+def default_panel(n: int = 5, planted_length_bias: float = 0.0, noise_scale: float = 1.0) -> list[AnnotatorSpec]:
+    """A panel whose members agree with each other about 65–75% of the time on the built-in helpful task.
+
+    Each annotator's Bradley–Terry temperature is one of 0.35–1.0 times ``noise_scale``: the noise is on the
+    gold utility's scale, so a utility on another scale (VADER's compound score lies in [−1, 1], the helpful
+    task's utility spans about 4) needs its own ``noise_scale`` for the same agreement.
+    """
+    if not noise_scale > 0:
+        raise ValueError(f"noise_scale must be positive, got {noise_scale}")
     temperatures = [0.35, 0.5, 0.6, 0.8, 1.0, 0.45, 0.7, 0.9]
-    return [AnnotatorSpec(f"annotator-{i + 1}", temperature=temperatures[i % len(temperatures)],
+    return [AnnotatorSpec(f"annotator-{i + 1}", temperature=temperatures[i % len(temperatures)] * noise_scale,
                           length_bias=planted_length_bias, random_rate=0.1) for i in range(n)]
 
 

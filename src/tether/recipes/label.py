@@ -115,7 +115,7 @@ def run_label_simulate(cfg: LabelSimulateConfig) -> dict[str, Any]:
     if not cfg.samples:
         raise DataError("samples= is required: a samples.jsonl from `tether sample`")
     utility = _import(cfg.utility)
-    panel: list[AnnotatorSpec] = default_panel(cfg.panel_size, cfg.planted_length_bias)
+    panel: list[AnnotatorSpec] = default_panel(cfg.panel_size, cfg.planted_length_bias, cfg.noise_scale)
     for spec in panel[len(panel) - cfg.adversarial:]:
         spec.adversarial = True
     if cfg.mode == "ranking":
