@@ -51,7 +51,8 @@ def test_a_disagreeing_ensemble_lowers_the_score_by_k_std(ensemble):
     root, tokenizer = ensemble
     eos = tokenizer.eos_token_id
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"]  # ChatML's end-of-turn suffix after <|im_end|>
-    sequences = [[5, 17, 33, 70, 71, eos] + newline, [40, 41, 42, 43, 90, 91, 92, 93]]
+    # (the second response was cut at the cap: it is scored as a finished turn, as the members were trained)
+    sequences = [[5, 17, 33, 70, 71, eos] + newline, [40, 41, 42, 43, 90, 91, 92, 93, eos] + newline]
     members = _members_alone(root, sequences)
     mean = [statistics.fmean(col) for col in zip(*members)]
     std = [statistics.pstdev(col) for col in zip(*members)]  # population std, as ensemble_scores documents

@@ -9,7 +9,14 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from tether.models.special_tokens import as_stop_ids, config_stop_ids, stop_token_ids
 from tether.rollout.backends import TransformersGenerator
-from tether.rollout.generation import GenerationConfig, generate, response_logprobs, response_mask_from_ids, row_seeds
+from tether.rollout.generation import (
+    GenerationConfig,
+    Rollout,
+    generate,
+    response_logprobs,
+    response_mask_from_ids,
+    row_seeds,
+)
 
 A, PAD = 2, 0  # the tokenizer's (primary) EOS and the pad id of the tiny models below
 MAX_NEW = 8
@@ -162,7 +169,8 @@ def test_min_new_tokens_holds_back_every_stop_id():
 def test_the_reward_suffix_follows_the_stop_token_that_ended_the_response(tmp_path):
     """ChatML ends a turn with ``<|im_end|>\\n``. With a tokenizer whose EOS is ``<|endoftext|>`` (as Qwen2.5's base
     tokenizer), responses now stop at ``<|im_end|>`` (a generation-config EOS id), and the '\\n' the reward model
-    saw after it in training is appended after it before scoring; a response cut at the length cap gets nothing."""
+    saw after it in training is appended after it before scoring; a response cut at the length cap gets the
+    whole end of turn."""
     from transformers import LlamaForSequenceClassification
 
     from tether.models.loading import load_tokenizer
@@ -189,5 +197,37 @@ def test_the_reward_suffix_follows_the_stop_token_that_ended_the_response(tmp_pa
     rollout = Rollout(prompt, torch.ones_like(prompt), response, torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 0]]),
                       torch.tensor([True, False, True]))
     assert source.sequences(rollout) == [[30, 31, 40, im_end, *newline],  # ended by <|im_end|>: its suffix
-                                         [30, 31, 40, 41, 42],             # cut at the cap: nothing
+                                         [30, 31, 40, 41, 42, im_end, *newline],  # cut at the cap: a finished turn
                                          [30, 31, 40, endoftext]]          # ended by the EOS: none rendered after it
+    as_is = RewardModelSource(str(tmp_path), tokenizer, truncated="as_is")
+    assert as_is.sequences(rollout)[1] == [30, 31, 40, 41, 42]  # the old reading, at a mid-sentence token
+
+
+@pytest.mark.parametrize("chat_template", ["never", "auto"])
+def test_a_truncated_response_is_scored_as_the_reward_model_was_trained(tmp_path, chat_template):
+    """A response cut at max_new_tokens is scored in the rendering the reward model's training pairs had: the same
+    token ids as encode_prompt_response gives for its text (EOS after plain text; ChatML's <|im_end|> + '\\n' in a
+    chat), so the score is read at the end-of-turn token it was trained to score there. Catches: scoring truncated
+    responses as they are (the sentiment quickstart's PPO learned to stop ending its answers to exploit that)."""
+    from transformers import LlamaForSequenceClassification
+
+    from tether.data.tokenize import encode_prompt_response
+    from tether.models.loading import load_tokenizer
+    from tether.rollout.rewards import RewardModelSource
+
+    tokenizer = load_tokenizer("embedded")
+    prompt_ids, _ = encode_prompt_response(tokenizer, "The room", "x", chat_template)
+    response_text = " was on the third floor"
+    response = tokenizer(response_text, add_special_tokens=False)["input_ids"]
+    rm = LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                                    num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                                    num_labels=1, pad_token_id=PAD))
+    rm.save_pretrained(tmp_path)
+    source = RewardModelSource(str(tmp_path), tokenizer, chat_template=chat_template)
+    rollout = Rollout(torch.tensor([prompt_ids]), torch.ones(1, len(prompt_ids), dtype=torch.long),
+                      torch.tensor([response]), torch.ones(1, len(response), dtype=torch.long), torch.tensor([False]))
+    trained_prompt, trained_response = encode_prompt_response(tokenizer, "The room", response_text, chat_template)
+    assert source.sequences(rollout) == [trained_prompt + trained_response]
+    assert trained_response[len(response):] == ([tokenizer.eos_token_id] if chat_template == "never" else
+                                                 [tokenizer.eos_token_id, *tokenizer("\n", add_special_tokens=False)
+                                                  .input_ids])

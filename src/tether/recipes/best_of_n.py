@@ -46,7 +46,8 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     prompts = load_generation_prompts(cfg, tokenizer, cfg.max_prompts)
-    reward_source = load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k)
+    reward_source = load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k,
+                                       chat_template=cfg.data.chat_template)
     policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
     sampled = sample_and_score(policy, tokenizer, reward_source, prompts, cfg.n,
                                GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p), cfg.batch_size,
@@ -82,7 +83,8 @@ def run_rejection_sampling(cfg: RejectionSamplingConfig) -> RejectionResult:
     seed_everything(cfg.seed)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     prompts = load_generation_prompts(cfg, tokenizer, cfg.max_prompts)
-    reward_source = load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k)
+    reward_source = load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k,
+                                       chat_template=cfg.data.chat_template)
     logger = MetricsLogger(run_dir, "rejection-sample", list(cfg.train.report_to))
     if resume_mode(cfg.train.resume) == "never":
         _start_afresh(run_dir, logger)

@@ -207,7 +207,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                                           chat_template=cfg.data.chat_template)
     console.print(report.summary())
     prompts = limit(prompts, cfg.max_prompts, "prompts")
-    reward_source = load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k) if cfg.reward else None
+    reward_source = (load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k,
+                                       chat_template=cfg.data.chat_template) if cfg.reward else None)
     gold_source = FunctionSource(cfg.gold) if cfg.gold else None
     reference = load_causal_lm(ModelConfig(name_or_path=reference_dir), pad_token_id=tokenizer.pad_token_id).eval()
     paragraphs = questions = None

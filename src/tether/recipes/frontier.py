@@ -89,7 +89,8 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
                                      max_prompt_length=cfg.ppo.data.max_length - cfg.ppo.max_new_tokens,
                                      chat_template=cfg.ppo.data.chat_template)
     prompts = limit(prompts, cfg.max_prompts, "held-out prompts")
-    reward_source = load_reward_source(cfg.ppo.reward, tokenizer, conservative_k=cfg.ppo.ensemble_k)
+    reward_source = load_reward_source(cfg.ppo.reward, tokenizer, conservative_k=cfg.ppo.ensemble_k,
+                                       chat_template=cfg.ppo.data.chat_template)
     gold_source = FunctionSource(cfg.gold)
     reference = load_causal_lm(cfg.ppo.model, seed=cfg.ppo.seed, pad_token_id=tokenizer.pad_token_id).eval()
     points: list[dict[str, Any]] = []

@@ -27,8 +27,8 @@ def open_roles(cfg):
 
 def reward_for(cfg, tokenizer, roles):
     if roles is not None and roles.placed("reward"):
-        return roles.reward(cfg.reward, cfg.model, cfg.ensemble_k)
-    return load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k)
+        return roles.reward(cfg.reward, cfg.model, cfg.ensemble_k, cfg.data.chat_template)
+    return load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k, chat_template=cfg.data.chat_template)
 
 
 def reference_for(cfg, policy: torch.nn.Module, tokenizer, roles):

@@ -85,13 +85,14 @@ class RoleWorker:
         return out.cpu()
 
     # reward ----------------------------------------------------------------------------------------------------
-    def setup_reward(self, spec: str, tokenizer_path: str, model_cfg: dict, conservative_k: float | None = None) -> None:
+    def setup_reward(self, spec: str, tokenizer_path: str, model_cfg: dict, conservative_k: float | None = None,
+                     chat_template: str = "auto") -> None:
         from tether.config import from_dict
         from tether.models.loading import load_tokenizer
         from tether.rollout.rewards import load_reward_source
 
         tokenizer = load_tokenizer(tokenizer_path, from_dict(ModelConfig, model_cfg))
-        self.source = load_reward_source(spec, tokenizer, conservative_k=conservative_k)
+        self.source = load_reward_source(spec, tokenizer, conservative_k=conservative_k, chat_template=chat_template)
 
     def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
         with torch.no_grad():
@@ -244,10 +245,12 @@ class RayRoles:
         self.ray.get(actor.setup_reference.remote(asdict(model_cfg), ref_model, self.seed, pad_token_id))
         return RemoteReference(actor)
 
-    def reward(self, spec: str, model_cfg: ModelConfig, conservative_k: float | None = None) -> RemoteReward:
+    def reward(self, spec: str, model_cfg: ModelConfig, conservative_k: float | None = None,
+               chat_template: str = "auto") -> RemoteReward:
         actor = self._actor("reward")
         spec = ",".join(str(Path(p.strip()).resolve()) if Path(p.strip()).is_dir() else p for p in spec.split(","))
-        self.ray.get(actor.setup_reward.remote(spec, _absolute(model_cfg.name_or_path), asdict(model_cfg), conservative_k))
+        self.ray.get(actor.setup_reward.remote(spec, _absolute(model_cfg.name_or_path), asdict(model_cfg), conservative_k,
+                                                chat_template))
         return RemoteReward(actor)
 
     def generator(self, model_cfg: ModelConfig, generation: GenerationBackendConfig, pad_token_id: int,

@@ -51,6 +51,18 @@ def end_of_turn_suffix(tokenizer, chat_template: str = "auto", end_token_id: int
     return response_ids[last + 1:]
 
 
+def response_ending(tokenizer, chat_template: str = "auto") -> list[int]:
+    """The tokens a training example puts after a response's text, in the rendering a reward model is trained on:
+    the EOS for plain text (``chat_template=never``), the template's end of turn otherwise (ChatML: ``<|im_end|>``
+    and ``\n``)."""
+    _, response_ids = encode_prompt_response(tokenizer, "x", "y", chat_template)
+    text_ids = tokenizer("y", add_special_tokens=False)["input_ids"]
+    if response_ids[:len(text_ids)] == text_ids:
+        return response_ids[len(text_ids):]
+    end = tokenizer.eos_token_id  # (a template that renders "y" differently in context: the EOS and what follows it)
+    return [] if end is None else [end, *end_of_turn_suffix(tokenizer, chat_template)]
+
+
 def stored_ensemble_k(spec: str) -> float:
     """The k an ensemble directory was trained with (its ``ensemble.json``), for a spec naming one ensemble
     directory; 0 (the plain mean) for one model or a comma-separated list."""
@@ -66,16 +78,28 @@ class RewardModelSource:
     score: responses the members disagree on score lower, which is what reward hacking exploits).
 
     ``conservative_k``: None takes the k stored in an ensemble directory's ``ensemble.json`` (the k it was trained
-    with; 0 for one model or a comma-separated list), 0 is the plain mean."""
+    with; 0 for one model or a comma-separated list), 0 is the plain mean.
+
+    Each response is scored in the form the reward model was trained on, which is always a finished turn (the
+    training data renders every response with its end: the EOS, or the template's end of turn): a response that
+    ended with a stop token gets the template's suffix after it, and a response cut at ``max_new_tokens``
+    (``truncated="as_finished"``, the default) gets the full ending. Read at a mid-sentence token instead
+    (``truncated="as_is"``), the score is one the model never learned to give: on the sentiment quickstart it was
+    about 2.5 higher for every truncated answer whatever its gold, and PPO learned to stop ending its answers
+    within ten iterations. Truncation is charged by the trainers' ``missing_eos_penalty`` instead.
+    ``chat_template`` is the data's (``data.chat_template``), so that the ending matches the training rendering."""
 
     def __init__(self, spec: str, tokenizer, batch_size: int = 8, conservative_k: float | None = None,
-                 chat_template: str = "auto"):
+                 chat_template: str = "auto", truncated: str = "as_finished"):
+        if truncated not in ("as_finished", "as_is"):
+            raise RewardSpecError(f"truncated must be 'as_finished' or 'as_is', got {truncated!r}")
         dirs = [Path(p.strip()) for p in spec.split(",") if p.strip()]
         self.models = [m for d in dirs for member in ensemble_members(d) for m in load_reward_models(member)]
         self.pad_token_id = self.models[0].config.pad_token_id
         self.tokenizer, self.chat_template = tokenizer, chat_template
         self.suffix = end_of_turn_suffix(tokenizer, chat_template)  # after the tokenizer's EOS
         self.suffixes = {tokenizer.eos_token_id: self.suffix}  # by the stop token that ended the response
+        self.ending = response_ending(tokenizer, chat_template) if truncated == "as_finished" else []
         self.batch_size = batch_size
         self.k = stored_ensemble_k(spec) if conservative_k is None else float(conservative_k)
         if self.k < 0:
@@ -93,7 +117,7 @@ class RewardModelSource:
             prompt = rollout.prompt_ids[b][rollout.prompt_mask[b].bool()].tolist()
             response = rollout.response_ids[b][rollout.response_mask[b].bool()].tolist()
             ended = bool(rollout.ended_with_eos[b]) and bool(response)  # its last token is the stop token sampled
-            out.append(prompt + response + (self.suffix_after(response[-1]) if ended else []))
+            out.append(prompt + response + (self.suffix_after(response[-1]) if ended else self.ending))
         return out
 
     @torch.no_grad()
@@ -151,17 +175,18 @@ def parse_weighted(spec: str) -> list[tuple[float, str]]:
     return terms
 
 
-def load_reward_source(spec: str, tokenizer, batch_size: int = 8,
-                       conservative_k: float | None = None) -> RewardSource:
-    """The reward ``spec`` names (see the module docstring); ``conservative_k`` as in :class:`RewardModelSource`."""
+def load_reward_source(spec: str, tokenizer, batch_size: int = 8, conservative_k: float | None = None,
+                       chat_template: str = "auto") -> RewardSource:
+    """The reward ``spec`` names (see the module docstring); ``conservative_k`` and ``chat_template`` (the data's)
+    as in :class:`RewardModelSource`."""
     if not spec:
         raise RewardSpecError("reward= is required: a reward model directory or module:function")
     if "+" in spec or "*" in spec:
-        return WeightedSource([(w, load_reward_source(part, tokenizer, batch_size, conservative_k))
+        return WeightedSource([(w, load_reward_source(part, tokenizer, batch_size, conservative_k, chat_template))
                                for w, part in parse_weighted(spec)])
     first = spec.split(",")[0].strip()
     if Path(first).is_dir():
-        return RewardModelSource(spec, tokenizer, batch_size, conservative_k)
+        return RewardModelSource(spec, tokenizer, batch_size, conservative_k, chat_template)
     if ":" in spec and not Path(first).exists():
         return FunctionSource(spec)
     raise RewardSpecError(f"reward '{spec}' is neither a reward model directory nor module:function")
