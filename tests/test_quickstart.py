@@ -15,6 +15,7 @@ from tether.cli import app
 from tether.config import QuickstartConfig, to_dict
 from tether.recipes.common import record_config
 from tether.recipes.quickstart import TINY_OVERRIDES, stage_configs
+from tether.tasks.registry import get_task
 
 
 def _quickstart(tmp_path, *args):
@@ -45,7 +46,7 @@ def test_tiny_quickstart(tmp_path):
         driver = chromium_driver()
         try:
             driver.get(Path(summary["outputs"]["report"]).resolve().as_uri())
-            assert driver.title == "tether quickstart (helpful task) — tether report"
+            assert driver.title == "tether quickstart (sentiment task) — tether report"
             assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
         finally:
             driver.quit()
@@ -53,14 +54,37 @@ def test_tiny_quickstart(tmp_path):
     assert summary["labels"]["exported_pairs"] > 100 and summary["headline"]["hacking alarms"] == len(summary["alarms"])
 
 
+def test_tiny_quickstart_on_the_sentiment_task(tmp_path):
+    summary, result = _quickstart(tmp_path, "--tiny", "task=sentiment", "seed=1", "ppo_iterations=2", "eval_prompts=0")
+    assert summary["task"] == "sentiment" and summary["seed"] == 1
+    assert summary["headline"]["test prompts"] == 160  # every test opening (eval_prompts=0)
+    for name in ("ppo", "dpo"):  # every comparison against SFT carries its interval over the same prompts
+        for key in ("gold_gain", "proxy_gain", "win_rate_interval"):
+            interval = summary["intervals"][name][key]
+            assert interval["low"] <= interval["estimate"] <= interval["high"] and interval["n"] == 160
+    assert set(summary["checks"]) == {"gold gain above zero", "win-rate >= 0.65 and above 1/2",
+                                      "proxy gain above zero", "no hacking alarm"}
+    assert "against SFT on 160 test prompts" in result.stderr
+    samples = [json.loads(line) for line in (tmp_path / "qs" / "samples.jsonl").read_text().splitlines()]
+    openings = {json.loads(line)["prompt"] for line in
+                Path(get_task("sentiment").path("prompts_file")).read_text().splitlines()}
+    assert samples and all(row["prompt"] in openings for row in samples)  # raw openings, no chat template
+
+
 @pytest.mark.slow
 def test_quickstart_on_the_embedded_model(tmp_path):
+    """The real run a new user starts (the default task, seed 0; about 15 minutes on 2 cores): RLHF must visibly
+    work, by the quickstart's own checks: PPO's gold gain over SFT on the test prompts has a 95% interval above zero,
+    its win-rate is >= 0.65 with the interval above 1/2, the reward model's score rose, and the hacking alarm stayed
+    silent. (The helpful task does not pass them within the budget: docs/results.md.)"""
     summary, _ = _quickstart(tmp_path)
     _check_outputs(summary)
     assert summary["model"].startswith("SmolLM2")
     headline = summary["headline"]
-    assert headline["gold after PPO"] > headline["gold after SFT"]
     assert headline["RM held-out accuracy"] >= headline["RM 'longer wins' baseline"] + 0.15
+    assert headline["test prompts"] >= 100
+    failed = [check for check, passed in summary["checks"].items() if not passed]
+    assert not failed, (failed, summary["intervals"]["ppo"])
 
 
 class _Stop(Exception):

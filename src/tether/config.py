@@ -642,6 +642,8 @@ class PipelineConfig:
 
     run_dir: str = doc_field("runs/pipeline", "Run directory; with rounds > 1 each round writes to round-<r>/.")
     model: ModelConfig = doc_field(ModelConfig(), "The pretrained model SFT starts from.")
+    task: str = doc_field("", "A built-in task (helpful, sentiment) filling every data file, gold and utility left "
+                              "empty/default, as tether quickstart uses them (empty = your own files).")
     rounds: int = doc_field(1, "Iterative RLHF: each round re-samples from the current policy, relabels, continues "
                                "the reward model on all preferences so far and continues the policy.")
     stages: list = doc_field(["sft", "sample", "label", "rm", "ppo", "dpo", "eval", "report"],
@@ -677,8 +679,8 @@ class QuickstartConfig:
     """
 
     run_dir: str = doc_field("runs/quickstart", "Run directory for all stages.")
-    task: str = doc_field("helpful", "Built-in task (tether.tasks.registry): helpful (everyday questions, gold = cues "
-                                     "of a helpful answer) or sentiment (continue a neutral review, gold = VADER).")
+    task: str = doc_field("sentiment", "Built-in task (tether.tasks.registry): sentiment (continue a neutral review, "
+                                       "gold = VADER) or helpful (everyday questions, gold = cues of a helpful answer).")
     seed: int = doc_field(0, "Seed of every stage: training order and initialisation, sampling, the panel, evaluation.")
     tiny: bool = doc_field(False, "Use a tiny random model instead of SmolLM2 (a smoke test in a few minutes).")
     sft_steps: int = doc_field(12, "SFT optimizer steps.")
@@ -689,21 +691,23 @@ class QuickstartConfig:
     planted_length_bias: float = doc_field(0.0, "The panel's planted bias for longer answers (utility per 100 chars).")
     shipped_pairs: bool = doc_field(True, "Train RM and DPO on the panel's preferences plus the task's shipped pairs "
                                           "(false: the panel's labels alone, biases and all).")
-    rm_steps: int = doc_field(24, "Reward-model optimizer steps.")
-    ppo_iterations: int = doc_field(10, "PPO iterations.")
+    rm_steps: int = doc_field(60, "Reward-model optimizer steps (4 pairs each).")
+    ppo_iterations: int = doc_field(16, "PPO iterations.")
     ppo_batch: int = doc_field(16, "Prompts per PPO iteration (one update epoch in two minibatches).")
-    ppo_epochs: int = doc_field(1, "PPO update epochs over each iteration's rollouts.")
-    ppo_learning_rate: float = doc_field(1e-5, "PPO policy learning rate.")
-    init_kl_coef: float = doc_field(0.05, "PPO's initial β (adaptive toward target_kl).")
-    target_kl: float = doc_field(4.0, "PPO's target KL per response (nats).")
-    dpo_steps: int = doc_field(12, "DPO optimizer steps.")
+    ppo_epochs: int = doc_field(2, "PPO update epochs over each iteration's rollouts (two minibatches each).")
+    ppo_learning_rate: float = doc_field(1.5e-5, "PPO policy learning rate.")
+    init_kl_coef: float = doc_field(0.1, "PPO's initial β (adaptive toward target_kl).")
+    target_kl: float = doc_field(3.0, "PPO's target KL per response (nats).")
+    dpo_steps: int = doc_field(24, "DPO optimizer steps.")
     max_new_tokens: int | None = doc_field(None, "Longest sampled response (empty = the task's: 40 helpful, 24 "
                                                  "sentiment).")
-    temperature: float = doc_field(1.0, "Sampling temperature for labelling samples and PPO's rollouts.")
-    eval_temperature: float = doc_field(1.0, "Sampling temperature of the final evaluation.")
-    heldout_prompts: int = doc_field(16, "Held-out prompts for the gold evaluation during PPO.")
-    heldout_every: int = doc_field(4, "PPO iterations between held-out evaluations.")
-    eval_prompts: int = doc_field(30, "Test prompts for the final evaluation.")
+    temperature: float = doc_field(0.7, "Sampling temperature for labelling samples and PPO's rollouts (log-probs "
+                                                "are computed at the same temperature).")
+    eval_temperature: float = doc_field(0.7, "Sampling temperature of the final evaluation (KL at the same "
+                                                     "temperature).")
+    heldout_prompts: int = doc_field(32, "Held-out prompts for the gold evaluation during PPO.")
+    heldout_every: int = doc_field(8, "PPO iterations between held-out evaluations.")
+    eval_prompts: int = doc_field(0, "Test prompts for the final evaluation (0 = all: 120 helpful, 160 sentiment).")
     batch_size: int = doc_field(8, "Micro-batch size for SFT (pairs for RM/DPO use half).")
     max_length: int = doc_field(192, "Maximum tokens per sequence.")
     eval_examples: int = doc_field(48, "Held-out pairs for the reward-model report.")

@@ -28,10 +28,11 @@ from typing import Any, Callable
 
 from rich.markup import escape
 
-from tether.config import LabelStatsConfig, ModelConfig, PipelineConfig, ReportConfig, to_dict
+from tether.config import EvalConfig, LabelSimulateConfig, LabelStatsConfig, ModelConfig, PipelineConfig, ReportConfig, to_dict
 from tether.data import DataError
 from tether.eval.verdict import reward_model_warning
 from tether.recipes.common import atomic_write_text, record_config
+from tether.tasks.registry import get_task
 from tether.utils.logging import console
 from tether.utils.resume import (
     NOT_THE_RESULT,
@@ -122,6 +123,41 @@ def _apply_resume(cfg: PipelineConfig, root: Path) -> PipelineConfig:
                     ppo=_replace(cfg.ppo, resume="force"))
 
 
+def apply_task(cfg: PipelineConfig) -> PipelineConfig:
+    """``cfg`` with the built-in task ``cfg.task`` filling what was left empty (or at its default): SFT
+    demonstrations, sampling and PPO prompts, PPO's held-out gold and prompts, the panel's utility and noise scale,
+    the reward model's and DPO's held-out pairs, the shipped pairs as ``extra_preferences``, the evaluation's test
+    prompts and gold, and the chat format (a raw-text task sets ``chat_template=never`` where it was ``auto``)."""
+    if not cfg.task:
+        return cfg
+    task = get_task(cfg.task)
+
+    def data(stage_data, **files):
+        changes = {k: v for k, v in files.items() if not getattr(stage_data, k)}
+        if stage_data.chat_template == "auto":
+            changes["chat_template"] = task.chat_template
+        return _replace(stage_data, **changes)
+
+    label_defaults = LabelSimulateConfig()
+    heldout = cfg.ppo.heldout
+    return _replace(
+        cfg,
+        extra_preferences=cfg.extra_preferences or task.path("pairs_file"),
+        sft=_replace(cfg.sft, data=data(cfg.sft.data, train_file=task.path("sft_file"))),
+        sample=_replace(cfg.sample, data=data(cfg.sample.data)),
+        label=_replace(cfg.label,
+                       utility=task.utility if cfg.label.utility == label_defaults.utility else cfg.label.utility,
+                       noise_scale=(task.noise_scale if cfg.label.noise_scale == label_defaults.noise_scale
+                                    else cfg.label.noise_scale)),
+        rm=_replace(cfg.rm, data=data(cfg.rm.data, eval_file=task.path("heldout_pairs_file"))),
+        ppo=_replace(cfg.ppo, data=data(cfg.ppo.data, train_file=task.path("prompts_file")),
+                     heldout=_replace(heldout, gold=heldout.gold or task.gold,
+                                      prompts_file=heldout.prompts_file or task.path("heldout_file"))),
+        dpo=_replace(cfg.dpo, data=data(cfg.dpo.data, eval_file=task.path("heldout_pairs_file"))),
+        eval=_replace(cfg.eval, gold=task.gold if cfg.eval.gold in ("", EvalConfig().gold) else cfg.eval.gold,
+                      data=data(cfg.eval.data, train_file=task.path("test_file"))))
+
+
 def _run(stages: Stages, name: str, fn: Callable[[], dict[str, Any]], timings: dict[str, float]) -> dict[str, Any]:
     finished = stages.done(name)
     if finished is not None:
@@ -180,7 +216,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         raise DataError(f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
     wanted = set(cfg.stages)
     root = Path(cfg.run_dir)
-    cfg = _apply_resume(cfg, root)
+    cfg = _apply_resume(apply_task(cfg), root)
     record_config(root, "pipeline", cfg)
     timings: dict[str, float] = {}
 

@@ -1,14 +1,20 @@
 """``tether quickstart``: the whole alignment lifecycle on the embedded SmolLM2-135M-Instruct.
 
     SFT → sample K → simulated panel → reward model → PPO (held-out gold + hacking alarm)
-        and DPO on the same preferences → held-out evaluation → report.html
+        and DPO on the same preferences → held-out evaluation with 95% intervals → report.html
 
-It runs on the built-in "helpful short answers" task (``tether.tasks.helpful``): SFT on its
-demonstrations, sampling on its train prompts, the panel judging with its gold utility
-(plus a switchable planted length bias), the held-out evaluation during PPO on its eval
-prompts and the final evaluation on its test prompts. The reward model and DPO train on
-the panel's preferences followed by the task's shipped preference pairs (a few hundred
-noisy on-policy labels alone are too few for a useful reward model in a CPU-sized run).
+It runs on a built-in task (``task=``, ``tether.tasks.registry``): ``sentiment`` (continue a
+neutral review opening; the gold is VADER's compound score, Ziegler et al. 2019) or
+``helpful`` (short answers to everyday questions; the gold is ``tether.tasks.helpful``). SFT
+on the task's demonstrations, sampling on its train prompts, the panel judging with its gold
+utility (plus a switchable planted length bias), the held-out evaluation during PPO on its
+held-out prompts and the final evaluation on its test prompts, which share no subject with
+the others. The reward model and DPO train on the panel's preferences followed by the task's
+shipped preference pairs (a few hundred noisy on-policy labels alone are too few for a useful
+reward model in a CPU-sized run). The summary ends with the alignment checks
+(:func:`alignment_checks`): PPO's gold gain and win-rate against SFT with their intervals, the
+reward model's own score, the alarm. ``seed=`` seeds every stage.
+
 Every stage writes to the run directory; ``tiny=true`` (``--tiny``) runs the same flow on
 a tiny random model, in ``runs/quickstart-tiny`` unless ``run_dir`` says otherwise. Before any
 stage runs, a run directory holding a quickstart made with other settings (or another model)
