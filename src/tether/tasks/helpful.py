@@ -19,10 +19,9 @@ Length is deliberately NOT rewarded: an annotator bias for long answers (see
 
 from __future__ import annotations
 
-import json
 import re
-from functools import lru_cache
-from pathlib import Path
+
+from tether.tasks.registry import split_prompts
 
 STOPWORDS = frozenset("""a an the and or but if then so to of in on at for with about how what when where why which who
 do does did is are was were be been being i my me you your it its this that these those can could should would will
@@ -75,18 +74,13 @@ def gold_reward(prompts: list[str], responses: list[str], response_ids: list[lis
     return [gold_utility(p, r) for p, r in zip(prompts, responses)]
 
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "data"
 SPLITS = {"train": "sft.jsonl", "eval": "preferences_eval.jsonl", "test": "prompts.jsonl"}
 
 
-@lru_cache(maxsize=None)
 def task_prompts(split: str = "train") -> tuple[str, ...]:
     """The task's prompts: ``train`` (354), ``eval`` (96) or ``test`` (30), disjoint by subject.
 
     They are the prompts of the packaged example data (written by ``examples/data/make_data.py``:
     ten topics × 48 subjects × 3 phrasings, split by subject so held-out prompts are new).
     """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split '{split}' (train, eval, test)")
-    rows = [json.loads(line) for line in (ASSETS / SPLITS[split]).read_text(encoding="utf-8").splitlines() if line]
-    return tuple(dict.fromkeys(row["prompt"] for row in rows))  # unique, in file order
+    return split_prompts(SPLITS, split)

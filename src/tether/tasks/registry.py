@@ -16,7 +16,9 @@ Add one with :func:`register_task`; ``tether quickstart task=<name>`` then runs 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "data"
@@ -47,6 +49,19 @@ class Task:
         if not path.is_file():
             raise FileNotFoundError(f"task '{self.name}': {field} {path} is missing; reinstall tether")
         return str(path)
+
+
+@lru_cache(maxsize=None)
+def _file_prompts(name: str) -> tuple[str, ...]:
+    rows = [json.loads(line) for line in (ASSETS / name).read_text(encoding="utf-8").splitlines() if line]
+    return tuple(dict.fromkeys(row["prompt"] for row in rows))  # unique, in file order
+
+
+def split_prompts(splits: dict[str, str], split: str) -> tuple[str, ...]:
+    """The unique prompts, in file order, of the packaged file ``splits[split]`` (a task's ``task_prompts``)."""
+    if split not in splits:
+        raise ValueError(f"unknown split '{split}' ({', '.join(splits)})")
+    return _file_prompts(splits[split])
 
 
 TASKS: dict[str, Task] = {}

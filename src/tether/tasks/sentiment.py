@@ -32,9 +32,9 @@ least 0.3, and their length says nothing about which one is chosen.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
-from pathlib import Path
+
+from tether.tasks.registry import split_prompts
 
 
 @lru_cache(maxsize=1)
@@ -63,14 +63,9 @@ def gold_reward(prompts: list[str], responses: list[str], response_ids: list[lis
     return [gold_utility(p, r) for p, r in zip(prompts, responses)]
 
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets" / "data"
 SPLITS = {"train": "sentiment_prompts.jsonl", "eval": "sentiment_eval.jsonl", "test": "sentiment_test.jsonl"}
 
 
-@lru_cache(maxsize=None)
 def task_prompts(split: str = "train") -> tuple[str, ...]:
     """The task's openings: ``train`` (320), ``eval`` (80) or ``test`` (160), disjoint by subject."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split '{split}' (train, eval, test)")
-    rows = [json.loads(line) for line in (ASSETS / SPLITS[split]).read_text(encoding="utf-8").splitlines() if line]
-    return tuple(dict.fromkeys(row["prompt"] for row in rows))  # unique, in file order
+    return split_prompts(SPLITS, split)
