@@ -62,7 +62,12 @@ class ModelConfig:
         False, "Build the architecture from the config with random weights (tests, tiny demos) instead of loading weights.")
     config_overrides: dict = doc_field({}, "Config fields to change before building, e.g. {num_hidden_layers: 2}.")
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = doc_field(
-        "float32", "Weight dtype. Keep float32 on CPU (no fast bf16 there).")
+        "float32", "Weight dtype (precision=bf16 loads bf16 weights; bf16-mixed keeps these float32).")
+    precision: Literal["fp32", "bf16-mixed", "bf16", "auto"] = doc_field(
+        "fp32", "Numeric precision: fp32; bf16-mixed (fp32 master weights and optimizer state, matrix products in "
+                "bf16 under autocast, the vocabulary and score heads, log-probs, KL and losses in fp32); bf16 (bf16 "
+                "weights); auto (bf16-mixed on a bf16 GPU, or on a CPU with native bf16 where a bf16 matmul "
+                "measures >= 1.2x fp32; else fp32). docs/performance.md.")
     trust_remote_code: bool = doc_field(False, "Allow model code from the model directory (off: a security risk).")
     revision: str | None = doc_field(None, "Hub revision (branch, tag or commit) for hub ids.")
     gradient_checkpointing: bool = doc_field(False, "Recompute activations in backward to save memory.")
@@ -555,6 +560,8 @@ class ScoreConfig:
     max_length: int = doc_field(1024, "Longer rows are truncated from the left (counted and reported).")
     chat_template: Literal["auto", "always", "never"] = doc_field("auto", "As in data.chat_template.")
     ensemble_k: float = doc_field(1.0, "Conservative score = mean - k * std when several models are given.")
+    precision: Literal["fp32", "bf16-mixed", "bf16", "auto"] = doc_field(
+        "fp32", "Numeric precision of every model this loads, as model.precision.")
 
 
 @dataclass
@@ -586,6 +593,8 @@ class EvalConfig:
     interval_level: float = doc_field(0.95, "Confidence level of those intervals, in (0, 1): 0.95 = 95% intervals.")
     seed: int = doc_field(0, "Sampling, evaluator and bootstrap seed.")
     num_threads: int = doc_field(0, "torch CPU threads (0 = default).")
+    precision: Literal["fp32", "bf16-mixed", "bf16", "auto"] = doc_field(
+        "fp32", "Numeric precision of every model this loads, as model.precision.")
 
 
 @dataclass
@@ -641,7 +650,9 @@ class PipelineConfig:
     """
 
     run_dir: str = doc_field("runs/pipeline", "Run directory; with rounds > 1 each round writes to round-<r>/.")
-    model: ModelConfig = doc_field(ModelConfig(), "The pretrained model SFT starts from.")
+    model: ModelConfig = doc_field(ModelConfig(precision="auto"),
+                                   "The pretrained model SFT starts from; its precision (default auto) is every "
+                                   "stage's.")
     task: str = doc_field("", "A built-in task (helpful, sentiment) filling every data file, gold and utility left "
                               "empty/default, as tether quickstart uses them (empty = your own files).")
     rounds: int = doc_field(1, "Iterative RLHF: each round re-samples from the current policy, relabels, continues "
@@ -709,6 +720,9 @@ class QuickstartConfig:
     heldout_every: int = doc_field(8, "PPO iterations between held-out evaluations.")
     eval_prompts: int = doc_field(0, "Test prompts for the final evaluation (0 = all: 120 helpful, 160 sentiment).")
     batch_size: int = doc_field(8, "Micro-batch size for SFT (pairs for RM/DPO use half).")
+    precision: Literal["fp32", "bf16-mixed", "bf16", "auto"] = doc_field(
+        "auto", "Numeric precision of every stage (model.precision): auto picks bf16-mixed where this machine "
+                "computes bf16 faster than fp32 (measured at the start), fp32 otherwise, and says which.")
     max_length: int = doc_field(192, "Maximum tokens per sequence.")
     eval_examples: int = doc_field(48, "Held-out pairs for the reward-model report.")
     num_threads: int = doc_field(0, "torch CPU threads (0 = default).")

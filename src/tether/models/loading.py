@@ -87,10 +87,34 @@ def _model_config(cfg: ModelConfig, path: str, num_labels: int | None, pad_token
     return config
 
 
+_announced: set[str] = set()  # precision choices already printed by this process
+
+
+def resolved_precision(asked: str) -> str:
+    """The mode (fp32 / bf16-mixed / bf16) the precision setting ``asked`` means on this process's device; the
+    choice of ``auto`` and its reason are printed once per process."""
+    from tether.models.precision import resolve_precision
+    from tether.utils.distributed import Dist
+
+    resolved = resolve_precision(asked, Dist.current().device)
+    if asked == "auto" and resolved.describe() not in _announced:
+        from tether.utils.logging import console
+
+        _announced.add(resolved.describe())
+        console.print(resolved.describe())
+    return resolved.mode
+
+
 def _load(auto_cls, cfg: ModelConfig, seed: int, num_labels: int | None, pad_token_id: int | None):
+    from tether.models.precision import use_precision, weight_dtype
+
     path = resolve_model_path(cfg.name_or_path, weights=not cfg.random_init)
     torch.manual_seed(seed)  # random init (and new heads) are reproducible
-    dtype = DTYPES[cfg.dtype]
+    mode = resolved_precision(cfg.precision)
+    try:
+        dtype = DTYPES[weight_dtype(mode, cfg.dtype)]
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
     try:
         config = _model_config(cfg, path, num_labels, pad_token_id)
         if cfg.random_init:
@@ -101,7 +125,7 @@ def _load(auto_cls, cfg: ModelConfig, seed: int, num_labels: int | None, pad_tok
                                              **_hub_kwargs(cfg))
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load {cfg.name_or_path}: {str(exc).splitlines()[0]}") from None
-    model = place(model)
+    model = use_precision(place(model), mode)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False

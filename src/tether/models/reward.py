@@ -95,18 +95,22 @@ def ensemble_members(model_dir: str | Path) -> list[Path]:
     return [model_dir]
 
 
-def load_reward_models(model_dir: str | Path) -> list:
+def load_reward_models(model_dir: str | Path, precision: str = "fp32") -> list:
     """Load a reward model directory (or every member of an ensemble) for scoring, in eval mode, on this process's
-    device."""
+    device, computing in ``precision`` (``model.precision``'s values; :mod:`tether.models.precision`)."""
     from transformers import AutoModelForSequenceClassification
 
-    from tether.models.loading import place
+    from tether.models.loading import place, resolved_precision
+    from tether.models.precision import use_precision, weight_dtype
+
+    mode = resolved_precision(precision)
+    dtype = torch.bfloat16 if weight_dtype(mode, "float32") == "bfloat16" else torch.float32
 
     models = []
     for member in ensemble_members(model_dir):
         if not (member / "config.json").is_file():
             raise FileNotFoundError(f"{member} is not a reward model directory (no config.json)")
-        model = AutoModelForSequenceClassification.from_pretrained(member, use_safetensors=True, dtype=torch.float32)
+        model = AutoModelForSequenceClassification.from_pretrained(member, use_safetensors=True, dtype=dtype)
         if model.config.num_labels != 1:
             raise ValueError(f"{member} has num_labels={model.config.num_labels}; a reward model has 1")
         if model.config.pad_token_id is not None and model.config.pad_token_id in stop_token_ids(member):
@@ -116,7 +120,7 @@ def load_reward_models(model_dir: str | Path) -> list:
                           "each sequence's last real token (by the attention mask), while plain transformers' pooling "
                           "reads the last token that is not EOS. Reward models trained by tether have a pad token of "
                           "their own and score the same in both.[/]")
-        models.append(place(model).eval())
+        models.append(use_precision(place(model), mode).eval())
     return models
 
 

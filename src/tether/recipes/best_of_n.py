@@ -47,7 +47,7 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     prompts = load_generation_prompts(cfg, tokenizer, cfg.max_prompts)
     reward_source = load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k,
-                                       chat_template=cfg.data.chat_template)
+                                       chat_template=cfg.data.chat_template, precision=cfg.model.precision)
     policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
     sampled = sample_and_score(policy, tokenizer, reward_source, prompts, cfg.n,
                                GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p), cfg.batch_size,
@@ -84,7 +84,7 @@ def run_rejection_sampling(cfg: RejectionSamplingConfig) -> RejectionResult:
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
     prompts = load_generation_prompts(cfg, tokenizer, cfg.max_prompts)
     reward_source = load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k,
-                                       chat_template=cfg.data.chat_template)
+                                       chat_template=cfg.data.chat_template, precision=cfg.model.precision)
     logger = MetricsLogger(run_dir, "rejection-sample", list(cfg.train.report_to))
     if resume_mode(cfg.train.resume) == "never":
         _start_afresh(run_dir, logger)
@@ -178,7 +178,8 @@ def _start_afresh(run_dir: Path, logger: MetricsLogger) -> None:
 
 def _round_model(cfg: RejectionSamplingConfig, model_dir: str) -> ModelConfig:
     """The policy the next round samples from and fine-tunes: this round's model."""
-    return ModelConfig(name_or_path=model_dir, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code,
+    return ModelConfig(name_or_path=model_dir, dtype=cfg.model.dtype, precision=cfg.model.precision,
+                       trust_remote_code=cfg.model.trust_remote_code,
                        lora=copy.deepcopy(cfg.model.lora))
 
 

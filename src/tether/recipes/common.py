@@ -27,8 +27,29 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def settle_precision(config: Any) -> Any:
+    """``config`` with every ``precision: auto`` in it (``model.precision``, eval's and score's ``precision``, at any
+    depth) replaced, in place, by the mode it means on this process's device (printed once with the reason), so that
+    ``config.yaml`` and resume checks record what the run computed in. Returns ``config``."""
+    import dataclasses
+
+    from tether.models.loading import resolved_precision
+
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return config
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if item.name == "precision" and value == "auto":
+            setattr(config, item.name, resolved_precision(value))
+        elif dataclasses.is_dataclass(value):
+            settle_precision(value)
+    return config
+
+
 def record_config(run_dir: Path, stage: str, config: Any) -> None:
-    """Store the resolved config of ``stage`` in ``<run_dir>/config.yaml`` (one section per stage)."""
+    """Store the resolved config of ``stage`` in ``<run_dir>/config.yaml`` (one section per stage), with
+    ``precision: auto`` settled (:func:`settle_precision`)."""
+    settle_precision(config)
     path = run_dir / "config.yaml"
     existing: dict = {}
     if path.is_file():
@@ -45,6 +66,7 @@ def prepare_run(config: Any, stage: str) -> tuple[Path, MetricsLogger]:
     metric sinks at its first record, so bad input found before training leaves no trace in the run directory.
     A stage whose checkpoint or output was made with another config stops here, before anything is loaded
     (``resume=auto``, see :mod:`tether.utils.resume`)."""
+    settle_precision(config)
     check_before_start(config, stage)
     run_dir = Path(config.run_dir)
     train = getattr(config, "train", None)
@@ -97,16 +119,19 @@ def load_generation_prompts(cfg: Any, tokenizer, max_prompts: int = 0) -> list:
     return limit(prompts, max_prompts, "prompts")
 
 
-def frozen_reference(ref_model: str | None, policy, pad_token_id: int, trust_remote_code: bool = False):
-    """The frozen reference of an RL run: ``ref_model`` if given, else a copy of the starting policy, or
-    None for a LoRA policy (its reference is the same base with the adapters disabled)."""
+def frozen_reference(ref_model: str | None, policy, pad_token_id: int, trust_remote_code: bool = False,
+                     precision: str = "fp32"):
+    """The frozen reference of an RL run: ``ref_model`` if given (computing in ``precision``, the policy's), else a
+    copy of the starting policy (its precision included), or None for a LoRA policy (its reference is the same base
+    with the adapters disabled)."""
     import copy
 
     from tether.config import ModelConfig
     from tether.models.loading import is_peft, load_causal_lm
 
     if ref_model:
-        reference = load_causal_lm(ModelConfig(name_or_path=ref_model, trust_remote_code=trust_remote_code),
+        reference = load_causal_lm(ModelConfig(name_or_path=ref_model, trust_remote_code=trust_remote_code,
+                                               precision=precision),
                                    pad_token_id=pad_token_id)
     elif is_peft(policy):
         return None

@@ -208,9 +208,11 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     console.print(report.summary())
     prompts = limit(prompts, cfg.max_prompts, "prompts")
     reward_source = (load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k,
-                                       chat_template=cfg.data.chat_template) if cfg.reward else None)
+                                        chat_template=cfg.data.chat_template, precision=cfg.precision)
+                     if cfg.reward else None)
     gold_source = FunctionSource(cfg.gold) if cfg.gold else None
-    reference = load_causal_lm(ModelConfig(name_or_path=reference_dir), pad_token_id=tokenizer.pad_token_id).eval()
+    reference = load_causal_lm(ModelConfig(name_or_path=reference_dir, precision=cfg.precision),
+                               pad_token_id=tokenizer.pad_token_id).eval()
     paragraphs = questions = None
     if cfg.alignment_tax:
         text_path = Path(cfg.general_text or ASSETS / "general_text.txt")
@@ -224,7 +226,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     for path in tqdm(cfg.models, desc="evaluating models", unit="model", dynamic_ncols=True):
         name = model_name(path)
         model = reference if path == reference_dir else load_causal_lm(
-            ModelConfig(name_or_path=path), pad_token_id=tokenizer.pad_token_id).eval()
+            ModelConfig(name_or_path=path, precision=cfg.precision), pad_token_id=tokenizer.pad_token_id).eval()
         sampled = sample_responses(model, tokenizer, prompts, cfg, reference, reward_source, gold_source)
         mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
         row: dict[str, Any] = {

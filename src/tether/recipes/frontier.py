@@ -90,7 +90,7 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
                                      chat_template=cfg.ppo.data.chat_template)
     prompts = limit(prompts, cfg.max_prompts, "held-out prompts")
     reward_source = load_reward_source(cfg.ppo.reward, tokenizer, conservative_k=cfg.ppo.ensemble_k,
-                                       chat_template=cfg.ppo.data.chat_template)
+                                       chat_template=cfg.ppo.data.chat_template, precision=cfg.ppo.model.precision)
     gold_source = FunctionSource(cfg.gold)
     reference = load_causal_lm(cfg.ppo.model, seed=cfg.ppo.seed, pad_token_id=tokenizer.pad_token_id).eval()
     points: list[dict[str, Any]] = []
@@ -109,7 +109,8 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
                                           heldout=HeldOutConfig()))
         else:
             console.print(f"β = {beta}: reusing the finished run in {model_dir}")
-        policy = load_causal_lm(ModelConfig(name_or_path=str(model_dir)), pad_token_id=tokenizer.pad_token_id).eval()
+        policy = load_causal_lm(ModelConfig(name_or_path=str(model_dir), precision=cfg.ppo.model.precision),
+                                pad_token_id=tokenizer.pad_token_id).eval()
         sampled = sample_responses(policy, tokenizer, prompts, evaluation, reference, reward_source, gold_source)
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         points.append({"method": "ppo", "setting": f"beta={beta}", "kl": mean(sampled["kl"]),

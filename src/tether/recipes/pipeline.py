@@ -31,7 +31,7 @@ from rich.markup import escape
 from tether.config import EvalConfig, LabelSimulateConfig, LabelStatsConfig, ModelConfig, PipelineConfig, ReportConfig, to_dict
 from tether.data import DataError
 from tether.eval.verdict import reward_model_warning
-from tether.recipes.common import atomic_write_text, record_config
+from tether.recipes.common import atomic_write_text, record_config, settle_precision
 from tether.tasks.registry import get_task
 from tether.utils.logging import console
 from tether.utils.resume import (
@@ -61,9 +61,10 @@ def _replace(config: Any, **changes: Any) -> Any:
     return dataclasses.replace(config, **changes)
 
 
-def _model(path: str, like: ModelConfig) -> ModelConfig:
-    """``like`` (LoRA, dtype, trust_remote_code ...) pointed at ``path``."""
-    return _replace(like, name_or_path=path, random_init=False, config_overrides={})
+def _model(path: str, like: ModelConfig, precision: str) -> ModelConfig:
+    """``like`` (LoRA, dtype, trust_remote_code ...) pointed at ``path``, computing in ``precision`` (the pipeline's
+    ``model.precision``, one switch for every stage)."""
+    return _replace(like, name_or_path=path, random_init=False, config_overrides={}, precision=precision)
 
 
 class Stages:
@@ -216,7 +217,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
         raise DataError(f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")
     wanted = set(cfg.stages)
     root = Path(cfg.run_dir)
-    cfg = _apply_resume(apply_task(cfg), root)
+    cfg = _apply_resume(settle_precision(apply_task(cfg)), root)
     record_config(root, "pipeline", cfg)
     timings: dict[str, float] = {}
 
@@ -245,7 +246,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                 raise DataError("no prompts to sample: set sample.data.train_file or ppo.data.train_file")
             samples = str(here / "samples.jsonl")
             _run(stages, "sample", lambda: {"samples": str(run_sample(_replace(
-                cfg.sample, model=_model(policy, cfg.ppo.model), output=samples,
+                cfg.sample, model=_model(policy, cfg.ppo.model, cfg.model.precision), output=samples,
                 data=_replace(cfg.sample.data, train_file=prompts_file))))}, timings)
             db = str(here / "labels.sqlite")
 
@@ -263,7 +264,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                 raise DataError("the reward model has no preferences: keep sample and label in stages or give "
                                 "preferences=<file>")
             rm_dir = _run(stages, "rm", lambda: {"model": str(train_reward_model(_replace(
-                cfg.rm, run_dir=str(here), name="rm", model=_model(rm_init, cfg.rm.model),
+                cfg.rm, run_dir=str(here), name="rm", model=_model(rm_init, cfg.rm.model, cfg.model.precision),
                 data=_replace(cfg.rm.data, train_file=pairs))).model_dir)}, timings)["model"]
             _gate_reward_model(rm_dir, cfg.rm.min_accuracy)
             reward, rm_init = rm_dir, rm_dir  # later rounds continue from this reward model
@@ -273,11 +274,13 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             if not prompts_file:
                 raise DataError("ppo.data.train_file is required: the RL prompts")
             policy = _run(stages, "ppo", lambda: {"model": str(train_ppo(_replace(
-                cfg.ppo, run_dir=str(here), name="ppo", model=_model(policy, cfg.ppo.model), ref_model=sft_dir,
+                cfg.ppo, run_dir=str(here), name="ppo", model=_model(policy, cfg.ppo.model, cfg.model.precision),
+                ref_model=sft_dir,
                 reward=reward, data=_replace(cfg.ppo.data, train_file=prompts_file))).model_dir)}, timings)["model"]
         if "dpo" in wanted and pairs:
             dpo_policy = _run(stages, "dpo", lambda: {"model": str(train_preference(_replace(
-                cfg.dpo, run_dir=str(here), name="dpo", model=_model(dpo_policy, cfg.dpo.model), ref_model=sft_dir,
+                cfg.dpo, run_dir=str(here), name="dpo", model=_model(dpo_policy, cfg.dpo.model, cfg.model.precision),
+                ref_model=sft_dir,
                 data=_replace(cfg.dpo.data, train_file=pairs))).model_dir)}, timings)["model"]
         models = [sft_dir] + [m for m in (policy, dpo_policy) if m != sft_dir]
         if "eval" in wanted:
@@ -287,6 +290,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
 
             def evaluate() -> dict[str, Any]:
                 run_eval(_replace(cfg.eval, run_dir=str(here), models=models, reference=sft_dir,
+                                  precision=cfg.model.precision,
                                   reward=cfg.eval.reward or reward, data=_replace(cfg.eval.data, train_file=eval_prompts)))
                 return {"eval": str(here / "eval.json")}
 

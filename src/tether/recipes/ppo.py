@@ -100,7 +100,8 @@ def _value_init(cfg: PPOConfig) -> ModelConfig:
     source = cfg.value_model or (first if Path(first).is_dir() else None)
     if source:
         source = str(ensemble_members(source)[0])  # an ensemble directory: its first member
-        return ModelConfig(name_or_path=source, trust_remote_code=cfg.model.trust_remote_code)
+        return ModelConfig(name_or_path=source, trust_remote_code=cfg.model.trust_remote_code,
+                           precision=cfg.model.precision)
     return copy.deepcopy(cfg.model)  # a function reward: start the value model from the policy
 
 

@@ -24,6 +24,7 @@ it aside and starts afresh).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -52,7 +53,7 @@ from tether.config import (
     to_dict,
 )
 from tether.eval.intervals import Interval
-from tether.recipes.common import atomic_write_text, configure_cpu, record_config
+from tether.recipes.common import atomic_write_text, configure_cpu, record_config, settle_precision
 from tether.tasks.registry import get_task
 from tether.utils.logging import console
 from tether.utils.resume import NOT_THE_RESULT, ResumeRefused, config_diff, describe_diff, move_run_aside, output_config
@@ -77,8 +78,10 @@ def stage_configs(cfg: QuickstartConfig) -> dict[str, Any]:
     pair_batch = max(1, cfg.batch_size // 2)
     max_new_tokens = cfg.max_new_tokens or task.max_new_tokens
     sft_dir, rm_dir = str(run / "sft"), str(run / "rm")
-    base = (ModelConfig(name_or_path="embedded", random_init=True, config_overrides=dict(TINY_OVERRIDES))
-            if cfg.tiny else ModelConfig(name_or_path="embedded"))
+    base = (ModelConfig(name_or_path="embedded", random_init=True, config_overrides=dict(TINY_OVERRIDES),
+                        precision=cfg.precision)
+            if cfg.tiny else ModelConfig(name_or_path="embedded", precision=cfg.precision))
+    trained = lambda path: ModelConfig(name_or_path=path, precision=cfg.precision)  # noqa: E731
     data = lambda file, **kw: DataConfig(train_file=file, max_length=cfg.max_length,  # noqa: E731
                                          chat_template=task.chat_template, **kw)
     preferences = str(run / "preferences.jsonl")
@@ -91,7 +94,7 @@ def stage_configs(cfg: QuickstartConfig) -> dict[str, Any]:
             data=data(task.path("sft_file"), eval_fraction=0.1, max_eval_examples=cfg.eval_examples),
             train=_train(cfg, cfg.sft_steps, 2e-5 * lr_scale, cfg.batch_size)),
         "sample": SampleConfig(
-            model=ModelConfig(name_or_path=sft_dir), data=data(prompts), seed=cfg.seed,
+            model=trained(sft_dir), data=data(prompts), seed=cfg.seed,
             output=str(run / "samples.jsonl"), k=cfg.k, max_new_tokens=max_new_tokens, temperature=cfg.temperature,
             batch_size=16, max_prompts=cfg.sample_prompts),
         "label simulate": LabelSimulateConfig(
@@ -101,11 +104,11 @@ def stage_configs(cfg: QuickstartConfig) -> dict[str, Any]:
         "label stats": LabelStatsConfig(db=str(run / "labels.sqlite")),
         "label export": LabelExportConfig(db=str(run / "labels.sqlite"), output=preferences),
         "rm": RewardModelConfig(
-            run_dir=str(run), name="rm", model=ModelConfig(name_or_path=sft_dir),
+            run_dir=str(run), name="rm", model=trained(sft_dir),
             data=data(training_pairs, eval_file=heldout_pairs, max_eval_examples=cfg.eval_examples),
             train=_train(cfg, cfg.rm_steps, 2e-5 * lr_scale, pair_batch)),
         "ppo": PPOConfig(
-            run_dir=str(run), name="ppo", model=ModelConfig(name_or_path=sft_dir), reward=rm_dir, seed=cfg.seed,
+            run_dir=str(run), name="ppo", model=trained(sft_dir), reward=rm_dir, seed=cfg.seed,
             data=data(prompts), temperature=cfg.temperature,
             max_new_tokens=max_new_tokens, num_iterations=cfg.ppo_iterations, rollout_batch_size=cfg.ppo_batch,
             minibatch_size=max(1, cfg.ppo_batch // 2), ppo_epochs=cfg.ppo_epochs,
@@ -115,13 +118,14 @@ def stage_configs(cfg: QuickstartConfig) -> dict[str, Any]:
             heldout=HeldOutConfig(gold=task.gold, prompts_file=task.path("heldout_file"),
                                   max_prompts=cfg.heldout_prompts, every=cfg.heldout_every)),
         "dpo": PreferenceConfig(
-            run_dir=str(run), name="dpo", model=ModelConfig(name_or_path=sft_dir), loss="dpo", beta=0.1,
+            run_dir=str(run), name="dpo", model=trained(sft_dir), loss="dpo", beta=0.1,
             data=data(training_pairs, eval_file=heldout_pairs, max_eval_examples=cfg.eval_examples // 2),
             train=_train(cfg, cfg.dpo_steps, 1e-5 * lr_scale, pair_batch)),
         "eval": EvalConfig(
             run_dir=str(run), models=[sft_dir, str(run / "ppo"), str(run / "dpo")], reward=rm_dir, gold=task.gold,
             data=data(task.path("test_file")), temperature=cfg.eval_temperature, seed=cfg.seed,
-            max_prompts=cfg.eval_prompts, max_new_tokens=max_new_tokens, num_threads=cfg.num_threads),
+            max_prompts=cfg.eval_prompts, max_new_tokens=max_new_tokens, num_threads=cfg.num_threads,
+            precision=cfg.precision),
         "report": ReportConfig(run_dir=str(run), title=f"tether quickstart ({task.name} task)"),
     }
 
@@ -147,6 +151,7 @@ def check_run_dir(cfg: QuickstartConfig, stages: dict[str, Any]) -> None:
     settings: its recorded quickstart settings, or a stage's model directory made with another config (a run
     directory of an earlier tether records only the latter)."""
     run = Path(cfg.run_dir)
+    cfg = settle_precision(copy.deepcopy(cfg))  # (precision auto is recorded as the mode it picked)
     found = [(f"{run / 'config.yaml'} (quickstart)", _recorded_quickstart(run), to_dict(cfg))]
     found += [(str(run / name), output_config(run / name), to_dict(stages[name])) for name in MODEL_STAGES]
     for where, recorded, planned in found:
@@ -178,7 +183,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     from tether.recipes.sft import train_sft
 
     configure_cpu(cfg.num_threads)
-    cfg = with_run_dir(cfg)
+    cfg = settle_precision(with_run_dir(cfg))  # auto → the mode this machine runs, said once, recorded everywhere
     task = get_task(cfg.task)
     stages = stage_configs(cfg)
     if cfg.resume == "never":

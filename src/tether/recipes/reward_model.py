@@ -144,7 +144,7 @@ def train_reward_model(cfg: RewardModelConfig) -> RewardModelResult:
     if cfg.ensemble_size > 1:
         atomic_write_text(out_dir / "ensemble.json", json.dumps({"members": member_names, "k": cfg.ensemble_k}) + "\n")
     # 4. held-out report, on the saved directories exactly as users will load them
-    models = load_reward_models(out_dir)
+    models = load_reward_models(out_dir, cfg.model.precision)
     report: dict[str, Any] = {"n_train_pairs": len(train_pairs)}
     if eval_pairs:
         report.update(evaluate_pairs(models, eval_pairs, pad, cfg.train.eval_batch_size, cfg.calibration_bins,

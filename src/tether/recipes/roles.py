@@ -28,14 +28,16 @@ def open_roles(cfg):
 def reward_for(cfg, tokenizer, roles):
     if roles is not None and roles.placed("reward"):
         return roles.reward(cfg.reward, cfg.model, cfg.ensemble_k, cfg.data.chat_template)
-    return load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k, chat_template=cfg.data.chat_template)
+    return load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k, chat_template=cfg.data.chat_template,
+                              precision=cfg.model.precision)
 
 
 def reference_for(cfg, policy: torch.nn.Module, tokenizer, roles):
     """The frozen reference: in a Ray actor, a frozen copy here, or None (LoRA: the policy with adapters off)."""
     if roles is not None and roles.placed("reference"):
         return roles.reference(cfg.model, cfg.ref_model, tokenizer.pad_token_id)
-    return frozen_reference(cfg.ref_model, policy, tokenizer.pad_token_id, cfg.model.trust_remote_code)
+    return frozen_reference(cfg.ref_model, policy, tokenizer.pad_token_id, cfg.model.trust_remote_code,
+                            cfg.model.precision)
 
 
 def generator_for(cfg, policy: torch.nn.Module, tokenizer, run_dir: Path, roles) -> Generator:

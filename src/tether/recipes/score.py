@@ -72,7 +72,7 @@ def score_file(cfg: ScoreConfig) -> Path:
         if not d.is_dir():
             raise ScoreInputError(f"reward model directory {d} does not exist")
     member_dirs = [m for d in dirs for m in ensemble_members(d)]
-    models = [m for d in member_dirs for m in load_reward_models(d)]
+    models = [m for d in member_dirs for m in load_reward_models(d, cfg.precision)]
     tokenizer = load_tokenizer(str(member_dirs[0]))
     rows = load_records(cfg.input)
     sequences, targets = [], []

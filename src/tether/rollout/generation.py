@@ -37,12 +37,13 @@ class RowSeededSampler:
     Used as the last logits processor of a greedy ``generate``.
     """
 
-    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, record: bool = False):
         if temperature <= 0:
             raise ValueError("row-seeded sampling needs temperature > 0")
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
         self.temperature = temperature
         self.top_p = top_p
+        self.sampled_logps: list[torch.Tensor] | None = [] if record else None  # per step (B,), with ``record``
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # scores (B, V)
         logps = torch.log_softmax(scores.float() / self.temperature, dim=-1)
@@ -51,7 +52,42 @@ class RowSeededSampler:
         uniforms = torch.stack([torch.rand(scores.shape[-1], generator=g, dtype=torch.float64)
                                 for g in self.generators]).clamp_(min=1e-300)  # (B, V)
         gumbel = -torch.log(-torch.log(uniforms)).to(scores.device)
-        return (logps.double() + gumbel).to(scores.dtype)
+        perturbed = (logps.double() + gumbel).to(scores.dtype)
+        if self.sampled_logps is not None:  # the probability this sampler gave the token it picks (nucleus renormalised)
+            chosen = perturbed.argmax(-1, keepdim=True)
+            self.sampled_logps.append(torch.log_softmax(logps, dim=-1).gather(-1, chosen).squeeze(-1))
+        return perturbed
+
+
+class SampledLogprobs:
+    """The sampler's log-probability of each token it sampled, recorded as the last logits processor of a sampling
+    ``generate``: the scores it sees are the ones transformers samples from (tempered, nucleus-truncated), so
+    ``log_softmax`` of them at the token that appears next is that token's probability under the sampler. The
+    token is known one step later (or from the output, for the last one, :meth:`finish`)."""
+
+    def __init__(self):
+        self.pending: torch.Tensor | None = None  # (B, V) log-probs of the step whose token is not known yet
+        self.sampled_logps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.pending is not None:
+            self.sampled_logps.append(self.pending.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.pending = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, last_tokens: torch.Tensor) -> None:
+        if self.pending is not None:
+            self.sampled_logps.append(self.pending.gather(-1, last_tokens[:, None]).squeeze(-1))
+            self.pending = None
+
+
+def stack_sampled(steps: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor | None:
+    """Per-step (B,) log-probs → (B, R) aligned with the response, 0 on padding; None when the steps do not cover
+    the response (a generate that stopped calling its processors)."""
+    if len(steps) != mask.shape[1]:
+        return None
+    values = torch.stack(steps, dim=1).float().to(mask.device)
+    return torch.where(mask.bool(), values, torch.zeros_like(values))  # (a finished row's pad may be at -inf)
 
 
 def nucleus(logps: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -164,6 +200,7 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
     (:func:`shared_prompt_cache`).
     """
     from tether.models.decoding import skinny_linears
+    from tether.models.precision import autocast_block, precision_of
     from tether.utils.device import model_device
     from tether.utils.distributed import Dist
 
@@ -177,16 +214,28 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
                   eos_token_id=stops or None)
     if config.min_new_tokens:
         kwargs["min_new_tokens"] = config.min_new_tokens
+    # the sampler's own log-probs where it computes in another precision than the trainer's recomputation
+    record = config.do_sample and precision_of(model) != "fp32"
+    recorder: RowSeededSampler | SampledLogprobs | None = None
     if config.do_sample and seeds is not None:
         from transformers import LogitsProcessorList
 
         if len(seeds) != prompt_ids.shape[0]:
             raise ValueError(f"{len(seeds)} seeds for {prompt_ids.shape[0]} prompts")
-        kwargs.update(do_sample=False, logits_processor=LogitsProcessorList(
-            [RowSeededSampler(seeds, config.temperature, config.top_p)]))
+        sampler = RowSeededSampler(seeds, config.temperature, config.top_p, record=record)
+        recorder = sampler if record else None
+        kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([sampler]))
     elif config.do_sample:
         kwargs.update(temperature=config.temperature, top_p=config.top_p, top_k=0)
-    with dist.gathered(model), skinny_linears(model):  # (CPU: decoding steps' few-row products as W·xᵀ, faster)
+        if record:  # the warpers as processors, in transformers' order, so that the recorder sees what is sampled
+            from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+            recorder = SampledLogprobs()
+            warpers = [TemperatureLogitsWarper(config.temperature)] if config.temperature != 1.0 else []
+            warpers += [TopPLogitsWarper(config.top_p)] if config.top_p < 1.0 else []
+            kwargs.update(temperature=1.0, top_p=1.0, logits_processor=LogitsProcessorList([*warpers, recorder]))
+    # (CPU: decoding steps' few-row products as W·xᵀ, faster; bf16-mixed: one bf16 copy of the weights per rollout)
+    with dist.gathered(model), skinny_linears(model), autocast_block(model):
         cache = shared_prompt_cache(model, prompt_ids, prompt_mask) if share_prompts else None
         if cache is not None:
             kwargs[cache_argument(model)] = cache
@@ -196,8 +245,13 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
     if response_ids.shape[1] == 0:
         raise RuntimeError("generation produced no tokens (max_new_tokens must be > 0)")
     mask, ended = response_mask_from_ids(response_ids, stops)
+    sampled = None
+    if recorder is not None:
+        if isinstance(recorder, SampledLogprobs):
+            recorder.finish(response_ids[:, -1])
+        sampled = stack_sampled(recorder.sampled_logps, mask)
     response_ids = torch.where(mask.bool(), response_ids, torch.full_like(response_ids, pad_token_id))
-    return Rollout(prompt_ids, prompt_mask, response_ids, mask, ended)
+    return Rollout(prompt_ids, prompt_mask, response_ids, mask, ended, sampled)
 
 
 def response_logprobs(model, rollout: Rollout, temperature: float = 1.0, return_entropy: bool = False,

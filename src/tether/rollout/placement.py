@@ -71,7 +71,7 @@ class RoleWorker:
 
         cfg = from_dict(ModelConfig, model_cfg)
         if ref_model:
-            cfg = ModelConfig(name_or_path=ref_model, trust_remote_code=cfg.trust_remote_code)
+            cfg = ModelConfig(name_or_path=ref_model, trust_remote_code=cfg.trust_remote_code, precision=cfg.precision)
         # the starting policy as the training process loads it (the same seed: the same weights), no adapters
         self.model = load_causal_lm(cfg, seed=seed, pad_token_id=pad_token_id).eval().requires_grad_(False)
 
@@ -92,7 +92,8 @@ class RoleWorker:
         from tether.rollout.rewards import load_reward_source
 
         tokenizer = load_tokenizer(tokenizer_path, from_dict(ModelConfig, model_cfg))
-        self.source = load_reward_source(spec, tokenizer, conservative_k=conservative_k, chat_template=chat_template)
+        self.source = load_reward_source(spec, tokenizer, conservative_k=conservative_k, chat_template=chat_template,
+                                         precision=model_cfg.get("precision", "fp32"))
 
     def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
         with torch.no_grad():

@@ -90,11 +90,11 @@ class RewardModelSource:
     ``chat_template`` is the data's (``data.chat_template``), so that the ending matches the training rendering."""
 
     def __init__(self, spec: str, tokenizer, batch_size: int = 8, conservative_k: float | None = None,
-                 chat_template: str = "auto", truncated: str = "as_finished"):
+                 chat_template: str = "auto", truncated: str = "as_finished", precision: str = "fp32"):
         if truncated not in ("as_finished", "as_is"):
             raise RewardSpecError(f"truncated must be 'as_finished' or 'as_is', got {truncated!r}")
         dirs = [Path(p.strip()) for p in spec.split(",") if p.strip()]
-        self.models = [m for d in dirs for member in ensemble_members(d) for m in load_reward_models(member)]
+        self.models = [m for d in dirs for member in ensemble_members(d) for m in load_reward_models(member, precision)]
         self.pad_token_id = self.models[0].config.pad_token_id
         self.tokenizer, self.chat_template = tokenizer, chat_template
         self.suffix = end_of_turn_suffix(tokenizer, chat_template)  # after the tokenizer's EOS
@@ -176,17 +176,18 @@ def parse_weighted(spec: str) -> list[tuple[float, str]]:
 
 
 def load_reward_source(spec: str, tokenizer, batch_size: int = 8, conservative_k: float | None = None,
-                       chat_template: str = "auto") -> RewardSource:
+                       chat_template: str = "auto", precision: str = "fp32") -> RewardSource:
     """The reward ``spec`` names (see the module docstring); ``conservative_k`` and ``chat_template`` (the data's)
-    as in :class:`RewardModelSource`."""
+    as in :class:`RewardModelSource`; reward models compute in ``precision`` (the policy's ``model.precision``)."""
     if not spec:
         raise RewardSpecError("reward= is required: a reward model directory or module:function")
     if "+" in spec or "*" in spec:
-        return WeightedSource([(w, load_reward_source(part, tokenizer, batch_size, conservative_k, chat_template))
+        return WeightedSource([(w, load_reward_source(part, tokenizer, batch_size, conservative_k, chat_template,
+                                                       precision))
                                for w, part in parse_weighted(spec)])
     first = spec.split(",")[0].strip()
     if Path(first).is_dir():
-        return RewardModelSource(spec, tokenizer, batch_size, conservative_k, chat_template)
+        return RewardModelSource(spec, tokenizer, batch_size, conservative_k, chat_template, precision=precision)
     if ":" in spec and not Path(first).exists():
         return FunctionSource(spec)
     raise RewardSpecError(f"reward '{spec}' is neither a reward model directory nor module:function")

@@ -161,7 +161,8 @@ class Dist:
                                    "per GPU with torchrun or accelerate launch")
         if fsdp is not None and accelerator.mixed_precision != "no":
             raise DistributedError(f"FSDP with mixed_precision={accelerator.mixed_precision}: not supported by tether; "
-                                   "use mixed_precision 'no' and the recipe's model.dtype instead")
+                                   "use mixed_precision 'no' and the recipe's model.precision (bf16-mixed: tether's own "
+                                   "autocast with fp32 master weights) or model.dtype instead")
         if accelerator.process_index != 0:  # one voice: progress and messages come from the main process
             from tether.utils.logging import console
 
