@@ -1,18 +1,35 @@
 """One benchmark workload in one library, in this process; prints one JSON line of results.
 
-    python bench/workloads.py --lib tether|trl --workload sft|rm|dpo|grpo|ppo --model DIR --data DIR --steps N
-                              [--device cpu|cuda] [--dtype fp32|bf16]
+    python bench/workloads.py --lib tether|trl --workload sft|rm|dpo|grpo|grpo_fixed32|ppo --model DIR --data DIR
+                              --steps N [--device cpu|cuda] [--dtype fp32|bf16-mixed|bf16]
 
-Both libraries get the same model directory, the same synthetic data, fp32, 2 threads,
-batch 8 per optimiser step (RM: 8 pairs = 16 sequences), max length 128, AdamW lr 1e-5
-constant, no warmup, grad-norm clip 1.0, seed 0, no gradient checkpointing, no mixed
-precision. Step times come from per-step timestamps (tether: ``metrics.jsonl``, TRL: a
-callback); peak RSS from ``getrusage``. ``--device cuda --dtype bf16`` (a GPU run): both libraries hold the
-weights in bf16 and train them in bf16 (no fp32 master copy, no autocast: tether's ``model.dtype=bfloat16``, TRL's
-models loaded in bf16 with ``bf16=False``), and the peak GPU memory (``torch.cuda.max_memory_allocated``) is
-reported too.
+Both libraries get the same model directory, the same synthetic data, 2 threads, batch 8 per optimiser step
+(RM: 8 pairs = 16 sequences), max length 128, AdamW lr 1e-5 constant, no warmup, grad-norm clip 1.0, seed 0, no
+gradient checkpointing. Step times come from per-step timestamps (tether: ``metrics.jsonl``, TRL: a callback);
+peak RSS from ``getrusage``; on ``--device cuda`` the peak GPU memory (``torch.cuda.max_memory_allocated``) too.
+
+``--dtype`` (the same numeric setting in both libraries, each in its own way):
+
+- ``fp32`` (default): fp32 weights, fp32 compute, no mixed precision (tether ``model.precision=fp32``; TRL
+  ``bf16=False``).
+- ``bf16-mixed``: fp32 master weights and fp32 AdamW state, matrix products in bf16 under ``torch.autocast``.
+  tether: ``ModelConfig(precision="bf16-mixed")`` (``tether.models.precision``): every model it loads (policy,
+  reference, reward, value) keeps fp32 weights and runs its forward under bf16 autocast, with the vocabulary head
+  and scalar heads (``score``) in fp32, so logits, log-probs, KL and losses are fp32; a rollout's decoding steps
+  share one bf16 cast of the weights (one autocast block around ``generate``). TRL: models loaded in fp32
+  (``model_init_kwargs={"dtype": "float32"}``) and ``bf16=True`` in its config (``use_cpu=True`` on the CPU, which
+  transformers requires for bf16 there): accelerate wraps every prepared model's forward (policy, and DPO's / GRPO's
+  reference) in ``torch.autocast(<device>, bfloat16)`` and casts its outputs to fp32, so the head runs in bf16
+  under autocast too, and each forward (each decoding step included) casts the weights to bf16 again.
+- ``bf16`` (meant for a GPU): both libraries hold the weights in bf16 and train them in bf16 (no fp32 master
+  copy, no autocast: tether's ``model.dtype=bfloat16``, TRL's models loaded in bf16 with ``bf16=False``).
+
+Besides the step times, tether's GRPO/PPO runs report each iteration's phases from ``metrics.jsonl``
+(``time/generate``, ``time/experience``, ``time/score``, ``time/logprobs_values``, ``time/update``, and
+``generation/logprob_gap`` where the recipe records it), and TRL's GRPO runs the durations of TRL's own profiled
+blocks (``trl.extras.profiling``: ``transformers.generate``, ``_prepare_inputs`` = generation + rewards +
+reference log-probs, ``compute_loss``, ...) summed per step, collected here instead of going to a tracker.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -27,7 +44,10 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 LR, BATCH, MAX_LEN, SEED = 1e-5, 8, 128, 0
 DEVICE, DTYPE = "cpu", "fp32"  # set from --device / --dtype
-WEIGHT_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}  # --dtype → the weights' dtype, in both libraries
+WEIGHT_DTYPES = {"fp32": "float32", "bf16-mixed": "float32", "bf16": "bfloat16"}  # --dtype → the weights' dtype, both
+TETHER_PRECISION = {"fp32": "fp32", "bf16-mixed": "bf16-mixed", "bf16": "fp32"}  # --dtype → tether's model.precision
+# (bf16 keeps the spelling it had before model.precision existed: precision fp32 with model.dtype=bfloat16, which
+# loads the same bf16 weights as precision=bf16 without recording the sampler's log-probs)
 
 
 def length_reward(prompts=None, completions=None, responses=None, response_ids=None, **_):
@@ -44,7 +64,8 @@ def tether_length_reward(prompts, responses, response_ids):
 # ----------------------------------------------------------------------------- tether
 
 
-def run_tether(workload: str, model: str, data: Path, steps: int, out: Path) -> list[float]:
+def run_tether(workload: str, model: str, data: Path, steps: int, out: Path) -> tuple[list[float], list[dict]]:
+    """The step times, and for GRPO/PPO each iteration's phases (``time/*`` and ``generation/*`` of metrics.jsonl)."""
     from tether.config import (
         DataConfig,
         GRPOConfig,
@@ -59,7 +80,7 @@ def run_tether(workload: str, model: str, data: Path, steps: int, out: Path) -> 
     train = TrainConfig(learning_rate=LR, lr_scheduler="constant", warmup_ratio=0.0, max_steps=steps, batch_size=BATCH,
                         max_grad_norm=1.0, seed=SEED, num_threads=2, save_final_checkpoint=False, report_to=[],
                         eval_every=0)
-    mcfg = ModelConfig(name_or_path=model, dtype=WEIGHT_DTYPES[DTYPE])
+    mcfg = ModelConfig(name_or_path=model, dtype=WEIGHT_DTYPES[DTYPE], precision=TETHER_PRECISION[DTYPE])
 
     def dcfg(name):
         return DataConfig(train_file=str(data / name), eval_fraction=0.0, max_length=MAX_LEN, chat_template="never")
@@ -68,18 +89,18 @@ def run_tether(workload: str, model: str, data: Path, steps: int, out: Path) -> 
         from tether.recipes.sft import train_sft
 
         train_sft(SFTConfig(run_dir=str(out), model=mcfg, data=dcfg("sft.jsonl"), train=train))
-        return _tether_step_times(out, "sft")
+        return _tether_step_times(out, "sft"), []
     if workload == "rm":
         from tether.recipes.reward_model import train_reward_model
 
         train_reward_model(RewardModelConfig(run_dir=str(out), model=mcfg, data=dcfg("preferences.jsonl"), train=train))
-        return _tether_step_times(out, "rm")
+        return _tether_step_times(out, "rm"), []
     if workload == "dpo":
         from tether.recipes.preference import train_preference
 
         train_preference(PreferenceConfig(run_dir=str(out), model=mcfg, data=dcfg("preferences.jsonl"), train=train,
                                           loss="dpo", beta=0.1))
-        return _tether_step_times(out, "dpo")
+        return _tether_step_times(out, "dpo"), []
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if workload in ("grpo", "grpo_fixed32"):
         from tether.recipes.grpo import train_grpo
@@ -90,7 +111,7 @@ def run_tether(workload: str, model: str, data: Path, steps: int, out: Path) -> 
                               temperature=1.0, num_iterations=steps, minibatch_size=8,
                               learning_rate=LR, kl_coef=0.04, kl_in_reward=False, loss_aggregation="token_mean",
                               kl_limit=1e9, seed=SEED, num_threads=2, report_to=[]))
-        return [r["time/iteration"] for r in _rows(out, "grpo")]
+        return _tether_iterations(out, "grpo")
     if workload == "ppo":
         from tether.recipes.ppo import train_ppo
 
@@ -99,7 +120,7 @@ def run_tether(workload: str, model: str, data: Path, steps: int, out: Path) -> 
                             num_iterations=steps, rollout_batch_size=8, minibatch_size=8, ppo_epochs=1,
                             learning_rate=LR, value_learning_rate=LR, kl_limit=1e9, seed=SEED, num_threads=2,
                             report_to=[]))
-        return [r["time/iteration"] for r in _rows(out, "ppo")]
+        return _tether_iterations(out, "ppo")
     raise SystemExit(f"unknown workload {workload}")
 
 
@@ -107,6 +128,14 @@ def _rows(out: Path, stage: str) -> list[dict]:
     """The stage's per-step records (evaluation and report records left out)."""
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if r.get("stage") == stage and ("loss" in r or "time/iteration" in r)]
+
+
+def _tether_iterations(out: Path, stage: str) -> tuple[list[float], list[dict]]:
+    """An RL recipe's iteration times and, per iteration, its recorded phases and sampler diagnostics."""
+    rows = _rows(out, stage)
+    phases = [{k: v for k, v in r.items() if k.startswith(("time/", "generation/")) and isinstance(v, (int, float))}
+              for r in rows]
+    return [r["time/iteration"] for r in rows], phases
 
 
 def _tether_step_times(out: Path, stage: str) -> list[float]:
@@ -118,7 +147,8 @@ def _tether_step_times(out: Path, stage: str) -> list[float]:
 # ----------------------------------------------------------------------------- TRL
 
 
-def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> list[float]:
+def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> tuple[list[float], list[dict]]:
+    """The step times, and for GRPO the seconds of TRL's own profiled blocks summed per step."""
     import torch
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
@@ -128,6 +158,18 @@ def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> lis
     tokenizer = AutoTokenizer.from_pretrained(model)
     tokenizer.pad_token = tokenizer.eos_token
     stamps: list[float] = []
+    phases: list[dict] = []  # per step: TRL's profiled block → seconds (GRPO only; its blocks nest)
+
+    from trl.extras.profiling import ProfilingContext
+
+    def collect(self, duration):  # instead of logging to wandb / mlflow / trackio, which this run has none of
+        if stamps:  # (after the first step began; len(stamps) - 1 is the step under way)
+            while len(phases) < len(stamps):
+                phases.append({})
+            name = self.name.split(".", 1)[-1]  # "GRPOTrainer.transformers.generate" → "transformers.generate"
+            phases[len(stamps) - 1][name] = phases[len(stamps) - 1].get(name, 0.0) + duration
+
+    ProfilingContext._log_metrics = collect
 
     class Stamp(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
@@ -138,8 +180,10 @@ def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> lis
             stamps.append(time.perf_counter())
 
     common = dict(output_dir=str(out), max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
-                  lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, seed=SEED, bf16=False, fp16=False,
-                  gradient_checkpointing=False, report_to=[], save_strategy="no", logging_steps=1, use_cpu=DEVICE == "cpu",
+                  lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, seed=SEED,
+                  bf16=DTYPE == "bf16-mixed", fp16=False,  # bf16-mixed: accelerate's autocast over fp32 weights
+                  gradient_checkpointing=False, report_to=[], save_strategy="no", logging_steps=1,
+                  use_cpu=DEVICE == "cpu",  # (transformers refuses bf16=True on a machine without a bf16 GPU unless set)
                   dataloader_num_workers=0)
     if workload == "sft":
         from trl import SFTConfig, SFTTrainer
@@ -179,7 +223,9 @@ def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> lis
     else:
         raise SystemExit(f"TRL has no '{workload}' workload here")
     trainer.train()
-    return [b - a for a, b in zip(stamps, stamps[1:])]
+    steps_done = max(0, len(stamps) - 1)
+    return ([b - a for a, b in zip(stamps, stamps[1:])],
+            [phases[i] if i < len(phases) else {} for i in range(steps_done)] if any(phases) else [])
 
 
 def main() -> None:
@@ -202,11 +248,13 @@ def main() -> None:
         (out / "bench_start.json").write_text(json.dumps({"t": time.time()}))
         runner = run_tether if args.lib == "tether" else run_trl
         started = time.time()
-        times = runner(args.workload, args.model, Path(args.data), args.steps, out)
+        times, phases = runner(args.workload, args.model, Path(args.data), args.steps, out)
         total = time.time() - started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = {"lib": args.lib, "workload": args.workload, "model": args.model, "device": args.device,
               "dtype": args.dtype, "step_times": times, "total_seconds": total, "peak_rss_mb": peak_kb / 1024}
+    if any(phases):
+        result["phases"] = phases
     if args.device == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print("BENCH " + json.dumps(result))
