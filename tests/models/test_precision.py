@@ -181,3 +181,33 @@ def test_settle_precision_records_the_mode_auto_picked(monkeypatch):
     assert settle_precision(evaluation).precision == "bf16-mixed"
     explicit = PPOConfig(model=ModelConfig(precision="fp32"))
     assert settle_precision(explicit).model.precision == "fp32"
+
+
+def test_bf16_mixed_generate_places_left_padded_rows_like_fp32():
+    """Step-0 logits of ``generate`` for a left-padded row against a forward at the row's own positions (GPT-2:
+    absolute position embeddings show a shift). transformers' generate passes position_ids only to a forward whose
+    signature has them: with a bare (*args, **kwargs) wrapper the padded row decoded 0.47 off (positions counted
+    from the padding), the unpadded one 4e-4 (bf16 rounding)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, LogitsProcessorList
+
+    from tether.models.precision import use_precision
+
+    class FirstScores(LogitsProcessor):
+        scores = None
+
+        def __call__(self, input_ids, scores):
+            self.scores = scores.clone() if self.scores is None else self.scores
+            return scores
+
+    ids = torch.tensor([[0, 0, 0, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7]])
+    mask = (torch.arange(7) >= torch.tensor([[3], [0]])).long()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_positions=32)).eval()
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    use_precision(model, "bf16-mixed")
+    first = FirstScores()
+    model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=1, do_sample=False, pad_token_id=0,
+                   logits_processor=LogitsProcessorList([first]))
+    assert float((first.scores[1] - expected[1, -1]).abs().max()) < 1e-2  # unpadded: bf16 rounding only
+    assert float((first.scores[0] - expected[0, -1]).abs().max()) < 1e-2  # left-padded: 0.47 with the bare wrapper

@@ -127,11 +127,19 @@ def weight_dtype(mode: str, configured: str) -> str:
     return configured
 
 
-def _mixed_forward(self: torch.nn.Module, *args, **kwargs):
-    """The model's own forward under bf16 autocast on its device."""
-    device = next(self.parameters()).device.type
-    with torch.autocast(device_type=device, dtype=torch.bfloat16):
-        return type(self).forward(self, *args, **kwargs)
+def _mixed_forward(cls_forward):
+    """``cls_forward`` (the class's forward) run under bf16 autocast on the model's device, with its signature:
+    transformers' ``generate`` reads the forward's parameters to decide what to pass (``position_ids``,
+    ``logits_to_keep``, the cache's name), and a bare ``(*args, **kwargs)`` would make it drop the positions of
+    left-padded prompts."""
+
+    @functools.wraps(cls_forward)
+    def forward(self: torch.nn.Module, *args, **kwargs):
+        device = next(self.parameters()).device.type
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            return cls_forward(self, *args, **kwargs)
+
+    return forward
 
 
 def _fp32_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -172,7 +180,7 @@ def use_precision(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     if "forward" in vars(model):
         raise ValueError(f"use_precision: {type(model).__name__}'s forward is already replaced on the instance "
                          "(an accelerate hook?); bf16-mixed wraps the class's forward")
-    model.forward = types.MethodType(_mixed_forward, model)
+    model.forward = types.MethodType(_mixed_forward(type(model).forward), model)
     for head in _fp32_heads(model):
         if "forward" not in vars(head):
             head.forward = types.MethodType(_fp32_linear_forward, head)

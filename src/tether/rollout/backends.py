@@ -334,7 +334,8 @@ def timed_sync(generator: Generator, policy: torch.nn.Module) -> dict[str, float
 
 
 def sampler_gap(rollout: Rollout, logps: torch.Tensor | None) -> dict[str, float]:
-    """How far the sampling engine's log-probs are from the trained policy's on the sampled tokens (vLLM only):
+    """How far the sampling engine's log-probs are from the trained policy's on the sampled tokens (vLLM, or a
+    policy computing in bf16-mixed / bf16, whose generate records them: :mod:`tether.models.precision`):
     ``generation/logprob_gap`` is the mean |log π_train − log π_sampler| over response tokens. Near 0 when both run
     the same weights at the same precision; a growing gap means the rollouts are off-policy (a stale sync, or
     bf16 kernels) and the clipped ratio no longer measures the sampler's distribution."""
