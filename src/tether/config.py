@@ -606,6 +606,10 @@ class FrontierConfig:
                                             "overrides init_kl_coef and turns adaptive_kl off.")
     betas: list = doc_field([0.5, 0.1, 0.02], "Fixed β per PPO run, strong to weak leash ([] = no PPO points).")
     ns: list = doc_field([1, 2, 4, 8, 16], "Best-of-N sizes from the starting policy ([] = no best-of-N points).")
+    dpo: PreferenceConfig = doc_field(PreferenceConfig(), "The DPO run to sweep (data.train_file = the preferences, "
+                                                          "train.*, loss ...); it starts from ppo.model, which is "
+                                                          "also its reference.")
+    dpo_betas: list = doc_field([], "β per DPO run ([] = no DPO points), e.g. [0.5, 0.1].")
     gold: str = doc_field("tether.tasks.helpful:gold_reward", "Gold / held-out reward, module:function.")
     prompts_file: str = doc_field("", "Held-out prompts (empty = ppo.data.eval_file).")
     max_prompts: int = doc_field(32, "Held-out prompts per point.")

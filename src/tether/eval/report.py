@@ -21,6 +21,7 @@ from typing import Any
 
 from tether.config import ReportConfig
 from tether.eval.charts import esc, svg_chart
+from tether.eval.frontier_fit import gao_curve
 from tether.eval.intervals import Interval
 from tether.eval.verdict import CHANCE, HOW_TO_TURN_ON, eval_verdicts, heldout_verdict, reward_model_problems, side_of
 from tether.utils.files import atomic_write_text
@@ -209,13 +210,28 @@ def _section_frontier(run_dir: Path) -> str:
         pts = sorted(pts, key=lambda p: p["kl"])
         series[f"{method} proxy"] = [(p["kl"], p["proxy"]) for p in pts if p.get("proxy") is not None]
         series[f"{method} gold"] = [(p["kl"], p["gold"]) for p in pts if p.get("gold") is not None]
+    start, fits = data.get("start") or {}, data.get("fits") or []
+    for f in fits:  # the fitted curve through the method's points: start + R(KL), from KL 0 to its last point
+        top = max((p["kl"] for p in by_method.get(f["method"], [])), default=0.0)
+        if f.get("reward") in start and top > 0:
+            kls = [top * i / 40 for i in range(41)]
+            series[f"{f['method']} {f['reward']} fit"] = [
+                (k, start[f["reward"]] + gao_curve(f["form"], f["alpha"], f["beta"], k)) for k in kls]
     rows = "".join(f"<tr><td>{esc(p.get('method'))}</td><td>{esc(p.get('setting'))}</td><td class='num'>{fmt(p['kl'])}"
                    f"</td><td class='num'>{fmt(p.get('proxy'))}</td><td class='num'>{fmt(p.get('gold'))}</td></tr>"
                    for p in data["points"])
+    fit_rows = "".join(
+        f"<tr><td>{esc(f['method'])}</td><td>{esc(f['reward'])}</td><td>{esc(f.get('formula', f['form']))}</td>"
+        f"<td class='num'>{fmt(f['alpha'])}</td><td class='num'>{fmt(f['beta'])}</td>"
+        f"<td class='num'>{fmt(f.get('r2'))}</td><td class='num'>"
+        f"{'still rising' if f.get('peak_kl') is None else fmt(f['peak_kl'])}</td></tr>" for f in fits)
+    fit_table = ("<p>Gao et al. (2022) forms fitted to the gains over the starting policy (d = √KL); the peak is the KL "
+                 "where the fitted reward turns down.</p><table><tr><th>method</th><th>reward</th><th>form</th>"
+                 "<th>α</th><th>β</th><th>R²</th><th>peak KL</th></tr>" + fit_rows + "</table>") if fits else ""
     return ("<h2 id='frontier'>Reward vs KL frontier</h2>" + svg_chart(series, "reward vs KL", "KL (nats)", 640, 320,
                                                                        markers=True)
             + "<table><tr><th>method</th><th>setting</th><th>KL</th><th>proxy</th><th>gold</th></tr>" + rows
-            + "</table>")
+            + "</table>" + fit_table)
 
 
 def _section_reward_model(run_dir: Path) -> str:

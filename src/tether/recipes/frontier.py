@@ -8,9 +8,16 @@ recipe draws both families on the same held-out prompts:
   prompt once, keep the proxy's favourite among the first N; KL = log N − (N − 1)/N;
 - PPO at each fixed β in ``betas`` (adaptive control off, everything else from ``ppo``):
   train (a finished run is reused, an interrupted one resumes), then answer the held-out
-  prompts and measure KL = Σ log π − log π_ref on those answers.
+  prompts and measure KL = Σ log π − log π_ref on those answers;
+- DPO at each β in ``dpo_betas`` (everything else from ``dpo``), from the same starting policy,
+  which is also its reference, measured as the PPO points are.
 
-Writes ``<run_dir>/frontier.json`` (the table) and ``<run_dir>/report.html`` (the plot).
+Then Gao et al.'s forms are fitted to each family's gold and proxy gains over the starting policy
+(:mod:`tether.eval.frontier_fit`: best-of-N d(α − βd), PPO and DPO d(α − β log d), d = √KL), with the
+KL at which each fitted curve peaks.
+
+Writes ``<run_dir>/frontier.json`` (the points, the start's rewards, the fits) and ``<run_dir>/report.html``
+(the plot, fitted curves drawn through the points).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from rich.table import Table
 
 from tether.config import EvalConfig, FrontierConfig, HeldOutConfig, ModelConfig, ReportConfig
 from tether.data import DataError, collate_prompts, load_prompt_dataset
+from tether.eval.frontier_fit import fit_gao
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.recipes.common import atomic_write_text, limit, record_config
 from tether.rollout.best_of_n import best_of_n_kl
@@ -48,7 +56,8 @@ def best_of_n_curve(proxy: list[list[float]], gold: list[list[float]], ns: list[
 @torch.no_grad()
 def _sample_many(policy, tokenizer, prompts, n: int, cfg: FrontierConfig, reward_source, gold_source):
     """(proxy, gold): n scored samples per prompt."""
-    generation = GenerationConfig(cfg.ppo.max_new_tokens, cfg.ppo.temperature)
+    generation = GenerationConfig(max_new_tokens=cfg.ppo.max_new_tokens, temperature=cfg.ppo.temperature,
+                                  top_p=cfg.ppo.top_p)
     proxy, gold = [], []
     per_batch = max(1, cfg.batch_size // n) if n <= cfg.batch_size else 1
     with forked_rng():
@@ -70,9 +79,27 @@ def _sample_many(policy, tokenizer, prompts, n: int, cfg: FrontierConfig, reward
     return proxy, gold
 
 
+FIT_FORMS = {"best-of-n": "best-of-n", "ppo": "rl", "dpo": "rl"}  # each method's Gao et al. form
+
+
+def gao_fits(points: list[dict[str, Any]], start: dict[str, float]) -> list[dict[str, Any]]:
+    """Gao et al.'s form fitted to each method's gold and proxy gains over ``start`` (the starting policy's mean
+    gold and proxy on the same prompts); a family with fewer than two points at KL > 0 gets no fit."""
+    fits = []
+    for method, form in FIT_FORMS.items():
+        mine = [p for p in points if p["method"] == method]
+        for reward in ("gold", "proxy"):
+            usable = [p for p in mine if p.get(reward) is not None and start.get(reward) is not None]
+            fit = fit_gao([p["kl"] for p in usable], [p[reward] - start[reward] for p in usable], form)
+            if fit is not None:
+                fits.append({"method": method, "reward": reward, **fit.as_dict()})
+    return fits
+
+
 def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
     from tether.recipes.evaluate import sample_responses
     from tether.recipes.ppo import train_ppo
+    from tether.recipes.preference import train_preference
 
     if not cfg.ppo.reward:
         raise DataError("ppo.reward= is required: the proxy reward (reward model directory or module:function)")
@@ -81,6 +108,10 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
         raise DataError("prompts_file= (or ppo.data.eval_file=) is required: held-out prompts for every point")
     if any(not isinstance(n, int) or n < 1 for n in cfg.ns):
         raise DataError(f"ns={cfg.ns}: every N must be a positive integer")
+    if cfg.dpo_betas and not cfg.dpo.data.train_file:
+        raise DataError("dpo_betas needs dpo.data.train_file= (the preferences DPO trains on)")
+    if any(isinstance(b, bool) or not isinstance(b, (int, float)) or b <= 0 for b in cfg.dpo_betas):
+        raise DataError(f"dpo_betas={cfg.dpo_betas}: every β must be a positive number")
     run_dir = Path(cfg.run_dir)
     record_config(run_dir, "frontier", cfg)
     start_model = cfg.ppo.model.name_or_path
@@ -94,12 +125,28 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
     gold_source = FunctionSource(cfg.gold)
     reference = load_causal_lm(cfg.ppo.model, seed=cfg.ppo.seed, pad_token_id=tokenizer.pad_token_id).eval()
     points: list[dict[str, Any]] = []
+    start: dict[str, float] = {}
     if cfg.ns:
         console.print(f"best-of-N: {max(cfg.ns)} samples for each of {len(prompts)} held-out prompts")
         proxy, gold = _sample_many(reference, tokenizer, prompts, max(cfg.ns), cfg, reward_source, gold_source)
         points += best_of_n_curve(proxy, gold, sorted(cfg.ns))
+        first = best_of_n_curve(proxy, gold, [1])[0]  # each prompt's first sample: the starting policy itself
+        start = {"proxy": first["proxy"], "gold": first["gold"]}
     evaluation = EvalConfig(max_new_tokens=cfg.ppo.max_new_tokens, temperature=cfg.ppo.temperature,
                             batch_size=cfg.batch_size, seed=cfg.seed)
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    if not start and (cfg.betas or cfg.dpo_betas):  # no best-of-N: the start's own answers give the baseline
+        sampled = sample_responses(reference, tokenizer, prompts, evaluation, reference, reward_source, gold_source)
+        start = {"proxy": mean(sampled["proxy"]), "gold": mean(sampled["gold"])}
+
+    def measure(method: str, beta: float, model_dir: Path) -> None:
+        policy = load_causal_lm(ModelConfig(name_or_path=str(model_dir), precision=cfg.ppo.model.precision),
+                                pad_token_id=tokenizer.pad_token_id).eval()
+        sampled = sample_responses(policy, tokenizer, prompts, evaluation, reference, reward_source, gold_source)
+        points.append({"method": method, "setting": f"beta={beta}", "kl": mean(sampled["kl"]),
+                       "proxy": mean(sampled["proxy"]), "gold": mean(sampled["gold"]),
+                       "length": mean(sampled["length"]), "model": str(model_dir)})
+
     for beta in cfg.betas:
         stage_dir = run_dir / f"ppo-beta-{beta}"
         model_dir = stage_dir / cfg.ppo.name
@@ -109,16 +156,20 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
                                           heldout=HeldOutConfig()))
         else:
             console.print(f"β = {beta}: reusing the finished run in {model_dir}")
-        policy = load_causal_lm(ModelConfig(name_or_path=str(model_dir), precision=cfg.ppo.model.precision),
-                                pad_token_id=tokenizer.pad_token_id).eval()
-        sampled = sample_responses(policy, tokenizer, prompts, evaluation, reference, reward_source, gold_source)
-        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-        points.append({"method": "ppo", "setting": f"beta={beta}", "kl": mean(sampled["kl"]),
-                       "proxy": mean(sampled["proxy"]), "gold": mean(sampled["gold"]),
-                       "length": mean(sampled["length"]), "model": str(model_dir)})
-        del policy
-    result = {"points": points, "prompts": len(prompts), "reward": cfg.ppo.reward, "gold": cfg.gold,
-              "start_model": start_model}
+        measure("ppo", beta, model_dir)
+    for beta in cfg.dpo_betas:
+        stage_dir = run_dir / f"dpo-beta-{beta}"
+        model_dir = stage_dir / "dpo"
+        if not (model_dir / "tether.json").is_file():
+            console.rule(f"DPO with β = {beta}")
+            train_preference(dataclasses.replace(cfg.dpo, run_dir=str(stage_dir), name="dpo", beta=float(beta),
+                                                 model=dataclasses.replace(cfg.ppo.model), ref_model=None))
+        else:
+            console.print(f"DPO β = {beta}: reusing the finished run in {model_dir}")
+        measure("dpo", beta, model_dir)
+    fits = gao_fits(points, start)
+    result = {"points": points, "start": start, "fits": fits, "prompts": len(prompts), "reward": cfg.ppo.reward,
+              "gold": cfg.gold, "start_model": start_model}
     atomic_write_text(run_dir / "frontier.json", json.dumps(result, indent=2) + "\n")
     table = Table(title=f"reward vs KL on {len(prompts)} held-out prompts")
     for column in ("method", "setting", "KL", "proxy", "gold"):
@@ -126,6 +177,15 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
     for p in points:
         table.add_row(p["method"], p["setting"], f"{p['kl']:.3f}", f"{p['proxy']:.3f}", f"{p['gold']:.3f}")
     console.print(table)
+    if fits:
+        fitted = Table(title="Gao et al. 2022 forms fitted to the gains over the start (d = √KL)")
+        for column in ("method", "reward", "form", "α", "β", "R²", "peak KL"):
+            fitted.add_column(column, justify="right")
+        for f in fits:
+            fitted.add_row(f["method"], f["reward"], f["formula"], f"{f['alpha']:.3f}", f"{f['beta']:.3f}",
+                           "-" if f["r2"] is None else f"{f['r2']:.2f}",
+                           "none (still rising)" if f["peak_kl"] is None else f"{f['peak_kl']:.2f}")
+        console.print(fitted)
     from tether.eval.report import write_report
 
     write_report(ReportConfig(run_dir=str(run_dir), title="reward vs KL frontier"))
