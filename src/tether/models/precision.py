@@ -82,11 +82,18 @@ def _best_seconds(dtype: torch.dtype, n: int, repeats: int) -> float:
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_speedup(n: int = 1024, repeats: int = 5) -> float:
     """fp32 time / bf16 time of an n × n matrix product on this CPU with torch's threads, best of ``repeats``
-    each, the two interleaved (about 0.2 s; measured once per process)."""
+    each, the two interleaved (about 0.2 s; measured once per process). In a data-parallel run every process
+    measures and all take the smallest ratio, so that they pick the same precision (the first call is then a
+    collective: every process makes it, at the same point of the run)."""
+    from tether.utils.distributed import Dist
+
     fp32 = bf16 = float("inf")
     for _ in range(2):
         fp32 = min(fp32, _best_seconds(torch.float32, n, repeats))
         bf16 = min(bf16, _best_seconds(torch.bfloat16, n, repeats))
+    dist = Dist.current()
+    if dist.enabled:
+        return float(dist.all_gather(torch.tensor([fp32 / bf16], dtype=torch.float64)).min())
     return fp32 / bf16
 
 
