@@ -9,6 +9,8 @@ instead of silently returning 0: a zero learning signal must fail loudly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -74,6 +76,20 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = T
     mean = masked_mean(values, mask)  # ()
     variance = masked_var(values, mask, unbiased=False)  # ()
     return whiten_with(values, mask, mean, variance, shift_mean, eps)
+
+
+def masked_whiten_across(values: torch.Tensor, mask: torch.Tensor,
+                         total: Callable[[dict[str, float]], dict[str, float]] | None) -> torch.Tensor:
+    """:func:`masked_whiten` over the masked elements of every process of a data-parallel run: ``total`` sums a
+    dict of floats over the processes (two passes, as on one process); None means one process, plain
+    :func:`masked_whiten`."""
+    if total is None:
+        return masked_whiten(values, mask)
+    values, weights = values.float(), mask.float()
+    totals = total({"sum": float((values * weights).sum()), "n": float(weights.sum())})
+    mean = totals["sum"] / totals["n"]
+    variance = total({"sq": float((((values - mean) ** 2) * weights).sum())})["sq"] / totals["n"]
+    return whiten_with(values, mask, torch.tensor(mean), torch.tensor(variance))
 
 
 def whiten_with(values: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, variance: torch.Tensor,

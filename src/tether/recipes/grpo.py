@@ -31,6 +31,7 @@ from tether.algos.advantages import (
 )
 from tether.algos.kl import kl_penalty
 from tether.algos.losses.ppo import aggregate, aggregate_parts, policy_loss
+from tether.algos.masked import masked_whiten_across
 from tether.algos.rewards import kl_shaped_rewards
 from tether.config import GRPOConfig, to_dict
 from tether.data import collate_prompts
@@ -68,7 +69,7 @@ def sequence_advantages(cfg: GRPOConfig, scores: torch.Tensor, kl: torch.Tensor,
     if cfg.advantage == "reinforce_pp":
         token_rewards = kl_shaped_rewards(scores, kl, mask, cfg.kl_coef)
         if dist is not None and dist.enabled:
-            return dist.whiten(returns_to_go(token_rewards, mask), mask)
+            return masked_whiten_across(returns_to_go(token_rewards, mask), mask, dist.reducer)
         return reinforce_pp_advantages(token_rewards, mask)
     if cfg.kl_in_reward:
         scores = scores - cfg.kl_coef * (kl * mask).sum(-1)

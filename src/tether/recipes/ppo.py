@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from tether.algos.advantages import gae
 from tether.algos.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from tether.algos.losses.ppo import explained_variance, policy_loss, value_loss
-from tether.algos.masked import masked_mean
+from tether.algos.masked import masked_mean, masked_whiten_across
 from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
 from tether.config import ModelConfig, PPOConfig, to_dict
 from tether.data import collate_prompts
@@ -128,7 +128,7 @@ def shaped_advantages(cfg: PPOConfig, old_logps: torch.Tensor, ref_logps: torch.
     rewards = kl_shaped_rewards(scores, kl, mask, kl_coef)
     advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
     if cfg.whiten_advantages:
-        advantages = dist.whiten(advantages, mask)
+        advantages = masked_whiten_across(advantages, mask, dist.reducer)
     return advantages, returns, (kl_penalty(old_logps, ref_logps, "k1") * mask).sum(-1)
 
 

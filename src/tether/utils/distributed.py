@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -392,17 +392,11 @@ class Dist:
         torch.distributed.all_gather(parts, tensor.contiguous())
         return torch.cat(parts, dim=0)
 
-    def whiten(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``masked_whiten`` over the masked elements of every process (two passes, as on one process)."""
-        from tether.algos.masked import masked_whiten, whiten_with
-
-        if not self.enabled:
-            return masked_whiten(values, mask)
-        values, weights = values.float(), mask.float()
-        totals = self.sum({"sum": float((values * weights).sum()), "n": float(weights.sum())})
-        mean = totals["sum"] / totals["n"]
-        variance = self.sum({"sq": float((((values - mean) ** 2) * weights).sum())})["sq"] / totals["n"]
-        return whiten_with(values, mask, torch.tensor(mean), torch.tensor(variance))
+    @property
+    def reducer(self) -> Callable[[dict[str, float]], dict[str, float]] | None:
+        """:meth:`sum` in a data-parallel run, None in a single process: what statistics over every process's data
+        (``tether.algos.masked.masked_whiten_across``) take to know whether to reduce."""
+        return self.sum if self.enabled else None
 
     def barrier(self) -> None:
         if self.enabled:
