@@ -196,11 +196,9 @@ def use_precision(model: torch.nn.Module, mode: str) -> torch.nn.Module:
 
 def precision_of(model: torch.nn.Module) -> str:
     """The mode :func:`use_precision` gave ``model`` (through PEFT / DDP wrappers); ``fp32`` if none."""
-    from tether.utils.distributed import unwrap
+    from tether.models.scoring import base_model
 
-    inner = unwrap(model)
-    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-    return getattr(inner, ATTRIBUTE, getattr(model, ATTRIBUTE, "fp32"))
+    return getattr(base_model(model), ATTRIBUTE, "fp32")
 
 
 @contextlib.contextmanager

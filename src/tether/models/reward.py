@@ -100,11 +100,11 @@ def load_reward_models(model_dir: str | Path, precision: str = "fp32") -> list:
     device, computing in ``precision`` (``model.precision``'s values; :mod:`tether.models.precision`)."""
     from transformers import AutoModelForSequenceClassification
 
-    from tether.models.loading import place, resolved_precision
+    from tether.models.loading import DTYPES, place, resolved_precision
     from tether.models.precision import use_precision, weight_dtype
 
     mode = resolved_precision(precision)
-    dtype = torch.bfloat16 if weight_dtype(mode, "float32") == "bfloat16" else torch.float32
+    dtype = DTYPES[weight_dtype(mode, "float32")]
 
     models = []
     for member in ensemble_members(model_dir):
