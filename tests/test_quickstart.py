@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from tests.helpers import chromium_driver, have_chromium
 from tether.cli import app
 from tether.config import QuickstartConfig, to_dict
-from tether.recipes.common import record_config
+from tether.engine.runtime import record_config
 from tether.recipes.quickstart import TINY_OVERRIDES, stage_configs
 from tether.tasks.registry import get_task
 

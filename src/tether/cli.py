@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from tether import __version__
-from tether.config import RECIPE_CONFIGS, ConfigError, describe_fields, dump_yaml, load_config
+from tether.config import RECIPE_CONFIGS, describe_fields, dump_yaml, load_config
+from tether.errors import ConfigError, TetherInputError, TrainingError
 
 EXIT_BAD_INPUT = 2
 EXIT_TRAINING_FAILED = 1
@@ -126,18 +127,6 @@ EXAMPLES = {
 }
 
 
-def _bad_input_types() -> tuple[type, ...]:
-    from tether.data import DataError
-    from tether.models.embedded import EmbeddedModelMissing
-    from tether.models.loading import ModelLoadError
-    from tether.recipes.score import ScoreInputError
-    from tether.rollout.backends import GenerationBackendError
-    from tether.rollout.rewards import RewardSpecError
-
-    return (ConfigError, DataError, ModelLoadError, EmbeddedModelMissing, ScoreInputError, RewardSpecError,
-            GenerationBackendError)
-
-
 def _report_bad_input(exc: Exception) -> None:
     lines = getattr(exc, "problems", None) or str(exc).splitlines() or [type(exc).__name__]
     for line in lines:  # (escaped: a message quotes values and install hints such as tether-rlhf[vllm])
@@ -195,7 +184,6 @@ def _run_recipe(command: str, args: list[str], runner: Callable[[Any], Any]) -> 
         raise typer.Exit(0)
     print_only = "--print-config" in args
     args = [a for a in args if a != "--print-config"]
-    bad_input = (ConfigError,)
     try:
         config_path, overrides = split_args(args)
         config = load_config(RECIPE_CONFIGS[command], config_path, overrides, command=command)
@@ -203,18 +191,16 @@ def _run_recipe(command: str, args: list[str], runner: Callable[[Any], Any]) -> 
             out.print(dump_yaml(config), end="")
             raise typer.Exit(0)
         _quiet_libraries()
-        bad_input = _bad_input_types()
         runner(config)
     except typer.Exit:
         raise
-    except bad_input as exc:
+    except TetherInputError as exc:  # every layer's bad-input error derives from it
         _report_bad_input(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: re-run the same command to resume from the last checkpoint")
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 - the CLI turns known failures into messages
-        from tether.recipes.loop import TrainingError
         from tether.utils.signals import StopRequested
 
         if isinstance(exc, StopRequested):

@@ -25,9 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message says which key and why."""
+from tether.errors import ConfigError  # noqa: E402,F401 - its home is tether.errors; imported from here too
 
 
 def doc_field(default: Any, doc: str, **kwargs: Any) -> Any:

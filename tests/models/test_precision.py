@@ -171,8 +171,8 @@ def test_generate_reports_the_sampler_logprobs_in_bf16_mixed(seeded):
 
 
 def test_settle_precision_records_the_mode_auto_picked(monkeypatch):
+    from tether.engine.runtime import settle_precision
     from tether.models import loading
-    from tether.recipes.common import settle_precision
 
     monkeypatch.setattr(loading, "resolved_precision", lambda asked: "bf16-mixed" if asked == "auto" else asked)
     ppo = PPOConfig(model=ModelConfig(precision="auto"))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from tether.errors import TetherInputError
+
 MAX_SHOWN = 20
 
 
-class DataError(ValueError):
+class DataError(TetherInputError, ValueError):
     """Input data that cannot be used. ``problems`` holds one line per problem.
 
     The CLI prints the lines and exits with code 2; nothing is dropped silently.

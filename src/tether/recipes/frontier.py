@@ -32,9 +32,9 @@ from rich.table import Table
 
 from tether.config import EvalConfig, FrontierConfig, HeldOutConfig, ModelConfig, ReportConfig
 from tether.data import DataError, collate_prompts, load_prompt_dataset
+from tether.engine.runtime import atomic_write_text, limit, record_config
 from tether.eval.frontier_fit import fit_gao
 from tether.models.loading import load_causal_lm, load_tokenizer
-from tether.recipes.common import atomic_write_text, limit, record_config
 from tether.rollout.best_of_n import best_of_n_kl
 from tether.rollout.generation import GenerationConfig, generate
 from tether.rollout.rewards import FunctionSource, load_reward_source

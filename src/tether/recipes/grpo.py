@@ -35,10 +35,10 @@ from tether.algos.masked import masked_whiten_across
 from tether.algos.rewards import kl_shaped_rewards
 from tether.config import GRPOConfig, to_dict
 from tether.data import collate_prompts
+from tether.engine.loop import adamw
+from tether.engine.runtime import configure_cpu, load_generation_prompts, prepare_run, seed_everything
 from tether.eval.verdict import end_of_run_line
 from tether.models.loading import apply_lora, disable_dropout, load_causal_lm, load_tokenizer, save_model
-from tether.recipes.common import configure_cpu, load_generation_prompts, prepare_run, seed_everything
-from tether.recipes.loop import adamw
 from tether.recipes.ppo import _prompt_batches, _subset, make_heldout, rollout_logprobs
 from tether.recipes.roles import generator_for, open_roles, reference_for, reward_for
 from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap, timed_sync

@@ -29,12 +29,12 @@ from tether.config import (
 )
 from tether.data import DataError
 from tether.data.io import read_text
+from tether.engine.runtime import atomic_write_text, limit, load_generation_prompts, seed_everything
 from tether.feedback.samples import Samples, load_samples, pair_items, ranking_items
 from tether.feedback.simulate import AnnotatorSpec, Comparison, default_panel, simulate_labels, simulate_rankings
 from tether.feedback.stats import json_safe, label_stats, preference_rows
 from tether.feedback.store import Added, Item, LabelStore, StoredLabel
 from tether.models.loading import load_causal_lm, load_tokenizer
-from tether.recipes.common import atomic_write_text, limit, load_generation_prompts, seed_everything
 from tether.rollout.generation import GenerationConfig
 from tether.utils.logging import console
 

@@ -30,8 +30,8 @@ from rich.markup import escape
 
 from tether.config import EvalConfig, LabelSimulateConfig, LabelStatsConfig, ModelConfig, PipelineConfig, ReportConfig, to_dict
 from tether.data import DataError
+from tether.engine.runtime import atomic_write_text, record_config, settle_precision
 from tether.eval.verdict import reward_model_warning
-from tether.recipes.common import atomic_write_text, record_config, settle_precision
 from tether.tasks.registry import get_task
 from tether.utils.logging import console
 from tether.utils.resume import (

@@ -30,11 +30,11 @@ from tether.algos.masked import masked_mean, masked_whiten_across
 from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
 from tether.config import ModelConfig, PPOConfig, to_dict
 from tether.data import collate_prompts
+from tether.engine.loop import TrainingError, adamw, epoch_order
+from tether.engine.runtime import configure_cpu, load_generation_prompts, prepare_run, seed_everything
 from tether.eval.verdict import end_of_run_line
 from tether.models.loading import apply_lora, disable_dropout, load_causal_lm, load_reward_model, load_tokenizer, save_model
 from tether.models.reward import ensemble_members
-from tether.recipes.common import configure_cpu, load_generation_prompts, prepare_run, seed_everything
-from tether.recipes.loop import TrainingError, adamw, epoch_order
 from tether.recipes.roles import generator_for, open_roles, reference_for, reward_for
 from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap, timed_sync
 from tether.rollout.generation import GenerationConfig, Rollout, position_ids, response_logprobs, row_seeds

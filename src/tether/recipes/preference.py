@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 from tether.algos.losses.preference import REFERENCE_FREE, UNPAIRED, get_preference_loss
 from tether.config import PreferenceConfig, prompt_budget, to_dict
 from tether.data import DataError, collate_pairs, collate_unpaired, load_preference_dataset, load_unpaired_dataset
+from tether.engine.loop import TrainResult, planned_indices, run_training
+from tether.engine.runtime import load_train_eval, prepare_run
 from tether.models.loading import apply_lora, disable_dropout, is_peft, load_causal_lm, load_tokenizer, save_model
 from tether.models.scoring import scored_logprobs
-from tether.recipes.common import load_train_eval, prepare_run
-from tether.recipes.loop import TrainResult, planned_indices, run_training
 from tether.utils.device import model_device, to_device
 from tether.utils.distributed import Dist
 from tether.utils.logging import console

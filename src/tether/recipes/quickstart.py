@@ -52,8 +52,8 @@ from tether.config import (
     TrainConfig,
     to_dict,
 )
+from tether.engine.runtime import atomic_write_text, configure_cpu, record_config, settle_precision
 from tether.eval.intervals import Interval
-from tether.recipes.common import atomic_write_text, configure_cpu, record_config, settle_precision
 from tether.tasks.registry import get_task
 from tether.utils.logging import console
 from tether.utils.resume import NOT_THE_RESULT, ResumeRefused, config_diff, describe_diff, move_run_aside, output_config

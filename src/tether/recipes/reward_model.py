@@ -21,13 +21,13 @@ from rich.table import Table
 from tether.algos.losses.reward_model import bradley_terry_loss, pairwise_accuracy
 from tether.config import RewardModelConfig, prompt_budget, to_dict
 from tether.data import PairExample, collate_pairs, load_preference_dataset
+from tether.engine.loop import TrainResult, run_training
+from tether.engine.runtime import atomic_write_text, load_train_eval, prepare_run
 from tether.eval.reward_model import reward_model_report
 from tether.eval.verdict import reward_model_warning
 from tether.models.loading import apply_lora, load_reward_model, load_tokenizer, resolve_model_path, save_model
 from tether.models.reward import load_reward_models, reward_forward, score_with_members
 from tether.models.special_tokens import reward_pad_token_id, stop_token_ids
-from tether.recipes.common import atomic_write_text, load_train_eval, prepare_run
-from tether.recipes.loop import TrainResult, run_training
 from tether.utils.logging import console
 
 

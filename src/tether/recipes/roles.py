@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from tether.recipes.common import frozen_reference
+from tether.engine.runtime import frozen_reference
 from tether.rollout.backends import Generator, make_generator, require_vllm
 from tether.rollout.rewards import load_reward_source
 

@@ -22,15 +22,16 @@ from typing import Any
 from tether.config import ScoreConfig
 from tether.data import load_records
 from tether.data.tokenize import encode_prompt_response
+from tether.engine.runtime import atomic_write_text
+from tether.errors import TetherInputError
 from tether.models.loading import load_tokenizer
 from tether.models.reward import ensemble_members, load_reward_models, score_with_members
-from tether.recipes.common import atomic_write_text
 from tether.utils.logging import console
 
 RESPONSE_FIELDS = ("response", "completion")
 
 
-class ScoreInputError(ValueError):
+class ScoreInputError(TetherInputError, ValueError):
     """Rows or model paths that `tether score` cannot use."""
 
 

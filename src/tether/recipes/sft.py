@@ -15,10 +15,10 @@ import torch
 from tether.algos.losses.sft import sft_loss_from_logprobs
 from tether.config import SFTConfig, to_dict
 from tether.data import collate_sft, load_sft_dataset, pack_sft
+from tether.engine.loop import TrainResult, run_training
+from tether.engine.runtime import load_train_eval, prepare_run
 from tether.models.loading import apply_lora, load_causal_lm, load_tokenizer, save_model
 from tether.models.scoring import scored_logprobs
-from tether.recipes.common import load_train_eval, prepare_run
-from tether.recipes.loop import TrainResult, run_training
 from tether.utils.device import model_device, to_device
 from tether.utils.logging import console
 

@@ -28,6 +28,7 @@ from typing import Protocol
 
 import torch
 
+from tether.errors import TetherInputError
 from tether.models.special_tokens import as_stop_ids, config_stop_ids
 from tether.rollout.generation import GenerationConfig, Rollout, generate
 
@@ -43,7 +44,7 @@ class Generator(Protocol):
         ...
 
 
-class GenerationBackendError(RuntimeError):
+class GenerationBackendError(TetherInputError, RuntimeError):
     """A generation backend that cannot be used here; the message says why and what to do."""
 
 

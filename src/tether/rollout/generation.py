@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tether.models.scoring import position_ids  # noqa: F401 - re-exported: rollouts lay out positions with it
+from tether.models.layout import position_ids  # noqa: F401 - re-exported: rollouts lay out positions with it
+from tether.models.scoring import scored_logprobs
 from tether.models.special_tokens import as_stop_ids, config_stop_ids
 
 
@@ -261,8 +262,6 @@ def response_logprobs(model, rollout: Rollout, temperature: float = 1.0, return_
     (with ``return_entropy``, also each response position's entropy, 0 on padding). Scored padding-free, the
     samples of one prompt sharing its forward, and with the vocabulary head only at response positions, where the
     model allows (:mod:`tether.models.scoring`)."""
-    from tether.models.scoring import scored_logprobs
-
     if not isinstance(model, torch.nn.Module):  # a role in another process (tether.rollout.placement)
         if return_entropy:
             raise ValueError("entropy is computed by the trained policy, not by a remote role")

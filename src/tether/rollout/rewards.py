@@ -20,11 +20,12 @@ from typing import Protocol
 import torch
 
 from tether.data.tokenize import encode_prompt_response
+from tether.errors import TetherInputError
 from tether.models.reward import ensemble_members, load_reward_models, score_with_members
 from tether.rollout.generation import Rollout
 
 
-class RewardSpecError(ValueError):
+class RewardSpecError(TetherInputError, ValueError):
     """A reward specification that names nothing usable."""
 
 

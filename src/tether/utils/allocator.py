@@ -29,6 +29,8 @@ import os
 import sys
 from collections.abc import Mapping
 
+from tether.utils.launcher import launched_world_size
+
 ENV = "TETHER_CPU_ALLOCATOR"  # "keep" (default) or "system"
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_MAX = -4
@@ -55,8 +57,6 @@ def keep_freed_memory(env: Mapping[str, str] | None = None) -> bool:
     """Tell glibc to keep freed memory for reuse (see the module docstring); True when it is in effect.
 
     Idempotent: the options are set once per process."""
-    from tether.utils.distributed import launched_world_size
-
     global _applied
     env = os.environ if env is None else env
     choice = env.get(ENV, "keep").strip().lower()

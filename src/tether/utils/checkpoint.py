@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from tether.config import ConfigError
+from tether.errors import ConfigError
 from tether.utils.files import apply_umask
 from tether.utils.state_io import load_state, save_state
 

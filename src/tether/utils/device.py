@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 import torch
 
-from tether.config import ConfigError
+from tether.errors import ConfigError
 
 ENV = "TETHER_DEVICE"
 

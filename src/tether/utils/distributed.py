@@ -34,14 +34,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from tether.config import ConfigError
+from tether.errors import ConfigError
+from tether.utils.console import console
 from tether.utils.device import resolve_device
+from tether.utils.launcher import launched_world_size
 
 
 class DistributedError(ConfigError):
@@ -101,17 +103,6 @@ def fsdp_settings(env=None) -> FSDPSettings | None:
     return FSDPSettings(reshard_after_forward, policy == "TRANSFORMER_BASED_WRAP", classes)
 
 
-def launched_world_size(env: Mapping[str, str] | None = None) -> int:
-    """The number of processes a launcher (torchrun, accelerate launch, MPI) started, from its environment
-    (``os.environ`` unless given)."""
-    env = os.environ if env is None else env
-    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
-        value = env.get(name)
-        if value and value.isdigit():
-            return int(value)
-    return 1
-
-
 @dataclass
 class Dist:
     """This process's place in a data-parallel run (``world_size == 1``: a plain single process)."""
@@ -164,8 +155,6 @@ class Dist:
                                    "use mixed_precision 'no' and the recipe's model.precision (bf16-mixed: tether's own "
                                    "autocast with fp32 master weights) or model.dtype instead")
         if accelerator.process_index != 0:  # one voice: progress and messages come from the main process
-            from tether.utils.logging import console
-
             console.quiet = True
         return cls(accelerator.process_index, accelerator.num_processes, accelerator.device, accelerator, fsdp)
 
@@ -228,8 +217,6 @@ class Dist:
     def _shard(self, model: torch.nn.Module, roots: list[torch.nn.Module]) -> torch.nn.Module:
         from torch.distributed.fsdp import FSDPModule, fully_shard
         from torch.distributed.tensor import DTensor
-
-        from tether.utils.logging import console
 
         if isinstance(model, FSDPModule):
             return model

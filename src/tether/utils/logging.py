@@ -13,12 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
+from tether.utils.console import console  # noqa: F401 - the console is imported from here too
 from tether.utils.distributed import Dist
 from tether.utils.files import atomic_write_text
-
-console = Console(stderr=True, highlight=False)
 
 
 def _plain(value: Any) -> Any:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tether.config import ConfigError
+from tether.errors import ConfigError
 from tether.utils.checkpoint import Checkpoint, checkpoint_config, latest_valid_checkpoint
 from tether.utils.files import atomic_write_text
 
@@ -176,11 +176,10 @@ def resume_point(root: Path, output: Path | None, config: dict | None, mode: Any
     return ckpt
 
 
-def check_before_start(config: Any, stage: str) -> None:
+def check_before_start(config: Any, stage: str, recorded: dict) -> None:
     """Fail fast, before a recipe loads models or data: under ``resume=auto``, raise :class:`ResumeRefused` if the
-    stage's newest checkpoint or its output directory was made with another config. (The resume itself checks again,
-    on the checkpoint that verifies.)"""
-    from tether.config import to_dict
+    stage's newest checkpoint or its output directory was made with another config than ``recorded`` (``config`` as
+    a plain dict, as checkpoints record it). (The resume itself checks again, on the checkpoint that verifies.)"""
     from tether.utils.checkpoint import checkpoint_root, list_checkpoints
 
     train = getattr(config, "train", None)
@@ -188,7 +187,7 @@ def check_before_start(config: Any, stage: str) -> None:
     if mode is None or resume_mode(mode) != "auto":
         return
     found = list_checkpoints(checkpoint_root(config.run_dir, stage))
-    check_recorded(found[-1] if found else None, Path(config.run_dir) / stage, to_dict(config), "auto", stage,
+    check_recorded(found[-1] if found else None, Path(config.run_dir) / stage, recorded, "auto", stage,
                    "train.resume" if train is not None else "resume")
 
 

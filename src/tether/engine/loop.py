@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tether.config import TrainConfig
+from tether.errors import TrainingError
 from tether.utils.checkpoint import checkpoint_root, load_checkpoint, save_checkpoint
 from tether.utils.device import to_device
 from tether.utils.distributed import Dist
@@ -35,10 +36,6 @@ from tether.utils.resume import resume_point
 from tether.utils.signals import StopRequested, graceful_stop, resume_message
 
 MAX_CONSECUTIVE_NONFINITE = 3
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. repeated NaN losses); the message says why."""
 
 
 @dataclass

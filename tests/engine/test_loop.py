@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tether.config import TrainConfig
-from tether.recipes.loop import TrainingError, adamw, epoch_order, lr_multiplier, micro_batches, plan_total_steps, run_training
+from tether.engine.loop import TrainingError, adamw, epoch_order, lr_multiplier, micro_batches, plan_total_steps, run_training
 from tether.utils.logging import MetricsLogger, read_metrics
 
 
@@ -139,7 +139,7 @@ def test_planned_indices_are_exactly_the_visited_ones():
     cfg = TrainConfig(max_steps=3, batch_size=4, grad_accum_steps=2)
     stream = micro_batches(100, 4, seed=cfg.seed)
     visited = sorted({i for _ in range(6) for i in next(stream)})
-    from tether.recipes.loop import planned_indices
+    from tether.engine.loop import planned_indices
 
     assert planned_indices(100, cfg) == visited and len(visited) == 24
     assert planned_indices(10, cfg) == list(range(10))  # covers the data twice over: all of it

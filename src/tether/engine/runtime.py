@@ -1,4 +1,5 @@
-"""Small helpers every recipe uses: run-directory setup, seeding, held-out splits."""
+"""Run-time helpers every recipe uses: run-directory setup (seed, threads, precision, metric sinks, config.yaml),
+held-out splits, prompt loading, the frozen reference."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def prepare_run(config: Any, stage: str) -> tuple[Path, MetricsLogger]:
     A stage whose checkpoint or output was made with another config stops here, before anything is loaded
     (``resume=auto``, see :mod:`tether.utils.resume`)."""
     settle_precision(config)
-    check_before_start(config, stage)
+    check_before_start(config, stage, to_dict(config))
     run_dir = Path(config.run_dir)
     train = getattr(config, "train", None)
     if train is not None:
