@@ -99,7 +99,7 @@ def run_tether(workload: str, model: str, data: Path, steps: int, out: Path) -> 
         from tether.recipes.preference import train_preference
 
         train_preference(PreferenceConfig(run_dir=str(out), model=mcfg, data=dcfg("preferences.jsonl"), train=train,
-                                          loss="dpo", beta=0.1))
+                                          loss="dpo", kl_coef=0.1))
         return _tether_step_times(out, "dpo"), []
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if workload in ("grpo", "grpo_fixed32"):

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from tether.config import (
@@ -38,7 +40,7 @@ def test_override_value_parsing():
     ("train.lr_scheduler=exponential", "not one of cosine, linear, constant"),
     ("model.random_init=maybe", "expected true or false"),
     ("data.eval_fraction=1.5", "must be in [0, 1)"),
-    ("beta=-1", "beta: must be > 0"),
+    ("kl_coef=-1", "kl_coef: must be > 0"),
     ("train=3", "train: expected a mapping"),
     ("nonsense", "overrides look like key=value"),
 ])
@@ -95,3 +97,94 @@ def test_trust_remote_code_is_off_unless_asked():
     assert ModelConfig().trust_remote_code is False
     assert SFTConfig().model.trust_remote_code is False and PPOConfig().model.trust_remote_code is False
     assert load_config(SFTConfig, None, ["model.trust_remote_code=true"]).model.trust_remote_code is True
+
+
+def test_a_field_without_bounds_is_not_range_checked():
+    """Range checks come from the field's own metadata, not its name: a `k` without bounds takes -1."""
+    import dataclasses
+
+    from tether.config import doc_field, validate
+
+    @dataclasses.dataclass
+    class Section:
+        r: int = doc_field(1, "Same name as LoRA's rank, no bounds.")
+
+    @dataclasses.dataclass
+    class Unbounded:
+        k: int = doc_field(4, "Same name as SampleConfig.k, no bounds.")
+        temperature: float = doc_field(1.0, "No bounds.")
+        section: Section = doc_field(Section(), "A nested section.")
+
+    validate(Unbounded(k=-1, temperature=0.0, section=Section(r=-3)))
+
+
+@pytest.mark.parametrize("bounds, bad, message", [
+    ("POSITIVE", 0, "outer.size: must be > 0, got 0.0"),
+    ("NON_NEGATIVE", -1, "outer.size: must be >= 0, got -1.0"),
+    ("FRACTION", 1.0, "outer.size: must be in [0, 1), got 1.0"),
+])
+def test_a_field_with_bounds_rejects_a_bad_value_naming_the_dotted_key(bounds, bad, message):
+    import dataclasses
+
+    import tether.config
+    from tether.config import doc_field, from_dict, validate
+
+    @dataclasses.dataclass
+    class Inner:
+        size: float = doc_field(0.5, "A bounded field.", bounds=getattr(tether.config, bounds))
+
+    @dataclasses.dataclass
+    class Outer:
+        outer: Inner = doc_field(Inner(), "A nested section.")
+
+    validate(Outer())
+    validate(Outer(outer=Inner(size=None)))  # not a number: left to the type check
+    with pytest.raises(ConfigError) as info:
+        validate(from_dict(Outer, {"outer": {"size": bad}}))
+    assert str(info.value) == message
+    # the recipes' own bounded fields, through load_config
+    with pytest.raises(ConfigError, match=r"model\.lora\.r: must be > 0, got 0"):
+        load_config(SFTConfig, None, ["model.lora.r=0"])
+
+
+def test_bounds_are_only_on_numeric_fields():
+    import dataclasses
+    import types
+    import typing
+
+    from tether.recipes.registry import RECIPES
+
+    def check(cls):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                check(tp)
+            elif "bounds" in f.metadata:
+                options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+                assert set(options) & {int, float}, f"{cls.__name__}.{f.name}: bounds on a {tp}"
+
+    for recipe in RECIPES.values():
+        check(recipe.config)
+
+
+def test_old_names_of_the_kl_coefficient_are_still_read_with_a_note(capsys):
+    from tether.config import FrontierConfig, PipelineConfig, PPOConfig, PreferenceConfig
+
+    assert load_config(PPOConfig, None, ["init_kl_coef=0.3"]).kl_coef == 0.3
+    assert load_config(PreferenceConfig, None, ["beta=0.7"]).kl_coef == 0.7
+    frontier = load_config(FrontierConfig, None, ["betas=[1.0,0.5]", "dpo_betas=[0.2]", "ppo.init_kl_coef=0.4"])
+    assert (frontier.kl_coefs, frontier.dpo_kl_coefs, frontier.ppo.kl_coef) == ([1.0, 0.5], [0.2], 0.4)
+    assert load_config(PipelineConfig, None, ["dpo.beta=0.2"]).dpo.kl_coef == 0.2  # in a section too
+    err = capsys.readouterr().err
+    assert "init_kl_coef is now called kl_coef" in err and "dpo.beta is now called dpo.kl_coef" in err
+    with pytest.raises(ConfigError, match="give kl_coef alone"):
+        load_config(PPOConfig, None, ["init_kl_coef=0.3", "kl_coef=0.2"])
+
+
+def test_the_kl_coefficient_has_one_name_in_every_recipe():
+    from tether.recipes.registry import RECIPES
+
+    for command in ("ppo", "grpo", "dpo", "quickstart"):
+        names = {f.name for f in dataclasses.fields(RECIPES[command].config)}
+        assert "kl_coef" in names and not names & {"init_kl_coef", "beta", "betas"}, command

@@ -5,7 +5,7 @@
   metrics dicts every recipe builds and logs), plus the reward-model report's keys, which the reward
   model recipe logs as ``report/<key>``. (tests/test_readme.py checks the other way round: every key
   of the metrics.jsonl the README's walk-through writes.)
-- Every config key a page names exists in the recipe configs (tether.config.RECIPE_CONFIGS): the
+- Every config key a page names exists in the recipe configs (tether.recipes.registry.RECIPES): the
   ``key=value`` overrides of each ``tether <command>`` line in code (checked against that command's
   config), backticked ``key=`` and ``section.key`` names, and the rows of option tables.
 - Every ``pip install '<distribution>[extra]'`` hint names this distribution and one of its extras.
@@ -137,9 +137,9 @@ def config_keys(cls: type, prefix: str = "") -> set[str]:
 
 
 def _recipe_configs() -> dict[str, type]:
-    from tether.config import RECIPE_CONFIGS
+    from tether.recipes.registry import RECIPES
 
-    return RECIPE_CONFIGS
+    return {command: recipe.config for command, recipe in RECIPES.items()}
 
 
 def any_recipe_keys() -> set[str]:
@@ -249,7 +249,7 @@ def test_the_config_key_scans_find_keys():
     named = {k for k, _ in named_config_keys(text)}
     assert len(named) >= 30 and {"heldout.gold", "model.dtype", "train.report_to", "ensemble_k"} <= named
     table = {k for k, _ in option_table_keys(text)}
-    assert len(table) >= 20 and {"clip_range", "init_kl_coef"} <= table
+    assert len(table) >= 20 and {"clip_range", "kl_coef"} <= table
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

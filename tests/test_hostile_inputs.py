@@ -106,7 +106,7 @@ BAD_CONFIG = {
     "negative batch size": ["train.batch_size=-4"],
     "zero max_length": ["data.max_length=0"],
     "negative learning rate": ["train.learning_rate=-1e-5"],
-    "beta is text": ["beta=strong"],
+    "kl_coef is text": ["kl_coef=strong"],
     "loss not in the registry": ["loss=dpoo"],
     "lora rank zero": ["model.lora.enabled=true", "model.lora.r=0"],
     "bool field given a number": ["train.resume=7"],
@@ -284,9 +284,9 @@ DATA_AS_CONFIG = {
     "rm, jsonl of one row (also valid YAML)": (["rm"], "one.jsonl", [GOOD_PAIR], [],
                                                "one.jsonl is a data file, not a config; did you mean "
                                                "`tether rm data.train_file=one.jsonl`?"),
-    "dpo, csv, with an override": (["dpo"], "prefs.csv", [GOOD_PAIR], ["beta=0.2"],
+    "dpo, csv, with an override": (["dpo"], "prefs.csv", [GOOD_PAIR], ["kl_coef=0.2"],
                                    "prefs.csv is a data file, not a config; did you mean "
-                                   "`tether dpo data.train_file=prefs.csv beta=0.2`?"),
+                                   "`tether dpo data.train_file=prefs.csv kl_coef=0.2`?"),
     "sft, parquet": (["sft"], "sft.parquet", [{"prompt": "q", "completion": "a"}], [],
                      "sft.parquet is a data file, not a config; did you mean `tether sft data.train_file=sft.parquet`?"),
     "rm, json list": (["rm"], "prefs.json", [GOOD_PAIR], [],

@@ -187,3 +187,20 @@ def test_sft_loss_by_hand_and_accumulation():
     l2, _ = sft_loss(table[torch.tensor([[0, 0, 0]])], torch.tensor([[0, 0, 0]]), only_first_masked)
     assert l1.item() == pytest.approx(-table[1, 0].item(), abs=1e-6)
     assert l2.item() == pytest.approx(-table[0, 0].item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["dpo", "cdpo", "robust", "ipo", "hinge", "simpo", "orpo"])
+def test_a_misspelled_preference_option_is_an_error_not_ignored(name):
+    from tether.algos.losses.preference import get_preference_loss
+
+    logps = torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5])
+    with pytest.raises(TypeError, match="label_smothing"):
+        get_preference_loss(name)(*logps, 0.1, label_smothing=0.2)
+
+
+def test_policy_losses_by_name():
+    from tether.algos.losses.ppo import POLICY_LOSSES, policy_loss, policy_loss_fn
+
+    assert policy_loss_fn("ppo_clip") is policy_loss and list(POLICY_LOSSES) == ["ppo_clip"]
+    with pytest.raises(ValueError, match="choose one of ppo_clip"):
+        policy_loss_fn("ppo")

@@ -26,7 +26,7 @@ def test_help_lists_the_commands():
 def test_recipe_help_lists_every_field():
     result = tether("dpo", "--help")
     assert result.returncode == 0
-    for field in ("train.learning_rate", "model.lora.enabled", "data.overlong", "beta", "loss"):
+    for field in ("train.learning_rate", "model.lora.enabled", "data.overlong", "kl_coef", "loss"):
         assert field in result.stdout
     assert "train.learning_rate  (float, default: 5.0e-06)" in result.stdout  # the DPO learning-rate default, not the generic one
 
@@ -117,12 +117,13 @@ RECIPE_EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.yaml") if p
 
 @pytest.mark.parametrize("name", RECIPE_EXAMPLES)
 def test_every_example_config_loads(name, monkeypatch):
-    from tether.config import RECIPE_CONFIGS, load_config
+    from tether.config import load_config
+    from tether.recipes.registry import RECIPES
 
     monkeypatch.chdir(ROOT)
     command = COMMAND_OF[name.split("_")[0]]  # examples are named <command>_<what>.yaml
-    config = load_config(RECIPE_CONFIGS[command], f"examples/{name}", [])  # parsed, typed and validated
-    assert type(config) is RECIPE_CONFIGS[command]
+    config = load_config(RECIPES[command].config, f"examples/{name}", [])  # parsed, typed and validated
+    assert type(config) is RECIPES[command].config
 
 
 def test_the_vllm_example_says_what_it_needs_on_a_cpu(tmp_path):
@@ -141,8 +142,9 @@ def test_the_vllm_example_says_what_it_needs_on_a_cpu(tmp_path):
 @pytest.mark.parametrize("group", [[], ["label"]])
 def test_command_lists_fit_80_columns(group):
     """Every summary whole on its command's line at 80 columns (click cut them at the first 45-58 with '...')."""
-    from tether.cli import SUMMARIES
+    from tether.recipes.registry import GROUPS, RECIPES
 
+    summaries = {**{command: recipe.summary for command, recipe in RECIPES.items()}, **GROUPS}
     result = subprocess.run([sys.executable, "-m", "tether.cli", *group, "--help"], capture_output=True, text=True,
                             cwd=ROOT, env={**os.environ, "COLUMNS": "80"}, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -150,10 +152,10 @@ def test_command_lists_fit_80_columns(group):
     listed = lines[lines.index("Commands:") + 1:]
     assert max(len(line) for line in lines) <= 80 and not any("..." in line for line in listed)
     prefix = f"{group[0]} " if group else ""
-    commands = [key[len(prefix):] for key in SUMMARIES if key.startswith(prefix) and " " not in key[len(prefix):]]
+    commands = [key[len(prefix):] for key in summaries if key.startswith(prefix) and " " not in key[len(prefix):]]
     assert len(commands) >= 7
     for command in commands:
-        assert any(line.split() and line.split()[0] == command and line.rstrip().endswith(SUMMARIES[prefix + command])
+        assert any(line.split() and line.split()[0] == command and line.rstrip().endswith(summaries[prefix + command])
                    for line in listed), command
 
 

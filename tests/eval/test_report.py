@@ -288,3 +288,21 @@ def test_ppo_training_curves_chart_every_logged_rl_metric(tmp_path):
     for title in logged.values():
         assert f"aria-label='{title}'" in training, title
     assert training.count("<svg") == len(logged)
+
+
+def test_a_frontier_run_gets_its_chart_as_a_standalone_svg(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from tether.eval.report import write_frontier_svg
+
+    assert write_frontier_svg(tmp_path) is None  # no frontier.json: no chart
+    points = [{"method": "best-of-n", "setting": "N=1", "kl": 0.0, "proxy": -1.0, "gold": 0.1},
+              {"method": "best-of-n", "setting": "N=4", "kl": 0.64, "proxy": 0.5, "gold": 0.3},
+              {"method": "ppo", "setting": "beta=0.1", "kl": 2.0, "proxy": 1.5, "gold": 0.2}]
+    (tmp_path / "frontier.json").write_text(json.dumps({"points": points, "start": {"proxy": -1.0, "gold": 0.1}}))
+    write_report(ReportConfig(run_dir=str(tmp_path)))
+    svg = (tmp_path / "frontier.svg").read_text()
+    root = ET.fromstring(svg)  # well-formed on its own
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert {"best-of-n proxy", "best-of-n gold", "ppo proxy", "ppo gold"} <= set(re.findall(r">([a-z\- ]+ (?:proxy|gold))<", svg))
+    assert svg.count("<circle") == 6  # every point drawn (markers), proxy and gold

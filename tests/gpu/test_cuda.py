@@ -122,7 +122,7 @@ def test_grpo_and_ppo_raise_the_score_on_the_device(tmp_path, sft_dir, on):
     ppo = train_ppo(PPOConfig(run_dir=str(tmp_path / "ppo"), model=ModelConfig(name_or_path=sft_dir),
                               reward="tether.tasks.toy:period_density", data=prompts, max_new_tokens=12,
                               num_iterations=24, rollout_batch_size=16, minibatch_size=8, learning_rate=2e-3,
-                              value_learning_rate=1e-4, init_kl_coef=0.2, target_kl=3.0, kl_horizon=16))
+                              value_learning_rate=1e-4, kl_coef=0.2, target_kl=3.0, kl_horizon=16))
     scores = [h["reward/score_mean"] for h in ppo.history]
     assert len(scores) == 24 and sum(scores[-4:]) / 4 > sum(scores[:4]) / 4 + 3.0  # as on the CPU (test_ppo.py)
     assert all(0 < h["objective/kl"] < 12.0 for h in ppo.history[1:])

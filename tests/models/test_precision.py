@@ -171,10 +171,10 @@ def test_generate_reports_the_sampler_logprobs_in_bf16_mixed(seeded):
 
 
 def test_settle_precision_records_the_mode_auto_picked(monkeypatch):
+    from tether.engine import runtime
     from tether.engine.runtime import settle_precision
-    from tether.models import loading
 
-    monkeypatch.setattr(loading, "resolved_precision", lambda asked: "bf16-mixed" if asked == "auto" else asked)
+    monkeypatch.setattr(runtime, "resolved_precision", lambda asked: "bf16-mixed" if asked == "auto" else asked)
     ppo = PPOConfig(model=ModelConfig(precision="auto"))
     assert settle_precision(ppo) is ppo and ppo.model.precision == "bf16-mixed"
     evaluation = EvalConfig(precision="auto")

@@ -42,9 +42,9 @@ def test_tiny_frontier_sweep(tmp_path):
                     value_learning_rate=1e-4, kl_limit=1000.0)
     dpo = PreferenceConfig(data=DataConfig(train_file=str(EXAMPLES / "data" / "preferences.jsonl"), max_length=128),
                            train=TrainConfig(learning_rate=1e-3, max_steps=3, batch_size=4, report_to=[]))
-    cfg = FrontierConfig(run_dir=str(tmp_path), ppo=ppo, betas=[1.0, 0.0], ns=[1, 2, 4],
+    cfg = FrontierConfig(run_dir=str(tmp_path), ppo=ppo, kl_coefs=[1.0, 0.0], ns=[1, 2, 4],
                          prompts_file=str(EXAMPLES / "data" / "prompts.jsonl"), max_prompts=8,
-                         gold="tether.tasks.toy:moderate_periods", dpo=dpo, dpo_betas=[0.5, 0.1])
+                         gold="tether.tasks.toy:moderate_periods", dpo=dpo, dpo_kl_coefs=[0.5, 0.1])
     result = run_frontier(cfg)
     dpo_points = {p["setting"]: p for p in result["points"] if p["method"] == "dpo"}
     assert set(dpo_points) == {"beta=0.5", "beta=0.1"}
@@ -52,7 +52,7 @@ def test_tiny_frontier_sweep(tmp_path):
         run = tmp_path / f"dpo-beta-{beta}"
         assert dpo_points[f"beta={beta}"]["model"] == str(run / "dpo")
         assert dpo_points[f"beta={beta}"]["kl"] > 0
-        assert json.loads((run / "dpo" / "tether.json").read_text())["config"]["beta"] == beta
+        assert json.loads((run / "dpo" / "tether.json").read_text())["config"]["kl_coef"] == beta
     assert result["start"]["gold"] == result["points"][0]["gold"]  # best-of-1: the start's own answers
     assert {(f["method"], f["reward"]) for f in result["fits"]} == {(m, r) for m in ("best-of-n", "ppo", "dpo")
                                                                     for r in ("gold", "proxy")}

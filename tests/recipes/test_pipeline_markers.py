@@ -18,7 +18,7 @@ def _config(run_dir, *overrides):
 def test_a_finished_stage_with_changed_settings_is_not_skipped_silently(tmp_path):
     Stages(tmp_path, _config(tmp_path)).mark("ppo", {"model": "ppo"}, 1.0)
     # unchanged (threads, metric sinks and another stage's settings do not count): skipped as before
-    same = _config(tmp_path, "ppo.num_threads=2", "ppo.report_to=[]", "dpo.beta=0.5")
+    same = _config(tmp_path, "ppo.num_threads=2", "ppo.report_to=[]", "dpo.kl_coef=0.5")
     assert Stages(tmp_path, same).done("ppo")["outputs"] == {"model": "ppo"}
     changed = _config(tmp_path, "ppo.learning_rate=1e-5")
     with pytest.raises(ResumeRefused, match=r"ppo: finished earlier \(.*ppo\.json\) with other settings "

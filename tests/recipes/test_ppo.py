@@ -43,7 +43,7 @@ def test_ppo_raises_the_score_under_the_kl_leash(tmp_path, sft_dir):
     """24 iterations with the adaptive controller (target 3 nats, a short horizon so it acts within the run):
     the score rises by far while KL stays within a small factor of the target and β follows KL."""
     target = 3.0
-    result = train_ppo(_ppo(tmp_path, sft_dir, num_iterations=24, init_kl_coef=0.2, target_kl=target, kl_horizon=16))
+    result = train_ppo(_ppo(tmp_path, sft_dir, num_iterations=24, kl_coef=0.2, target_kl=target, kl_horizon=16))
     rows = read_metrics(tmp_path, "ppo")
     assert len(rows) == 24 and result.stopped_early is None
     scores = [r["reward/score_mean"] for r in rows]
@@ -150,8 +150,8 @@ def test_rejection_sampling_rounds_raise_the_sample_reward(tmp_path, sft_dir):
 
 
 def test_without_a_leash_the_policy_drifts_further(tmp_path, sft_dir):
-    leashed = train_ppo(_ppo(tmp_path / "leash", sft_dir, init_kl_coef=0.5, adaptive_kl=True, target_kl=1.0))
-    free = train_ppo(_ppo(tmp_path / "free", sft_dir, init_kl_coef=0.0, adaptive_kl=False))
+    leashed = train_ppo(_ppo(tmp_path / "leash", sft_dir, kl_coef=0.5, adaptive_kl=True, target_kl=1.0))
+    free = train_ppo(_ppo(tmp_path / "free", sft_dir, kl_coef=0.0, adaptive_kl=False))
     kl = lambda result: sum(h["objective/kl"] for h in result.history[-4:]) / 4  # noqa: E731
     assert kl(free) > kl(leashed) + 0.5
 

@@ -127,7 +127,7 @@ def test_sft_in_bf16_mixed_tracks_fp32_loss_at_every_step(tmp_path, monkeypatch)
 
 def _dpo(run_dir, precision: str) -> PreferenceConfig:
     return PreferenceConfig(
-        run_dir=str(run_dir), name="dpo", loss="dpo", beta=0.1, model=tiny_model_config(precision=precision),
+        run_dir=str(run_dir), name="dpo", loss="dpo", kl_coef=0.1, model=tiny_model_config(precision=precision),
         data=DataConfig(train_file=str(DATA / "preferences.jsonl"), eval_file=str(DATA / "preferences_eval.jsonl"),
                         max_length=128, max_eval_examples=32),
         train=TrainConfig(learning_rate=1e-3, max_steps=50, batch_size=4, eval_batch_size=16, warmup_ratio=0.1,
@@ -289,7 +289,7 @@ def test_ppo_in_bf16_mixed_logs_a_small_logprob_gap_and_still_learns(tmp_path, s
     cfg = PPOConfig(run_dir=str(tmp_path), model=ModelConfig(name_or_path=sft_dir, precision="bf16-mixed"),
                     reward="tether.tasks.toy:period_density", data=DataConfig(train_file=str(DATA / "prompts.jsonl")),
                     max_new_tokens=12, num_iterations=24, rollout_batch_size=16, minibatch_size=8, learning_rate=2e-3,
-                    value_learning_rate=1e-4, init_kl_coef=0.2, target_kl=target, kl_horizon=16, report_to=[])
+                    value_learning_rate=1e-4, kl_coef=0.2, target_kl=target, kl_horizon=16, report_to=[])
     result = recipe.train_ppo(cfg)
     assert precision_of(loaded[0]) == "bf16-mixed"
     rows = read_metrics(tmp_path, "ppo")

@@ -42,10 +42,10 @@ def test_simpo_defaults_are_the_papers(monkeypatch):
 
 def test_simpo_margin_is_a_ratio_of_beta_or_an_explicit_gamma(monkeypatch):
     # β = 2.5, γ/β = 0.2 → γ = 0.5: logit = 2.5·1 - 0.5 = 2, loss = log(1 + e^-2) ≈ 0.1269
-    cfg = load_config(PreferenceConfig, None, ["loss=simpo", "beta=2.5", "simpo_gamma_beta_ratio=0.2"])
+    cfg = load_config(PreferenceConfig, None, ["loss=simpo", "kl_coef=2.5", "simpo_gamma_beta_ratio=0.2"])
     assert _simpo_loss(cfg, monkeypatch)[0] == pytest.approx(math.log(1 + math.exp(-2.0)), abs=1e-6)
     # TRL's absolute γ (CPOConfig.simpo_gamma) is honoured as is: β = 2.5, γ = 1.5 → logit = 1, log(1 + e^-1)
-    cfg = load_config(PreferenceConfig, None, ["loss=simpo", "beta=2.5", "simpo_gamma=1.5"])
+    cfg = load_config(PreferenceConfig, None, ["loss=simpo", "kl_coef=2.5", "simpo_gamma=1.5"])
     assert _simpo_loss(cfg, monkeypatch)[0] == pytest.approx(math.log(1 + math.exp(-1.0)), abs=1e-6)
     with pytest.raises(ConfigError, match="both set"):
         load_config(PreferenceConfig, None, ["loss=simpo", "simpo_gamma=1.0", "simpo_gamma_beta_ratio=0.8"])

@@ -104,7 +104,7 @@ def test_reward_model_ensemble(tmp_path):
 def _dpo_config(tmp_path, loss, steps, **extra):
     return PreferenceConfig(
         run_dir=str(tmp_path), name=loss, model=extra.pop("model", tiny_model_config()), loss=loss,
-        beta=extra.pop("beta", 0.1),
+        kl_coef=extra.pop("kl_coef", 0.1),
         data=DataConfig(train_file=str(DATA / "preferences.jsonl"), eval_file=str(DATA / "preferences_eval.jsonl"),
                         max_length=256, max_eval_examples=32),
         train=_train(learning_rate=1e-3, max_steps=steps, **extra))
@@ -144,7 +144,7 @@ TEST_BETA = {"orpo": 1.0}  # others: the loss's own default β (None → 2.0 for
 
 @pytest.mark.parametrize("loss", list(MARGIN_AFTER_3_STEPS))
 def test_every_preference_loss_learns_the_preferences(tmp_path, loss):
-    result = train_preference(_dpo_config(tmp_path, loss, 3, beta=TEST_BETA.get(loss)))
+    result = train_preference(_dpo_config(tmp_path, loss, 3, kl_coef=TEST_BETA.get(loss)))
     rows = read_metrics(tmp_path, loss)
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
     assert all(math.isfinite(r["loss"]) for r in rows if "loss" in r)

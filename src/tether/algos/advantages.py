@@ -7,9 +7,13 @@ For the group estimators the B scores are K consecutive samples per prompt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
-from tether.algos.masked import masked_whiten
+from tether.algos.masked import masked_whiten, masked_whiten_across
+from tether.algos.rewards import kl_shaped_rewards
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
@@ -82,3 +86,75 @@ def reinforce_pp_advantages(token_rewards: torch.Tensor, mask: torch.Tensor, gam
 def broadcast_to_tokens(sequence_advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """One advantage per response (B,) copied onto each of its tokens → (B, T), 0 on padding."""
     return sequence_advantages.float().unsqueeze(-1) * mask.float()
+
+
+# ---- critic-free estimators by name (GRPO's ``advantage=``) ---------------------------------------------------------
+
+Reducer = Callable[[dict[str, float]], dict[str, float]]  # sums floats over the processes of a data-parallel run
+
+
+@dataclass(frozen=True)
+class AdvantageEstimator:
+    """A critic-free estimator: ``fn(scores (B,), kl (B, T), mask (B, T), group_size, kl_coef, kl_in_reward,
+    reducer) → advantages (B, T)``, 0 on padding. ``kl`` is the per-token k1 KL of the sampling policy to the
+    reference (0 on padding); an estimator subtracts ``kl_coef``·KL from the reward when ``kl_in_reward`` (else the
+    KL is a loss term and it ignores ``kl``). ``reducer``: None in one process, else the sum over processes, for
+    statistics over the whole batch (a group's statistics need only the group: a process holds whole groups).
+    ``kl_always_in_reward``: the estimator's reward always carries the KL (REINFORCE++), never a loss term."""
+
+    fn: Callable[..., torch.Tensor]
+    kl_always_in_reward: bool = False
+
+
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
+
+
+def register_advantage(name: str, kl_always_in_reward: bool = False) -> Callable[[Callable], Callable]:
+    """Register ``fn`` as the critic-free estimator ``name`` (see :class:`AdvantageEstimator` for its signature)."""
+    def register(fn: Callable) -> Callable:
+        ADVANTAGE_ESTIMATORS[name] = AdvantageEstimator(fn, kl_always_in_reward)
+        return fn
+    return register
+
+
+def advantage_estimator(name: str) -> AdvantageEstimator:
+    try:
+        return ADVANTAGE_ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown advantage estimator '{name}'; choose one of {', '.join(ADVANTAGE_ESTIMATORS)}") \
+            from None
+
+
+def _sequence_scores(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float,
+                     kl_in_reward: bool) -> torch.Tensor:
+    """Each response's score, less β·(its summed KL) when the KL is in the reward → (B,)."""
+    return scores - kl_coef * (kl * mask).sum(-1) if kl_in_reward else scores
+
+
+@register_advantage("grpo")
+def grpo_estimator(scores, kl, mask, group_size, kl_coef, kl_in_reward, reducer=None) -> torch.Tensor:
+    """GRPO: (s − group mean) / (group std + ε) on every token of the response."""
+    per_sequence = grpo_advantages(_sequence_scores(scores, kl, mask, kl_coef, kl_in_reward), group_size)
+    return broadcast_to_tokens(per_sequence, mask)
+
+
+@register_advantage("dr_grpo")
+def dr_grpo_estimator(scores, kl, mask, group_size, kl_coef, kl_in_reward, reducer=None) -> torch.Tensor:
+    """Dr. GRPO (Liu et al. 2025): s − group mean, not divided by the group's std (no difficulty bias)."""
+    per_sequence = grpo_advantages(_sequence_scores(scores, kl, mask, kl_coef, kl_in_reward), group_size,
+                                   scale_by_std=False)
+    return broadcast_to_tokens(per_sequence, mask)
+
+
+@register_advantage("rloo")
+def rloo_estimator(scores, kl, mask, group_size, kl_coef, kl_in_reward, reducer=None) -> torch.Tensor:
+    """RLOO: s − the mean of the group's other samples."""
+    per_sequence = rloo_advantages(_sequence_scores(scores, kl, mask, kl_coef, kl_in_reward), group_size)
+    return broadcast_to_tokens(per_sequence, mask)
+
+
+@register_advantage("reinforce_pp", kl_always_in_reward=True)
+def reinforce_pp_estimator(scores, kl, mask, group_size, kl_coef, kl_in_reward, reducer=None) -> torch.Tensor:
+    """REINFORCE++: returns-to-go of the KL-shaped token rewards (k1 KL on every token, the score on the last),
+    whitened over the whole batch (of every process)."""
+    return masked_whiten_across(returns_to_go(kl_shaped_rewards(scores, kl, mask, kl_coef), mask), mask, reducer)

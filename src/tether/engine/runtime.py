@@ -12,8 +12,10 @@ import numpy as np
 import torch
 import yaml
 
-from tether.config import DataConfig, to_dict
+from tether.config import DataConfig, ModelConfig, to_dict
+from tether.data import load_prompt_dataset
 from tether.data.datasets import limit  # noqa: F401 - re-exported for the recipes
+from tether.models.loading import is_peft, load_causal_lm, resolved_precision
 from tether.utils.device import configure_cpu  # noqa: F401 - re-exported for the recipes
 from tether.utils.files import atomic_write_text  # noqa: F401 - re-exported for the recipes
 from tether.utils.logging import MetricsLogger, console
@@ -33,8 +35,6 @@ def settle_precision(config: Any) -> Any:
     depth) replaced, in place, by the mode it means on this process's device (printed once with the reason), so that
     ``config.yaml`` and resume checks record what the run computed in. Returns ``config``."""
     import dataclasses
-
-    from tether.models.loading import resolved_precision
 
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         return config
@@ -111,8 +111,6 @@ def load_train_eval(loader: Callable, data: DataConfig, seed: int, tokenizer, **
 def load_generation_prompts(cfg: Any, tokenizer, max_prompts: int = 0) -> list:
     """Prompts for sampling: ``cfg.data`` read by any format with a prompt, each cut from the left to leave
     room for ``cfg.max_new_tokens`` within ``cfg.data.max_length``; the load report is printed."""
-    from tether.data import load_prompt_dataset
-
     prompts, report = load_prompt_dataset(cfg.data.train_file, tokenizer,
                                           max_prompt_length=cfg.data.max_length - cfg.max_new_tokens,
                                           chat_template=cfg.data.chat_template)
@@ -126,9 +124,6 @@ def frozen_reference(ref_model: str | None, policy, pad_token_id: int, trust_rem
     copy of the starting policy (its precision included), or None for a LoRA policy (its reference is the same base
     with the adapters disabled)."""
     import copy
-
-    from tether.config import ModelConfig
-    from tether.models.loading import is_peft, load_causal_lm
 
     if ref_model:
         reference = load_causal_lm(ModelConfig(name_or_path=ref_model, trust_remote_code=trust_remote_code,

@@ -17,14 +17,17 @@ from typing import Any
 import torch
 
 from tether.config import HeldOutConfig
-from tether.data import collate_prompts, load_prompt_dataset
+from tether.data import load_prompt_dataset
 from tether.data.datasets import limit
 from tether.eval.alarm import HackingMonitor, HeldOutPoint
 from tether.eval.metrics import sequence_kl, top_ngram_share
-from tether.rollout.generation import GenerationConfig, generate, response_logprobs
+from tether.models.loading import save_model
+from tether.rollout.generation import GenerationConfig, response_logprobs
 from tether.rollout.rewards import FunctionSource, RewardSpecError
-from tether.utils.device import forked_rng
+from tether.rollout.sampling import scored_batches
+from tether.utils.distributed import Dist
 from tether.utils.files import atomic_write_text
+from tether.utils.logging import console
 
 
 class HeldOutEvaluator:
@@ -41,6 +44,8 @@ class HeldOutEvaluator:
         self.prompts = limit(prompts, cfg.max_prompts, "held-out prompts")
         self.gold = FunctionSource(cfg.gold)
         self.cfg, self.tokenizer, self.reward_source = cfg, tokenizer, reward_source
+        # top_p = 1 whatever the run samples with: the KL below, from log-probs at the temperature alone, is then the
+        # KL of the distribution the answers were sampled from
         self.generation = GenerationConfig(max_new_tokens, temperature)
         self.temperature, self.batch_size = temperature, batch_size
         self.monitor = HackingMonitor(cfg.patience, cfg.gold_drop, cfg.length_ratio, cfg.ngram_share)
@@ -54,27 +59,21 @@ class HeldOutEvaluator:
     def evaluate(self, policy, ref_model, iteration: int) -> tuple[HeldOutPoint, list[dict[str, Any]]]:
         """One held-out point for the current policy, and the alarms it fires."""
         proxies, golds, kls, lengths, responses = [], [], [], [], []
-        with forked_rng():
-            torch.manual_seed(self.cfg.seed)
-            for start in range(0, len(self.prompts), self.batch_size):
-                chunk = self.prompts[start:start + self.batch_size]
-                batch = collate_prompts(chunk, self.tokenizer.pad_token_id)
-                rollout = generate(policy, batch["input_ids"], batch["attention_mask"], self.generation,
-                                   self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
-                texts = [self.tokenizer.decode(r[m.bool()], skip_special_tokens=True)
-                         for r, m in zip(rollout.response_ids, rollout.response_mask)]
-                prompt_texts = [p.prompt_text for p in chunk]
-                proxies += self.reward_source.score(rollout, prompt_texts, texts).tolist()
-                golds += self.gold.score(rollout, prompt_texts, texts).tolist()
-                logps = response_logprobs(policy, rollout, self.temperature)
-                if ref_model is None:  # LoRA: the reference is the base with adapters disabled
-                    with policy.disable_adapter():
-                        ref_logps = response_logprobs(policy, rollout, self.temperature)
-                else:
-                    ref_logps = response_logprobs(ref_model, rollout, self.temperature)
-                kls += sequence_kl(logps, ref_logps, rollout.response_mask).tolist()
-                lengths += rollout.response_lengths.tolist()
-                responses += texts
+        for batch in scored_batches(policy, self.tokenizer, self.prompts, self.generation,
+                                    {"proxy": self.reward_source, "gold": self.gold}, self.batch_size,
+                                    seed=self.cfg.seed):
+            rollout = batch.rollout
+            proxies += batch.scores["proxy"]
+            golds += batch.scores["gold"]
+            logps = response_logprobs(policy, rollout, self.temperature)
+            if ref_model is None:  # LoRA: the reference is the base with adapters disabled
+                with policy.disable_adapter():
+                    ref_logps = response_logprobs(policy, rollout, self.temperature)
+            else:
+                ref_logps = response_logprobs(ref_model, rollout, self.temperature)
+            kls += sequence_kl(logps, ref_logps, rollout.response_mask).tolist()
+            lengths += rollout.response_lengths.tolist()
+            responses += batch.responses
         share, gram = top_ngram_share(responses)
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         point = HeldOutPoint(iteration, mean(proxies), mean(golds), mean(lengths), share, mean(kls), gram)
@@ -98,10 +97,6 @@ class HeldOutEvaluator:
     def step(self, policy, ref_model, iteration: int, run_dir: Path, name: str, tokenizer,
              meta: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Evaluate, record ``<run_dir>/<name>_heldout.json``, keep the best policy if asked, report alarms."""
-        from tether.models.loading import save_model
-        from tether.utils.distributed import Dist
-        from tether.utils.logging import console
-
         previous_best = self.monitor.best
         point, fired = self.evaluate(policy, ref_model, iteration)
         if Dist.current().is_main:  # (in a multi-process run every process evaluates; one writes)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.config import ReportConfig
+from tether.data import DataError
 from tether.eval.charts import esc, svg_chart
 from tether.eval.frontier_fit import gao_curve
 from tether.eval.intervals import Interval
@@ -198,10 +199,9 @@ def _section_training(stages: dict[str, list[dict]]) -> str:
     return ("<h2 id='training'>Training curves</h2>" + "".join(out)) if out else ""
 
 
-def _section_frontier(run_dir: Path) -> str:
-    data = _read_json(run_dir / "frontier.json")
-    if not isinstance(data, dict) or not data.get("points"):
-        return ""
+def frontier_chart(data: dict, width: int = 640, height: int = 320) -> str:
+    """The reward-vs-KL chart of a ``frontier.json`` (an SVG element): each method's proxy and gold points against
+    KL, with the fitted Gao et al. curves through them."""
     by_method: dict[str, list[dict]] = defaultdict(list)
     for p in data["points"]:
         by_method[p.get("method", "?")].append(p)
@@ -210,13 +210,35 @@ def _section_frontier(run_dir: Path) -> str:
         pts = sorted(pts, key=lambda p: p["kl"])
         series[f"{method} proxy"] = [(p["kl"], p["proxy"]) for p in pts if p.get("proxy") is not None]
         series[f"{method} gold"] = [(p["kl"], p["gold"]) for p in pts if p.get("gold") is not None]
-    start, fits = data.get("start") or {}, data.get("fits") or []
-    for f in fits:  # the fitted curve through the method's points: start + R(KL), from KL 0 to its last point
+    start = data.get("start") or {}
+    for f in data.get("fits") or []:  # the fitted curve through the method's points: start + R(KL), from KL 0 on
         top = max((p["kl"] for p in by_method.get(f["method"], [])), default=0.0)
         if f.get("reward") in start and top > 0:
             kls = [top * i / 40 for i in range(41)]
             series[f"{f['method']} {f['reward']} fit"] = [
                 (k, start[f["reward"]] + gao_curve(f["form"], f["alpha"], f["beta"], k)) for k in kls]
+    return svg_chart(series, "reward vs KL", "KL (nats)", width, height, markers=True)
+
+
+def write_frontier_svg(run_dir: Path) -> Path | None:
+    """``<run_dir>/frontier.svg``: :func:`frontier_chart` as a standalone image (for docs and slides), when the
+    run directory has a ``frontier.json`` with points; None otherwise."""
+    data = _read_json(run_dir / "frontier.json")
+    if not isinstance(data, dict) or not data.get("points"):
+        return None
+    chart = frontier_chart(data)
+    if "xmlns=" not in chart:
+        chart = chart.replace("<svg ", "<svg xmlns='http://www.w3.org/2000/svg' ", 1)
+    path = run_dir / "frontier.svg"
+    atomic_write_text(path, chart + "\n")
+    return path
+
+
+def _section_frontier(run_dir: Path) -> str:
+    data = _read_json(run_dir / "frontier.json")
+    if not isinstance(data, dict) or not data.get("points"):
+        return ""
+    fits = data.get("fits") or []
     rows = "".join(f"<tr><td>{esc(p.get('method'))}</td><td>{esc(p.get('setting'))}</td><td class='num'>{fmt(p['kl'])}"
                    f"</td><td class='num'>{fmt(p.get('proxy'))}</td><td class='num'>{fmt(p.get('gold'))}</td></tr>"
                    for p in data["points"])
@@ -228,8 +250,7 @@ def _section_frontier(run_dir: Path) -> str:
     fit_table = ("<p>Gao et al. (2022) forms fitted to the gains over the starting policy (d = √KL); the peak is the KL "
                  "where the fitted reward turns down.</p><table><tr><th>method</th><th>reward</th><th>form</th>"
                  "<th>α</th><th>β</th><th>R²</th><th>peak KL</th></tr>" + fit_rows + "</table>") if fits else ""
-    return ("<h2 id='frontier'>Reward vs KL frontier</h2>" + svg_chart(series, "reward vs KL", "KL (nats)", 640, 320,
-                                                                       markers=True)
+    return ("<h2 id='frontier'>Reward vs KL frontier</h2>" + frontier_chart(data)
             + "<table><tr><th>method</th><th>setting</th><th>KL</th><th>proxy</th><th>gold</th></tr>" + rows
             + "</table>" + fit_table)
 
@@ -371,10 +392,11 @@ def build_report(run_dir: Path, title: str = "", max_samples: int = 12) -> str:
 def write_report(cfg: ReportConfig) -> Path:
     run_dir = Path(cfg.run_dir)
     if not run_dir.is_dir():
-        from tether.data import DataError
-
         raise DataError(f"run directory {run_dir} does not exist")
     output = Path(cfg.output) if cfg.output else run_dir / "report.html"
     atomic_write_text(output, build_report(run_dir, cfg.title, cfg.max_samples))
     console.print(f"report → {output}")
+    chart = write_frontier_svg(run_dir)
+    if chart is not None:
+        console.print(f"frontier chart → {chart}")
     return output

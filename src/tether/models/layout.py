@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+from tether.utils.distributed import unwrap
+from tether.utils.logging import console
+
 MIN_SAVING = 0.15  # pack when it removes at least this fraction of the padded positions
 _verdicts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # base model → packing isolates documents
 
@@ -45,14 +48,20 @@ def real_spans(attention_mask: torch.Tensor) -> tuple[list[int], list[int]] | No
     return first.tolist(), lengths.tolist()
 
 
+def rows_to_rearrange(attention_mask: torch.Tensor) -> tuple[list[int], list[int]] | None:
+    """:func:`real_spans` of a batch whose rows could be laid out afresh (packed, or prompts shared): None for a
+    batch of fewer than two rows or a row whose real tokens are not contiguous."""
+    if attention_mask.dim() != 2 or attention_mask.shape[0] < 2:
+        return None
+    return real_spans(attention_mask)
+
+
 def plan_packing(attention_mask: torch.Tensor, min_saving: float = MIN_SAVING) -> PackPlan | None:
     """First-fit-decreasing packing of the rows' real tokens into rows of the batch's width.
 
     None when packing would not remove at least ``min_saving`` of the positions, or a row's real tokens are not
     contiguous (a mask this module cannot pack)."""
-    if attention_mask.dim() != 2 or attention_mask.shape[0] < 2:
-        return None
-    spans = real_spans(attention_mask)
+    spans = rows_to_rearrange(attention_mask)
     if spans is None:
         return None
     start, length = spans
@@ -113,8 +122,6 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside DDP and PEFT wrappers."""
-    from tether.utils.distributed import unwrap
-
     model = unwrap(model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -153,8 +160,6 @@ def probed_once(model: torch.nn.Module, verdicts: weakref.WeakKeyDictionary,
     finally:
         base.train(was_training)
     if not verdict:
-        from tether.utils.logging import console
-
         console.print(f"[yellow]{off_note.format(name=type(base).__name__)}[/]")
     verdicts[base] = verdict
     return verdict

@@ -22,7 +22,11 @@ from tether import __version__
 from tether.config import LoraConfig, ModelConfig
 from tether.errors import TetherInputError
 from tether.models.embedded import embedded_model_dir, embedded_tokenizer_dir, is_embedded
+from tether.models.precision import resolve_precision, use_precision, weight_dtype
 from tether.models.special_tokens import fit_embeddings
+from tether.utils.distributed import Dist, unwrap
+from tether.utils.files import apply_umask
+from tether.utils.logging import console
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
@@ -94,21 +98,14 @@ _announced: set[str] = set()  # precision choices already printed by this proces
 def resolved_precision(asked: str) -> str:
     """The mode (fp32 / bf16-mixed / bf16) the precision setting ``asked`` means on this process's device; the
     choice of ``auto`` and its reason are printed once per process."""
-    from tether.models.precision import resolve_precision
-    from tether.utils.distributed import Dist
-
     resolved = resolve_precision(asked, Dist.current().device)
     if asked == "auto" and resolved.describe() not in _announced:
-        from tether.utils.logging import console
-
         _announced.add(resolved.describe())
         console.print(resolved.describe())
     return resolved.mode
 
 
 def _load(auto_cls, cfg: ModelConfig, seed: int, num_labels: int | None, pad_token_id: int | None):
-    from tether.models.precision import use_precision, weight_dtype
-
     path = resolve_model_path(cfg.name_or_path, weights=not cfg.random_init)
     torch.manual_seed(seed)  # random init (and new heads) are reproducible
     mode = resolved_precision(cfg.precision)
@@ -135,8 +132,6 @@ def _load(auto_cls, cfg: ModelConfig, seed: int, num_labels: int | None, pad_tok
 
 def place(model):
     """``model`` on the device this process computes on (``TETHER_DEVICE``; see :mod:`tether.utils.device`)."""
-    from tether.utils.distributed import Dist
-
     return model.to(Dist.current().device)
 
 
@@ -252,8 +247,6 @@ def _fsync_tree(folder: Path) -> None:
 def replace_dir(tmp: Path, target: Path) -> None:
     """Atomically put directory ``tmp`` at ``target``, replacing what was there. ``tmp`` and its files first get the
     modes ``mkdir`` / ``open`` give under the umask (``mkdtemp`` makes 0o700, safetensors writes 0o600)."""
-    from tether.utils.files import apply_umask
-
     apply_umask(tmp)
     _fsync_tree(tmp)
     old = None
@@ -271,8 +264,6 @@ def save_model(model, tokenizer, out_dir: str | Path, meta: dict[str, Any], merg
     In a data-parallel run the main process writes it and every process returns once it is complete. Under
     FSDP every process takes part in gathering the full state dict first, so the directory is the same as a
     single process writes."""
-    from tether.utils.distributed import Dist, unwrap
-
     out_dir = Path(out_dir)
     dist = Dist.current()
     if dist.enabled:

@@ -34,6 +34,11 @@ from pathlib import Path
 
 import torch
 
+from tether.models.decoding import skinny_linear
+from tether.models.scoring import base_model
+from tether.utils.device import model_device
+from tether.utils.distributed import Dist
+
 PRECISIONS = ("fp32", "bf16-mixed", "bf16", "auto")
 MIN_SPEEDUP = 1.2  # auto picks bf16-mixed on a CPU only if its bf16 matmul is at least this much faster than fp32
 ATTRIBUTE = "_tether_precision"  # set on a model by use_precision
@@ -85,8 +90,6 @@ def cpu_bf16_speedup(n: int = 1024, repeats: int = 5) -> float:
     each, the two interleaved (about 0.2 s; measured once per process). In a data-parallel run every process
     measures and all take the smallest ratio, so that they pick the same precision (the first call is then a
     collective: every process makes it, at the same point of the run)."""
-    from tether.utils.distributed import Dist
-
     fp32 = bf16 = float("inf")
     for _ in range(2):
         fp32 = min(fp32, _best_seconds(torch.float32, n, repeats))
@@ -152,8 +155,6 @@ def _mixed_forward(cls_forward):
 def _fp32_linear_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """A head's ``F.linear`` in fp32 (autocast off), on fp32 inputs and the fp32 master weights; few-row inputs as
     W·xᵀ on the CPU (:func:`tether.models.decoding.skinny_linear`), as decoding does in fp32."""
-    from tether.models.decoding import skinny_linear
-
     with torch.autocast(device_type=x.device.type, enabled=False):
         bias = None if self.bias is None else self.bias.float()
         return skinny_linear(x.float(), self.weight.float(), bias)
@@ -196,8 +197,6 @@ def use_precision(model: torch.nn.Module, mode: str) -> torch.nn.Module:
 
 def precision_of(model: torch.nn.Module) -> str:
     """The mode :func:`use_precision` gave ``model`` (through PEFT / DDP wrappers); ``fp32`` if none."""
-    from tether.models.scoring import base_model
-
     return getattr(base_model(model), ATTRIBUTE, "fp32")
 
 
@@ -209,7 +208,5 @@ def autocast_block(model: torch.nn.Module) -> Iterator[None]:
     if precision_of(model) != "bf16-mixed":
         yield
         return
-    from tether.utils.device import model_device
-
     with torch.autocast(device_type=model_device(model).type, dtype=torch.bfloat16):
         yield

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tether.models.layout import PROBE_ERRORS, base_model, probed_once, rows_to_rearrange
+
 MIN_SAVING = 0.15  # share when it removes at least this fraction of the padded batch's positions
 WIDTH_PER_HIDDEN = 1.5  # a shared row at most this × hidden size wide (or the batch's width, if longer): beyond,
 #                         its attention square costs more than a quarter of the row's linear layers
@@ -59,11 +61,7 @@ def plan_prefix_sharing(input_ids: torch.Tensor, attention_mask: torch.Tensor, p
     ``max_width`` is split into several rows. None when no two rows share a prompt, when sharing would not
     remove at least ``min_saving`` of the padded batch's positions, or when a row's real tokens are not
     contiguous."""
-    from tether.models.layout import real_spans
-
-    if attention_mask.dim() != 2 or attention_mask.shape[0] < 2:
-        return None
-    spans = real_spans(attention_mask)
+    spans = rows_to_rearrange(attention_mask)
     if spans is None:
         return None
     start, length = spans
@@ -135,8 +133,6 @@ def column_map(plan: SharePlan, shape: tuple[int, int], device: torch.device) ->
 def per_position_outputs(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """(N, W, ·) outputs at every position: a causal LM's logits, a reward model's score head on every hidden
     state (read from the head's forward: the model itself returns the score of the last token only)."""
-    from tether.models.layout import base_model
-
     base = base_model(model)
     if getattr(base, "score", None) is None or hasattr(base, "lm_head"):
         return model(**inputs, use_cache=False).logits
@@ -171,16 +167,12 @@ def prefix_sharing_works(model: torch.nn.Module) -> bool:
 
     The forwards run on the model inside DDP / PEFT wrappers; under FSDP they are collectives, and every process
     runs the probe at the same call."""
-    from tether.models.layout import PROBE_ERRORS, probed_once
-
     return probed_once(model, _verdicts, _sharing_deviation,
                        "prefix sharing is off for {name}: its forward does not honour a custom 4-D attention mask; "
                        "running each sequence in its own row", errors=(*PROBE_ERRORS, IndexError))
 
 
 def max_shared_width(model: torch.nn.Module, batch_width: int) -> int:
-    from tether.models.layout import base_model
-
     hidden = getattr(getattr(base_model(model), "config", None), "hidden_size", None) or batch_width
     return max(batch_width, int(WIDTH_PER_HIDDEN * hidden))
 

@@ -16,7 +16,13 @@ from pathlib import Path
 import torch
 
 from tether.algos.losses.reward_model import ensemble_scores
+from tether.models.loading import DTYPES, place, resolved_precision
+from tether.models.precision import use_precision, weight_dtype
+from tether.models.prefix_sharing import maybe_share, per_position_outputs, shared_inputs
+from tether.models.scoring import base_model, padded_forward_inputs
 from tether.models.special_tokens import stop_token_ids
+from tether.utils.device import model_device
+from tether.utils.logging import console
 
 
 def pad_right(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,15 +57,9 @@ def reward_forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     ``prompt_lengths`` (real tokens of each row's prompt): rows with the same prompt (a pair's chosen and
     rejected) run as one row, the prompt once (:mod:`tether.models.prefix_sharing`), where that saves positions;
     the head then reads each sequence's last token in the shared row."""
-    from tether.models.prefix_sharing import per_position_outputs
-    from tether.models.scoring import base_model, padded_forward_inputs
-    from tether.utils.device import model_device
-
     device = model_device(model)  # the inputs follow the model
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     if prompt_lengths is not None:
-        from tether.models.prefix_sharing import maybe_share, shared_inputs
-
         plan = maybe_share(model, input_ids, attention_mask, lambda: prompt_lengths, enabled=True)
         if plan is not None:
             dtype = base_model(model).get_input_embeddings().weight.dtype
@@ -100,9 +100,6 @@ def load_reward_models(model_dir: str | Path, precision: str = "fp32") -> list:
     device, computing in ``precision`` (``model.precision``'s values; :mod:`tether.models.precision`)."""
     from transformers import AutoModelForSequenceClassification
 
-    from tether.models.loading import DTYPES, place, resolved_precision
-    from tether.models.precision import use_precision, weight_dtype
-
     mode = resolved_precision(precision)
     dtype = DTYPES[weight_dtype(mode, "float32")]
 
@@ -114,8 +111,6 @@ def load_reward_models(model_dir: str | Path, precision: str = "fp32") -> list:
         if model.config.num_labels != 1:
             raise ValueError(f"{member} has num_labels={model.config.num_labels}; a reward model has 1")
         if model.config.pad_token_id is not None and model.config.pad_token_id in stop_token_ids(member):
-            from tether.utils.logging import console
-
             console.print(f"[yellow]note: {member} pads with its EOS id ({model.config.pad_token_id}): tether scores "
                           "each sequence's last real token (by the attention mask), while plain transformers' pooling "
                           "reads the last token that is not EOS. Reward models trained by tether have a pad token of "

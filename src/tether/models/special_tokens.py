@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from tether.utils.distributed import unwrap
+
 
 def as_stop_ids(*groups) -> list[int]:
     """Ints, iterables of ints and Nones, in any mix → the distinct ids, in first-seen order.
@@ -49,8 +51,6 @@ def config_stop_ids(source) -> list[int]:
         return []
     if isinstance(source, (str, Path)):
         return _directory_stop_ids(Path(source))
-    from tether.utils.distributed import unwrap
-
     model = unwrap(source) if isinstance(source, torch.nn.Module) else source  # (DDP)
     if hasattr(model, "get_base_model"):  # PEFT
         model = model.get_base_model()

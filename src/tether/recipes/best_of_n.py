@@ -21,8 +21,8 @@ from tether.config import BestOfNConfig, ModelConfig, RejectionSamplingConfig, S
 from tether.engine.runtime import atomic_write_text, configure_cpu, load_generation_prompts, record_config, seed_everything
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.rollout.best_of_n import best_of_n_kl, sample_and_score
-from tether.rollout.generation import GenerationConfig
 from tether.rollout.rewards import load_reward_source
+from tether.rollout.sampling import generation_of
 from tether.utils.distributed import Dist
 from tether.utils.logging import MetricsLogger, console
 from tether.utils.resume import (
@@ -50,7 +50,7 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
                                        chat_template=cfg.data.chat_template, precision=cfg.model.precision)
     policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
     sampled = sample_and_score(policy, tokenizer, reward_source, prompts, cfg.n,
-                               GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p), cfg.batch_size,
+                               generation_of(cfg), cfg.batch_size,
                                desc=f"best-of-{cfg.n}")
     rows = [{"prompt": s.prompt.prompt_text, "response": s.responses[s.best], "score": s.scores[s.best],
              "scores": s.scores, "n": cfg.n} for s in sampled]
@@ -101,7 +101,7 @@ def run_rejection_sampling(cfg: RejectionSamplingConfig) -> RejectionResult:
             continue
         policy = load_causal_lm(model_cfg, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
         sampled = sample_and_score(policy, tokenizer, reward_source, prompts, cfg.n,
-                                   GenerationConfig(cfg.max_new_tokens, cfg.temperature), cfg.batch_size,
+                                   generation_of(cfg), cfg.batch_size,
                                    desc=f"round {round_index}: sampling")
         del policy
         kept = [s for s in sampled if cfg.threshold is None or s.scores[s.best] >= cfg.threshold]

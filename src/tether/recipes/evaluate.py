@@ -36,14 +36,15 @@ from rich.table import Table
 from tqdm.auto import tqdm
 
 from tether.config import ConfigError, EvalConfig, ModelConfig
-from tether.data import DataError, collate_prompts, load_prompt_dataset, load_records
+from tether.data import DataError, load_prompt_dataset, load_records
 from tether.engine.runtime import atomic_write_text, configure_cpu, limit, record_config, seed_everything
 from tether.eval.intervals import METHOD, bootstrap_mean, paired_bootstrap
 from tether.eval.metrics import distinct_n, perplexity, self_bleu, sequence_kl, win_rate
 from tether.models.loading import load_causal_lm, load_tokenizer
-from tether.rollout.generation import GenerationConfig, generate, position_ids, response_logprobs
+from tether.rollout.generation import position_ids, response_logprobs
 from tether.rollout.rewards import FunctionSource, load_reward_source
-from tether.utils.device import forked_rng, model_device
+from tether.rollout.sampling import generation_of, scored_batches
+from tether.utils.device import model_device
 from tether.utils.logging import console
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "eval"
@@ -71,27 +72,17 @@ def output_dir(cfg: EvalConfig) -> Path:
 def sample_responses(model, tokenizer, prompts, cfg: EvalConfig, reference, reward_source, gold_source) -> dict:
     """Answer every prompt once; proxy, gold and KL per response."""
     out: dict[str, list] = {"responses": [], "proxy": [], "gold": [], "kl": [], "length": [], "eos": []}
-    generation = GenerationConfig(cfg.max_new_tokens, cfg.temperature)
-    with forked_rng():
-        torch.manual_seed(cfg.seed)
-        for start in range(0, len(prompts), cfg.batch_size):
-            chunk = prompts[start:start + cfg.batch_size]
-            batch = collate_prompts(chunk, tokenizer.pad_token_id)
-            rollout = generate(model, batch["input_ids"], batch["attention_mask"], generation, tokenizer.eos_token_id,
-                               tokenizer.pad_token_id)
-            texts = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
-                     for r, m in zip(rollout.response_ids, rollout.response_mask)]
-            prompt_texts = [p.prompt_text for p in chunk]
-            out["responses"] += texts
-            if reward_source is not None:
-                out["proxy"] += reward_source.score(rollout, prompt_texts, texts).tolist()
-            if gold_source is not None:
-                out["gold"] += gold_source.score(rollout, prompt_texts, texts).tolist()
-            logps = response_logprobs(model, rollout, cfg.temperature)
-            ref_logps = response_logprobs(reference, rollout, cfg.temperature)
-            out["kl"] += sequence_kl(logps, ref_logps, rollout.response_mask).tolist()
-            out["length"] += rollout.response_lengths.tolist()
-            out["eos"] += rollout.ended_with_eos.float().tolist()
+    for batch in scored_batches(model, tokenizer, prompts, generation_of(cfg),
+                                {"proxy": reward_source, "gold": gold_source}, cfg.batch_size, seed=cfg.seed):
+        rollout = batch.rollout
+        out["responses"] += batch.responses
+        out["proxy"] += batch.scores.get("proxy", [])
+        out["gold"] += batch.scores.get("gold", [])
+        logps = response_logprobs(model, rollout, cfg.temperature)
+        ref_logps = response_logprobs(reference, rollout, cfg.temperature)
+        out["kl"] += sequence_kl(logps, ref_logps, rollout.response_mask).tolist()
+        out["length"] += rollout.response_lengths.tolist()
+        out["eos"] += rollout.ended_with_eos.float().tolist()
     return out
 
 

@@ -6,10 +6,10 @@ recipe draws both families on the same held-out prompts:
 
 - best-of-N from the starting policy for each N in ``ns``: sample max(ns) answers per
   prompt once, keep the proxy's favourite among the first N; KL = log N − (N − 1)/N;
-- PPO at each fixed β in ``betas`` (adaptive control off, everything else from ``ppo``):
+- PPO at each fixed β in ``kl_coefs`` (adaptive control off, everything else from ``ppo``):
   train (a finished run is reused, an interrupted one resumes), then answer the held-out
   prompts and measure KL = Σ log π − log π_ref on those answers;
-- DPO at each β in ``dpo_betas`` (everything else from ``dpo``), from the same starting policy,
+- DPO at each β in ``dpo_kl_coefs`` (everything else from ``dpo``), from the same starting policy,
   which is also its reference, measured as the PPO points are.
 
 Then Gao et al.'s forms are fitted to each family's gold and proxy gains over the starting policy
@@ -27,18 +27,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.table import Table
 
 from tether.config import EvalConfig, FrontierConfig, HeldOutConfig, ModelConfig, ReportConfig
-from tether.data import DataError, collate_prompts, load_prompt_dataset
+from tether.data import DataError, load_prompt_dataset
 from tether.engine.runtime import atomic_write_text, limit, record_config
 from tether.eval.frontier_fit import fit_gao
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.rollout.best_of_n import best_of_n_kl
-from tether.rollout.generation import GenerationConfig, generate
 from tether.rollout.rewards import FunctionSource, load_reward_source
-from tether.utils.device import forked_rng
+from tether.rollout.sampling import generation_of, scored_batches
 from tether.utils.logging import console
 
 
@@ -53,29 +51,17 @@ def best_of_n_curve(proxy: list[list[float]], gold: list[list[float]], ns: list[
     return points
 
 
-@torch.no_grad()
 def _sample_many(policy, tokenizer, prompts, n: int, cfg: FrontierConfig, reward_source, gold_source):
     """(proxy, gold): n scored samples per prompt."""
-    generation = GenerationConfig(max_new_tokens=cfg.ppo.max_new_tokens, temperature=cfg.ppo.temperature,
-                                  top_p=cfg.ppo.top_p)
     proxy, gold = [], []
     per_batch = max(1, cfg.batch_size // n) if n <= cfg.batch_size else 1
-    with forked_rng():
-        torch.manual_seed(cfg.seed)
-        for start in range(0, len(prompts), per_batch):
-            chunk = prompts[start:start + per_batch]
-            repeated = [p for p in chunk for _ in range(n)]
-            batch = collate_prompts(repeated, tokenizer.pad_token_id)
-            rollout = generate(policy, batch["input_ids"], batch["attention_mask"], generation, tokenizer.eos_token_id,
-                               tokenizer.pad_token_id)
-            texts = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
-                     for r, m in zip(rollout.response_ids, rollout.response_mask)]
-            prompt_texts = [p.prompt_text for p in repeated]
-            p = reward_source.score(rollout, prompt_texts, texts).tolist()
-            g = gold_source.score(rollout, prompt_texts, texts).tolist()
-            for i in range(len(chunk)):
-                proxy.append(p[i * n:(i + 1) * n])
-                gold.append(g[i * n:(i + 1) * n])
+    for batch in scored_batches(policy, tokenizer, prompts, generation_of(cfg.ppo),
+                                {"proxy": reward_source, "gold": gold_source}, per_batch, n, seed=cfg.seed,
+                                desc=f"{n} samples per prompt"):
+        p, g = batch.scores["proxy"], batch.scores["gold"]
+        for i in range(len(batch.prompts)):
+            proxy.append(p[i * n:(i + 1) * n])
+            gold.append(g[i * n:(i + 1) * n])
     return proxy, gold
 
 
@@ -108,10 +94,10 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
         raise DataError("prompts_file= (or ppo.data.eval_file=) is required: held-out prompts for every point")
     if any(not isinstance(n, int) or n < 1 for n in cfg.ns):
         raise DataError(f"ns={cfg.ns}: every N must be a positive integer")
-    if cfg.dpo_betas and not cfg.dpo.data.train_file:
-        raise DataError("dpo_betas needs dpo.data.train_file= (the preferences DPO trains on)")
-    if any(isinstance(b, bool) or not isinstance(b, (int, float)) or b <= 0 for b in cfg.dpo_betas):
-        raise DataError(f"dpo_betas={cfg.dpo_betas}: every β must be a positive number")
+    if cfg.dpo_kl_coefs and not cfg.dpo.data.train_file:
+        raise DataError("dpo_kl_coefs needs dpo.data.train_file= (the preferences DPO trains on)")
+    if any(isinstance(b, bool) or not isinstance(b, (int, float)) or b <= 0 for b in cfg.dpo_kl_coefs):
+        raise DataError(f"dpo_kl_coefs={cfg.dpo_kl_coefs}: every β must be a positive number")
     run_dir = Path(cfg.run_dir)
     record_config(run_dir, "frontier", cfg)
     start_model = cfg.ppo.model.name_or_path
@@ -135,7 +121,7 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
     evaluation = EvalConfig(max_new_tokens=cfg.ppo.max_new_tokens, temperature=cfg.ppo.temperature,
                             batch_size=cfg.batch_size, seed=cfg.seed)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    if not start and (cfg.betas or cfg.dpo_betas):  # no best-of-N: the start's own answers give the baseline
+    if not start and (cfg.kl_coefs or cfg.dpo_kl_coefs):  # no best-of-N: the start's own answers give the baseline
         sampled = sample_responses(reference, tokenizer, prompts, evaluation, reference, reward_source, gold_source)
         start = {"proxy": mean(sampled["proxy"]), "gold": mean(sampled["gold"])}
 
@@ -147,22 +133,22 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
                        "proxy": mean(sampled["proxy"]), "gold": mean(sampled["gold"]),
                        "length": mean(sampled["length"]), "model": str(model_dir)})
 
-    for beta in cfg.betas:
+    for beta in cfg.kl_coefs:
         stage_dir = run_dir / f"ppo-beta-{beta}"
         model_dir = stage_dir / cfg.ppo.name
         if not (model_dir / "tether.json").is_file():
             console.rule(f"PPO with fixed β = {beta}")
-            train_ppo(dataclasses.replace(cfg.ppo, run_dir=str(stage_dir), init_kl_coef=float(beta), adaptive_kl=False,
+            train_ppo(dataclasses.replace(cfg.ppo, run_dir=str(stage_dir), kl_coef=float(beta), adaptive_kl=False,
                                           heldout=HeldOutConfig()))
         else:
             console.print(f"β = {beta}: reusing the finished run in {model_dir}")
         measure("ppo", beta, model_dir)
-    for beta in cfg.dpo_betas:
+    for beta in cfg.dpo_kl_coefs:
         stage_dir = run_dir / f"dpo-beta-{beta}"
         model_dir = stage_dir / "dpo"
         if not (model_dir / "tether.json").is_file():
             console.rule(f"DPO with β = {beta}")
-            train_preference(dataclasses.replace(cfg.dpo, run_dir=str(stage_dir), name="dpo", beta=float(beta),
+            train_preference(dataclasses.replace(cfg.dpo, run_dir=str(stage_dir), name="dpo", kl_coef=float(beta),
                                                  model=dataclasses.replace(cfg.ppo.model), ref_model=None))
         else:
             console.print(f"DPO β = {beta}: reusing the finished run in {model_dir}")

@@ -7,11 +7,9 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import random
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +33,15 @@ from tether.feedback.simulate import AnnotatorSpec, Comparison, default_panel, s
 from tether.feedback.stats import json_safe, label_stats, preference_rows
 from tether.feedback.store import Added, Item, LabelStore, StoredLabel
 from tether.models.loading import load_causal_lm, load_tokenizer
-from tether.rollout.generation import GenerationConfig
+from tether.rollout.sampling import generation_of
+from tether.utils.imports import import_object
 from tether.utils.logging import console
 
 
 def _import(spec: str):
-    module_name, _, name = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as exc:
+        return import_object(spec)
+    except ImportError as exc:
         raise DataError(f"cannot import '{spec}': {exc}") from None
 
 
@@ -58,7 +54,7 @@ def run_sample(cfg: SampleConfig) -> Path:
     prompts = load_generation_prompts(cfg, tokenizer, cfg.max_prompts)
     policy = load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
 
-    generation = GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p)
+    generation = generation_of(cfg)
     sampled = sample_and_score(policy, tokenizer, None, prompts, cfg.k, generation, cfg.batch_size,
                                desc=f"sampling {cfg.k} per prompt")
     params = {"k": cfg.k, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p,

@@ -32,6 +32,7 @@ from tether.config import EvalConfig, LabelSimulateConfig, LabelStatsConfig, Mod
 from tether.data import DataError
 from tether.engine.runtime import atomic_write_text, record_config, settle_precision
 from tether.eval.verdict import reward_model_warning
+from tether.recipes.registry import RECIPES
 from tether.tasks.registry import get_task
 from tether.utils.logging import console
 from tether.utils.resume import (
@@ -204,14 +205,9 @@ def _gate_reward_model(rm_dir: str, min_accuracy: float) -> None:
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
-    from tether.eval.report import write_report
-    from tether.recipes.evaluate import run_eval
-    from tether.recipes.label import run_label_export, run_label_simulate, run_label_stats, run_sample
-    from tether.recipes.ppo import train_ppo
-    from tether.recipes.preference import train_preference
-    from tether.recipes.reward_model import train_reward_model
-    from tether.recipes.sft import train_sft
-
+    train_sft, run_sample, run_label_simulate, run_label_stats, run_label_export, train_reward_model, train_ppo, \
+        train_preference, run_eval, write_report = (RECIPES[name].runner() for name in (
+            "sft", "sample", "label simulate", "label stats", "label export", "rm", "ppo", "dpo", "eval", "report"))
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise DataError(f"stages: unknown stage(s) {unknown}; choose from {list(STAGES)}")

@@ -15,45 +15,43 @@ Each iteration, top to bottom:
 from __future__ import annotations
 
 import copy
-import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from tether.algos.advantages import gae
 from tether.algos.kl import AdaptiveKLController, FixedKLController, kl_penalty
-from tether.algos.losses.ppo import explained_variance, policy_loss, value_loss
+from tether.algos.losses.ppo import explained_variance, policy_loss_fn, value_loss
 from tether.algos.masked import masked_mean, masked_whiten_across
 from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
 from tether.config import ModelConfig, PPOConfig, to_dict
 from tether.data import collate_prompts
-from tether.engine.loop import TrainingError, adamw, epoch_order
-from tether.engine.runtime import configure_cpu, load_generation_prompts, prepare_run, seed_everything
+from tether.engine.loop import adamw
+from tether.engine.rl import (
+    OnlineResult,
+    OnlineRun,
+    make_heldout,
+    prompt_batches,
+    registered,
+    rollout_logprobs,
+    run_online_rl,
+    start_online_run,
+)
+from tether.engine.roles import generator_for, reference_for
 from tether.eval.verdict import end_of_run_line
-from tether.models.loading import apply_lora, disable_dropout, load_causal_lm, load_reward_model, load_tokenizer, save_model
+from tether.models.loading import apply_lora, disable_dropout, load_causal_lm, load_reward_model, save_model
 from tether.models.reward import ensemble_members
-from tether.recipes.roles import generator_for, open_roles, reference_for, reward_for
-from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap, timed_sync
-from tether.rollout.generation import GenerationConfig, Rollout, position_ids, response_logprobs, row_seeds
+from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap
+from tether.rollout.experience import Experience
+from tether.rollout.generation import Rollout, position_ids, response_logprobs, row_seeds
 from tether.rollout.placement import RemoteReward, start_logprobs, start_score
 from tether.rollout.rewards import parse_weighted
-from tether.utils.checkpoint import checkpoint_root, load_checkpoint, save_checkpoint
+from tether.rollout.sampling import decode_responses, generation_of
 from tether.utils.distributed import Dist
 from tether.utils.logging import console
-from tether.utils.resume import resume_point
-from tether.utils.signals import StopRequested, graceful_stop, resume_message
 
-
-@dataclass
-class PPOResult:
-    model_dir: Path
-    iterations: int
-    history: list[dict]
-    stopped_early: str | None = None
-    alarms: list[dict] = field(default_factory=list)
+PPOResult = OnlineResult  # (the name it had)
 
 
 class PolicyAndValue(torch.nn.Module):
@@ -70,12 +68,6 @@ class PolicyAndValue(torch.nn.Module):
         logps, entropy = response_logprobs(self.policy, rollout, temperature, return_entropy=True,
                                            padding_free=padding_free, share_prefixes=share_prefixes)
         return logps, entropy, token_values(self.value, rollout)
-
-
-def rollout_logprobs(cfg, model, rollout: Rollout) -> torch.Tensor:
-    """``response_logprobs`` at the run's sampling temperature, laid out as the run's model options say."""
-    return response_logprobs(model, rollout, cfg.temperature, padding_free=cfg.model.padding_free,
-                             share_prefixes=cfg.model.share_prefixes)
 
 
 def value_trunk(value_model) -> torch.nn.Module:
@@ -105,12 +97,6 @@ def _value_init(cfg: PPOConfig) -> ModelConfig:
     return copy.deepcopy(cfg.model)  # a function reward: start the value model from the policy
 
 
-def _subset(rollout: Rollout, idx: torch.Tensor) -> Rollout:
-    sampler = rollout.sampler_logps[idx] if rollout.sampler_logps is not None else None
-    return Rollout(rollout.prompt_ids[idx], rollout.prompt_mask[idx], rollout.response_ids[idx],
-                   rollout.response_mask[idx], rollout.ended_with_eos[idx], sampler)
-
-
 def single_on_policy_step(cfg: PPOConfig, batch: int, dist: Dist | None = None) -> bool:
     """One gradient step on the fresh rollout (one epoch, one minibatch): the old log-probs and old values equal
     the training forward's (detached), so the two separate no-grad forwards are skipped and the KL-shaped
@@ -132,16 +118,10 @@ def shaped_advantages(cfg: PPOConfig, old_logps: torch.Tensor, ref_logps: torch.
     return advantages, returns, (kl_penalty(old_logps, ref_logps, "k1") * mask).sum(-1)
 
 
-def _prompt_batches(n: int, batch_size: int, seed: int, iteration: int) -> list[int]:
-    """The prompts of an iteration: consecutive slices of per-epoch shuffles (a pure function of iteration)."""
-    start = iteration * batch_size
-    return [epoch_order(n, seed, (start + i) // n)[(start + i) % n] for i in range(batch_size)]
-
-
 @torch.no_grad()
 def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_source, tokenizer, prompts, kl_coef,
                     moments: RunningMoments, seeds: list[int] | None = None,
-                    dist: Dist | None = None, generator: Generator | None = None) -> tuple[dict, dict]:
+                    dist: Dist | None = None, generator: Generator | None = None) -> tuple[Experience, dict]:
     """Stages 1-5 for this process's prompts: a rollout with everything the update needs, and its metrics.
 
     ``generator``: the sampler (default: the policy's own ``generate``). A reward or reference in a Ray actor
@@ -154,13 +134,12 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
     timings = {}
     mark = time.time()
     batch = collate_prompts(prompts, tokenizer.pad_token_id)
-    gen = GenerationConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_p, min_new_tokens=cfg.min_new_tokens)
+    gen = generation_of(cfg)
     rollout = generator.generate(batch["input_ids"], batch["attention_mask"], gen, tokenizer.eos_token_id,
                                  tokenizer.pad_token_id, seeds=seeds)
     timings["time/generate"] = time.time() - mark
     mark = time.time()
-    responses = [tokenizer.decode(r[m.bool()], skip_special_tokens=True)
-                 for r, m in zip(rollout.response_ids, rollout.response_mask)]
+    responses = decode_responses(tokenizer, rollout)
     scoring = start_score(reward_source, rollout, [p.prompt_text for p in prompts], responses)
     remote_ref = start_logprobs(ref_model, rollout, cfg.temperature, cfg.model.padding_free, cfg.model.share_prefixes)
     overlapped = remote_ref is not None or isinstance(reward_source, RemoteReward)  # a role works in its actor
@@ -190,11 +169,11 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
     else:
         scores_used = scores
     scores_used = clip_scores(scores_used, cfg.score_clip)
-    experience = {"rollout": rollout, "old_logps": old_logps, "old_values": values, "responses": responses,
-                  "ref_logps": ref_logps, "scores": scores_used, "kl_coef": kl_coef}
+    experience = Experience(rollout, ref_logps, old_logps, old_values=values, scores=scores_used, kl_coef=kl_coef,
+                            responses=responses)
     kl_metrics = {}
     if not deferred:
-        experience["advantages"], experience["returns"], kl_per_response = shaped_advantages(
+        experience.advantages, experience.returns, kl_per_response = shaped_advantages(
             cfg, old_logps, ref_logps, values, scores_used, mask, kl_coef, dist)
         kl_metrics = {"objective/kl": float(kl_per_response.mean()), **sampler_gap(rollout, old_logps)}
     metrics = {
@@ -214,7 +193,7 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
 SUMMED_METRICS = ("policy/loss", "value/loss", "objective/entropy")  # each process holds its share
 
 
-def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: dict, train_models=None,
+def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: Experience, train_models=None,
                dist: Dist | None = None) -> dict:
     """Stage 6: PPO epochs over minibatches of one rollout batch (``train_models``: the DDP-wrapped models).
 
@@ -224,7 +203,7 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: di
     the update ends there (its remaining minibatches and epochs are skipped)."""
     dist = dist or Dist()
     train_models = train_models if train_models is not None else models
-    rollout = experience["rollout"]
+    rollout = experience.rollout
     n = rollout.prompt_ids.shape[0]
     size = dist.share(cfg.minibatch_size)
     sums: dict[str, float] = {}
@@ -234,22 +213,22 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: di
         order = torch.randperm(n)
         for start in range(0, n, size):
             idx = order[start:start + size]
-            mini = _subset(rollout, idx)
+            mini = rollout.select(idx)
             mask = mini.response_mask
             tokens = dist.sum({"n": float(mask.sum())})["n"] if dist.enabled else None
             logps, entropy, values = train_models(mini, cfg.temperature, cfg.model.padding_free,
                                                   cfg.model.share_prefixes)
-            if experience["old_logps"] is None:  # one on-policy step: the rollout's stage 5 from this forward
+            if experience.deferred:  # one on-policy step: the rollout's stage 5 from this forward
                 old_logps, old_values = logps.detach(), values.detach()
                 advantages, returns, kl_per_response = shaped_advantages(
-                    cfg, old_logps, experience["ref_logps"][idx], old_values, experience["scores"][idx], mask,
-                    experience["kl_coef"], dist)
+                    cfg, old_logps, experience.ref_logps[idx], old_values, experience.scores[idx], mask,
+                    experience.kl_coef, dist)
                 sums["objective/kl"] = float(kl_per_response.mean())
                 sums.update(sampler_gap(mini, old_logps))
             else:
-                old_logps, old_values = experience["old_logps"][idx], experience["old_values"][idx]
-                advantages, returns = experience["advantages"][idx], experience["returns"][idx]
-            pg_loss, pg_metrics = policy_loss(logps, old_logps, advantages, mask, cfg.clip_range, cfg.dual_clip,
+                old_logps, old_values = experience.old_logps[idx], experience.old_values[idx]
+                advantages, returns = experience.advantages[idx], experience.returns[idx]
+            pg_loss, pg_metrics = policy_loss_fn(cfg.loss)(logps, old_logps, advantages, mask, cfg.clip_range, cfg.dual_clip,
                                               denominator=tokens)
             vf_loss, vf_metrics = value_loss(values, old_values, returns, mask, cfg.value_clip_range,
                                              denominator=tokens)
@@ -294,30 +273,11 @@ def _build_models(cfg: PPOConfig, tokenizer, roles=None):
     return PolicyAndValue(policy, value), ref_model
 
 
-def make_heldout(cfg, tokenizer, reward_source):
-    """The held-out evaluator of an RL run (None unless ``heldout.gold`` is set).
-
-    In a multi-process run every process evaluates the same prompts with the same weights, and so reaches the
-    same point and the same decisions (keep the best policy, stop on an alarm); the main process alone writes.
-    Under FSDP every forward is a collective, and under DDP the other processes would wait for the main one anyway."""
-    if not cfg.heldout.gold:
-        return None
-    from tether.eval.heldout import HeldOutEvaluator
-
-    return HeldOutEvaluator(cfg.heldout, cfg.data.eval_file, tokenizer, reward_source, cfg.max_new_tokens,
-                            cfg.data.max_length, cfg.temperature, cfg.data.chat_template)
-
-
 def train_ppo(cfg: PPOConfig) -> PPOResult:
-    dist = Dist.current()
-    dist.require_divisible("rollout_batch_size", cfg.rollout_batch_size)
-    run_dir, logger = prepare_run(cfg, cfg.name)
-    configure_cpu(cfg.num_threads)
-    seed_everything(cfg.seed)
-    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model)
-    prompts = load_generation_prompts(cfg, tokenizer)
-    roles = open_roles(cfg)  # Ray actors for the placed roles (placement.backend=ray), else None
-    reward_source = reward_for(cfg, tokenizer, roles)
+    registered(policy_loss_fn, cfg.loss, "loss")  # an unknown name stops here, before anything is loaded
+    setup = start_online_run(cfg, "rollout_batch_size")
+    dist, run_dir, logger, tokenizer, prompts = setup.dist, setup.run_dir, setup.logger, setup.tokenizer, setup.prompts
+    roles, reward_source = setup.roles, setup.reward_source
     models, ref_model = _build_models(cfg, tokenizer, roles)
     # DDP in a data-parallel run (generation uses the plain policy). Under FSDP the policy, the value model's trunk
     # and its score head are each a root unit (they are called one by one), and the reference is sharded too
@@ -329,98 +289,41 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
         {"params": [p for p in models.policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},
         {"params": [p for p in models.value.parameters() if p.requires_grad], "lr": cfg.value_learning_rate},
     ], eps=1e-5)
-    kl_ctl = (AdaptiveKLController(cfg.init_kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
-              else FixedKLController(cfg.init_kl_coef))
+    kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
+              else FixedKLController(cfg.kl_coef))
     moments = RunningMoments()
-    start = 0
-    ckpt_root = checkpoint_root(run_dir, cfg.name)
-    run_config = to_dict(cfg)  # (in every checkpoint: a later run resumes only the same run, see tether.utils.resume)
-    ckpt = resume_point(ckpt_root, run_dir / cfg.name, run_config, cfg.resume, cfg.name, "resume", logger)
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, models, optimizer, None)
-        start = int(state["iteration"])
+
+    def iterate(iteration: int, generator: Generator) -> dict:
+        chosen = prompt_batches(len(prompts), cfg.rollout_batch_size, cfg.seed, iteration)
+        mine = dist.shard_evenly(list(range(len(chosen))))  # this process's share of the batch
+        seeds = row_seeds(cfg.seed, iteration, mine) if seeded else None
+        experience, metrics = make_experience(cfg, models, ref_model, reward_source, tokenizer,
+                                              [prompts[chosen[j]] for j in mine], kl_ctl.value, moments, seeds, dist,
+                                              generator)
+        update_start = time.time()
+        metrics.update(ppo_update(cfg, models, optimizer, experience, train_models, dist))
+        metrics["time/update"] = time.time() - update_start
+        metrics["objective/rlhf_reward"] = metrics["reward/proxy_mean"] - kl_ctl.value * metrics["objective/kl"]
+        kl_ctl.update(metrics["objective/kl"], cfg.rollout_batch_size)
+        return metrics
+
+    def load_state(state: dict) -> None:
         kl_ctl.load_state_dict(state["kl_controller"])
         moments.load_state_dict(state["score_moments"])
-        if heldout is not None and "heldout" in state:
-            heldout.monitor.load_state_dict(state["heldout"])
-        console.print(f"[green]{cfg.name}: resumed from {ckpt.path} (iteration {start}/{cfg.num_iterations})[/]")
-    logger.discard_after(start if ckpt is not None else -1)  # iterations after the checkpoint are logged again
-    generator = generator_for(cfg, models.policy, tokenizer, run_dir, roles)  # after a resume: the resumed weights
-    history: list[dict] = []
-    stopped_early = None
-    bar = tqdm(total=cfg.num_iterations, initial=start, desc=cfg.name, unit="iter", dynamic_ncols=True,
-               disable=not dist.is_main)
-    iteration = start
+
     meta = {"recipe": "ppo", "base_model": cfg.model.name_or_path, "reward": cfg.reward}
-    with graceful_stop() as stop:
-        try:
-            if heldout is not None and start == 0:  # the reference point every later one is compared with
-                logger.log(heldout.step(models.policy, ref_model, 0, run_dir, cfg.name, tokenizer, meta)[0], 0)
-            for iteration in range(start, cfg.num_iterations):
-                mark = time.time()
-                chosen = _prompt_batches(len(prompts), cfg.rollout_batch_size, cfg.seed, iteration)
-                mine = dist.shard_evenly(list(range(len(chosen))))  # this process's share of the batch
-                seeds = row_seeds(cfg.seed, iteration, mine) if seeded else None
-                experience, metrics = make_experience(cfg, models, ref_model, reward_source, tokenizer,
-                                                      [prompts[chosen[j]] for j in mine], kl_ctl.value, moments,
-                                                      seeds, dist, generator)
-                update_start = time.time()
-                metrics.update(ppo_update(cfg, models, optimizer, experience, train_models, dist))
-                metrics["time/update"] = time.time() - update_start
-                metrics["objective/rlhf_reward"] = metrics["reward/proxy_mean"] - kl_ctl.value * metrics["objective/kl"]
-                metrics.update(timed_sync(generator, models.policy))
-                metrics["time/iteration"] = time.time() - mark
-                kl_ctl.update(metrics["objective/kl"], cfg.rollout_batch_size)
-                fired = []
-                if heldout is not None and heldout.due(iteration + 1, cfg.num_iterations):
-                    heldout_metrics, fired = heldout.step(models.policy, ref_model, iteration + 1, run_dir, cfg.name,
-                                                          tokenizer, meta)
-                    metrics.update(heldout_metrics)
-                if dist.any(bool(fired)) and not fired:  # (all processes see the same point; this keeps them together)
-                    fired = [{"message": "the reward-hacking alarm fired on another process"}]
-                logger.log(metrics, iteration + 1)
-                history.append(metrics)
-                bar.update(1)
-                bar.set_postfix({"score": f"{metrics['reward/score_mean']:.3g}", "kl": f"{metrics['objective/kl']:.3g}",
-                                 "beta": f"{metrics['objective/kl_coef']:.3g}",
-                                 "len": f"{metrics['response/length_mean']:.3g}"})
-                state = {"iteration": iteration + 1, "kl_controller": kl_ctl.state_dict(),
-                         "score_moments": moments.state_dict()}
-                if heldout is not None:
-                    state["heldout"] = heldout.monitor.state_dict()
-                if fired and cfg.heldout.stop_on_alarm:
-                    stopped_early = f"reward-hacking alarm at iteration {iteration + 1}: {fired[0]['message']}"
-                    console.print(f"[bold red]stopping:[/] {stopped_early} (heldout.stop_on_alarm=true)")
-                    iteration += 1
-                    break
-                if metrics["objective/kl"] > cfg.kl_limit:
-                    stopped_early = (f"mean KL per response {metrics['objective/kl']:.1f} nats exceeded kl_limit="
-                                     f"{cfg.kl_limit} at iteration {iteration + 1}: the policy is running away from the "
-                                     "reference; raise init_kl_coef / lower learning_rate")
-                    console.print(f"[bold red]stopping:[/] {stopped_early}")
-                    iteration += 1
-                    break
-                if dist.any(stop.requested) and iteration + 1 < cfg.num_iterations:  # a safe point: save, then stop
-                    signum = stop.signal or signal.SIGTERM
-                    saved = save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state, config=run_config)
-                    raise StopRequested(signum, resume_message(cfg.name, str(saved), iteration + 1, signum))
-                if cfg.save_every and (iteration + 1) % cfg.save_every == 0 and iteration + 1 < cfg.num_iterations:
-                    save_checkpoint(ckpt_root, iteration + 1, models, optimizer, None, state, config=run_config)
-            else:
-                iteration = cfg.num_iterations
-            if iteration > start:
-                save_checkpoint(ckpt_root, iteration, models, optimizer, None, state, config=run_config)
-        except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
-            raise TrainingError(f"out of memory: lower rollout_batch_size or minibatch_size ({exc})") from None
-        finally:
-            bar.close()
-            logger.close()
-            if roles is not None:
-                roles.close()
+    run = OnlineRun(
+        models, models.policy, optimizer, iterate=iterate, meta=meta, description=cfg.name,
+        make_generator=lambda: generator_for(cfg, models.policy, tokenizer, run_dir, roles),
+        postfix=lambda m: {"score": f"{m['reward/score_mean']:.3g}", "kl": f"{m['objective/kl']:.3g}",
+                           "beta": f"{m['objective/kl_coef']:.3g}", "len": f"{m['response/length_mean']:.3g}"},
+        state=lambda: {"kl_controller": kl_ctl.state_dict(), "score_moments": moments.state_dict()},
+        load_state=load_state, kl_advice="raise kl_coef / lower learning_rate",
+        memory_advice="lower rollout_batch_size or minibatch_size")
+    outcome = run_online_rl(cfg, run, logger, tokenizer, ref_model, heldout, roles)
     out = save_model(models.policy, tokenizer, run_dir / cfg.name,
-                     {**meta, "iterations": iteration, "stopped_early": stopped_early, "final_kl_coef": kl_ctl.value,
-                      "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)
-    console.print(f"[bold green]PPO done[/]: policy → {out}  ({iteration} iterations)")
-    console.print(end_of_run_line(cfg.name, heldout.monitor.state_dict() if heldout is not None else None),
-                  soft_wrap=True)  # one line, in a log too
-    return PPOResult(out, iteration, history, stopped_early, heldout.monitor.events if heldout else [])
+                     {**meta, "iterations": outcome.iterations, "stopped_early": outcome.stopped_early,
+                      "final_kl_coef": kl_ctl.value, "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)
+    console.print(f"[bold green]PPO done[/]: policy → {out}  ({outcome.iterations} iterations)")
+    console.print(end_of_run_line(cfg.name, outcome.heldout_state), soft_wrap=True)  # one line, in a log too
+    return PPOResult(out, outcome.iterations, outcome.history, outcome.stopped_early, outcome.alarms)

@@ -52,8 +52,8 @@ DEFAULT_BETA = {"simpo": 2.0}  # SimPO's rewards are per-token means: Meng et al
 
 
 def loss_beta(cfg: PreferenceConfig) -> float:
-    """β as configured, or the loss's usual value when ``beta`` is empty (2.0 for simpo, else 0.1)."""
-    return cfg.beta if cfg.beta is not None else DEFAULT_BETA.get(cfg.loss, 0.1)
+    """β as configured, or the loss's usual value when ``kl_coef`` is empty (2.0 for simpo, else 0.1)."""
+    return cfg.kl_coef if cfg.kl_coef is not None else DEFAULT_BETA.get(cfg.loss, 0.1)
 
 
 def simpo_gamma_beta_ratio(cfg: PreferenceConfig) -> float:

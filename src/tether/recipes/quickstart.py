@@ -54,11 +54,13 @@ from tether.config import (
 )
 from tether.engine.runtime import atomic_write_text, configure_cpu, record_config, settle_precision
 from tether.eval.intervals import Interval
+from tether.recipes.registry import RECIPES
 from tether.tasks.registry import get_task
 from tether.utils.logging import console
 from tether.utils.resume import NOT_THE_RESULT, ResumeRefused, config_diff, describe_diff, move_run_aside, output_config
 
 TINY_RUN_DIR = "runs/quickstart-tiny"  # --tiny's default: a tiny run never writes into the real one's directory
+STAGES = ("sft", "sample", "label simulate", "label stats", "label export", "rm", "ppo", "dpo", "eval")  # in order
 MODEL_STAGES = ("sft", "rm", "ppo", "dpo")  # stages whose output directory records the config that made it
 TINY_OVERRIDES = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
                   "num_key_value_heads": 2, "head_dim": 16}
@@ -113,12 +115,12 @@ def stage_configs(cfg: QuickstartConfig) -> dict[str, Any]:
             max_new_tokens=max_new_tokens, num_iterations=cfg.ppo_iterations, rollout_batch_size=cfg.ppo_batch,
             minibatch_size=max(1, cfg.ppo_batch // 2), ppo_epochs=cfg.ppo_epochs,
             learning_rate=cfg.ppo_learning_rate * lr_scale,
-            value_learning_rate=1e-5 * lr_scale, init_kl_coef=cfg.init_kl_coef, target_kl=cfg.target_kl,
+            value_learning_rate=1e-5 * lr_scale, kl_coef=cfg.kl_coef, target_kl=cfg.target_kl,
             num_threads=cfg.num_threads,
             heldout=HeldOutConfig(gold=task.gold, prompts_file=task.path("heldout_file"),
                                   max_prompts=cfg.heldout_prompts, every=cfg.heldout_every)),
         "dpo": PreferenceConfig(
-            run_dir=str(run), name="dpo", model=trained(sft_dir), loss="dpo", beta=0.1,
+            run_dir=str(run), name="dpo", model=trained(sft_dir), loss="dpo", kl_coef=0.1,
             data=data(training_pairs, eval_file=heldout_pairs, max_eval_examples=cfg.eval_examples // 2),
             train=_train(cfg, cfg.dpo_steps, 1e-5 * lr_scale, pair_batch)),
         "eval": EvalConfig(
@@ -175,13 +177,6 @@ def merge_training_pairs(panel_preferences: Path, output: Path, shipped_pairs: s
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
-    from tether.recipes.evaluate import run_eval
-    from tether.recipes.label import run_label_export, run_label_simulate, run_label_stats, run_sample
-    from tether.recipes.ppo import train_ppo
-    from tether.recipes.preference import train_preference
-    from tether.recipes.reward_model import train_reward_model
-    from tether.recipes.sft import train_sft
-
     configure_cpu(cfg.num_threads)
     cfg = settle_precision(with_run_dir(cfg))  # auto → the mode this machine runs, said once, recorded everywhere
     task = get_task(cfg.task)
@@ -194,9 +189,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     console.print(f"[bold]tether quickstart[/] on {what}, task {task.name} ({task.summary}), seed {cfg.seed}: "
                   f"SFT → sample {cfg.k} → simulated panel → reward model → "
                   f"PPO + DPO → evaluation → report, in {cfg.run_dir}")
-    runners = {"sft": train_sft, "sample": run_sample, "label simulate": run_label_simulate,
-               "label stats": run_label_stats, "label export": run_label_export, "rm": train_reward_model,
-               "ppo": train_ppo, "dpo": train_preference, "eval": run_eval}
+    runners = {name: RECIPES[name].runner() for name in STAGES}
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
     started = time.time()

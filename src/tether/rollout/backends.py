@@ -29,8 +29,11 @@ from typing import Protocol
 import torch
 
 from tether.errors import TetherInputError
+from tether.models.loading import is_peft, replace_dir
 from tether.models.special_tokens import as_stop_ids, config_stop_ids
 from tether.rollout.generation import GenerationConfig, Rollout, generate
+from tether.utils.device import model_device
+from tether.utils.distributed import Dist, unwrap
 
 
 class Generator(Protocol):
@@ -79,9 +82,6 @@ def export_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]
     DDP wrappers are looked through; FSDP2 shards are gathered one tensor at a time (``full_tensor``); a peft
     LoRA model yields its base weights with the adapters' deltas added (W + B·A·scale), computed without merging
     in place, so the base, which is also the reference, is not touched by rounding. Tied weights come once."""
-    from tether.models.loading import is_peft
-    from tether.utils.distributed import unwrap
-
     model = unwrap(model)
     if not is_peft(model):
         for name, param in model.named_parameters():
@@ -164,8 +164,6 @@ class VLLMGenerator:
                  seed: int = 0, dist=None):
         require_vllm()
         from vllm import LLM
-
-        from tether.utils.distributed import Dist
 
         dist = dist or Dist.current()
         os.environ.setdefault("RANK", str(dist.rank))
@@ -277,8 +275,6 @@ def choose_backend(backend: str, on_cuda: bool) -> str:
 
 def resolve_backend(backend: str, policy: torch.nn.Module) -> str:
     """:func:`choose_backend` for a sampler colocated with ``policy`` (on the policy's device)."""
-    from tether.utils.device import model_device
-
     return choose_backend(backend, model_device(policy).type == "cuda")
 
 
@@ -303,9 +299,6 @@ def sampler_model_dir(policy: torch.nn.Module, tokenizer, run_dir: Path) -> Path
     ``<run_dir>/sampler-init`` (the first ``sync_weights`` loads the live weights anyway)."""
     import shutil
     import tempfile
-
-    from tether.models.loading import is_peft, replace_dir
-    from tether.utils.distributed import Dist, unwrap
 
     target = Path(run_dir) / "sampler-init"
     dist = Dist.current()

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
+from tether.models.decoding import skinny_linears
 from tether.models.layout import position_ids  # noqa: F401 - re-exported: rollouts lay out positions with it
+from tether.models.precision import autocast_block, precision_of
 from tether.models.scoring import scored_logprobs
 from tether.models.special_tokens import as_stop_ids, config_stop_ids
+from tether.utils.device import model_device
+from tether.utils.distributed import Dist
 
 
 @dataclass
@@ -127,6 +131,12 @@ class Rollout:
     def response_lengths(self) -> torch.Tensor:  # (B,)
         return self.response_mask.sum(-1)
 
+    def select(self, idx: torch.Tensor) -> Rollout:
+        """The rows ``idx`` (a minibatch), every per-row field alike."""
+        sampler = self.sampler_logps[idx] if self.sampler_logps is not None else None
+        return Rollout(self.prompt_ids[idx], self.prompt_mask[idx], self.response_ids[idx], self.response_mask[idx],
+                       self.ended_with_eos[idx], sampler)
+
 
 def response_mask_from_ids(response_ids: torch.Tensor,
                            eos_token_id: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,11 +210,6 @@ def generate(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config:
     With ``share_prompts``, rows with the same prompt (a GRPO group) share one prefill of it
     (:func:`shared_prompt_cache`).
     """
-    from tether.models.decoding import skinny_linears
-    from tether.models.precision import autocast_block, precision_of
-    from tether.utils.device import model_device
-    from tether.utils.distributed import Dist
-
     dist = Dist.current()
     device = model_device(model)  # the prompts follow the model; the rollout is on its device
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)

@@ -10,10 +10,7 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +20,7 @@ from tether.data.tokenize import encode_prompt_response
 from tether.errors import TetherInputError
 from tether.models.reward import ensemble_members, load_reward_models, score_with_members
 from tether.rollout.generation import Rollout
+from tether.utils.imports import import_object
 
 
 class RewardSpecError(TetherInputError, ValueError):
@@ -131,13 +129,9 @@ class FunctionSource:
     """A Python reward function given as ``module:function``."""
 
     def __init__(self, spec: str):
-        module_name, _, function_name = spec.partition(":")
-        if os.getcwd() not in sys.path:  # like `python -m`: modules next to where the command runs are found
-            sys.path.insert(0, os.getcwd())
         try:
-            module = importlib.import_module(module_name)
-            self.fn = getattr(module, function_name)
-        except (ImportError, AttributeError) as exc:
+            self.fn = import_object(spec)
+        except ImportError as exc:
             raise RewardSpecError(f"reward function '{spec}' cannot be imported: {exc}") from None
 
     def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tether.errors import ConfigError
+from tether.utils.distributed import Dist
 from tether.utils.files import apply_umask
 from tether.utils.state_io import load_state, save_state
 
@@ -123,8 +124,6 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, trainer_
     (non-finite weights are refused on every process, so none is left waiting for the main one). Under FSDP
     every process takes part in gathering the full weights and optimizer state first, so the files are the
     same as a single process writes."""
-    from tether.utils.distributed import Dist
-
     dist = Dist.current()
     if dist.sharded:
         return _save_sharded_checkpoint(dist, root, step, model, optimizer, scheduler, trainer_state, keep, config)
@@ -194,8 +193,6 @@ def latest_valid_checkpoint(root: Path, warn=print) -> Checkpoint | None:
     """Newest checkpoint that verifies; broken ones are reported and skipped.
 
     Temporary folders of checkpoint writes that a crash cut short are removed (by the main process)."""
-    from tether.utils.distributed import Dist
-
     if Dist.current().is_main and root.is_dir():
         for stale in root.glob(".step-*.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -237,8 +234,6 @@ def load_checkpoint(ckpt: Checkpoint, model, optimizer, scheduler) -> dict[str, 
     A checkpoint of another model (other names or shapes, other trainable weights) raises
     :class:`CheckpointMismatch` before anything is changed. Under FSDP every process reads the full checkpoint
     and keeps its shard of the weights and optimizer state."""
-    from tether.utils.distributed import Dist
-
     weights = load_file(str(ckpt.path / "model.safetensors"))
     problem = _misfit(weights, model)
     if problem is not None:

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 import torch
 
 from tether.errors import ConfigError
+from tether.utils.allocator import keep_freed_memory
 
 ENV = "TETHER_DEVICE"
 
@@ -100,8 +101,6 @@ def forked_rng():
 def configure_cpu(num_threads: int) -> None:
     """torch's CPU threads (0 = torch's default) and, when this process computes on the CPU, glibc keeps freed
     memory for reuse instead of page-faulting it in again every step (:mod:`tether.utils.allocator`)."""
-    from tether.utils.allocator import keep_freed_memory
-
     if num_threads > 0:
         torch.set_num_threads(num_threads)
     try:

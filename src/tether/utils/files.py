@@ -10,6 +10,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from tether.utils.distributed import Dist
+
 
 def _umask_from_proc() -> int | None:
     """The process's umask as Linux reports it (/proc/self/status, Linux 4.7+), read without changing it."""
@@ -66,8 +68,6 @@ def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
     The file gets the permissions any new file gets (0o666 less the umask: ``mkstemp``'s private 0o600 is not
     kept), narrowed to those of the file it replaces, so a file made private stays private. ``mode`` (e.g.
     0o600 for a file of secrets) sets them exactly; either way they are set before the rename."""
-    from tether.utils.distributed import Dist
-
     if not Dist.current().is_main:
         return
     path.parent.mkdir(parents=True, exist_ok=True)

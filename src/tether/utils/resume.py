@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from tether.errors import ConfigError
-from tether.utils.checkpoint import Checkpoint, checkpoint_config, latest_valid_checkpoint
+from tether.utils.checkpoint import Checkpoint, checkpoint_config, checkpoint_root, latest_valid_checkpoint, list_checkpoints
+from tether.utils.distributed import Dist
 from tether.utils.files import atomic_write_text
+from tether.utils.logging import console
 
 RESUME_MODES = ("auto", "never", "force")
 
@@ -133,9 +135,6 @@ def move_run_aside(run_dir: Path, inputs: list[str] | None = None) -> Path | Non
     """``resume=never`` for a whole-run command (quickstart, pipeline): rename a non-empty ``run_dir`` to
     ``<run_dir>.old-<time>`` (by the main process) and return where it went. An input among ``inputs`` that lies
     inside it raises a :class:`ConfigError` first (it would go with it)."""
-    from tether.utils.distributed import Dist
-    from tether.utils.logging import console
-
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         return None
     inside = [path for path in inputs or [] if path and Path(path).resolve().is_relative_to(run_dir.resolve())]
@@ -159,9 +158,6 @@ def resume_point(root: Path, output: Path | None, config: dict | None, mode: Any
     (``to_dict``; None compares nothing); ``switch``: the setting to name in messages (``resume`` or
     ``train.resume``); ``logger``: the stage's MetricsLogger (``never`` moves its records aside with the
     checkpoints). Raises :class:`ResumeRefused`."""
-    from tether.utils.distributed import Dist
-    from tether.utils.logging import console
-
     mode = resume_mode(mode)
     if mode == "never":
         _start_afresh(root, output, stage, switch, logger)
@@ -180,8 +176,6 @@ def check_before_start(config: Any, stage: str, recorded: dict) -> None:
     """Fail fast, before a recipe loads models or data: under ``resume=auto``, raise :class:`ResumeRefused` if the
     stage's newest checkpoint or its output directory was made with another config than ``recorded`` (``config`` as
     a plain dict, as checkpoints record it). (The resume itself checks again, on the checkpoint that verifies.)"""
-    from tether.utils.checkpoint import checkpoint_root, list_checkpoints
-
     train = getattr(config, "train", None)
     mode = getattr(train if train is not None else config, "resume", None)
     if mode is None or resume_mode(mode) != "auto":
@@ -195,9 +189,6 @@ def refuse_or_warn(diff: list, mode: str, refusal: str, warning: str) -> None:
     """A config that differs from the recorded one (``diff``, from :func:`config_diff`): ``auto`` raises
     :class:`ResumeRefused` with ``refusal``, ``force`` prints ``warning`` (main process) and goes on. The
     messages name what differs themselves (:func:`describe_diff`)."""
-    from tether.utils.distributed import Dist
-    from tether.utils.logging import console
-
     if not diff:
         return
     if mode == "auto":
@@ -229,9 +220,6 @@ def check_recorded(ckpt: Checkpoint | None, output: Path | None, config: dict, m
 
 def _start_afresh(root: Path, output: Path | None, stage: str, switch: str, logger) -> None:
     """``never``: move the stage's checkpoints and logs out of the way (by the main process)."""
-    from tether.utils.distributed import Dist
-    from tether.utils.logging import console
-
     dist = Dist.current()
     if dist.is_main and (root.exists() or (logger is not None and has_logs(logger))):
         if root.exists():

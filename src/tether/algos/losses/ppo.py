@@ -7,6 +7,8 @@ with a known bias (see its docstring).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from tether.algos.masked import masked_mean
@@ -108,3 +110,19 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     residual_var = masked_mean((returns - values - masked_mean(returns - values, mask)) ** 2, mask)
     returns_var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
     return 1.0 - residual_var / returns_var.clamp(min=1e-8)
+
+
+# ---- policy losses by name (``loss=`` of ``tether ppo`` and ``tether grpo``) ---------------------------------------
+# Each takes (logps, old_logps, advantages, mask, clip_range=, dual_clip=, aggregation=, max_length=, denominator=)
+# → (loss, metrics with policy/loss, policy/clip_frac, policy/approx_kl, policy/ratio_mean), like policy_loss.
+
+POLICY_LOSSES: dict[str, Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]] = {
+    "ppo_clip": policy_loss,
+}
+
+
+def policy_loss_fn(name: str) -> Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    try:
+        return POLICY_LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown policy loss '{name}'; choose one of {', '.join(POLICY_LOSSES)}") from None

@@ -56,7 +56,7 @@ def _implicit(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_
 
 
 def dpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
-        label_smoothing: float = 0.0, **_):
+        label_smoothing: float = 0.0):
     h, chosen_rewards, rejected_rewards = _implicit(policy_chosen_logps, policy_rejected_logps,
                                                     ref_chosen_logps, ref_rejected_logps, beta)
     eps = label_smoothing
@@ -65,13 +65,13 @@ def dpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_reject
 
 
 def cdpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
-         label_smoothing: float = 0.1, **_):
+         label_smoothing: float = 0.1):
     return dpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
                label_smoothing=label_smoothing)
 
 
 def robust(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta,
-           label_smoothing: float = 0.1, **_):
+           label_smoothing: float = 0.1):
     h, chosen_rewards, rejected_rewards = _implicit(policy_chosen_logps, policy_rejected_logps,
                                                     ref_chosen_logps, ref_rejected_logps, beta)
     eps = label_smoothing
@@ -79,14 +79,14 @@ def robust(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rej
     return losses, _paired_metrics(chosen_rewards, rejected_rewards, policy_chosen_logps, policy_rejected_logps)
 
 
-def ipo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, **_):
+def ipo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
     h, chosen_rewards, rejected_rewards = _implicit(policy_chosen_logps, policy_rejected_logps,
                                                     ref_chosen_logps, ref_rejected_logps, beta)
     losses = (h - 1 / (2 * beta)) ** 2
     return losses, _paired_metrics(chosen_rewards, rejected_rewards, policy_chosen_logps, policy_rejected_logps)
 
 
-def hinge(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, **_):
+def hinge(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
     h, chosen_rewards, rejected_rewards = _implicit(policy_chosen_logps, policy_rejected_logps,
                                                     ref_chosen_logps, ref_rejected_logps, beta)
     losses = torch.relu(1 - beta * h)
@@ -100,7 +100,7 @@ def _require_lengths(name: str, chosen_lengths, rejected_lengths):
 
 
 def simpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, beta=2.0,
-          gamma_beta_ratio: float = 0.5, chosen_lengths=None, rejected_lengths=None, **_):
+          gamma_beta_ratio: float = 0.5, chosen_lengths=None, rejected_lengths=None):
     """−log σ(β·a_c − β·a_r − γ), a = log π(y|x)/|y|, with the target margin γ = ``gamma_beta_ratio``·β.
 
     The margin is given relative to β, as in the SimPO authors' code, so one ratio suits any β: the
@@ -122,7 +122,7 @@ def _log1m_exp(a: torch.Tensor) -> torch.Tensor:
 
 
 def orpo(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, beta=0.1,
-         chosen_lengths=None, rejected_lengths=None, **_):
+         chosen_lengths=None, rejected_lengths=None):
     chosen_len, rejected_len = _require_lengths("orpo", chosen_lengths, rejected_lengths)
     mean_chosen = policy_chosen_logps.float() / chosen_len  # a_c (B,)
     mean_rejected = policy_rejected_logps.float() / rejected_len  # a_r (B,)

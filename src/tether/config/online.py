@@ -1,0 +1,209 @@
+"""Configs of the recipes that sample from the policy: PPO (`tether ppo`), GRPO / RLOO / REINFORCE++
+(`tether grpo`), best-of-N (`tether bon`), rejection sampling (`tether rejection-sample`) and sampling responses for
+labelling (`tether sample`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from tether.config.fields import NON_NEGATIVE, POSITIVE, RESUME_DOC, ResumeMode, doc_field
+from tether.config.sections import (
+    DataConfig,
+    GenerationBackendConfig,
+    HeldOutConfig,
+    ModelConfig,
+    PlacementConfig,
+    TrainConfig,
+)
+
+LOSS_DOC = ("Policy loss by name (tether.algos.losses.ppo.POLICY_LOSSES): ppo_clip = the clipped surrogate "
+            "−min(ρA, clip(ρ, 1−ε, 1+ε)A).")
+
+
+@dataclass
+class OnlineRunFields:
+    """The fields every online-RL config ends with (PPO's and GRPO's): where and how the roles run, the seed,
+    checkpoints and resume, threads, the held-out monitor and the metric sinks. A config composes them by deriving
+    from this class after its own fields' class, so they stay last in ``--help`` and ``--print-config``."""
+
+    row_seeded_sampling: bool = doc_field(
+        False, "Sample each response from its own seeded stream, so samples do not depend on the batch or the "
+               "number of processes (always on in a data-parallel run).")
+    generation: GenerationBackendConfig = doc_field(GenerationBackendConfig(), "Sampling engine (transformers or vLLM).")
+    placement: PlacementConfig = doc_field(PlacementConfig(), "Where the roles run (in process, or Ray actors).")
+    seed: int = doc_field(42, "Seed for prompt order, sampling and initialisation.")
+    save_every: int = doc_field(0, "Checkpoint every N iterations (0 = only at the end).", bounds=NON_NEGATIVE)
+    resume: ResumeMode | bool = doc_field("auto", RESUME_DOC)
+    num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).", bounds=NON_NEGATIVE)
+    heldout: HeldOutConfig = doc_field(HeldOutConfig(), "Held-out gold evaluation and the reward-hacking alarm.")
+    report_to: list = doc_field(["tensorboard"], "Extra metric sinks: tensorboard, wandb, mlflow.")
+
+
+@dataclass
+class _PPOFields:
+    run_dir: str = doc_field("runs/ppo", "Run directory; the policy is written to <run_dir>/<name>/.")
+    name: str = doc_field("ppo", "Stage name: output subdirectory, metric prefix and checkpoint folder.")
+    model: ModelConfig = doc_field(ModelConfig(), "Policy to train (usually the SFT model); also the reference.")
+    ref_model: str | None = doc_field(None, "Reference model; empty = a frozen copy of the starting policy "
+                                            "(with LoRA: the base with adapters disabled, no copy).")
+    reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
+    ensemble_k: float | None = doc_field(
+        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
+              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.",
+        bounds=NON_NEGATIVE)
+    value_model: str | None = doc_field(None, "Value model init; empty = the reward model directory (an ensemble: its "
+                                              "first member; a function reward: the policy).")
+    data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
+    max_new_tokens: int = doc_field(48, "Longest response sampled.", bounds=POSITIVE)
+    temperature: float = doc_field(1.0, "Sampling temperature (log-probs are computed at the same temperature).", bounds=POSITIVE)
+    top_p: float = doc_field(1.0, "Nucleus sampling; keep 1.0 so the ratio matches the sampling distribution.")
+    min_new_tokens: int = doc_field(
+        0, "Suppress EOS until this many tokens (0 = off). Fixes response lengths for benchmarks; the responses are "
+           "then sampled from a truncated distribution, so keep 0 for training.", bounds=NON_NEGATIVE)
+    num_iterations: int = doc_field(20, "Rollout + update iterations.", bounds=POSITIVE)
+    rollout_batch_size: int = doc_field(16, "Prompts sampled per iteration.", bounds=POSITIVE)
+    minibatch_size: int = doc_field(8, "Responses per gradient step in an update epoch.", bounds=POSITIVE)
+    ppo_epochs: int = doc_field(2, "Passes over each rollout batch.", bounds=POSITIVE)
+    learning_rate: float = doc_field(1e-6, "Policy learning rate.", bounds=NON_NEGATIVE)
+    value_learning_rate: float = doc_field(1e-5, "Value model learning rate.")
+    clip_range: float = doc_field(0.2, "Policy ratio clip ε.")
+    loss: str = doc_field("ppo_clip", LOSS_DOC)
+    value_clip_range: float = doc_field(0.2, "Value clip around the old values.")
+    dual_clip: float | None = doc_field(None, "Dual-clip constant c > 1 (None = off).")
+    value_coef: float = doc_field(0.1, "Weight of the value loss.", bounds=NON_NEGATIVE)
+    entropy_coef: float = doc_field(0.0, "Entropy bonus weight.", bounds=NON_NEGATIVE)
+    gamma: float = doc_field(1.0, "Discount.")
+    lam: float = doc_field(0.95, "GAE λ.")
+    kl_coef: float = doc_field(0.05, "β: weight of the per-token KL penalty −β·KL_t (with adaptive_kl, its starting "
+                                     "value; was init_kl_coef).")
+    adaptive_kl: bool = doc_field(True, "Adapt β toward target_kl (Ziegler et al. 2019); false = fixed β.")
+    target_kl: float = doc_field(6.0, "Target KL per response (nats) for the adaptive controller.", bounds=POSITIVE)
+    kl_horizon: int = doc_field(10000, "Adaptive controller horizon (samples).", bounds=POSITIVE)
+    kl_estimator: Literal["k1", "k2", "k3"] = doc_field("k1", "Per-token KL estimator in the reward penalty.")
+    kl_limit: float = doc_field(20.0, "Stop the run when the mean KL per response exceeds this (nats).")
+    missing_eos_penalty: float = doc_field(1.0, "Subtracted from the score of a response that ends without EOS.")
+    normalize_scores: bool = doc_field(True, "Normalise scores with running mean/std before the KL penalty.")
+    score_clip: float = doc_field(5.0, "Clip (normalised) scores to ±this (0 = off).")
+    whiten_advantages: bool = doc_field(True, "Whiten advantages over the batch's response tokens.")
+    approx_kl_stop: float = doc_field(0.0, "End the whole update (this epoch and the rest) before the step of the first "
+                                      "minibatch whose approx KL(π_old‖π) exceeds this, as Stable-Baselines3's "
+                                      "target_kl does (0 = off).")
+    max_grad_norm: float = doc_field(1.0, "Clip each model's gradient norm.", bounds=NON_NEGATIVE)
+
+
+@dataclass
+class PPOConfig(OnlineRunFields, _PPOFields):
+    """PPO under a KL leash to the frozen reference (`tether ppo`)."""
+
+    RENAMED = {"init_kl_coef": "kl_coef"}  # old key → new key (read, with a note)
+
+
+@dataclass
+class _GRPOFields:
+
+    run_dir: str = doc_field("runs/grpo", "Run directory; the policy is written to <run_dir>/<name>/.")
+    name: str = doc_field("grpo", "Stage name: output subdirectory, metric prefix and checkpoint folder.")
+    advantage: str = doc_field(
+        "grpo", "Advantage estimator by name (tether.algos.advantages.ADVANTAGE_ESTIMATORS): group mean/std (grpo), "
+                "group mean alone (dr_grpo), leave-one-out (rloo), global batch whitening (reinforce_pp).")
+    model: ModelConfig = doc_field(ModelConfig(), "Policy to train (usually the SFT model); also the reference.")
+    ref_model: str | None = doc_field(None, "Reference model; empty = a frozen copy of the starting policy "
+                                            "(with LoRA: the base with adapters disabled).")
+    reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
+    ensemble_k: float | None = doc_field(
+        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
+              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.",
+        bounds=NON_NEGATIVE)
+    data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
+    group_size: int = doc_field(4, "K: responses sampled per prompt.")
+    prompts_per_iteration: int = doc_field(4, "Prompts per iteration (batch = prompts x K responses).", bounds=POSITIVE)
+    max_new_tokens: int = doc_field(48, "Longest response sampled.", bounds=POSITIVE)
+    temperature: float = doc_field(1.0, "Sampling temperature (log-probs are computed at the same temperature).", bounds=POSITIVE)
+    top_p: float = doc_field(1.0, "Nucleus sampling; keep 1.0 so the ratio matches the sampling distribution.")
+    min_new_tokens: int = doc_field(
+        0, "Suppress EOS until this many tokens (0 = off). Fixes response lengths for benchmarks; the responses are "
+           "then sampled from a truncated distribution, so keep 0 for training.", bounds=NON_NEGATIVE)
+    num_iterations: int = doc_field(20, "Rollout + update iterations.", bounds=POSITIVE)
+    minibatch_size: int = doc_field(8, "Responses per gradient step.", bounds=POSITIVE)
+    update_epochs: int = doc_field(
+        1, "Passes over each rollout batch (1 = on-policy; >1 uses the clipped ratio).", bounds=POSITIVE)
+    learning_rate: float = doc_field(1e-6, "Policy learning rate.", bounds=NON_NEGATIVE)
+    clip_range: float = doc_field(0.2, "Policy ratio clip ε.")
+    loss: str = doc_field("ppo_clip", LOSS_DOC)
+    kl_coef: float = doc_field(0.04, "β of the KL term (0 = no leash).", bounds=NON_NEGATIVE)
+    kl_in_reward: bool = doc_field(
+        False, "KL as a per-token reward penalty (k1) instead of a k3 loss term (GRPO's choice); reinforce_pp always "
+               "puts it in the reward.")
+    scale_by_std: bool = doc_field(True, "grpo: divide by the group std; false = Dr. GRPO (no difficulty bias).")
+    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = doc_field(
+        "token_mean", "How token losses are averaged; seq_mean_token_mean (original GRPO) has a length bias.")
+    missing_eos_penalty: float = doc_field(0.0, "Subtracted from the score of a response that ends without EOS.")
+    kl_limit: float = doc_field(20.0, "Stop the run when the mean KL per response exceeds this (nats).")
+    max_grad_norm: float = doc_field(1.0, "Clip the gradient norm.", bounds=NON_NEGATIVE)
+
+
+@dataclass
+class GRPOConfig(OnlineRunFields, _GRPOFields):
+    """Critic-free policy optimisation with K samples per prompt: GRPO, RLOO, REINFORCE++ (`tether grpo`)."""
+
+
+@dataclass
+class BestOfNConfig:
+    """Best-of-N sampling against a reward (`tether bon`)."""
+
+    model: ModelConfig = doc_field(ModelConfig(), "Policy to sample from.")
+    reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
+    ensemble_k: float | None = doc_field(
+        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
+              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.",
+        bounds=NON_NEGATIVE)
+    data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
+    output: str = doc_field("runs/bon/best_of_n.jsonl", "Where to write prompt / best response / scores rows.")
+    n: int = doc_field(4, "Samples per prompt.", bounds=POSITIVE)
+    max_new_tokens: int = doc_field(48, "Longest response sampled.", bounds=POSITIVE)
+    temperature: float = doc_field(1.0, "Sampling temperature.", bounds=POSITIVE)
+    top_p: float = doc_field(1.0, "Nucleus sampling.")
+    batch_size: int = doc_field(8, "Prompts per generation batch (each sampled n times).", bounds=POSITIVE)
+    max_prompts: int = doc_field(0, "Use at most this many prompts (0 = all).", bounds=NON_NEGATIVE)
+    seed: int = doc_field(42, "Sampling seed.")
+    num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).", bounds=NON_NEGATIVE)
+
+
+@dataclass
+class RejectionSamplingConfig:
+    """Rejection-sampling fine-tuning, Llama 2 style (`tether rejection-sample`)."""
+
+    run_dir: str = doc_field("runs/rejection", "Run directory: round-<r>/ holds each round's data and model.")
+    model: ModelConfig = doc_field(ModelConfig(), "Policy to start from (usually the SFT model).")
+    reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
+    ensemble_k: float | None = doc_field(
+        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
+              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.",
+        bounds=NON_NEGATIVE)
+    data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
+    rounds: int = doc_field(2, "Sample → keep the best → fine-tune, this many times.", bounds=POSITIVE)
+    n: int = doc_field(4, "Samples per prompt.", bounds=POSITIVE)
+    threshold: float | None = doc_field(None, "Keep a prompt's best response only if its score is at least this.")
+    max_new_tokens: int = doc_field(48, "Longest response sampled.", bounds=POSITIVE)
+    temperature: float = doc_field(1.0, "Sampling temperature.", bounds=POSITIVE)
+    batch_size: int = doc_field(8, "Prompts per generation batch (each sampled n times).", bounds=POSITIVE)
+    max_prompts: int = doc_field(0, "Prompts per round (0 = all).", bounds=NON_NEGATIVE)
+    train: TrainConfig = doc_field(TrainConfig(learning_rate=1e-5, num_epochs=1.0), "Fine-tuning on each round's best.")
+    seed: int = doc_field(42, "Sampling seed.")
+
+
+@dataclass
+class SampleConfig:
+    """Sample K responses per prompt for labelling (`tether sample`)."""
+
+    model: ModelConfig = doc_field(ModelConfig(), "Policy to sample from (usually the SFT model).")
+    data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
+    output: str = doc_field("runs/samples.jsonl", "Where to write prompt / responses / generation rows.")
+    k: int = doc_field(4, "Responses per prompt.", bounds=POSITIVE)
+    max_new_tokens: int = doc_field(64, "Longest response.", bounds=POSITIVE)
+    temperature: float = doc_field(0.9, "Sampling temperature.", bounds=POSITIVE)
+    top_p: float = doc_field(1.0, "Nucleus sampling.")
+    batch_size: int = doc_field(8, "Prompts per generation batch (each sampled k times).", bounds=POSITIVE)
+    max_prompts: int = doc_field(0, "Use at most this many prompts (0 = all).", bounds=NON_NEGATIVE)
+    seed: int = doc_field(42, "Sampling seed.")
