@@ -56,7 +56,8 @@ class Toy:
             self.loaded = state
             self.counter = state["counter"]
 
-        return OnlineRun(self.model, self.model, self.optimizer, make_generator=lambda: TransformersGenerator(self.model), iterate=self.iterate,
+        return OnlineRun(self.model, self.model, self.optimizer, iterate=self.iterate,
+                         make_generator=lambda: TransformersGenerator(self.model),
                          postfix=lambda m: {}, meta={"recipe": "toy"}, description="toy",
                          state=lambda: {"counter": self.counter}, load_state=load_state)
 

@@ -17,8 +17,9 @@ import torch
 _FULL_PRECISION = (torch.float32, torch.float64)
 
 
-def _selected_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """z_y − logsumexp(z) in the logits' dtype: logits (..., V), labels (...) valid ids → (...)."""
+def selected_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """z_y − logsumexp(z) in the logits' dtype: logits (..., V), labels (...) valid ids → (...); the caller picks the
+    dtype (fp32 for log-probs that enter a ratio or a KL)."""
     picked = torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1)  # (...)
     return picked - torch.logsumexp(logits, dim=-1)  # (...)
 
@@ -26,11 +27,11 @@ def _selected_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 def _gathered_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """logits (B, T, V), labels (B, T) valid ids → (B, T) in fp32 (fp64 for fp64 logits)."""
     if logits.dtype in _FULL_PRECISION:
-        return _selected_logprobs(logits, labels)
+        return selected_logprobs(logits, labels)
     if logits.shape[0] == 0:
-        return _selected_logprobs(logits.float(), labels)
+        return selected_logprobs(logits.float(), labels)
     # half precision: upcast one sequence at a time, so the fp32 copy is (T, V), not (B, T, V)
-    return torch.stack([_selected_logprobs(row.float(), row_labels) for row, row_labels in zip(logits, labels)])
+    return torch.stack([selected_logprobs(row.float(), row_labels) for row, row_labels in zip(logits, labels)])
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

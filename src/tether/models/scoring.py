@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from tether.algos.logprobs import _selected_logprobs, entropy_from_logits
+from tether.algos.logprobs import entropy_from_logits, selected_logprobs
 from tether.models.layout import (  # noqa: F401 - re-exported: scoring's callers import them from here too
     MIN_SAVING,
     PROBE_ERRORS,
@@ -156,7 +156,7 @@ def scored_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     if temperature != 1.0:
         picked = picked / temperature
     out = torch.zeros(score.shape, dtype=picked.dtype, device=input_ids.device)
-    out[score] = _selected_logprobs(picked, input_ids[rows, cols])
+    out[score] = selected_logprobs(picked, input_ids[rows, cols])
     if not return_entropy:
         return out
     entropy = torch.zeros_like(out)
