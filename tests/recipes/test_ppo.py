@@ -85,6 +85,34 @@ def test_critic_free_estimators_raise_the_score(tmp_path, sft_dir, advantage):
     assert sum(scores[-4:]) / 4 > sum(scores[:4]) / 4 + 0.3
 
 
+@pytest.mark.parametrize("loss, clip", [("dapo", {}), ("cispo", {"clip_range_high": 0.28}),
+                                        ("gspo", {"clip_range": 3e-4, "clip_range_high": 4e-4})])
+def test_critic_free_training_with_each_registered_policy_loss_raises_the_score(tmp_path, sft_dir, loss, clip):
+    from tether.config import GRPOConfig
+    from tether.recipes.grpo import train_grpo
+
+    cfg = GRPOConfig(run_dir=str(tmp_path), model=ModelConfig(name_or_path=sft_dir), loss=loss, **clip,
+                     reward="tether.tasks.toy:period_density", data=DataConfig(train_file=str(DATA / "prompts.jsonl")),
+                     group_size=4, prompts_per_iteration=4, max_new_tokens=12, num_iterations=12, minibatch_size=8,
+                     learning_rate=2e-3, kl_limit=50.0)
+    train_grpo(cfg)
+    rows = read_metrics(tmp_path, "grpo")
+    scores = [r["reward/score_mean"] for r in rows]
+    assert sum(scores[-4:]) / 4 > sum(scores[:4]) / 4 + 0.3
+    assert any(r["policy/clip_frac"] > 0 for r in rows)  # the second minibatch of each iteration is off-policy
+
+
+def test_ppo_refuses_a_sequence_level_loss_before_loading_anything(tmp_path, sft_dir):
+    from tether.errors import ConfigError
+    from tether.recipes.ppo import train_ppo
+
+    with pytest.raises(ConfigError, match="loss=gspo is defined on one advantage per response"):
+        train_ppo(_ppo(tmp_path, sft_dir, loss="gspo"))
+    with pytest.raises(ConfigError, match="loss: unknown policy loss 'ppo'"):
+        train_ppo(_ppo(tmp_path, sft_dir, loss="ppo"))
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def test_best_of_n_beats_a_single_sample_and_reports_its_kl(tmp_path, sft_dir):
     import math
     import statistics

@@ -158,3 +158,12 @@ def reinforce_pp_estimator(scores, kl, mask, group_size, kl_coef, kl_in_reward, 
     """REINFORCE++: returns-to-go of the KL-shaped token rewards (k1 KL on every token, the score on the last),
     whitened over the whole batch (of every process)."""
     return masked_whiten_across(returns_to_go(kl_shaped_rewards(scores, kl, mask, kl_coef), mask), mask, reducer)
+
+
+@register_advantage("reinforce_pp_baseline", kl_always_in_reward=True)
+def reinforce_pp_baseline_estimator(scores, kl, mask, group_size, kl_coef, kl_in_reward, reducer=None) -> torch.Tensor:
+    """REINFORCE++-baseline (Hu et al. 2025; OpenRLHF's ``reinforce_baseline``): each score less its group's mean,
+    then as REINFORCE++: returns-to-go of the KL-shaped token rewards, whitened over the whole batch (of every
+    process). The group mean removes the prompt's difficulty before the batch statistics see it."""
+    centred = (_groups(scores, group_size) - _groups(scores, group_size).mean(-1, keepdim=True)).flatten()
+    return reinforce_pp_estimator(centred, kl, mask, group_size, kl_coef, kl_in_reward, reducer)

@@ -17,8 +17,12 @@ from tether.config.sections import (
     TrainConfig,
 )
 
-LOSS_DOC = ("Policy loss by name (tether.algos.losses.ppo.POLICY_LOSSES): ppo_clip = the clipped surrogate "
-            "−min(ρA, clip(ρ, 1−ε, 1+ε)A).")
+LOSS_DOC = ("Policy loss by name (tether.algos.losses.ppo.POLICY_LOSSES): ppo_clip (PPO's clipped surrogate), dapo "
+            "(clip-higher, ε_high 0.28, token mean; Yu et al. 2025), cispo (clipped stop-gradient importance weight on "
+            "a REINFORCE term; MiniMax-M1 2025), gspo (one length-normalised ratio per response, clipped per response; "
+            "tether grpo only; Zheng et al. 2025: set clip_range=3e-4 clip_range_high=4e-4).")
+CLIP_HIGH_DOC = ("Upper clip ε_high of the ratio (empty = the loss's usual: 0.28 for dapo, else clip_range, which is "
+                 "then ε_low).")
 
 
 @dataclass
@@ -68,6 +72,7 @@ class _PPOFields:
     learning_rate: float = doc_field(1e-6, "Policy learning rate.", bounds=NON_NEGATIVE)
     value_learning_rate: float = doc_field(1e-5, "Value model learning rate.")
     clip_range: float = doc_field(0.2, "Policy ratio clip ε.")
+    clip_range_high: float | None = doc_field(None, CLIP_HIGH_DOC, bounds=NON_NEGATIVE)
     loss: str = doc_field("ppo_clip", LOSS_DOC)
     value_clip_range: float = doc_field(0.2, "Value clip around the old values.")
     dual_clip: float | None = doc_field(None, "Dual-clip constant c > 1 (None = off).")
@@ -106,7 +111,8 @@ class _GRPOFields:
     name: str = doc_field("grpo", "Stage name: output subdirectory, metric prefix and checkpoint folder.")
     advantage: str = doc_field(
         "grpo", "Advantage estimator by name (tether.algos.advantages.ADVANTAGE_ESTIMATORS): group mean/std (grpo), "
-                "group mean alone (dr_grpo), leave-one-out (rloo), global batch whitening (reinforce_pp).")
+                "group mean alone (dr_grpo), leave-one-out (rloo), global batch whitening (reinforce_pp), group mean then "
+                "global whitening (reinforce_pp_baseline).")
     model: ModelConfig = doc_field(ModelConfig(), "Policy to train (usually the SFT model); also the reference.")
     ref_model: str | None = doc_field(None, "Reference model; empty = a frozen copy of the starting policy "
                                             "(with LoRA: the base with adapters disabled).")
@@ -130,6 +136,7 @@ class _GRPOFields:
         1, "Passes over each rollout batch (1 = on-policy; >1 uses the clipped ratio).", bounds=POSITIVE)
     learning_rate: float = doc_field(1e-6, "Policy learning rate.", bounds=NON_NEGATIVE)
     clip_range: float = doc_field(0.2, "Policy ratio clip ε.")
+    clip_range_high: float | None = doc_field(None, CLIP_HIGH_DOC, bounds=NON_NEGATIVE)
     loss: str = doc_field("ppo_clip", LOSS_DOC)
     kl_coef: float = doc_field(0.04, "β of the KL term (0 = no leash).", bounds=NON_NEGATIVE)
     kl_in_reward: bool = doc_field(

@@ -20,7 +20,7 @@ import torch
 
 from tether.algos.advantages import advantage_estimator
 from tether.algos.kl import kl_penalty
-from tether.algos.losses.ppo import aggregate, aggregate_parts, policy_loss_fn
+from tether.algos.losses.ppo import aggregate, aggregate_parts, policy_loss_spec
 from tether.config import GRPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.engine.loop import adamw
@@ -136,6 +136,9 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: Experience, trai
     rollout = experience.rollout
     n = rollout.prompt_ids.shape[0]
     size = dist.share(cfg.minibatch_size)  # minibatch_size is global
+    spec = policy_loss_spec(cfg.loss)
+    aggregation = spec.aggregation or cfg.loss_aggregation  # (the loss's own where it is defined with one)
+    high = cfg.clip_range_high if cfg.clip_range_high is not None else spec.clip_range_high
     sums: dict[str, float] = {}
     count = 0
     for _ in range(cfg.update_epochs):
@@ -146,14 +149,14 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: Experience, trai
             mask = mini.response_mask
             denominator = None
             if dist.enabled:  # the loss of the whole (global) minibatch
-                own = aggregate_parts(mask.float(), mask, cfg.loss_aggregation, cfg.max_new_tokens)[1]
+                own = aggregate_parts(mask.float(), mask, aggregation, cfg.max_new_tokens)[1]
                 denominator = dist.sum({"d": float(own)})["d"]
             logps = rollout_logprobs(cfg, train_policy, mini)
             deferred = experience.deferred
             old = logps.detach() if deferred else experience.old_logps[idx]
-            loss, metrics = policy_loss_fn(cfg.loss)(logps, old, experience.advantages[idx], mask, cfg.clip_range,
-                                        aggregation=cfg.loss_aggregation, max_length=cfg.max_new_tokens,
-                                        denominator=denominator)
+            loss, metrics = spec.fn(logps, old, experience.advantages[idx], mask, clip_range=cfg.clip_range,
+                                    clip_range_high=high, aggregation=aggregation, max_length=cfg.max_new_tokens,
+                                    denominator=denominator)
             if deferred:  # the rollout's KL to the reference and the sampler's gap, from this forward
                 metrics["objective/kl"] = (kl_penalty(old, experience.ref_logps[idx], "k1") * mask).sum(-1).mean()
                 metrics.update(sampler_gap(mini, old))
@@ -174,7 +177,7 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: Experience, trai
 
 
 def train_grpo(cfg: GRPOConfig) -> GRPOResult:
-    registered(policy_loss_fn, cfg.loss, "loss")  # unknown names stop here, before anything is loaded
+    registered(policy_loss_spec, cfg.loss, "loss")  # unknown names stop here, before anything is loaded
     registered(advantage_estimator, estimator_name(cfg), "advantage")
     setup = start_online_run(cfg, "prompts_per_iteration")
     dist, run_dir, logger, tokenizer, prompts = setup.dist, setup.run_dir, setup.logger, setup.tokenizer, setup.prompts

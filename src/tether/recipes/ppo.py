@@ -22,7 +22,7 @@ import torch
 
 from tether.algos.advantages import gae
 from tether.algos.kl import AdaptiveKLController, FixedKLController, kl_penalty
-from tether.algos.losses.ppo import explained_variance, policy_loss_fn, value_loss
+from tether.algos.losses.ppo import POLICY_LOSSES, explained_variance, policy_loss_spec, value_loss
 from tether.algos.masked import masked_mean, masked_whiten_across
 from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
 from tether.config import ModelConfig, PPOConfig, to_dict
@@ -39,6 +39,7 @@ from tether.engine.rl import (
     start_online_run,
 )
 from tether.engine.roles import generator_for, reference_for
+from tether.errors import ConfigError
 from tether.eval.verdict import end_of_run_line
 from tether.models.loading import apply_lora, disable_dropout, load_causal_lm, load_reward_model, save_model
 from tether.models.reward import ensemble_members
@@ -208,6 +209,8 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: Ex
     size = dist.share(cfg.minibatch_size)
     sums: dict[str, float] = {}
     forwards = steps = 0  # minibatch forwards (the metrics average over them), optimizer steps taken
+    spec = policy_loss_spec(cfg.loss)  # (token-level: the update's token mean, as PPO's own loss)
+    high = cfg.clip_range_high if cfg.clip_range_high is not None else spec.clip_range_high
     stopped = False
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(n)
@@ -228,8 +231,8 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: Ex
             else:
                 old_logps, old_values = experience.old_logps[idx], experience.old_values[idx]
                 advantages, returns = experience.advantages[idx], experience.returns[idx]
-            pg_loss, pg_metrics = policy_loss_fn(cfg.loss)(logps, old_logps, advantages, mask, cfg.clip_range, cfg.dual_clip,
-                                              denominator=tokens)
+            pg_loss, pg_metrics = spec.fn(logps, old_logps, advantages, mask, clip_range=cfg.clip_range,
+                                          clip_range_high=high, dual_clip=cfg.dual_clip, denominator=tokens)
             vf_loss, vf_metrics = value_loss(values, old_values, returns, mask, cfg.value_clip_range,
                                              denominator=tokens)
             # (has grad: the entropy bonus)
@@ -274,7 +277,10 @@ def _build_models(cfg: PPOConfig, tokenizer, roles=None):
 
 
 def train_ppo(cfg: PPOConfig) -> PPOResult:
-    registered(policy_loss_fn, cfg.loss, "loss")  # an unknown name stops here, before anything is loaded
+    if not registered(policy_loss_spec, cfg.loss, "loss").token_level:  # an unknown name stops here, before loading
+        raise ConfigError(f"loss={cfg.loss} is defined on one advantage per response: use it with tether grpo (PPO's "
+                          f"GAE advantages are per token; choose one of "
+                          f"{', '.join(n for n, s in POLICY_LOSSES.items() if s.token_level)})")
     setup = start_online_run(cfg, "rollout_batch_size")
     dist, run_dir, logger, tokenizer, prompts = setup.dist, setup.run_dir, setup.logger, setup.tokenizer, setup.prompts
     roles, reward_source = setup.roles, setup.reward_source

@@ -76,7 +76,8 @@ RECIPES: dict[str, Recipe] = {recipe.command: recipe for recipe in (
            "tether ppo examples/ppo_tiny.yaml num_iterations=10"),
     Recipe("grpo", GRPOConfig, "tether.recipes.grpo:train_grpo",
            "Critic-free RL: GRPO, RLOO, REINFORCE++.",
-           "Critic-free RL with K samples per prompt: advantage=grpo | dr_grpo | rloo | reinforce_pp.",
+           "Critic-free RL with K samples per prompt: advantage=grpo | dr_grpo | rloo | reinforce_pp | "
+           "reinforce_pp_baseline; loss=ppo_clip | dapo | cispo | gspo.",
            "tether grpo examples/grpo_tiny.yaml advantage=rloo"),
     Recipe("bon", BestOfNConfig, "tether.recipes.best_of_n:run_best_of_n",
            "Best-of-N sampling against a reward.",

@@ -8,6 +8,7 @@ with a known bias (see its docstring).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -54,16 +55,20 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "token_me
 
 def policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 clip_range: float = 0.2, dual_clip: float | None = None, aggregation: str = "token_mean",
-                max_length: int | None = None, denominator: torch.Tensor | float | None = None):
-    """Clipped surrogate: −min(ρA, clip(ρ, 1−ε, 1+ε)A) with ρ = exp(log π − log π_old) → (loss, metrics).
+                max_length: int | None = None, denominator: torch.Tensor | float | None = None,
+                clip_range_high: float | None = None):
+    """Clipped surrogate: −min(ρA, clip(ρ, 1−ε_low, 1+ε_high)A) with ρ = exp(log π − log π_old) → (loss, metrics).
 
+    ε_low = ``clip_range``; ε_high = ``clip_range_high`` (None: the same ε, PPO's symmetric clip; larger: DAPO's
+    clip-higher, Yu et al. 2025, which lets unlikely tokens with a positive advantage grow further).
     ``dual_clip`` c > 1 (Ye et al. 2020) additionally bounds the loss by −c·A where A < 0, so
     a very large ratio on a bad action cannot dominate the update.
     """
+    high = clip_range if clip_range_high is None else clip_range_high
     log_ratio = logps.float() - old_logps.float()
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + high)
     per_token = torch.maximum(unclipped, clipped)
     if dual_clip is not None:
         if dual_clip <= 1.0:
@@ -113,16 +118,97 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 
 
 # ---- policy losses by name (``loss=`` of ``tether ppo`` and ``tether grpo``) ---------------------------------------
-# Each takes (logps, old_logps, advantages, mask, clip_range=, dual_clip=, aggregation=, max_length=, denominator=)
-# → (loss, metrics with policy/loss, policy/clip_frac, policy/approx_kl, policy/ratio_mean), like policy_loss.
+# Each takes (logps, old_logps, advantages, mask, clip_range=, clip_range_high=, dual_clip=, aggregation=, max_length=,
+# denominator=) → (loss, metrics with policy/loss, policy/clip_frac, policy/approx_kl, policy/ratio_mean), the
+# advantages per token (B, T) and every log-prob fp32 per token, 0 on padding.
 
-POLICY_LOSSES: dict[str, Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]] = {
-    "ppo_clip": policy_loss,
+
+def cispo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+               clip_range: float = 0.2, dual_clip: float | None = None, aggregation: str = "token_mean",
+               max_length: int | None = None, denominator: torch.Tensor | float | None = None,
+               clip_range_high: float | None = None):
+    """CISPO (MiniMax-M1, 2025): −sg(clip(ρ, 1−ε_low, 1+ε_high))·A·log π per token → (loss, metrics).
+
+    The importance weight is clipped and its gradient stopped, and it multiplies a REINFORCE term, so every token
+    keeps a gradient (PPO's clip zeroes the gradient of a clipped token; CISPO only bounds its weight). The loss's
+    value is not a surrogate of the return (its gradient is); ``policy/clip_frac`` counts the tokens whose weight
+    was clipped. ε_low = ``clip_range`` (≥ 1: no lower bound, as MiniMax-M1 ran it), ε_high = ``clip_range_high``
+    (None: ``clip_range``). ``dual_clip`` does not apply (the weight is already bounded)."""
+    high = clip_range if clip_range_high is None else clip_range_high
+    log_ratio = logps.float() - old_logps.float()
+    ratio = torch.exp(log_ratio)
+    weight = ratio.clamp(max(1.0 - clip_range, 0.0), 1.0 + high).detach()
+    per_token = -weight * advantages * logps.float()
+    loss = aggregate(per_token, mask, aggregation, max_length, denominator)
+    with torch.no_grad():
+        metrics = {
+            "policy/loss": loss.detach(),
+            "policy/clip_frac": masked_mean((weight != ratio).float(), mask),
+            "policy/approx_kl": masked_mean(approx_kl_k3(log_ratio), mask),
+            "policy/ratio_mean": masked_mean(ratio, mask),
+        }
+    return loss, metrics
+
+
+def gspo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+              clip_range: float = 3e-4, dual_clip: float | None = None, aggregation: str = "seq_mean_token_mean",
+              max_length: int | None = None, denominator: torch.Tensor | float | None = None,
+              clip_range_high: float | None = 4e-4):
+    """GSPO (Zheng et al. 2025): one importance ratio per response, s = (π(y|x)/π_old(y|x))^(1/|y|) = exp(mean over
+    its tokens of log π − log π_old), clipped per response: −min(s·A, clip(s, 1−ε_low, 1+ε_high)·A) with A the
+    response's advantage (the mean of its token advantages) → (loss, metrics).
+
+    Each response's term is spread evenly over its tokens, so the ``seq_mean_token_mean`` aggregation (its
+    registered one) gives the paper's mean over responses. The ratio is a geometric mean, so its clip is narrow
+    (the paper: ε_low = 3e-4, ε_high = 4e-4); ``policy/clip_frac`` is the share of responses clipped."""
+    high = clip_range if clip_range_high is None else clip_range_high
+    mask_f = mask.float()
+    lengths = mask_f.sum(-1).clamp(min=1.0)  # (B,)
+    log_ratio = ((logps.float() - old_logps.float()) * mask_f).sum(-1) / lengths  # (B,) mean token log-ratio
+    ratio = torch.exp(log_ratio)
+    advantage = (advantages.float() * mask_f).sum(-1) / lengths  # (B,)
+    unclipped = -advantage * ratio
+    clipped = -advantage * ratio.clamp(1.0 - clip_range, 1.0 + high)
+    per_response = torch.maximum(unclipped, clipped)  # (B,)
+    per_token = per_response.unsqueeze(-1).expand_as(mask_f)
+    loss = aggregate(per_token, mask, aggregation, max_length, denominator)
+    with torch.no_grad():
+        real = mask_f.sum(-1) > 0
+        metrics = {
+            "policy/loss": loss.detach(),
+            "policy/clip_frac": (clipped > unclipped)[real].float().mean(),
+            "policy/approx_kl": masked_mean(approx_kl_k3(logps.float() - old_logps.float()), mask),
+            "policy/ratio_mean": ratio[real].mean(),
+        }
+    return loss, metrics
+
+
+@dataclass(frozen=True)
+class PolicyLoss:
+    """A registered policy loss: its function, the aggregation it is defined with (None: the run's
+    ``loss_aggregation``), its usual ε_high when the run leaves ``clip_range_high`` empty (None: ``clip_range``), and
+    whether it is defined on token advantages (PPO's GAE) as well as sequence ones."""
+
+    fn: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
+    aggregation: str | None = None
+    clip_range_high: float | None = None
+    token_level: bool = True
+
+
+POLICY_LOSSES: dict[str, PolicyLoss] = {
+    "ppo_clip": PolicyLoss(policy_loss),
+    "dapo": PolicyLoss(policy_loss, aggregation="token_mean", clip_range_high=0.28),  # Yu et al. 2025: ε_high 0.28
+    "cispo": PolicyLoss(cispo_loss, aggregation="token_mean"),
+    "gspo": PolicyLoss(gspo_loss, aggregation="seq_mean_token_mean", token_level=False),
 }
 
 
-def policy_loss_fn(name: str) -> Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+def policy_loss_spec(name: str) -> PolicyLoss:
     try:
         return POLICY_LOSSES[name]
     except KeyError:
         raise ValueError(f"unknown policy loss '{name}'; choose one of {', '.join(POLICY_LOSSES)}") from None
+
+
+def policy_loss_fn(name: str) -> Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    return policy_loss_spec(name).fn
