@@ -170,3 +170,15 @@ def test_aggregation_modes_by_hand():
     assert aggregate(per_token, mask, "token_mean").item() == pytest.approx(2.5)
     assert aggregate(per_token, mask, "seq_mean_token_mean").item() == pytest.approx(3.0)
     assert aggregate(per_token, mask, "seq_mean_token_sum_norm").item() == pytest.approx(10 / 2 / 3)
+
+
+def test_soft_overlong_penalty_is_zero_then_falls_linearly_over_the_buffer():
+    from tether.algos.rewards import soft_overlong_penalty
+
+    # budget 20, buffer 4: free up to 16 tokens, then −1/4 per token down to −1 at 20 (and beyond)
+    lengths = torch.tensor([3, 16, 17, 18, 20, 25])
+    assert soft_overlong_penalty(lengths, 20, 4).tolist() == pytest.approx([0.0, 0.0, -0.25, -0.5, -1.0, -1.0])
+    assert soft_overlong_penalty(lengths, 20, 4, factor=0.5).tolist() == pytest.approx([0, 0, -0.125, -0.25, -0.5, -0.5])
+    assert soft_overlong_penalty(lengths, 20, 0).tolist() == [0.0] * 6
+    with pytest.raises(ValueError, match="longer than the budget"):
+        soft_overlong_penalty(lengths, 20, 21)

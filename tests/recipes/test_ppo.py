@@ -347,3 +347,20 @@ def test_ppo_with_an_ensemble_reward_starts_its_value_model_from_the_first_membe
                         lambda cfg, **kw: (value_inits.append(cfg.name_or_path), original(cfg, **kw))[1])
     result = train_ppo(_ppo(tmp_path, sft_dir, reward=str(ensemble), num_iterations=2))
     assert result.iterations == 2 and value_inits == [str(ensemble / "member-0")]
+
+
+def test_grpo_adds_the_soft_overlong_penalty_to_the_scores(tmp_path, sft_dir):
+    from tether.config import GRPOConfig
+    from tether.recipes.grpo import train_grpo
+
+    # a budget of 6 tokens, all of it the buffer: a response of L tokens gets −0.5·L/6, so the batch's mean penalty
+    # is −0.5·(mean length)/6, and the proxy (the score the advantages see) is the raw score plus it
+    cfg = GRPOConfig(run_dir=str(tmp_path), model=ModelConfig(name_or_path=sft_dir), overlong_buffer=6,
+                     overlong_penalty=0.5, reward="tether.tasks.toy:period_density",
+                     data=DataConfig(train_file=str(DATA / "prompts.jsonl")), group_size=2, prompts_per_iteration=2,
+                     max_new_tokens=6, num_iterations=1)
+    train_grpo(cfg)
+    row = read_metrics(tmp_path, "grpo")[0]
+    assert row["reward/overlong_penalty_mean"] == pytest.approx(-0.5 * row["response/length_mean"] / 6)
+    assert row["reward/proxy_mean"] == pytest.approx(row["reward/score_mean"] + row["reward/overlong_penalty_mean"])
+    assert row["reward/overlong_penalty_mean"] < 0

@@ -82,3 +82,17 @@ class RunningMoments:
 
     def load_state_dict(self, state: dict) -> None:
         self.mean, self.var, self.count = float(state["mean"]), float(state["var"]), int(state["count"])
+
+
+def soft_overlong_penalty(lengths: torch.Tensor, max_length: int, buffer: int, factor: float = 1.0) -> torch.Tensor:
+    """DAPO's soft overlong punishment (Yu et al. 2025) for responses of ``lengths`` tokens (B,) → (B,), ≤ 0.
+
+    0 up to ``max_length − buffer`` tokens, then falling linearly to −``factor`` at ``max_length`` (and −``factor``
+    beyond): ``factor·min(0, (max_length − buffer − L) / buffer)``, bounded below by −``factor``. Added to the
+    score, it tells a response that it is running into the budget before it is cut. ``buffer`` 0: no penalty."""
+    if buffer <= 0:
+        return torch.zeros_like(lengths, dtype=torch.float32)
+    if buffer > max_length:
+        raise ValueError(f"overlong buffer {buffer} is longer than the budget of {max_length} tokens")
+    over = (lengths.float() - (max_length - buffer)) / buffer  # ≤ 0 inside the safe length, 1 at the budget
+    return -factor * over.clamp(min=0.0, max=1.0)

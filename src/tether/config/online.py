@@ -146,6 +146,10 @@ class _GRPOFields:
     loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = doc_field(
         "token_mean", "How token losses are averaged; seq_mean_token_mean (original GRPO) has a length bias.")
     missing_eos_penalty: float = doc_field(0.0, "Subtracted from the score of a response that ends without EOS.")
+    overlong_buffer: int = doc_field(
+        0, "DAPO's soft overlong penalty: over the last this many tokens of max_new_tokens the score falls linearly, "
+           "to −overlong_penalty at the budget (0 = off; Yu et al. 2025 used 4096 of 20480).", bounds=NON_NEGATIVE)
+    overlong_penalty: float = doc_field(1.0, "The soft overlong penalty at the budget (its largest).", bounds=NON_NEGATIVE)
     kl_limit: float = doc_field(20.0, "Stop the run when the mean KL per response exceeds this (nats).")
     max_grad_norm: float = doc_field(1.0, "Clip the gradient norm.", bounds=NON_NEGATIVE)
 

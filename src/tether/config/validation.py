@@ -67,6 +67,9 @@ def validate(config: Any) -> None:
         raise ConfigError(f"labels_per_item ({config.labels_per_item}) cannot exceed panel_size ({config.panel_size})")
     if isinstance(config, GRPOConfig) and config.group_size < 2:
         raise ConfigError(f"group_size: needs at least 2 samples per prompt for a baseline, got {config.group_size}")
+    if isinstance(config, GRPOConfig) and config.overlong_buffer > config.max_new_tokens:
+        raise ConfigError(f"overlong_buffer ({config.overlong_buffer}) cannot exceed max_new_tokens "
+                          f"({config.max_new_tokens})")
     if isinstance(config, (PPOConfig, GRPOConfig)) and config.min_new_tokens > config.max_new_tokens:
         raise ConfigError(f"min_new_tokens ({config.min_new_tokens}) cannot exceed max_new_tokens "
                           f"({config.max_new_tokens})")

@@ -21,6 +21,7 @@ import torch
 from tether.algos.advantages import advantage_estimator
 from tether.algos.kl import kl_penalty
 from tether.algos.losses.ppo import aggregate, aggregate_parts, policy_loss_spec
+from tether.algos.rewards import soft_overlong_penalty
 from tether.config import GRPOConfig, to_dict
 from tether.data import collate_prompts
 from tether.engine.loop import adamw
@@ -103,7 +104,8 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
     else:
         ref_logps = rollout_logprobs(cfg, ref_model, rollout)
     raw_scores = scoring()
-    scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
+    overlong = soft_overlong_penalty(mask.sum(-1), cfg.max_new_tokens, cfg.overlong_buffer, cfg.overlong_penalty)
+    scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float() + overlong
     # (when the old log-probs are deferred to the update, KL is not needed here: it is a loss term)
     kl = torch.zeros_like(ref_logps) if reuse else kl_penalty(old_logps, ref_logps, "k1") * mask
     advantages = sequence_advantages(cfg, scores, kl, mask, dist)
@@ -112,6 +114,7 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
         "reward/score_mean": float(raw_scores.mean()), "reward/proxy_mean": float(scores.mean()),
         "reward/group_std_mean": float(groups.std(-1).mean()),
         "reward/zero_std_groups": float((groups.std(-1) == 0).float().mean()),
+        "reward/overlong_penalty_mean": float(overlong.mean()),
         "objective/kl": float(kl.sum(-1).mean()), "objective/kl_coef": cfg.kl_coef,
         "response/length_mean": float(mask.sum(-1).float().mean()),
         "response/eos_frac": float(rollout.ended_with_eos.float().mean()),
