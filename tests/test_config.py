@@ -103,7 +103,7 @@ def test_a_field_without_bounds_is_not_range_checked():
     """Range checks come from the field's own metadata, not its name: a `k` without bounds takes -1."""
     import dataclasses
 
-    from tether.config import doc_field, validate
+    from tether.config import POSITIVE, doc_field, validate
 
     @dataclasses.dataclass
     class Section:
@@ -115,7 +115,14 @@ def test_a_field_without_bounds_is_not_range_checked():
         temperature: float = doc_field(1.0, "No bounds.")
         section: Section = doc_field(Section(), "A nested section.")
 
-    validate(Unbounded(k=-1, temperature=0.0, section=Section(r=-3)))
+    validate(Unbounded(k=-1, temperature=0.0, section=Section(r=-3)))  # accepted: no bounds, no check
+
+    @dataclasses.dataclass
+    class Bounded:  # the same field with bounds: the same value is refused, naming the key
+        k: int = doc_field(4, "With bounds.", bounds=POSITIVE)
+
+    with pytest.raises(ConfigError, match="k: must be > 0, got -1"):
+        validate(Bounded(k=-1))
 
 
 @pytest.mark.parametrize("bounds, bad, message", [
