@@ -147,11 +147,11 @@ class OnlineResult:
     alarms: list[dict] = field(default_factory=list)  # the held-out monitor's alarm events
 
 
-def resume_online(cfg: Any, run: OnlineRun, heldout, logger: MetricsLogger) -> int:
+def resume_online(cfg: Any, run: OnlineRun, heldout, logger: MetricsLogger, run_config: dict) -> int:
     """The iteration to start at: 0, or the newest checkpoint's of the same run (weights, optimizer, the recipe's
     state and the held-out monitor restored). Metrics logged after that checkpoint are discarded (logged again)."""
     run_dir = Path(cfg.run_dir)
-    ckpt = resume_point(checkpoint_root(run_dir, cfg.name), run_dir / cfg.name, to_dict(cfg), cfg.resume, cfg.name,
+    ckpt = resume_point(checkpoint_root(run_dir, cfg.name), run_dir / cfg.name, run_config, cfg.resume, cfg.name,
                         "resume", logger)
     start = 0
     if ckpt is not None:
@@ -175,7 +175,7 @@ def run_online_rl(cfg: Any, run: OnlineRun, logger: MetricsLogger, tokenizer, re
     run_dir = Path(cfg.run_dir)
     ckpt_root = checkpoint_root(run_dir, cfg.name)
     run_config = to_dict(cfg)  # (in every checkpoint: a later run resumes only the same run, see tether.utils.resume)
-    start = resume_online(cfg, run, heldout, logger)
+    start = resume_online(cfg, run, heldout, logger, run_config)
     generator = run.make_generator()
     outcome = OnlineOutcome(start)
     bar = tqdm(total=cfg.num_iterations, initial=start, desc=run.description, unit="iter", dynamic_ncols=True,
