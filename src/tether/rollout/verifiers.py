@@ -11,10 +11,15 @@ often the model answers at all, not only how often it is right.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
-CORRECT, WRONG, UNPARSEABLE = "correct", "wrong", "unparseable"
+from tether.errors import TetherInputError
+
+CORRECT, WRONG, UNPARSEABLE, TIMEOUT = "correct", "wrong", "unparseable", "timeout"
+VERDICTS = (CORRECT, WRONG, UNPARSEABLE, TIMEOUT)
 
 _NUMBER = re.compile(r"[-+−]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?|[-+−]?\.\d+")
 _FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([^{}]+?)\s*\}\s*\{\s*([^{}]+?)\s*\}")
@@ -23,7 +28,7 @@ _ANSWER_IS = re.compile(r"answer\s+is\s*:?\s*", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Outcome:
-    verdict: str  # correct | wrong | unparseable
+    verdict: str  # correct | wrong | unparseable | timeout
     extracted: str | None  # the final answer as found in the response (None: none found)
 
     @property
@@ -109,3 +114,41 @@ def check_math(response: str, reference: str | float | int) -> Outcome:
     if expected is None:
         raise ValueError(f"reference answer {reference!r} is not a number")
     return Outcome(CORRECT if value == expected else WRONG, extracted)
+
+
+class VerifierError(TetherInputError, ValueError):
+    """A prompt row that lacks what its verifier checks against (e.g. no ``answer`` field for ``verify:math``)."""
+
+
+Verifier = Callable[[str, dict], Outcome]  # (response, the prompt's row) -> Outcome
+VERIFIERS: dict[str, Verifier] = {}
+
+
+def register_verifier(name: str) -> Callable[[Verifier], Verifier]:
+    """Register ``fn(response, row) -> Outcome`` as ``reward=verify:<name>``; ``row`` is the prompt's row of the
+    data file (every field of it: the reference answer, the test cases, ...)."""
+    def add(fn: Verifier) -> Verifier:
+        VERIFIERS[name] = fn
+        return fn
+    return add
+
+
+def verifier(name: str) -> Verifier:
+    if name not in VERIFIERS:
+        raise ValueError(f"unknown verifier '{name}' (registered: {', '.join(sorted(VERIFIERS))})")
+    return VERIFIERS[name]
+
+
+def row_field(row: dict, field: str, verifier_name: str) -> Any:
+    """``row[field]``, or a :class:`VerifierError` naming the field, the verifier and the row."""
+    if field not in row or row[field] is None:
+        where = f" (row {row['_row']})" if "_row" in row else ""
+        raise VerifierError(f"verify:{verifier_name} needs a '{field}' field in every prompt row{where}; "
+                            f"this row has {sorted(k for k in row if not k.startswith('_'))}")
+    return row[field]
+
+
+@register_verifier("math")
+def verify_math(response: str, row: dict) -> Outcome:
+    """:func:`check_math` against the row's ``answer``."""
+    return check_math(response, row_field(row, "answer", "math"))
