@@ -35,3 +35,72 @@ def test_bad_reward_specs_name_the_problem():
         load_reward_source("0.5*no_such_module:f + tether.tasks.toy:period_density", None)
     with pytest.raises(RewardSpecError, match="neither a reward model directory"):
         load_reward_source("not/a/dir", None)
+
+
+def reference_rows(tmp_path, tokenizer):
+    """Prompt rows with a reference answer, read the way every sampling recipe reads its prompts."""
+    from tether.data.datasets import load_prompt_dataset
+
+    path = tmp_path / "problems.jsonl"
+    path.write_text('{"prompt": "2+2?", "answer": "4", "level": 1}\n{"prompt": "half of 3?", "answer": "3/2"}\n'
+                    '{"prompt": "7*6?", "answer": 42}\n', encoding="utf-8")
+    prompts, _ = load_prompt_dataset(path, tokenizer, chat_template="never")
+    return prompts
+
+
+def test_prompt_rows_keep_their_other_fields(tmp_path, tokenizer):
+    prompts = reference_rows(tmp_path, tokenizer)
+    assert [p.fields for p in prompts] == [{"answer": "4", "level": 1, "_row": 1}, {"answer": "3/2", "_row": 2},
+                                           {"answer": 42, "_row": 3}]
+
+
+def test_math_verifier_scores_against_each_rows_answer_and_counts_outcomes(tmp_path, tokenizer):
+    from tether.rollout.rewards import VerifierSource, outcome_metrics
+
+    rows = [p.fields for p in reference_rows(tmp_path, tokenizer)]
+    source = load_reward_source("verify:math", None)
+    assert isinstance(source, VerifierSource)
+    responses = ["2 and 2 make 4.", "The answer is 1.5", "I cannot say."]
+    # 4 = 4 (correct); 1.5 = 3/2 (correct, as a number); no number at all (unparseable)
+    assert source.score(_rollout(3), ["a", "b", "c"], responses, rows).tolist() == [1.0, 1.0, 0.0]
+    assert outcome_metrics(source) == {"verify/math/correct": 2 / 3, "verify/math/wrong": 0.0,
+                                       "verify/math/unparseable": 1 / 3, "verify/math/timeout": 0.0}
+    # the same answers against shuffled rows: 4 ≠ 3/2, 1.5 ≠ 42 (wrong), still unparseable
+    assert source.score(_rollout(3), ["a", "b", "c"], responses, rows[1:] + rows[:1]).tolist() == [0.0, 0.0, 0.0]
+    assert outcome_metrics(source)["verify/math/wrong"] == 2 / 3
+
+
+def test_a_verifier_weighted_with_a_function_and_a_function_that_takes_rows(tmp_path, tokenizer):
+    from tether.rollout.rewards import outcome_metrics
+
+    rows = [p.fields for p in reference_rows(tmp_path, tokenizer)][:2]
+    source = load_reward_source("0.8*verify:math + 0.5*tether.tasks.toy:period_density", None)
+    # correct + period_density 10·1/2 = 5; wrong (7 ≠ 3/2) + 10·1/2 = 5
+    assert source.score(_rollout(2), ["a", "b"], ["4.", "7."], rows).tolist() == pytest.approx([0.8 + 2.5, 2.5])
+    assert outcome_metrics(source)["verify/math/correct"] == 0.5
+    seen = {}
+
+    def with_rows(prompts, responses, ids, rows):
+        seen["rows"] = rows
+        return [float(row["answer"] == "4") for row in rows]
+
+    import tether.tasks.toy as toy
+    toy.with_rows = with_rows
+    try:
+        assert load_reward_source("tether.tasks.toy:with_rows", None).score(
+            _rollout(2), ["a", "b"], ["x", "y"], rows).tolist() == [1.0, 0.0]
+    finally:
+        del toy.with_rows
+    assert seen["rows"] == rows
+
+
+def test_verifier_errors_name_the_missing_field_row_and_checker(tmp_path, tokenizer):
+    from tether.rollout.verifiers import VerifierError
+
+    source = load_reward_source("verify:math", None)
+    with pytest.raises(VerifierError, match=r"'answer' field .*\(row 5\)"):
+        source.score(_rollout(1), ["a"], ["4"], [{"question": "x", "_row": 5}])
+    with pytest.raises(RewardSpecError, match="passed no rows"):
+        source.score(_rollout(1), ["a"], ["4"])
+    with pytest.raises(RewardSpecError, match="unknown verifier 'maths'.*math"):
+        load_reward_source("verify:maths", None)

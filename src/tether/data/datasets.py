@@ -50,6 +50,7 @@ class PromptExample:
     prompt_ids: list[int]
     prompt_text: str
     source_row: int = 0
+    fields: dict = field(default_factory=dict)  # the row's fields besides the prompt (a reference answer, tests, ...)
 
 
 @dataclass
@@ -255,12 +256,18 @@ def load_unpaired_dataset(path: str | Path, tokenizer, *, max_length: int = 1024
     return examples, report
 
 
+PROMPT_FIELDS = ("prompt", "messages", "text")  # what a prompt is read from; every other field of a row is kept
+
+
 def load_prompt_dataset(path: str | Path, tokenizer, *, max_prompt_length: int = 512, chat_template: str = "auto"
                         ) -> tuple[list[PromptExample], LoadReport]:
-    """Prompts from any format that has them (the last assistant turn of messages is dropped)."""
+    """Prompts from any format that has them (the last assistant turn of messages is dropped). Each keeps the other
+    fields of its row in ``fields`` (with ``_row``, its row number), for reward functions and verifiers that check
+    a response against them (a reference ``answer``, test cases)."""
     path = str(path)
     rows = load_rows(path)
     fmt, items = validate_rows(rows, path, set(), "prompts")
+    records = dict(rows)
     report = LoadReport(path, fmt, len(rows))
     examples = []
     for item in items:
@@ -268,7 +275,8 @@ def load_prompt_dataset(path: str | Path, tokenizer, *, max_prompt_length: int =
         if len(ids) > max_prompt_length:
             ids = ids[-max_prompt_length:]
             report.n_truncated += 1
-        examples.append(PromptExample(ids, prompt_text(item["prompt"]), item["row"]))
+        extra = {k: v for k, v in records[item["row"]].items() if k not in PROMPT_FIELDS}
+        examples.append(PromptExample(ids, prompt_text(item["prompt"]), item["row"], {**extra, "_row": item["row"]}))
     if report.n_truncated:
         report.notes.append(f"{report.n_truncated} prompts longer than max_prompt_length={max_prompt_length} "
                             "truncated from the left")

@@ -42,6 +42,7 @@ from tether.rollout.backends import Generator, TransformersGenerator, sampler_ga
 from tether.rollout.experience import Experience
 from tether.rollout.generation import row_seeds
 from tether.rollout.placement import start_logprobs, start_score
+from tether.rollout.rewards import outcome_metrics
 from tether.rollout.sampling import decode_responses, generation_of
 from tether.utils.distributed import Dist
 from tether.utils.logging import console
@@ -91,7 +92,8 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
         tokenizer.eos_token_id, tokenizer.pad_token_id, seeds=seeds)
     generate_time = time.time() - mark
     responses = decode_responses(tokenizer, rollout)
-    scoring = start_score(reward_source, rollout, [p.prompt_text for p in grouped], responses)
+    scoring = start_score(reward_source, rollout, [p.prompt_text for p in grouped], responses,
+                          [p.fields for p in grouped])
     remote_ref = start_logprobs(ref_model, rollout, cfg.temperature, cfg.model.padding_free, cfg.model.share_prefixes)
     mask = rollout.response_mask
     reuse = single_on_policy_step(cfg, len(grouped), dist)
@@ -118,7 +120,7 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
         "objective/kl": float(kl.sum(-1).mean()), "objective/kl_coef": cfg.kl_coef,
         "response/length_mean": float(mask.sum(-1).float().mean()),
         "response/eos_frac": float(rollout.ended_with_eos.float().mean()),
-        **sampler_gap(rollout, old_logps),
+        **sampler_gap(rollout, old_logps), **outcome_metrics(reward_source),
         "time/generate": generate_time, "time/experience": time.time() - mark,
     }
     return Experience(rollout, ref_logps, old_logps, advantages, responses=responses), metrics

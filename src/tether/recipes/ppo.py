@@ -47,7 +47,7 @@ from tether.rollout.backends import Generator, TransformersGenerator, sampler_ga
 from tether.rollout.experience import Experience
 from tether.rollout.generation import Rollout, position_ids, response_logprobs, row_seeds
 from tether.rollout.placement import RemoteReward, start_logprobs, start_score
-from tether.rollout.rewards import parse_weighted
+from tether.rollout.rewards import outcome_metrics, parse_weighted
 from tether.rollout.sampling import decode_responses, generation_of
 from tether.utils.distributed import Dist
 from tether.utils.logging import console
@@ -141,7 +141,8 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
     timings["time/generate"] = time.time() - mark
     mark = time.time()
     responses = decode_responses(tokenizer, rollout)
-    scoring = start_score(reward_source, rollout, [p.prompt_text for p in prompts], responses)
+    scoring = start_score(reward_source, rollout, [p.prompt_text for p in prompts], responses,
+                          [p.fields for p in prompts])
     remote_ref = start_logprobs(ref_model, rollout, cfg.temperature, cfg.model.padding_free, cfg.model.share_prefixes)
     overlapped = remote_ref is not None or isinstance(reward_source, RemoteReward)  # a role works in its actor
     if not overlapped:  # in this process: scored first, as the stages are listed
@@ -184,7 +185,7 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
         "objective/kl_coef": kl_coef, **kl_metrics,
         "response/length_mean": float(mask.sum(-1).float().mean()),
         "response/eos_frac": float(rollout.ended_with_eos.float().mean()),
-        **timings,
+        **outcome_metrics(reward_source), **timings,
     }
     gathered = {"reward/score_mean", "reward/score_std", "reward/proxy_mean", "objective/kl_coef"}
     metrics.update(dist.combine({k: v for k, v in metrics.items() if k not in gathered}))

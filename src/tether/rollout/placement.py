@@ -95,9 +95,10 @@ class RoleWorker:
         self.source = load_reward_source(spec, tokenizer, conservative_k=conservative_k, chat_template=chat_template,
                                          precision=model_cfg.get("precision", "fp32"))
 
-    def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+    def score(self, rollout: Rollout, prompts: list[str], responses: list[str],
+              rows: list[dict] | None = None) -> torch.Tensor:
         with torch.no_grad():
-            return self.source.score(rollout, prompts, responses).float().cpu()
+            return self.source.score(rollout, prompts, responses, rows).float().cpu()
 
     # generation ------------------------------------------------------------------------------------------------
     def setup_generator(self, model_cfg: dict, generation: dict, seed: int, pad_token_id: int,
@@ -151,12 +152,14 @@ class RemoteReward:
     def __init__(self, actor):
         self.actor = actor
 
-    def start(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> Callable[[], torch.Tensor]:
+    def start(self, rollout: Rollout, prompts: list[str], responses: list[str],
+              rows: list[dict] | None = None) -> Callable[[], torch.Tensor]:
         """Send the request now; call the result for the (B,) scores on the rollout's device."""
-        return _pending(self.actor.score.remote(_cpu(rollout), prompts, responses), rollout.response_ids.device)
+        return _pending(self.actor.score.remote(_cpu(rollout), prompts, responses, rows), rollout.response_ids.device)
 
-    def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        return self.start(rollout, prompts, responses)()
+    def score(self, rollout: Rollout, prompts: list[str], responses: list[str],
+              rows: list[dict] | None = None) -> torch.Tensor:
+        return self.start(rollout, prompts, responses, rows)()
 
 
 class RemoteGenerator:
@@ -193,11 +196,13 @@ def _pending(ref, device: torch.device) -> Callable[[], torch.Tensor]:
     return wait
 
 
-def start_score(reward_source, rollout: Rollout, prompts: list[str], responses: list[str]) -> Callable[[], torch.Tensor]:
-    """Start scoring (a remote reward starts now, in its actor); call the result for the (B,) scores."""
+def start_score(reward_source, rollout: Rollout, prompts: list[str], responses: list[str],
+                rows: list[dict] | None = None) -> Callable[[], torch.Tensor]:
+    """Start scoring (a remote reward starts now, in its actor); call the result for the (B,) scores. ``rows``: each
+    response's prompt row, for the sources that check against it (verifiers)."""
     if isinstance(reward_source, RemoteReward):
-        return reward_source.start(rollout, prompts, responses)
-    return lambda: reward_source.score(rollout, prompts, responses)
+        return reward_source.start(rollout, prompts, responses, rows)
+    return lambda: reward_source.score(rollout, prompts, responses, rows)
 
 
 def start_logprobs(model, rollout: Rollout, temperature: float, padding_free: bool,

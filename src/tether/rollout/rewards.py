@@ -2,15 +2,23 @@
 
 ``load_reward_source(spec, tokenizer)``:
 - a directory (or comma-separated directories / an ensemble directory) → :class:`RewardModelSource`
+- ``verify:<name>`` → :class:`VerifierSource`: a registered checker (:data:`tether.rollout.verifiers.VERIFIERS`:
+  ``math``, ``code``, ``format``) compares each response with its prompt row's fields (the reference ``answer``,
+  the ``tests``, ...); 1 for a correct response, else 0, with the outcomes counted for the run's metrics.
 - ``package.module:function`` → :class:`FunctionSource`; the function is called as
-  ``fn(prompts: list[str], responses: list[str], response_ids: list[list[int]]) -> list[float]``.
+  ``fn(prompts: list[str], responses: list[str], response_ids: list[list[int]]) -> list[float]``, and with
+  ``rows=`` (each prompt's row of the data file, a dict) too when it takes a ``rows`` argument.
 - several objectives combined by weights, ``"0.7*runs/rm_helpful + 0.3*my_rules:harmless"``
   → :class:`WeightedSource` (Σ wᵢ · scoreᵢ; a weight may be negative; no weight means 1).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +28,7 @@ from tether.data.tokenize import encode_prompt_response
 from tether.errors import TetherInputError
 from tether.models.reward import ensemble_members, load_reward_models, score_with_members
 from tether.rollout.generation import Rollout
+from tether.rollout.verifiers import VERDICTS, verifier
 from tether.utils.imports import import_object
 
 
@@ -28,8 +37,10 @@ class RewardSpecError(TetherInputError, ValueError):
 
 
 class RewardSource(Protocol):
-    def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        """(B,) fp32 scores, on the rollout's device."""
+    def score(self, rollout: Rollout, prompts: list[str], responses: list[str],
+              rows: list[dict] | None = None) -> torch.Tensor:
+        """(B,) fp32 scores, on the rollout's device. ``rows``: each response's prompt row (its fields besides the
+        prompt: a reference answer, test cases), for the sources that check against them."""
         ...
 
 
@@ -120,26 +131,72 @@ class RewardModelSource:
         return out
 
     @torch.no_grad()
-    def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+    def score(self, rollout: Rollout, prompts: list[str], responses: list[str],
+              rows: list[dict] | None = None) -> torch.Tensor:
         scores = score_with_members(self.models, self.sequences(rollout), self.pad_token_id, self.batch_size, self.k)
         return (scores.conservative if self.k > 0 else scores.mean).to(rollout.response_ids.device)
 
 
+def takes_rows(fn) -> bool:
+    """Whether ``fn`` accepts a ``rows`` keyword (a named parameter, or ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "rows" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
 class FunctionSource:
-    """A Python reward function given as ``module:function``."""
+    """A Python reward function given as ``module:function`` (called with ``rows=`` when it takes them)."""
 
     def __init__(self, spec: str):
         try:
             self.fn = import_object(spec)
         except ImportError as exc:
             raise RewardSpecError(f"reward function '{spec}' cannot be imported: {exc}") from None
+        self.spec, self.with_rows = spec, takes_rows(self.fn)
 
-    def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
+    def score(self, rollout: Rollout, prompts: list[str], responses: list[str],
+              rows: list[dict] | None = None) -> torch.Tensor:
         ids = [rollout.response_ids[b][rollout.response_mask[b].bool()].tolist() for b in range(len(responses))]
-        values = self.fn(prompts, responses, ids)
+        if self.with_rows:
+            values = self.fn(prompts, responses, ids, rows=rows if rows is not None else [{} for _ in responses])
+        else:
+            values = self.fn(prompts, responses, ids)
         if len(values) != len(responses):
-            raise ValueError(f"reward function returned {len(values)} scores for {len(responses)} responses")
+            raise ValueError(f"reward function {self.spec} returned {len(values)} scores for {len(responses)} "
+                             "responses")
         return torch.tensor([float(v) for v in values], dtype=torch.float32, device=rollout.response_ids.device)
+
+
+class VerifierSource:
+    """``verify:<name>``: a registered checker (:mod:`tether.rollout.verifiers`) judges each response against its
+    prompt row; the score is 1 for a correct response and 0 for a wrong, unparseable or timed-out one.
+
+    ``outcomes`` counts the verdicts of the last call (for :func:`outcome_metrics`). Checks run on ``workers``
+    threads (the code checker spends its time in a subprocess, which releases the GIL)."""
+
+    def __init__(self, name: str, workers: int | None = None):
+        try:
+            self.check = verifier(name)
+        except ValueError as exc:
+            raise RewardSpecError(f"reward 'verify:{name}': {exc}") from None
+        self.name = name
+        self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+        self.outcomes: Counter = Counter()
+
+    def score(self, rollout: Rollout, prompts: list[str], responses: list[str],
+              rows: list[dict] | None = None) -> torch.Tensor:
+        if rows is None:
+            raise RewardSpecError(f"reward 'verify:{self.name}' checks each response against its prompt's row, and "
+                                  "this caller passed no rows")
+        if self.workers > 1 and len(responses) > 1:
+            with ThreadPoolExecutor(self.workers) as pool:
+                outcomes = list(pool.map(self.check, responses, rows))
+        else:
+            outcomes = [self.check(r, row) for r, row in zip(responses, rows)]
+        self.outcomes = Counter(o.verdict for o in outcomes)
+        return torch.tensor([o.reward for o in outcomes], dtype=torch.float32, device=rollout.response_ids.device)
 
 
 class WeightedSource:
@@ -148,8 +205,20 @@ class WeightedSource:
     def __init__(self, parts: list[tuple[float, RewardSource]]):
         self.parts = parts
 
-    def score(self, rollout: Rollout, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        return sum(weight * source.score(rollout, prompts, responses) for weight, source in self.parts)
+    def score(self, rollout: Rollout, prompts: list[str], responses: list[str],
+              rows: list[dict] | None = None) -> torch.Tensor:
+        return sum(weight * source.score(rollout, prompts, responses, rows) for weight, source in self.parts)
+
+
+def outcome_metrics(source) -> dict[str, float]:
+    """The verdict fractions of the last call of each verifier in ``source`` (itself, or the parts of a weighted
+    source): ``verify/<name>/<verdict>`` for correct, wrong, unparseable and timeout; {} without a verifier."""
+    if isinstance(source, WeightedSource):
+        return {k: v for _, part in source.parts for k, v in outcome_metrics(part).items()}
+    if not isinstance(source, VerifierSource) or not source.outcomes:
+        return {}
+    total = sum(source.outcomes.values())
+    return {f"verify/{source.name}/{verdict}": source.outcomes[verdict] / total for verdict in VERDICTS}
 
 
 def parse_weighted(spec: str) -> list[tuple[float, str]]:
@@ -181,8 +250,11 @@ def load_reward_source(spec: str, tokenizer, batch_size: int = 8, conservative_k
                                                        precision))
                                for w, part in parse_weighted(spec)])
     first = spec.split(",")[0].strip()
+    if spec.strip().startswith("verify:") and not Path(first).exists():
+        return VerifierSource(spec.strip()[len("verify:"):].strip())
     if Path(first).is_dir():
         return RewardModelSource(spec, tokenizer, batch_size, conservative_k, chat_template, precision=precision)
     if ":" in spec and not Path(first).exists():
         return FunctionSource(spec)
-    raise RewardSpecError(f"reward '{spec}' is neither a reward model directory nor module:function")
+    raise RewardSpecError(f"reward '{spec}' is neither a reward model directory, verify:<checker> nor "
+                          "module:function")

@@ -56,7 +56,7 @@ def scored_batches(policy, tokenizer, prompts: list[PromptExample], generation: 
                    sources: Mapping[str, Any], prompts_per_batch: int, n: int = 1, seed: int | None = None,
                    desc: str | None = None) -> Iterator[ScoredBatch]:
     """``n`` samples of each prompt from ``policy``, ``prompts_per_batch`` prompts at a time, decoded and scored by
-    each of ``sources`` (name → a reward source with ``score(rollout, prompts, responses)``; None: not scored).
+    each of ``sources`` (name → a reward source with ``score(rollout, prompts, responses, rows)``; None: not scored).
     ``seed``: sample from a forked random stream seeded with it. ``desc``: show a progress bar so labelled."""
     with forked_rng() if seed is not None else contextlib.nullcontext():
         if seed is not None:
@@ -72,6 +72,7 @@ def scored_batches(policy, tokenizer, prompts: list[PromptExample], generation: 
                                tokenizer.eos_token_id, tokenizer.pad_token_id)
             responses = decode_responses(tokenizer, rollout)
             texts = [p.prompt_text for p in rows]
-            scores = {name: source.score(rollout, texts, responses).tolist()
+            fields = [p.fields for p in rows]
+            scores = {name: source.score(rollout, texts, responses, fields).tolist()
                       for name, source in sources.items() if source is not None}
             yield ScoredBatch(chunk, n, rollout, responses, scores)
