@@ -61,6 +61,8 @@ class LLM:
         # canned (token_ids, finish_reason) or (token_ids, finish_reason, logprob of each token) per request
         self.script: list[tuple] | None = None
         self.frozen = False  # True: load_weights records the call and ignores the weights (a broken sync)
+        self.logprob_noise = 0.0  # σ of Gaussian noise added to each reported log-prob (a mismatched engine)
+        self.noise = torch.Generator().manual_seed(1234)
         eos = self.model.generation_config.eos_token_id  # an int, a list or None, as in the directory
         self.generation_eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
         runner = SimpleNamespace(model=_EngineModel(self))
@@ -92,7 +94,8 @@ class LLM:
             logp = torch.log_softmax(logits, -1)  # "processed_logprobs": after temperature and the token bans
             token = int(torch.multinomial(logp.exp(), 1, generator=stream))
             tokens.append(token)
-            logprobs.append({token: SimpleNamespace(logprob=float(logp[token]))})
+            reported = float(logp[token]) + self.logprob_noise * float(torch.randn(1, generator=self.noise))
+            logprobs.append({token: SimpleNamespace(logprob=reported)})
             ids.append(token)
             if token in stops:  # vLLM keeps a stop token id in the output's token_ids
                 reason = "stop"

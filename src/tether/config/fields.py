@@ -40,6 +40,7 @@ class Bounds:
 POSITIVE = Bounds(0, low_open=True)  # "must be > 0": sizes, counts, temperatures
 NON_NEGATIVE = Bounds(0)  # "must be >= 0": rates, coefficients, limits where 0 means off or all
 FRACTION = Bounds(0, high=1)  # "must be in [0, 1)": held-out shares, warmup, dropout
+ABOVE_ONE = Bounds(1, low_open=True)  # "must be > 1": bounds on importance weights
 
 
 def doc_field(default: Any, doc: str, *, bounds: Bounds | None = None, **kwargs: Any) -> Any:

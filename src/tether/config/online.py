@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from tether.config.fields import NON_NEGATIVE, POSITIVE, RESUME_DOC, ResumeMode, doc_field
+from tether.config.fields import ABOVE_ONE, NON_NEGATIVE, POSITIVE, RESUME_DOC, ResumeMode, doc_field
 from tether.config.sections import (
     DataConfig,
     GenerationBackendConfig,
@@ -21,6 +21,13 @@ LOSS_DOC = ("Policy loss by name (tether.algos.losses.ppo.POLICY_LOSSES): ppo_cl
             "(clip-higher, ε_high 0.28, token mean; Yu et al. 2025), cispo (clipped stop-gradient importance weight on "
             "a REINFORCE term; MiniMax-M1 2025), gspo (one length-normalised ratio per response, clipped per response; "
             "tether grpo only; Zheng et al. 2025: set clip_range=3e-4 clip_range_high=4e-4).")
+MismatchMode = Literal["none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
+MISMATCH_DOC = ("Correct for the sampler's log-probs differing from the trainer's (vLLM, bf16 sampling), when the sampler "
+                "reports them: token_truncate (TIS: weight min(ρ, C)), sequence_truncate (one weight per response), "
+                "token_mask / sequence_mask (MIS: drop tokens / responses with ρ outside [1/C, C]); ρ = π_old/π_sampler "
+                "(Yao et al. 2025; Liu et al. 2025). rollout/mismatch_kl is logged whenever the sampler reports "
+                "log-probs.")
+MISMATCH_THRESHOLD_DOC = "C of the mismatch correction: the largest importance weight kept (> 1)."
 CLIP_HIGH_DOC = ("Upper clip ε_high of the ratio (empty = the loss's usual: 0.28 for dapo, else clip_range, which is "
                  "then ε_low).")
 
@@ -74,6 +81,8 @@ class _PPOFields:
     clip_range: float = doc_field(0.2, "Policy ratio clip ε.")
     clip_range_high: float | None = doc_field(None, CLIP_HIGH_DOC, bounds=NON_NEGATIVE)
     loss: str = doc_field("ppo_clip", LOSS_DOC)
+    mismatch_correction: MismatchMode = doc_field("none", MISMATCH_DOC)
+    mismatch_threshold: float = doc_field(2.0, MISMATCH_THRESHOLD_DOC, bounds=ABOVE_ONE)
     value_clip_range: float = doc_field(0.2, "Value clip around the old values.")
     dual_clip: float | None = doc_field(None, "Dual-clip constant c > 1 (None = off).")
     value_coef: float = doc_field(0.1, "Weight of the value loss.", bounds=NON_NEGATIVE)
@@ -138,6 +147,8 @@ class _GRPOFields:
     clip_range: float = doc_field(0.2, "Policy ratio clip ε.")
     clip_range_high: float | None = doc_field(None, CLIP_HIGH_DOC, bounds=NON_NEGATIVE)
     loss: str = doc_field("ppo_clip", LOSS_DOC)
+    mismatch_correction: MismatchMode = doc_field("none", MISMATCH_DOC)
+    mismatch_threshold: float = doc_field(2.0, MISMATCH_THRESHOLD_DOC, bounds=ABOVE_ONE)
     kl_coef: float = doc_field(0.04, "β of the KL term (0 = no leash).", bounds=NON_NEGATIVE)
     kl_in_reward: bool = doc_field(
         False, "KL as a per-token reward penalty (k1) instead of a k3 loss term (GRPO's choice); reinforce_pp always "
@@ -150,6 +161,15 @@ class _GRPOFields:
         0, "DAPO's soft overlong penalty: over the last this many tokens of max_new_tokens the score falls linearly, "
            "to −overlong_penalty at the budget (0 = off; Yu et al. 2025 used 4096 of 20480).", bounds=NON_NEGATIVE)
     overlong_penalty: float = doc_field(1.0, "The soft overlong penalty at the budget (its largest).", bounds=NON_NEGATIVE)
+    mask_truncated: bool = doc_field(
+        False, "Leave responses cut at max_new_tokens out of the policy loss (DAPO's overlong filtering): their "
+               "tokens neither count nor weigh in its mean; their scores still shape the group's advantages.")
+    dynamic_sampling: bool = doc_field(
+        False, "DAPO's dynamic sampling: groups whose K rewards are all equal (no advantage, no gradient) are "
+               "dropped and more prompts sampled until prompts_per_iteration groups remain, at most "
+               "dynamic_sampling_max_rounds extra rounds (then the iteration trains on the groups it has).")
+    dynamic_sampling_max_rounds: int = doc_field(4, "Extra sampling rounds an iteration may take to fill its batch.",
+                                                 bounds=NON_NEGATIVE)
     kl_limit: float = doc_field(20.0, "Stop the run when the mean KL per response exceeds this (nats).")
     max_grad_norm: float = doc_field(1.0, "Clip the gradient norm.", bounds=NON_NEGATIVE)
 

@@ -15,12 +15,15 @@ Each iteration, top to bottom:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from tether.algos.advantages import advantage_estimator
 from tether.algos.kl import kl_penalty
 from tether.algos.losses.ppo import aggregate, aggregate_parts, policy_loss_spec
+from tether.algos.mismatch import corrected_advantages, loss_tokens
 from tether.algos.rewards import soft_overlong_penalty
 from tether.config import GRPOConfig, to_dict
 from tether.data import collate_prompts
@@ -36,11 +39,12 @@ from tether.engine.rl import (
     start_online_run,
 )
 from tether.engine.roles import generator_for, reference_for
+from tether.errors import ConfigError
 from tether.eval.verdict import end_of_run_line
 from tether.models.loading import apply_lora, disable_dropout, load_causal_lm, save_model
 from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap
 from tether.rollout.experience import Experience
-from tether.rollout.generation import row_seeds
+from tether.rollout.generation import Rollout, concat_rollouts, row_seeds
 from tether.rollout.placement import start_logprobs, start_score
 from tether.rollout.rewards import outcome_metrics
 from tether.rollout.sampling import decode_responses, generation_of
@@ -75,28 +79,118 @@ def single_on_policy_step(cfg: GRPOConfig, batch: int, dist: Dist | None = None)
     return cfg.update_epochs == 1 and (dist or Dist()).share(cfg.minibatch_size) >= batch and kl_in_loss(cfg)
 
 
+@dataclass
+class SampledGroups:
+    """K responses for each of a list of prompts, decoded and (once :meth:`score` is called) scored."""
+
+    prompts: list  # each prompt K times, its samples consecutive
+    rollout: Rollout
+    responses: list[str]
+    raw_scores: torch.Tensor | None = None  # the reward source's
+    scores: torch.Tensor | None = None  # shaped: missing-EOS and overlong penalties
+
+    def score(self, cfg: GRPOConfig, scoring) -> SampledGroups:
+        self.raw_scores = scoring()
+        self.scores = shaped_scores(cfg, self.rollout, self.raw_scores)
+        return self
+
+    def informative(self, group_size: int) -> torch.Tensor:
+        """(groups,) bool: the groups whose shaped scores are not all equal (a non-zero advantage somewhere)."""
+        return self.scores.view(-1, group_size).std(-1) > 0
+
+    def groups(self, which: torch.Tensor, group_size: int) -> SampledGroups:
+        rows = (which.nonzero().squeeze(-1)[:, None] * group_size + torch.arange(group_size)).reshape(-1)
+        return SampledGroups([self.prompts[i] for i in rows.tolist()], self.rollout.select(rows),
+                             [self.responses[i] for i in rows.tolist()], self.raw_scores[rows], self.scores[rows])
+
+
+def shaped_scores(cfg: GRPOConfig, rollout: Rollout, raw_scores: torch.Tensor) -> torch.Tensor:
+    """The scores the advantages are computed from: the reward, minus ``missing_eos_penalty`` for a response cut at
+    the budget, plus DAPO's soft overlong penalty."""
+    overlong = soft_overlong_penalty(rollout.response_mask.sum(-1), cfg.max_new_tokens, cfg.overlong_buffer,
+                                     cfg.overlong_penalty)
+    return raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float() + overlong
+
+
+def sample_groups(cfg: GRPOConfig, generator: Generator, tokenizer, prompts, seeds: list[int] | None
+                  ) -> SampledGroups:
+    """Stage 1: K responses for each of ``prompts`` (row-seeded when ``seeds``), decoded."""
+    grouped = [p for p in prompts for _ in range(cfg.group_size)]  # K consecutive samples per prompt
+    batch = collate_prompts(grouped, tokenizer.pad_token_id)
+    rollout = generator.generate(batch["input_ids"], batch["attention_mask"], generation_of(cfg),
+                                 tokenizer.eos_token_id, tokenizer.pad_token_id, seeds=seeds)
+    return SampledGroups(grouped, rollout, decode_responses(tokenizer, rollout))
+
+
+def start_scoring(reward_source, sampled: SampledGroups):
+    return start_score(reward_source, sampled.rollout, [p.prompt_text for p in sampled.prompts], sampled.responses,
+                       [p.fields for p in sampled.prompts])
+
+
+MorePrompts = Callable[[int], tuple[list, list[int] | None]]  # extra round r → (prompts, their row seeds)
+
+
+def fill_with_informative_groups(cfg: GRPOConfig, first: SampledGroups, generator: Generator, tokenizer,
+                                 reward_source, more_prompts: MorePrompts) -> tuple[SampledGroups, dict]:
+    """DAPO's dynamic sampling: keep the groups of ``first`` whose scores differ, and sample the prompts of extra
+    rounds (``more_prompts(r)``, r = 1 .. ``dynamic_sampling_max_rounds``) until as many groups as ``first`` had
+    are kept; then the first that many. A batch that stays short after the last round trains on the groups it has
+    (on ``first`` as it is, when none at all differ: every advantage is 0 then). → (the batch, its metrics)."""
+    k, target = cfg.group_size, len(first.prompts) // cfg.group_size
+    pieces, kept, rounds, dropped = [], 0, 0, 0
+    sampled = first
+    while True:
+        informative = sampled.informative(k)
+        dropped += int((~informative).sum())
+        if informative.any():
+            pieces.append(sampled.groups(informative, k))
+            kept += int(informative.sum())
+        if kept >= target or rounds >= cfg.dynamic_sampling_max_rounds:
+            break
+        rounds += 1
+        prompts, seeds = more_prompts(rounds)
+        sampled = sample_groups(cfg, generator, tokenizer, prompts, seeds)
+        sampled.score(cfg, start_scoring(reward_source, sampled))
+    metrics = {"sampling/extra_rounds": float(rounds), "sampling/dropped_groups": float(dropped),
+               "sampling/trained_groups": float(min(kept, target) or target)}
+    if not pieces:
+        return first, metrics
+    batch = SampledGroups(
+        [p for piece in pieces for p in piece.prompts],
+        concat_rollouts([piece.rollout for piece in pieces], tokenizer.pad_token_id),
+        [r for piece in pieces for r in piece.responses],
+        torch.cat([piece.raw_scores for piece in pieces]), torch.cat([piece.scores for piece in pieces]))
+    if kept > target:
+        batch = batch.groups(torch.arange(kept) < target, k)
+    return batch, metrics
+
+
 @torch.no_grad()
 def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer, prompts,
                     seeds: list[int] | None = None, dist: Dist | None = None,
-                    generator: Generator | None = None) -> tuple[Experience, dict]:
+                    generator: Generator | None = None, more_prompts: MorePrompts | None = None
+                    ) -> tuple[Experience, dict]:
     """Stages 1-4 for this process's prompts: K responses each (row-seeded when ``seeds``) from ``generator``
     (default: the policy's own ``generate``), scores, log-probs, advantages. A reward or reference in a Ray actor
-    starts on the rollout before the policy's old log-probs and runs beside them."""
+    starts on the rollout before the policy's old log-probs and runs beside them. With ``dynamic_sampling``, groups
+    whose scores are all equal are replaced by groups of ``more_prompts`` (see :func:`fill_with_informative_groups`;
+    the reward metrics describe the first round, the policy as it samples)."""
     generator = generator or TransformersGenerator(policy)
     mark = time.time()
-    grouped = [p for p in prompts for _ in range(cfg.group_size)]  # K consecutive samples per prompt
-    batch = collate_prompts(grouped, tokenizer.pad_token_id)
-    rollout = generator.generate(
-        batch["input_ids"], batch["attention_mask"],
-        generation_of(cfg),
-        tokenizer.eos_token_id, tokenizer.pad_token_id, seeds=seeds)
+    sampled = sample_groups(cfg, generator, tokenizer, prompts, seeds)
     generate_time = time.time() - mark
-    responses = decode_responses(tokenizer, rollout)
-    scoring = start_score(reward_source, rollout, [p.prompt_text for p in grouped], responses,
-                          [p.fields for p in grouped])
+    scoring = start_scoring(reward_source, sampled)
+    first_scores = None
+    extra: dict = {}
+    if cfg.dynamic_sampling:
+        first = sampled.score(cfg, scoring)
+        first_scores, verdicts = (first.raw_scores, first.scores), outcome_metrics(reward_source)
+        sampled, extra = fill_with_informative_groups(cfg, first, generator, tokenizer, reward_source,
+                                                      more_prompts or (lambda r: (prompts, None)))
+    rollout = sampled.rollout
     remote_ref = start_logprobs(ref_model, rollout, cfg.temperature, cfg.model.padding_free, cfg.model.share_prefixes)
     mask = rollout.response_mask
-    reuse = single_on_policy_step(cfg, len(grouped), dist)
+    reuse = single_on_policy_step(cfg, len(sampled.prompts), dist)
     old_logps = None if reuse else rollout_logprobs(cfg, policy, rollout)
     if remote_ref is not None:
         ref_logps = remote_ref()
@@ -105,25 +199,28 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
             ref_logps = rollout_logprobs(cfg, policy, rollout)
     else:
         ref_logps = rollout_logprobs(cfg, ref_model, rollout)
-    raw_scores = scoring()
-    overlong = soft_overlong_penalty(mask.sum(-1), cfg.max_new_tokens, cfg.overlong_buffer, cfg.overlong_penalty)
-    scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float() + overlong
+    if not cfg.dynamic_sampling:
+        sampled.score(cfg, scoring)
+        first_scores, verdicts = (sampled.raw_scores, sampled.scores), outcome_metrics(reward_source)
+    scores = sampled.scores
     # (when the old log-probs are deferred to the update, KL is not needed here: it is a loss term)
     kl = torch.zeros_like(ref_logps) if reuse else kl_penalty(old_logps, ref_logps, "k1") * mask
     advantages = sequence_advantages(cfg, scores, kl, mask, dist)
-    groups = scores.view(-1, cfg.group_size)
+    raw, shaped = first_scores
+    groups = shaped.view(-1, cfg.group_size)
     metrics = {
-        "reward/score_mean": float(raw_scores.mean()), "reward/proxy_mean": float(scores.mean()),
+        "reward/score_mean": float(raw.mean()), "reward/proxy_mean": float(shaped.mean()),
         "reward/group_std_mean": float(groups.std(-1).mean()),
         "reward/zero_std_groups": float((groups.std(-1) == 0).float().mean()),
-        "reward/overlong_penalty_mean": float(overlong.mean()),
+        "reward/overlong_penalty_mean": float(
+            soft_overlong_penalty(mask.sum(-1), cfg.max_new_tokens, cfg.overlong_buffer, cfg.overlong_penalty).mean()),
         "objective/kl": float(kl.sum(-1).mean()), "objective/kl_coef": cfg.kl_coef,
         "response/length_mean": float(mask.sum(-1).float().mean()),
         "response/eos_frac": float(rollout.ended_with_eos.float().mean()),
-        **sampler_gap(rollout, old_logps), **outcome_metrics(reward_source),
+        **sampler_gap(rollout, old_logps), **verdicts, **extra,
         "time/generate": generate_time, "time/experience": time.time() - mark,
     }
-    return Experience(rollout, ref_logps, old_logps, advantages, responses=responses), metrics
+    return Experience(rollout, ref_logps, old_logps, advantages, responses=sampled.responses), metrics
 
 
 SUMMED_METRICS = ("policy/loss", "policy/kl_loss")  # each process holds its share of the global loss
@@ -152,22 +249,30 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: Experience, trai
             idx = order[start:start + size]
             mini = rollout.select(idx)
             mask = mini.response_mask
-            denominator = None
-            if dist.enabled:  # the loss of the whole (global) minibatch
-                own = aggregate_parts(mask.float(), mask, aggregation, cfg.max_new_tokens)[1]
-                denominator = dist.sum({"d": float(own)})["d"]
             logps = rollout_logprobs(cfg, train_policy, mini)
             deferred = experience.deferred
             old = logps.detach() if deferred else experience.old_logps[idx]
-            loss, metrics = spec.fn(logps, old, experience.advantages[idx], mask, clip_range=cfg.clip_range,
+            advantages, kept, mismatch = corrected_advantages(old, mini.sampler_logps, experience.advantages[idx],
+                                                              mask, cfg.mismatch_correction, cfg.mismatch_threshold)
+            if cfg.mask_truncated:  # DAPO's overlong filtering: cut responses leave the loss
+                kept = kept * mini.ended_with_eos[:, None].to(kept.dtype)
+            kept, advantages = loss_tokens(kept, mask, advantages)
+            denominator = kl_denominator = None
+            if dist.enabled:  # the loss of the whole (global) minibatch
+                own = aggregate_parts(kept.float(), kept, aggregation, cfg.max_new_tokens)[1]
+                whole = aggregate_parts(mask.float(), mask, cfg.loss_aggregation, cfg.max_new_tokens)[1]
+                totals = dist.sum({"d": float(own), "kl": float(whole)})
+                denominator, kl_denominator = totals["d"], totals["kl"]
+            loss, metrics = spec.fn(logps, old, advantages, kept, clip_range=cfg.clip_range,
                                     clip_range_high=high, aggregation=aggregation, max_length=cfg.max_new_tokens,
                                     denominator=denominator)
+            metrics.update(mismatch)
             if deferred:  # the rollout's KL to the reference and the sampler's gap, from this forward
                 metrics["objective/kl"] = (kl_penalty(old, experience.ref_logps[idx], "k1") * mask).sum(-1).mean()
                 metrics.update(sampler_gap(mini, old))
             if cfg.kl_coef > 0 and kl_in_loss(cfg):
                 kl_term = aggregate(kl_penalty(logps, experience.ref_logps[idx], "k3"), mask, cfg.loss_aggregation,
-                                    cfg.max_new_tokens, denominator)
+                                    cfg.max_new_tokens, kl_denominator)
                 loss = loss + cfg.kl_coef * kl_term
                 metrics["policy/kl_loss"] = kl_term.detach()
             optimizer.zero_grad(set_to_none=True)
@@ -184,6 +289,9 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: Experience, trai
 def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     registered(policy_loss_spec, cfg.loss, "loss")  # unknown names stop here, before anything is loaded
     registered(advantage_estimator, estimator_name(cfg), "advantage")
+    if cfg.dynamic_sampling and Dist.current().enabled:
+        raise ConfigError("dynamic_sampling runs in one process: each process would train on a different number of "
+                          "groups, and the data-parallel steps would not line up")
     setup = start_online_run(cfg, "prompts_per_iteration")
     dist, run_dir, logger, tokenizer, prompts = setup.dist, setup.run_dir, setup.logger, setup.tokenizer, setup.prompts
     roles, reward_source = setup.roles, setup.reward_source
@@ -198,13 +306,20 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     heldout = make_heldout(cfg, tokenizer, reward_source)
     seeded = cfg.row_seeded_sampling or dist.enabled
 
-    def iterate(iteration: int, generator: Generator) -> dict:
-        chosen = prompt_batches(len(prompts), cfg.prompts_per_iteration, cfg.seed, iteration)
+    def round_prompts(iteration: int, extra_round: int) -> tuple[list, list[int] | None]:
+        """The prompts (and row seeds) of an iteration's sampling round: round 0 the iteration's own, an extra round
+        of dynamic sampling a batch from another shuffle (a pure function of iteration and round: resumable)."""
+        chosen = prompt_batches(len(prompts), cfg.prompts_per_iteration, cfg.seed + 7919 * extra_round, iteration)
         mine = dist.shard_evenly(list(range(len(chosen))))  # this process's prompts, whole groups
-        seeds = row_seeds(cfg.seed, iteration, [j * cfg.group_size + k for j in mine
+        offset = extra_round * cfg.prompts_per_iteration * cfg.group_size
+        seeds = row_seeds(cfg.seed, iteration, [offset + j * cfg.group_size + k for j in mine
                                                 for k in range(cfg.group_size)]) if seeded else None
-        experience, metrics = make_experience(cfg, policy, ref_model, reward_source, tokenizer,
-                                              [prompts[chosen[j]] for j in mine], seeds, dist, generator)
+        return [prompts[chosen[j]] for j in mine], seeds
+
+    def iterate(iteration: int, generator: Generator) -> dict:
+        mine, seeds = round_prompts(iteration, 0)
+        experience, metrics = make_experience(cfg, policy, ref_model, reward_source, tokenizer, mine, seeds, dist,
+                                              generator, more_prompts=lambda r: round_prompts(iteration, r))
         metrics = dist.combine(metrics)  # equal shares: the mean over processes
         metrics.update(grpo_update(cfg, policy, optimizer, experience, train_policy, dist))
         return metrics

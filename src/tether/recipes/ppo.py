@@ -24,6 +24,7 @@ from tether.algos.advantages import gae
 from tether.algos.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from tether.algos.losses.ppo import POLICY_LOSSES, explained_variance, policy_loss_spec, value_loss
 from tether.algos.masked import masked_mean, masked_whiten_across
+from tether.algos.mismatch import corrected_advantages, loss_tokens
 from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
 from tether.config import ModelConfig, PPOConfig, to_dict
 from tether.data import collate_prompts
@@ -232,8 +233,13 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: Ex
             else:
                 old_logps, old_values = experience.old_logps[idx], experience.old_values[idx]
                 advantages, returns = experience.advantages[idx], experience.returns[idx]
-            pg_loss, pg_metrics = spec.fn(logps, old_logps, advantages, mask, clip_range=cfg.clip_range,
-                                          clip_range_high=high, dual_clip=cfg.dual_clip, denominator=tokens)
+            advantages, pg_mask, mismatch = corrected_advantages(old_logps, mini.sampler_logps, advantages, mask,
+                                                                 cfg.mismatch_correction, cfg.mismatch_threshold)
+            pg_mask, advantages = loss_tokens(pg_mask, mask, advantages)
+            dropping = dist.enabled and cfg.mismatch_correction != "none"  # (every process sums, or none does)
+            pg_tokens = dist.sum({"n": float(pg_mask.sum())})["n"] if dropping else tokens
+            pg_loss, pg_metrics = spec.fn(logps, old_logps, advantages, pg_mask, clip_range=cfg.clip_range,
+                                          clip_range_high=high, dual_clip=cfg.dual_clip, denominator=pg_tokens)
             vf_loss, vf_metrics = value_loss(values, old_values, returns, mask, cfg.value_clip_range,
                                              denominator=tokens)
             # (has grad: the entropy bonus)
@@ -241,7 +247,7 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: Ex
             loss = pg_loss + cfg.value_coef * vf_loss - cfg.entropy_coef * entropy_mean
             with torch.no_grad():
                 ev = explained_variance(values, returns, mask)
-            for key, value in {**pg_metrics, **vf_metrics, "objective/entropy": entropy_mean.detach(),
+            for key, value in {**pg_metrics, **vf_metrics, **mismatch, "objective/entropy": entropy_mean.detach(),
                                "value/explained_variance": ev}.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             forwards += 1

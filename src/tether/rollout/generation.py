@@ -138,6 +138,29 @@ class Rollout:
                        self.ended_with_eos[idx], sampler)
 
 
+def concat_rollouts(rollouts: Sequence[Rollout], pad_token_id: int) -> Rollout:
+    """The rows of several rollouts as one: prompts left-padded and responses right-padded to the longest (with
+    ``pad_token_id``, mask 0); the sampler's log-probs kept only when every part has them."""
+    if len(rollouts) == 1:
+        return rollouts[0]
+    prompt_len = max(r.prompt_ids.shape[1] for r in rollouts)
+    response_len = max(r.response_ids.shape[1] for r in rollouts)
+
+    def left(t: torch.Tensor, value: float) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (prompt_len - t.shape[1], 0), value=value)
+
+    def right(t: torch.Tensor, value: float) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, response_len - t.shape[1]), value=value)
+
+    sampled = all(r.sampler_logps is not None for r in rollouts)
+    return Rollout(torch.cat([left(r.prompt_ids, pad_token_id) for r in rollouts]),
+                   torch.cat([left(r.prompt_mask, 0) for r in rollouts]),
+                   torch.cat([right(r.response_ids, pad_token_id) for r in rollouts]),
+                   torch.cat([right(r.response_mask, 0) for r in rollouts]),
+                   torch.cat([r.ended_with_eos for r in rollouts]),
+                   torch.cat([right(r.sampler_logps, 0.0) for r in rollouts]) if sampled else None)
+
+
 def response_mask_from_ids(response_ids: torch.Tensor,
                            eos_token_id: int | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(mask (B, R), ended_with_eos (B,)): 1 up to and including the first stop token of each row (``eos_token_id``:
