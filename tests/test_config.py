@@ -50,15 +50,38 @@ def test_bad_overrides_name_the_key(override, message):
     assert message in str(info.value)
 
 
-def test_min_new_tokens_cannot_exceed_max_new_tokens():
-    from tether.config import GRPOConfig, PPOConfig
+SAMPLING_CONFIGS = ("PPOConfig", "GRPOConfig", "BestOfNConfig", "RejectionSamplingConfig", "SampleConfig")
 
-    for cls in (GRPOConfig, PPOConfig):
-        assert load_config(cls, None, ["max_new_tokens=32", "min_new_tokens=32"]).min_new_tokens == 32
-        with pytest.raises(ConfigError, match=r"min_new_tokens \(33\) cannot exceed max_new_tokens \(32\)"):
-            load_config(cls, None, ["max_new_tokens=32", "min_new_tokens=33"])
-        with pytest.raises(ConfigError, match="min_new_tokens: must be >= 0"):
-            load_config(cls, None, ["min_new_tokens=-1"])
+
+@pytest.mark.parametrize("name", SAMPLING_CONFIGS)
+def test_every_sampling_config_checks_its_sampling_settings(name):
+    import tether.config as config
+
+    cls = getattr(config, name)
+    assert load_config(cls, None, ["max_new_tokens=32", "min_new_tokens=32"]).min_new_tokens == 32
+    with pytest.raises(ConfigError, match=r"min_new_tokens \(33\) cannot exceed max_new_tokens \(32\)"):
+        load_config(cls, None, ["max_new_tokens=32", "min_new_tokens=33"])
+    with pytest.raises(ConfigError, match="min_new_tokens: must be >= 0"):
+        load_config(cls, None, ["min_new_tokens=-1"])
+    with pytest.raises(ConfigError, match=r"top_p: must be in \(0, 1\], got 0.0"):
+        load_config(cls, None, ["top_p=0"])
+    assert load_config(cls, None, ["top_p=1", "temperature=0.7"]).temperature == 0.7
+
+
+def test_the_sampling_fields_are_declared_once():
+    """Every sampling config takes its sampling fields (doc, bounds) from SamplingFields; `tether sample` only changes
+    two defaults."""
+    from dataclasses import fields
+
+    import tether.config as config
+    from tether.config.sections import SamplingFields
+
+    shared = {f.name: f.metadata for f in fields(SamplingFields)}
+    for name in SAMPLING_CONFIGS:
+        own = {f.name: f.metadata for f in fields(getattr(config, name)) if f.name in shared}
+        assert own == shared, name
+    assert (config.SampleConfig().max_new_tokens, config.SampleConfig().temperature) == (64, 0.9)
+    assert (config.BestOfNConfig().max_new_tokens, config.BestOfNConfig().temperature) == (48, 1.0)
 
 
 def test_bad_yaml_file(tmp_path):

@@ -8,7 +8,7 @@ from typing import Literal
 
 from tether.config.fields import NON_NEGATIVE, POSITIVE, doc_field
 from tether.config.online import PPOConfig
-from tether.config.sections import DataConfig
+from tether.config.sections import DataConfig, ensemble_k_field
 from tether.config.supervised import PreferenceConfig
 
 
@@ -35,10 +35,7 @@ class EvalConfig:
     models: list = doc_field([], "Model directories to evaluate, e.g. [runs/q/sft,runs/q/ppo,runs/q/dpo].")
     reference: str = doc_field("", "Reference policy for KL and win-rate (empty = the first of models).")
     reward: str = doc_field("", "Proxy reward: reward model directory (or ensemble) or module:function (empty = skip).")
-    ensemble_k: float | None = doc_field(
-        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
-              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.",
-        bounds=NON_NEGATIVE)
+    ensemble_k: float | None = ensemble_k_field()
     gold: str = doc_field("tether.tasks.helpful:gold_reward",
                           "Gold / held-out reward, module:function(prompts, responses, ids) (empty = skip).")
     data: DataConfig = doc_field(DataConfig(max_length=512), "Held-out prompts (any format with a prompt).")

@@ -14,7 +14,11 @@ from tether.config.sections import (
     HeldOutConfig,
     ModelConfig,
     PlacementConfig,
+    SamplingFields,
     TrainConfig,
+    ensemble_k_field,
+    reward_field,
+    sampling_field,
 )
 
 LOSS_DOC = ("Policy loss by name (tether.algos.losses.ppo.POLICY_LOSSES): ppo_clip (PPO's clipped surrogate), dapo "
@@ -58,20 +62,11 @@ class _PPOFields:
     model: ModelConfig = doc_field(ModelConfig(), "Policy to train (usually the SFT model); also the reference.")
     ref_model: str | None = doc_field(None, "Reference model; empty = a frozen copy of the starting policy "
                                             "(with LoRA: the base with adapters disabled, no copy).")
-    reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
-    ensemble_k: float | None = doc_field(
-        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
-              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.",
-        bounds=NON_NEGATIVE)
+    reward: str = reward_field()
+    ensemble_k: float | None = ensemble_k_field()
     value_model: str | None = doc_field(None, "Value model init; empty = the reward model directory (an ensemble: its "
                                               "first member; a function reward: the policy).")
     data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
-    max_new_tokens: int = doc_field(48, "Longest response sampled.", bounds=POSITIVE)
-    temperature: float = doc_field(1.0, "Sampling temperature (log-probs are computed at the same temperature).", bounds=POSITIVE)
-    top_p: float = doc_field(1.0, "Nucleus sampling; keep 1.0 so the ratio matches the sampling distribution.")
-    min_new_tokens: int = doc_field(
-        0, "Suppress EOS until this many tokens (0 = off). Fixes response lengths for benchmarks; the responses are "
-           "then sampled from a truncated distribution, so keep 0 for training.", bounds=NON_NEGATIVE)
     num_iterations: int = doc_field(20, "Rollout + update iterations.", bounds=POSITIVE)
     rollout_batch_size: int = doc_field(16, "Prompts sampled per iteration.", bounds=POSITIVE)
     minibatch_size: int = doc_field(8, "Responses per gradient step in an update epoch.", bounds=POSITIVE)
@@ -107,7 +102,7 @@ class _PPOFields:
 
 
 @dataclass
-class PPOConfig(OnlineRunFields, _PPOFields):
+class PPOConfig(OnlineRunFields, SamplingFields, _PPOFields):
     """PPO under a KL leash to the frozen reference (`tether ppo`)."""
 
     RENAMED = {"init_kl_coef": "kl_coef"}  # old key → new key (read, with a note)
@@ -125,20 +120,11 @@ class _GRPOFields:
     model: ModelConfig = doc_field(ModelConfig(), "Policy to train (usually the SFT model); also the reference.")
     ref_model: str | None = doc_field(None, "Reference model; empty = a frozen copy of the starting policy "
                                             "(with LoRA: the base with adapters disabled).")
-    reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
-    ensemble_k: float | None = doc_field(
-        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
-              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.",
-        bounds=NON_NEGATIVE)
+    reward: str = reward_field()
+    ensemble_k: float | None = ensemble_k_field()
     data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
     group_size: int = doc_field(4, "K: responses sampled per prompt.")
     prompts_per_iteration: int = doc_field(4, "Prompts per iteration (batch = prompts x K responses).", bounds=POSITIVE)
-    max_new_tokens: int = doc_field(48, "Longest response sampled.", bounds=POSITIVE)
-    temperature: float = doc_field(1.0, "Sampling temperature (log-probs are computed at the same temperature).", bounds=POSITIVE)
-    top_p: float = doc_field(1.0, "Nucleus sampling; keep 1.0 so the ratio matches the sampling distribution.")
-    min_new_tokens: int = doc_field(
-        0, "Suppress EOS until this many tokens (0 = off). Fixes response lengths for benchmarks; the responses are "
-           "then sampled from a truncated distribution, so keep 0 for training.", bounds=NON_NEGATIVE)
     num_iterations: int = doc_field(20, "Rollout + update iterations.", bounds=POSITIVE)
     minibatch_size: int = doc_field(8, "Responses per gradient step.", bounds=POSITIVE)
     update_epochs: int = doc_field(
@@ -175,26 +161,19 @@ class _GRPOFields:
 
 
 @dataclass
-class GRPOConfig(OnlineRunFields, _GRPOFields):
+class GRPOConfig(OnlineRunFields, SamplingFields, _GRPOFields):
     """Critic-free policy optimisation with K samples per prompt: GRPO, RLOO, REINFORCE++ (`tether grpo`)."""
 
 
 @dataclass
-class BestOfNConfig:
-    """Best-of-N sampling against a reward (`tether bon`)."""
+class _BestOfNFields:
 
     model: ModelConfig = doc_field(ModelConfig(), "Policy to sample from.")
-    reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
-    ensemble_k: float | None = doc_field(
-        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
-              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.",
-        bounds=NON_NEGATIVE)
+    reward: str = reward_field()
+    ensemble_k: float | None = ensemble_k_field()
     data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
     output: str = doc_field("runs/bon/best_of_n.jsonl", "Where to write prompt / best response / scores rows.")
     n: int = doc_field(4, "Samples per prompt.", bounds=POSITIVE)
-    max_new_tokens: int = doc_field(48, "Longest response sampled.", bounds=POSITIVE)
-    temperature: float = doc_field(1.0, "Sampling temperature.", bounds=POSITIVE)
-    top_p: float = doc_field(1.0, "Nucleus sampling.")
     batch_size: int = doc_field(8, "Prompts per generation batch (each sampled n times).", bounds=POSITIVE)
     max_prompts: int = doc_field(0, "Use at most this many prompts (0 = all).", bounds=NON_NEGATIVE)
     seed: int = doc_field(42, "Sampling seed.")
@@ -202,22 +181,21 @@ class BestOfNConfig:
 
 
 @dataclass
-class RejectionSamplingConfig:
-    """Rejection-sampling fine-tuning, Llama 2 style (`tether rejection-sample`)."""
+class BestOfNConfig(SamplingFields, _BestOfNFields):
+    """Best-of-N sampling against a reward (`tether bon`)."""
+
+
+@dataclass
+class _RejectionSamplingFields:
 
     run_dir: str = doc_field("runs/rejection", "Run directory: round-<r>/ holds each round's data and model.")
     model: ModelConfig = doc_field(ModelConfig(), "Policy to start from (usually the SFT model).")
-    reward: str = doc_field("", "Reward: a reward model directory (or comma-separated ensemble) or module:function.")
-    ensemble_k: float | None = doc_field(
-        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
-              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.",
-        bounds=NON_NEGATIVE)
+    reward: str = reward_field()
+    ensemble_k: float | None = ensemble_k_field()
     data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
     rounds: int = doc_field(2, "Sample → keep the best → fine-tune, this many times.", bounds=POSITIVE)
     n: int = doc_field(4, "Samples per prompt.", bounds=POSITIVE)
     threshold: float | None = doc_field(None, "Keep a prompt's best response only if its score is at least this.")
-    max_new_tokens: int = doc_field(48, "Longest response sampled.", bounds=POSITIVE)
-    temperature: float = doc_field(1.0, "Sampling temperature.", bounds=POSITIVE)
     batch_size: int = doc_field(8, "Prompts per generation batch (each sampled n times).", bounds=POSITIVE)
     max_prompts: int = doc_field(0, "Prompts per round (0 = all).", bounds=NON_NEGATIVE)
     train: TrainConfig = doc_field(TrainConfig(learning_rate=1e-5, num_epochs=1.0), "Fine-tuning on each round's best.")
@@ -225,16 +203,25 @@ class RejectionSamplingConfig:
 
 
 @dataclass
-class SampleConfig:
-    """Sample K responses per prompt for labelling (`tether sample`)."""
+class RejectionSamplingConfig(SamplingFields, _RejectionSamplingFields):
+    """Rejection-sampling fine-tuning, Llama 2 style (`tether rejection-sample`)."""
+
+
+@dataclass
+class _SampleFields:
 
     model: ModelConfig = doc_field(ModelConfig(), "Policy to sample from (usually the SFT model).")
     data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
     output: str = doc_field("runs/samples.jsonl", "Where to write prompt / responses / generation rows.")
     k: int = doc_field(4, "Responses per prompt.", bounds=POSITIVE)
-    max_new_tokens: int = doc_field(64, "Longest response.", bounds=POSITIVE)
-    temperature: float = doc_field(0.9, "Sampling temperature.", bounds=POSITIVE)
-    top_p: float = doc_field(1.0, "Nucleus sampling.")
     batch_size: int = doc_field(8, "Prompts per generation batch (each sampled k times).", bounds=POSITIVE)
     max_prompts: int = doc_field(0, "Use at most this many prompts (0 = all).", bounds=NON_NEGATIVE)
     seed: int = doc_field(42, "Sampling seed.")
+
+
+@dataclass
+class SampleConfig(SamplingFields, _SampleFields):
+    """Sample K responses per prompt for labelling (`tether sample`)."""
+
+    max_new_tokens: int = sampling_field("max_new_tokens", 64)
+    temperature: float = sampling_field("temperature", 0.9)

@@ -1,10 +1,11 @@
 """The reusable sections of the recipe configs: the model (and its LoRA adapters), the data, the optimisation, the
-held-out evaluation during RL, the sampling engine and the placement of the RL roles."""
+held-out evaluation during RL, the sampling settings, the sampling engine and the placement of the RL roles."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from tether.config.fields import FRACTION, NON_NEGATIVE, POSITIVE, RESUME_DOC, ResumeMode, doc_field
 
@@ -151,3 +152,41 @@ class PlacementConfig:
     num_gpus: dict = doc_field({}, "GPUs per role's actor, e.g. {generation: 1, reference: 1} (default 0).")
     num_cpus: dict = doc_field({}, "CPUs per role's actor (default 1).")
     num_threads: int = doc_field(0, "torch CPU threads inside each actor (0 = its num_cpus).", bounds=NON_NEGATIVE)
+
+
+@dataclass
+class SamplingFields:
+    """The sampling settings of every recipe that samples from a policy (PPO, GRPO, best-of-N, rejection sampling,
+    sampling for labelling), declared once. A config composes them by deriving from this class (flat keys:
+    ``max_new_tokens=64``, as every config has always read them); :func:`sampling_field` gives one of them another
+    default in a config that needs it. ``tether.rollout.sampling.generation_of`` turns them into a
+    ``GenerationConfig``."""
+
+    max_new_tokens: int = doc_field(48, "Longest response sampled.", bounds=POSITIVE)
+    temperature: float = doc_field(
+        1.0, "Sampling temperature (log-probs and KL are computed at the same temperature).", bounds=POSITIVE)
+    top_p: float = doc_field(1.0, "Nucleus sampling; in RL keep 1.0, so the ratio and the KL are taken under the "
+                                  "distribution that sampled the tokens.")
+    min_new_tokens: int = doc_field(
+        0, "Suppress EOS until this many tokens (0 = off). Fixes response lengths for benchmarks; the responses are "
+           "then sampled from a truncated distribution, so keep 0 for training.", bounds=NON_NEGATIVE)
+
+
+def sampling_field(name: str, default: Any) -> Any:
+    """:class:`SamplingFields`' field ``name`` (its doc and bounds) with another ``default``."""
+    spec = SamplingFields.__dataclass_fields__[name]
+    return dataclasses.field(default=default, metadata=spec.metadata)
+
+
+def reward_field() -> Any:
+    """The ``reward`` field of every config that scores samples against a reward."""
+    return doc_field("", "Reward: a reward model directory (or comma-separated ensemble), verify:<checker> "
+                         "(math, code, format) or module:function; weighted: \"0.8*verify:math + 0.2*verify:format\".")
+
+
+def ensemble_k_field() -> Any:
+    """The ``ensemble_k`` field that goes with :func:`reward_field`."""
+    return doc_field(
+        None, "For an ensemble reward: score = mean − k·std of its members, so answers they disagree on score lower "
+              "(against reward hacking); empty = the k stored in the ensemble's ensemble.json, 0 = the plain mean.",
+        bounds=NON_NEGATIVE)
