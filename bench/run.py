@@ -35,7 +35,11 @@ when that name exists, or ``--name``. A single-dtype json keeps the layout it al
 one table per dtype, headed by the dtype and its matmul rate, then a "bf16-mixed vs fp32" table. On a GPU the
 files carry the GPU's name and the tables its peak memory.
 
-RL rows (grpo, grpo_fixed32, ppo) also carry ``time_split`` (medians over the timed steps: ``generate_s``,
+``grpo_dapo`` is tether's GRPO with ``loss=dapo`` (clip-higher, token mean) and dynamic sampling on (groups whose
+rewards are all equal re-sampled) against TRL's GRPO with its ``dapo`` loss type (TRL has no dynamic sampling;
+its ``grpo`` row runs the same loss type already); a step that re-samples costs tether more generation.
+
+RL rows (grpo, grpo_dapo, grpo_fixed32, ppo) also carry ``time_split`` (medians over the timed steps: ``generate_s``,
 ``sampling_s`` = generation + rewards + reference log-probs, ``training_s`` = the rest of the step, and
 ``sampling_share``) and ``phases`` (the median of every phase the workload recorded: tether's ``time/*`` and
 ``generation/*`` metrics, TRL GRPO's profiled blocks), shown in a last md table; other workloads record no split.
@@ -64,7 +68,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
-K_FLOPS = {"sft": 6, "rm": 6, "dpo": 8, "grpo": 10, "grpo_fixed32": 10, "ppo": 10}
+K_FLOPS = {"sft": 6, "rm": 6, "dpo": 8, "grpo": 10, "grpo_dapo": 10, "grpo_fixed32": 10, "ppo": 10}
 STEPS = {"tiny": 10, "smollm2": 8}
 WORDS = ("time people year way day thing world life hand part child eye place work week case point number group "
          "problem fact water room mother area money story month lot right study book job word business issue side "
@@ -207,7 +211,7 @@ def dtype_list(text: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="tiny,smollm2")
-    parser.add_argument("--workloads", default="sft,rm,dpo,grpo,grpo_fixed32,ppo")
+    parser.add_argument("--workloads", default="sft,rm,dpo,grpo,grpo_dapo,grpo_fixed32,ppo")
     parser.add_argument("--libs", default="tether,trl")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--dtype", type=dtype_list, default=["fp32"],
@@ -233,7 +237,7 @@ def main() -> None:
         n_lm, n_rm = linear_weights(models[model_name]), linear_weights(models[model_name], reward_model=True)
         for workload in args.workloads.split(","):
             n_weights = n_rm if workload == "rm" else n_lm
-            steps = STEPS[model_name] - (2 if workload in ("grpo", "grpo_fixed32", "ppo") and model_name == "smollm2" else 0)
+            steps = STEPS[model_name] - (2 if workload in ("grpo", "grpo_dapo", "grpo_fixed32", "ppo") and model_name == "smollm2" else 0)
             tokens = tokens_per_step(workload, data, models[model_name])
             for dtype in dtypes:  # the dtypes of one (model, workload) back to back: their ratio sees the same machine
                 flops = rates[MATMUL_DTYPE[dtype]]

@@ -1,6 +1,6 @@
 """One benchmark workload in one library, in this process; prints one JSON line of results.
 
-    python bench/workloads.py --lib tether|trl --workload sft|rm|dpo|grpo|grpo_fixed32|ppo --model DIR --data DIR
+    python bench/workloads.py --lib tether|trl --workload sft|rm|dpo|grpo|grpo_dapo|grpo_fixed32|ppo --model DIR --data DIR
                               --steps N [--device cpu|cuda] [--dtype fp32|bf16-mixed|bf16]
 
 Both libraries get the same model directory, the same synthetic data, 2 threads, batch 8 per optimiser step
@@ -102,15 +102,17 @@ def run_tether(workload: str, model: str, data: Path, steps: int, out: Path) -> 
                                           loss="dpo", kl_coef=0.1))
         return _tether_step_times(out, "dpo"), []
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    if workload in ("grpo", "grpo_fixed32"):
+    if workload in ("grpo", "grpo_dapo", "grpo_fixed32"):
         from tether.recipes.grpo import train_grpo
+
+        dapo = {"loss": "dapo", "dynamic_sampling": True} if workload == "grpo_dapo" else {}
 
         train_grpo(GRPOConfig(run_dir=str(out), model=mcfg, data=dcfg("prompts.jsonl"), advantage="grpo",
                               reward="workloads:tether_length_reward", group_size=4, prompts_per_iteration=2,
                               max_new_tokens=32, min_new_tokens=32 if workload == "grpo_fixed32" else 0,
                               temperature=1.0, num_iterations=steps, minibatch_size=8,
                               learning_rate=LR, kl_coef=0.04, kl_in_reward=False, loss_aggregation="token_mean",
-                              kl_limit=1e9, seed=SEED, num_threads=2, report_to=[]))
+                              kl_limit=1e9, seed=SEED, num_threads=2, report_to=[], **dapo))
         return _tether_iterations(out, "grpo")
     if workload == "ppo":
         from tether.recipes.ppo import train_ppo
@@ -209,7 +211,7 @@ def run_trl(workload: str, model: str, data: Path, steps: int, out: Path) -> tup
                              train_dataset=load_dataset("json", data_files=str(data / "preferences.jsonl"),
                                                         split="train"),
                              processing_class=tokenizer, callbacks=[Stamp()])
-    elif workload in ("grpo", "grpo_fixed32"):
+    elif workload in ("grpo", "grpo_dapo", "grpo_fixed32"):  # (loss_type="dapo" in every row: TRL's default)
         from trl import GRPOConfig, GRPOTrainer
 
         fixed = {"generation_kwargs": {"min_new_tokens": 32}} if workload == "grpo_fixed32" else {}
