@@ -305,4 +305,7 @@ def test_a_frontier_run_gets_its_chart_as_a_standalone_svg(tmp_path):
     root = ET.fromstring(svg)  # well-formed on its own
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
     assert {"best-of-n proxy", "best-of-n gold", "ppo proxy", "ppo gold"} <= set(re.findall(r">([a-z\- ]+ (?:proxy|gold))<", svg))
-    assert svg.count("<circle") == 6  # every point drawn (markers), proxy and gold
+    assert svg.count("r='3'") == 6  # every point drawn (markers), proxy and gold (the legend's dots are smaller)
+    lines = re.findall(r"<polyline fill='none' stroke='(#[0-9a-f]+)'[^>]*?( stroke-dasharray='[^']+')? points", svg)
+    # one colour per method, its proxy dashed and its gold solid (best-of-n has two points: a line each)
+    assert lines == [(lines[0][0], " stroke-dasharray='5 3'"), (lines[0][0], "")]

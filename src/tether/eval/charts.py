@@ -67,26 +67,42 @@ def tick_label(value: float, step: float) -> str:
     return text
 
 
-def _legend(names: list[str], x: float, y: float, width: float) -> tuple[list[str], int]:
-    """Legend entries in rows from (x, y), wrapped at ``width``; the SVG parts and the number of rows."""
+def series_style(index: int, style: dict | None = None) -> dict:
+    """How a series is drawn: ``color`` (default: the palette's, by position), ``dash`` (an SVG dash array, "" =
+    solid), ``width``, ``opacity``, ``markers`` (a dot at each point); ``style`` overrides any of them."""
+    return {"color": COLORS[index % len(COLORS)], "dash": "", "width": 1.8, "opacity": 1.0, "markers": False,
+            **(style or {})}
+
+
+def _legend(names: list[str], x: float, y: float, width: float,
+            styles: list[dict] | None = None) -> tuple[list[str], int]:
+    """Legend entries in rows from (x, y), wrapped at ``width``, each drawn as its series is; the SVG parts and the
+    number of rows."""
     parts, row, cursor = [], 0, x
     for i, name in enumerate(names):
-        entry = 18 + CHAR_WIDTH * len(name) + 14
+        entry = 22 + CHAR_WIDTH * len(name) + 14
         if cursor > x and cursor + entry > x + width:
             row, cursor = row + 1, x
         top = y + 14 * row
-        color = COLORS[i % len(COLORS)]
-        parts.append(f"<rect x='{cursor:.0f}' y='{top - 5}' width='12' height='3' fill='{color}'/>"
-                     f"<text x='{cursor + 16:.0f}' y='{top}' font-size='10'>{esc(name)}</text>")
+        look = styles[i] if styles else series_style(i)
+        dash = f" stroke-dasharray='{look['dash']}'" if look["dash"] else ""
+        parts.append(f"<line x1='{cursor:.0f}' y1='{top - 4}' x2='{cursor + 16:.0f}' y2='{top - 4}' "
+                     f"stroke='{look['color']}' stroke-width='{look['width']}' stroke-opacity='{look['opacity']}'"
+                     f"{dash}/>"
+                     + (f"<circle cx='{cursor + 8:.0f}' cy='{top - 4}' r='2.5' fill='{look['color']}'/>"
+                        if look["markers"] else "")
+                     + f"<text x='{cursor + 20:.0f}' y='{top}' font-size='10'>{esc(name)}</text>")
         cursor += entry
     return parts, row + 1
 
 
 def svg_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, width: int = 520,
               height: int = 280, markers: bool = False, vlines: list[float] | None = None,
-              integer_x: bool = False) -> str:
+              integer_x: bool = False, styles: dict[str, dict] | None = None) -> str:
     """A line chart as inline SVG: round ticks, one polyline per series (a marker alone for a single point), the
-    legend above the plot, optional vertical marks. ``integer_x`` for iteration and step axes."""
+    legend above the plot, optional vertical marks. ``integer_x`` for iteration and step axes; ``markers`` a dot at
+    every point of every series; ``styles`` per series name, as :func:`series_style` reads them (a colour shared by
+    the series of one method, dashes, a lighter fitted curve)."""
     clean = {name: [(x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y)] for name, pts in series.items()}
     points = [p for pts in clean.values() for p in pts]
     if not points:
@@ -96,7 +112,8 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: 
     (xticks, xstep), (yticks, ystep) = nice_ticks(x0, x1, integer=integer_x), nice_ticks(y0, y1)
     ylabels = [tick_label(v, ystep) for v in yticks]
     left, right, bottom = 14 + CHAR_WIDTH * max(len(t) for t in ylabels), 20, 42
-    legend, rows = _legend(list(clean), left, 36, width - left - right) if len(clean) > 1 else ([], 0)
+    looks = [series_style(i, {"markers": markers, **(styles or {}).get(name, {})}) for i, name in enumerate(clean)]
+    legend, rows = _legend(list(clean), left, 36, width - left - right, looks) if len(clean) > 1 else ([], 0)
     top = 30 + 14 * rows
     sx = lambda x: left + (x - x0) / (x1 - x0) * (width - left - right)  # noqa: E731
     sy = lambda y: height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)  # noqa: E731
@@ -120,12 +137,14 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: 
     for value in vlines or []:
         parts.append(f"<line x1='{sx(value):.1f}' y1='{top}' x2='{sx(value):.1f}' y2='{height - bottom}' "
                      "stroke='#d62728' stroke-dasharray='4 3'/>")
-    for i, pts in enumerate(clean.values()):
-        color = COLORS[i % len(COLORS)]
+    for look, pts in zip(looks, clean.values()):
+        color = look["color"]
         if len(pts) > 1:
             path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
-            parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.8' points='{path}'/>")
-        if markers or len(pts) == 1:
+            dash = f" stroke-dasharray='{look['dash']}'" if look["dash"] else ""
+            parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='{look['width']}' "
+                         f"stroke-opacity='{look['opacity']}'{dash} points='{path}'/>")
+        if look["markers"] or len(pts) == 1:
             parts += [f"<circle cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='3' fill='{color}'/>" for x, y in pts]
     parts.append("</svg>")
     return "".join(parts)

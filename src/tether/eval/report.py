@@ -21,7 +21,7 @@ from typing import Any
 
 from tether.config import ReportConfig
 from tether.data import DataError
-from tether.eval.charts import esc, svg_chart
+from tether.eval.charts import COLORS, esc, svg_chart
 from tether.eval.frontier_fit import gao_curve
 from tether.eval.intervals import Interval
 from tether.eval.verdict import CHANCE, HOW_TO_TURN_ON, eval_verdicts, heldout_verdict, reward_model_problems, side_of
@@ -205,19 +205,25 @@ def frontier_chart(data: dict, width: int = 640, height: int = 320) -> str:
     by_method: dict[str, list[dict]] = defaultdict(list)
     for p in data["points"]:
         by_method[p.get("method", "?")].append(p)
-    series = {}
+    series, styles = {}, {}
+    color = {method: COLORS[i % len(COLORS)] for i, method in enumerate(by_method)}  # one colour per method
     for method, pts in by_method.items():
         pts = sorted(pts, key=lambda p: p["kl"])
         series[f"{method} proxy"] = [(p["kl"], p["proxy"]) for p in pts if p.get("proxy") is not None]
         series[f"{method} gold"] = [(p["kl"], p["gold"]) for p in pts if p.get("gold") is not None]
+        styles[f"{method} proxy"] = {"color": color[method], "dash": "5 3", "markers": True}
+        styles[f"{method} gold"] = {"color": color[method], "markers": True}
     start = data.get("start") or {}
     for f in data.get("fits") or []:  # the fitted curve through the method's points: start + R(KL), from KL 0 on
         top = max((p["kl"] for p in by_method.get(f["method"], [])), default=0.0)
         if f.get("reward") in start and top > 0:
             kls = [top * i / 40 for i in range(41)]
-            series[f"{f['method']} {f['reward']} fit"] = [
-                (k, start[f["reward"]] + gao_curve(f["form"], f["alpha"], f["beta"], k)) for k in kls]
-    return svg_chart(series, "reward vs KL", "KL (nats)", width, height, markers=True)
+            name = f"{f['method']} {f['reward']} fit"
+            series[name] = [(k, start[f["reward"]] + gao_curve(f["form"], f["alpha"], f["beta"], k)) for k in kls]
+            styles[name] = {"color": color.get(f["method"], "#888"), "width": 1.2, "opacity": 0.45,
+                            "dash": "5 3" if f["reward"] == "proxy" else ""}
+    return svg_chart(series, "reward vs KL (solid: gold, dashed: proxy, pale: fitted)", "KL (nats)", width, height,
+                     styles=styles)
 
 
 def write_frontier_svg(run_dir: Path) -> Path | None:
