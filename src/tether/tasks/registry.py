@@ -10,6 +10,7 @@ with, and the scale of that utility (the panel's noise is set on it).
 |---|---|---|
 | ``helpful`` | ``tether.tasks.helpful:gold_utility``: cues of a helpful short answer | everyday questions, chat format |
 | ``sentiment`` | VADER's compound score of the continuation (Ziegler et al. 2019) | neutral review openings, raw text |
+| ``arithmetic`` | 1 when the final answer is right (``check_math``); RL uses ``verify:math`` | word problems, chat format |
 
 Add one with :func:`register_task`; ``tether quickstart task=<name>`` then runs on it.
 """
@@ -41,6 +42,7 @@ class Task:
     chat_template: str        # "auto": prompts in the model's chat format; "never": raw text to continue
     noise_scale: float        # the panel's noise on this utility's scale (see tether.feedback.simulate)
     max_new_tokens: int       # a full answer's length in tokens
+    reward: str = ""          # what RL trains on when the run names no reward (a verifier; "" = a reward model)
 
     def path(self, field: str) -> str:
         """The absolute path of one of the task's files (``field``: e.g. "test_file"), checked to exist."""
@@ -95,3 +97,13 @@ register_task(Task(
     pairs_file="sentiment_preferences.jsonl",
     gold="tether.tasks.sentiment:gold_reward", utility="tether.tasks.sentiment:gold_utility",
     chat_template="never", noise_scale=0.25, max_new_tokens=24))
+
+register_task(Task(
+    name="arithmetic",
+    summary="grade-school arithmetic word problems at three levels; gold = 1 when the final answer is the "
+            "reference integer (check_math; tether.tasks.arithmetic)",
+    sft_file="arithmetic_sft.jsonl", prompts_file="arithmetic_prompts.jsonl", heldout_file="arithmetic_eval.jsonl",
+    heldout_pairs_file="arithmetic_preferences_eval.jsonl", test_file="arithmetic_test.jsonl",
+    pairs_file="arithmetic_preferences.jsonl",
+    gold="tether.tasks.arithmetic:gold_reward", utility="tether.tasks.arithmetic:gold_utility",
+    chat_template="auto", noise_scale=0.25, max_new_tokens=96, reward="verify:math"))
