@@ -13,6 +13,9 @@ from tether.rollout.verifiers import CORRECT, UNPARSEABLE, WRONG, check_math, ex
     ("She has 5 apples and buys 7.\n#### 12\nIt took 3 steps.", "12"),  # GSM8K's marker, not the last number
     ("3 + 4 = 7, so the answer is 7. Check: 7 - 4 = 3", "7"),  # after "the answer is", not the last number
     ("The Answer is: $1,250 in total", "$1,250"),
+    ("so the answer is 6 + 3 = 9.", "9"),  # the result of the sum the answer states, not its first term
+    ("The answer is 2.5 = 5/2. Then 7 more", "5/2"),  # a decimal point does not end the clause
+    ("The answer is 12. Check: 3 * 4 = 12 = 12", "12"),  # an "=" in a later sentence is not this answer's
     ("Tom walks 3 km, then 2 km, 5 km in all", "5"),  # no marker: the last number
     ("I do not know.", None),
     ("\\boxed{unclosed", None),  # a box that never closes is not an answer; no number either

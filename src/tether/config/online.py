@@ -48,6 +48,10 @@ class OnlineRunFields:
     generation: GenerationBackendConfig = doc_field(GenerationBackendConfig(), "Sampling engine (transformers or vLLM).")
     placement: PlacementConfig = doc_field(PlacementConfig(), "Where the roles run (in process, or Ray actors).")
     seed: int = doc_field(42, "Seed for prompt order, sampling and initialisation.")
+    task: str = doc_field(
+        "", "A built-in task (tether.tasks.registry: arithmetic, sentiment, helpful) filling what is left empty: the "
+            "prompts, the chat format, the reward where the task has one to train on (arithmetic: verify:math), the "
+            "held-out gold and prompts, max_new_tokens where at its default.")
     save_every: int = doc_field(0, "Checkpoint every N iterations (0 = only at the end).", bounds=NON_NEGATIVE)
     resume: ResumeMode | bool = doc_field("auto", RESUME_DOC)
     num_threads: int = doc_field(0, "torch CPU threads (0 = torch's default).", bounds=NON_NEGATIVE)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,32 @@ from tether.eval.heldout import HeldOutEvaluator
 from tether.models.loading import load_tokenizer
 from tether.rollout.backends import Generator, timed_sync
 from tether.rollout.generation import Rollout, response_logprobs
+from tether.tasks.registry import get_task
 from tether.utils.checkpoint import checkpoint_root, load_checkpoint, save_checkpoint
 from tether.utils.distributed import Dist
 from tether.utils.logging import MetricsLogger, console
 from tether.utils.resume import resume_point
 from tether.utils.signals import StopRequested, graceful_stop, resume_message
+
+
+def with_task(cfg: Any) -> Any:
+    """``cfg`` with the built-in task ``cfg.task`` (:mod:`tether.tasks.registry`) filling what was left empty: the
+    prompts (``data.train_file``), the chat format (where ``auto``), the reward (where the task has one to train on,
+    a verifier such as ``verify:math``), the held-out gold and prompts, and ``max_new_tokens`` where left at its
+    default. ``cfg`` as it is without a task."""
+    if not getattr(cfg, "task", ""):
+        return cfg
+    try:
+        task = get_task(cfg.task)
+    except ValueError as exc:
+        raise ConfigError(f"task: {exc}") from None
+    data = replace(cfg.data, train_file=cfg.data.train_file or task.path("prompts_file"),
+                   chat_template=task.chat_template if cfg.data.chat_template == "auto" else cfg.data.chat_template)
+    heldout = replace(cfg.heldout, gold=cfg.heldout.gold or task.gold,
+                      prompts_file=cfg.heldout.prompts_file or task.path("heldout_file"))
+    default_tokens = type(cfg).__dataclass_fields__["max_new_tokens"].default
+    return replace(cfg, data=data, heldout=heldout, reward=cfg.reward or task.reward,
+                   max_new_tokens=task.max_new_tokens if cfg.max_new_tokens == default_tokens else cfg.max_new_tokens)
 
 
 def registered(lookup: Callable[[str], Any], name: str, key: str) -> Any:

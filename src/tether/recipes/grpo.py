@@ -37,6 +37,7 @@ from tether.engine.rl import (
     rollout_logprobs,
     run_online_rl,
     start_online_run,
+    with_task,
 )
 from tether.engine.roles import generator_for, reference_for
 from tether.errors import ConfigError
@@ -287,6 +288,7 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: Experience, trai
 
 
 def train_grpo(cfg: GRPOConfig) -> GRPOResult:
+    cfg = with_task(cfg)  # (a built-in task's prompts, reward and held-out gold, where left empty)
     registered(policy_loss_spec, cfg.loss, "loss")  # unknown names stop here, before anything is loaded
     registered(advantage_estimator, estimator_name(cfg), "advantage")
     if cfg.dynamic_sampling and Dist.current().enabled:

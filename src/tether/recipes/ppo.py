@@ -38,6 +38,7 @@ from tether.engine.rl import (
     rollout_logprobs,
     run_online_rl,
     start_online_run,
+    with_task,
 )
 from tether.engine.roles import generator_for, reference_for
 from tether.errors import ConfigError
@@ -284,6 +285,7 @@ def _build_models(cfg: PPOConfig, tokenizer, roles=None):
 
 
 def train_ppo(cfg: PPOConfig) -> PPOResult:
+    cfg = with_task(cfg)  # (a built-in task's prompts, reward and held-out gold, where left empty)
     if not registered(policy_loss_spec, cfg.loss, "loss").token_level:  # an unknown name stops here, before loading
         raise ConfigError(f"loss={cfg.loss} is defined on one advantage per response: use it with tether grpo (PPO's "
                           f"GAE advantages are per token; choose one of "

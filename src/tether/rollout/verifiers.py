@@ -34,6 +34,7 @@ VERDICTS = (CORRECT, WRONG, UNPARSEABLE, TIMEOUT)
 _NUMBER = re.compile(r"[-+−]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?|[-+−]?\.\d+")
 _FRAC = re.compile(r"\\[dt]?frac\s*\{\s*([^{}]+?)\s*\}\s*\{\s*([^{}]+?)\s*\}")
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?\s*", re.IGNORECASE)
+_CLAUSE_END = re.compile(r"\n|[.;!?](?:\s|$)")  # where the clause after "the answer is" ends (not a decimal point)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ def extract_answer(text: str) -> str | None:
     found = list(_ANSWER_IS.finditer(text))
     if found:
         tail = text[found[-1].end():].strip()
+        clause = _CLAUSE_END.split(tail, 1)[0]
+        if "=" in clause:  # "the answer is 6 + 3 = 9": the result, after the last "=" of its clause
+            tail = clause.rsplit("=", 1)[1].strip()
         number = _NUMBER.search(tail)
         if number is not None:
             return number.group(0).strip()
