@@ -40,18 +40,18 @@ prompts of each level, chat format, at most 96 new tokens, correct as this gold 
 
 | level | n | greedy | sampled (temperature 0.7) |
 |---|---|---|---|
-| 1 | 60 | 12 (20%) | 5 (8%) |
-| 2 | 60 | 26 (43%) | 13 (22%) |
+| 1 | 60 | 25 (42%) | 5 (8%) |
+| 2 | 60 | 22 (37%) | 15 (25%) |
 | 3 | 60 | 1 (2%) | 4 (7%) |
-| all | 180 | 39 (22%) | 22 (12%) |
+| all | 180 | 48 (27%) | 24 (13%) |
 
 The model is weak at arithmetic: the problems were made easier twice until the sampled accuracy on
 the test split landed between 10% and 60% (a first draft with two- and three-step problems on numbers
 up to 100 measured 17% greedy and 8% sampled, a second with two additions or subtractions as level 2
-13% and 9%; each n = 180). Level 2 is the easiest for it (it knows products better than it keeps a
-sum straight), and 13 of its 48 wrong greedy level-1 answers read "so the answer is 6 + 3 = 9",
-which ``check_math`` takes as 6 (the first number after "the answer is"): a format the policy can
-learn to drop.
+13% and 9%; each n = 180). Its answers often state a sum after the marker ("so the answer is 6 + 3 =
+9"): ``check_math`` reads the result after the last "=" of that clause (9), so "the answer is 56 * 7 =
+375" is wrong for 56, as the model's own result is 375. (Graded by the first number after the marker
+instead, the same answers scored 20% / 43% / 2% greedy: the marker alone is not the answer.)
 
 Each prompt ends with "Give the final answer after 'The answer is'.", chosen over "Answer with just
 the number." and "Solve it step by step, then write 'The answer is' and the number." by greedy
