@@ -25,12 +25,12 @@ def crash_training_rollout(monkeypatch, rollout_size: int, at: int = 3) -> None:
     calls = {"n": 0}
     original = reward_module.FunctionSource.score
 
-    def crash(self, rollout, prompts, responses):
+    def crash(self, rollout, prompts, responses, rows=None):
         if len(prompts) == rollout_size:
             calls["n"] += 1
             if calls["n"] == at:
                 raise KeyboardInterrupt
-        return original(self, rollout, prompts, responses)
+        return original(self, rollout, prompts, responses, rows)
 
     monkeypatch.setattr(reward_module.FunctionSource, "score", crash)
 
