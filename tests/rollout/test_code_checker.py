@@ -130,7 +130,8 @@ def test_tests_may_be_one_script_and_main_blocks_do_not_run():
 
 
 def test_a_missing_entry_point_is_wrong():
-    outcome = check_code(fenced("def plus(a, b):\n    return a + b"), ["assert True"], entry_point="add")
+    # the tests pass (plus is right): the missing entry point alone makes it wrong
+    outcome = check_code(fenced("def plus(a, b):\n    return a + b"), ["assert plus(1, 2) == 3"], entry_point="add")
     assert outcome.verdict == WRONG and "add" in outcome.detail
 
 
@@ -143,11 +144,11 @@ def test_verify_code_reads_the_row():
     with pytest.raises(VerifierError, match="non-empty list"):
         verify_code("x = 1", {"tests": []})
     with pytest.raises(VerifierError, match="timeout_s"):
-        verify_code("x = 1", {"tests": ["assert True"], "timeout_s": -1})
+        verify_code("x = 1", {"tests": ["assert x == 1"], "timeout_s": -1})
     with pytest.raises(VerifierError, match="entry_point"):
-        verify_code("x = 1", {"tests": ["assert True"], "entry_point": "not a name"})
+        verify_code("x = 1", {"tests": ["assert x == 1"], "entry_point": "not a name"})
     with pytest.raises(VerifierError, match="test 1 does not compile"):  # a broken row, not a wrong response
-        verify_code("x = 1", {"tests": ["assert True", "assert x =="]})
+        verify_code("x = 1", {"tests": ["assert x == 1", "assert x =="]})
 
 
 # ------------------------------------------------------------------------------------------------- hostile
@@ -155,7 +156,7 @@ def test_verify_code_reads_the_row():
 
 def test_an_infinite_loop_times_out():
     start = time.monotonic()
-    outcome = check_code(fenced("while True:\n    pass"), ["assert True"], timeout_s=1)
+    outcome = check_code(fenced("x = 0\nwhile True:\n    x += 1"), ["assert x > 0"], timeout_s=1)
     assert outcome.verdict == TIMEOUT and outcome.reward == 0.0
     assert time.monotonic() - start < 10
     result = run_untrusted("while True:\n    pass", cpu_seconds=1, wall_seconds=10)
