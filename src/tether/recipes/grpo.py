@@ -89,10 +89,13 @@ class SampledGroups:
     responses: list[str]
     raw_scores: torch.Tensor | None = None  # the reward source's
     scores: torch.Tensor | None = None  # shaped: missing-EOS and overlong penalties
+    overlong: torch.Tensor | None = None  # the soft overlong penalty in ``scores``
 
     def score(self, cfg: GRPOConfig, scoring) -> SampledGroups:
         self.raw_scores = scoring()
-        self.scores = shaped_scores(cfg, self.rollout, self.raw_scores)
+        self.overlong = soft_overlong_penalty(self.rollout.response_mask.sum(-1), cfg.max_new_tokens,
+                                              cfg.overlong_buffer, cfg.overlong_penalty)
+        self.scores = self.raw_scores - cfg.missing_eos_penalty * (~self.rollout.ended_with_eos).float() + self.overlong
         return self
 
     def informative(self, group_size: int) -> torch.Tensor:
@@ -102,15 +105,8 @@ class SampledGroups:
     def groups(self, which: torch.Tensor, group_size: int) -> SampledGroups:
         rows = (which.nonzero().squeeze(-1)[:, None] * group_size + torch.arange(group_size)).reshape(-1)
         return SampledGroups([self.prompts[i] for i in rows.tolist()], self.rollout.select(rows),
-                             [self.responses[i] for i in rows.tolist()], self.raw_scores[rows], self.scores[rows])
-
-
-def shaped_scores(cfg: GRPOConfig, rollout: Rollout, raw_scores: torch.Tensor) -> torch.Tensor:
-    """The scores the advantages are computed from: the reward, minus ``missing_eos_penalty`` for a response cut at
-    the budget, plus DAPO's soft overlong penalty."""
-    overlong = soft_overlong_penalty(rollout.response_mask.sum(-1), cfg.max_new_tokens, cfg.overlong_buffer,
-                                     cfg.overlong_penalty)
-    return raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float() + overlong
+                             [self.responses[i] for i in rows.tolist()], self.raw_scores[rows], self.scores[rows],
+                             self.overlong[rows])
 
 
 def sample_groups(cfg: GRPOConfig, generator: Generator, tokenizer, prompts, seeds: list[int] | None
@@ -160,7 +156,8 @@ def fill_with_informative_groups(cfg: GRPOConfig, first: SampledGroups, generato
         [p for piece in pieces for p in piece.prompts],
         concat_rollouts([piece.rollout for piece in pieces], tokenizer.pad_token_id),
         [r for piece in pieces for r in piece.responses],
-        torch.cat([piece.raw_scores for piece in pieces]), torch.cat([piece.scores for piece in pieces]))
+        torch.cat([piece.raw_scores for piece in pieces]), torch.cat([piece.scores for piece in pieces]),
+        torch.cat([piece.overlong for piece in pieces]))
     if kept > target:
         batch = batch.groups(torch.arange(kept) < target, k)
     return batch, metrics
@@ -181,11 +178,10 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
     sampled = sample_groups(cfg, generator, tokenizer, prompts, seeds)
     generate_time = time.time() - mark
     scoring = start_scoring(reward_source, sampled)
-    first_scores = None
-    extra: dict = {}
+    first, extra = sampled, {}  # (the reward metrics describe the first round)
     if cfg.dynamic_sampling:
-        first = sampled.score(cfg, scoring)
-        first_scores, verdicts = (first.raw_scores, first.scores), outcome_metrics(reward_source)
+        sampled.score(cfg, scoring)
+        verdicts = outcome_metrics(reward_source)
         sampled, extra = fill_with_informative_groups(cfg, first, generator, tokenizer, reward_source,
                                                       more_prompts or (lambda r: (prompts, None)))
     rollout = sampled.rollout
@@ -202,19 +198,17 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
         ref_logps = rollout_logprobs(cfg, ref_model, rollout)
     if not cfg.dynamic_sampling:
         sampled.score(cfg, scoring)
-        first_scores, verdicts = (sampled.raw_scores, sampled.scores), outcome_metrics(reward_source)
+        verdicts = outcome_metrics(reward_source)
     scores = sampled.scores
     # (when the old log-probs are deferred to the update, KL is not needed here: it is a loss term)
     kl = torch.zeros_like(ref_logps) if reuse else kl_penalty(old_logps, ref_logps, "k1") * mask
     advantages = sequence_advantages(cfg, scores, kl, mask, dist)
-    raw, shaped = first_scores
-    groups = shaped.view(-1, cfg.group_size)
+    groups = first.scores.view(-1, cfg.group_size)
     metrics = {
-        "reward/score_mean": float(raw.mean()), "reward/proxy_mean": float(shaped.mean()),
+        "reward/score_mean": float(first.raw_scores.mean()), "reward/proxy_mean": float(first.scores.mean()),
         "reward/group_std_mean": float(groups.std(-1).mean()),
         "reward/zero_std_groups": float((groups.std(-1) == 0).float().mean()),
-        "reward/overlong_penalty_mean": float(
-            soft_overlong_penalty(mask.sum(-1), cfg.max_new_tokens, cfg.overlong_buffer, cfg.overlong_penalty).mean()),
+        "reward/overlong_penalty_mean": float(first.overlong.mean()),
         "objective/kl": float(kl.sum(-1).mean()), "objective/kl_coef": cfg.kl_coef,
         "response/length_mean": float(mask.sum(-1).float().mean()),
         "response/eos_frac": float(rollout.ended_with_eos.float().mean()),
