@@ -29,7 +29,8 @@ class ScoreConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluate policies on held-out prompts: reward, gold, KL, diversity, win-rate, alignment tax (`tether eval`)."""
+    """Evaluate policies on held-out prompts: reward, gold, KL, diversity, win-rate, alignment tax, and the helpful /
+    harmless trade-off (`tether eval`)."""
 
     run_dir: str = doc_field("runs/eval", "Where eval.json and eval_samples.jsonl are written.")
     models: list = doc_field([], "Model directories to evaluate, e.g. [runs/q/sft,runs/q/ppo,runs/q/dpo].")
@@ -38,6 +39,10 @@ class EvalConfig:
     ensemble_k: float | None = ensemble_k_field()
     gold: str = doc_field("tether.tasks.helpful:gold_reward",
                           "Gold / held-out reward, module:function(prompts, responses, ids) (empty = skip).")
+    safety: str = doc_field(
+        "", "Helpful / harmless trade-off: module:function(prompts, responses, ids[, rows]) -> one dict per response "
+            "{harm, over_refusal, helpfulness}, None where not applicable (e.g. tether.tasks.harmless:safety_metrics; "
+            "empty = skip).")
     data: DataConfig = doc_field(DataConfig(max_length=512), "Held-out prompts (any format with a prompt).")
     max_prompts: int = doc_field(32, "Evaluate on at most this many prompts (0 = all).", bounds=NON_NEGATIVE)
     max_new_tokens: int = doc_field(48, "Longest response.", bounds=POSITIVE)
@@ -50,7 +55,7 @@ class EvalConfig:
     alignment_tax: bool = doc_field(True, "Measure perplexity and multiple-choice accuracy before vs after.")
     bootstrap_resamples: int = doc_field(
         2000, "Resamples of the paired bootstrap over prompts behind every interval (gold_gain, proxy_gain, "
-              "win_rate_interval); drawn with seed.")
+              "win_rate_interval, the safety metrics); drawn with seed.")
     interval_level: float = doc_field(0.95, "Confidence level of those intervals, in (0, 1): 0.95 = 95% intervals.")
     seed: int = doc_field(0, "Sampling, evaluator and bootstrap seed.")
     num_threads: int = doc_field(0, "torch CPU threads (0 = default).", bounds=NON_NEGATIVE)

@@ -1,4 +1,5 @@
-"""Line charts for report.html as inline SVG (no JavaScript, no images to fetch).
+"""Line charts, and a scatter of named points with interval whiskers, for report.html as inline SVG (no
+JavaScript, no images to fetch).
 
 Axes are laid out the way a plotting library's "nice" locator does it: each axis 5% wider than its data, ticks
 inside it at multiples of 1, 2, 2.5 or 5 × 10^k (whole numbers on an iteration or step axis), every label printed
@@ -149,3 +150,62 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: 
     parts.append("</svg>")
     return "".join(parts)
 
+
+
+def svg_scatter(points: dict[str, dict[str, float]], title: str, xlabel: str, ylabel: str, width: int = 520,
+                height: int = 320) -> str:
+    """One marker per named point with interval whiskers, as inline SVG: ``points`` maps a name to ``x``, ``y`` and
+    optionally ``x_low`` / ``x_high`` (a horizontal whisker) and ``y_low`` / ``y_high`` (a vertical one). Each point
+    is a ``<g class='point'>`` carrying its name and values (``data-model``, ``data-x``, ``data-y``) and a tooltip;
+    the axes span the points and their whiskers, laid out as :func:`svg_chart`'s; the legend sits above the plot.
+    Empty when no point is finite."""
+    clean = {name: p for name, p in points.items() if math.isfinite(p["x"]) and math.isfinite(p["y"])}
+    if not clean:
+        return ""
+    xs = [v for p in clean.values() for k, v in p.items() if k[0] == "x" and math.isfinite(v)]
+    ys = [v for p in clean.values() for k, v in p.items() if k[0] == "y" and math.isfinite(v)]
+    x0, x1 = axis_range(min(xs), max(xs))
+    y0, y1 = axis_range(min(ys), max(ys))
+    (xticks, xstep), (yticks, ystep) = nice_ticks(x0, x1), nice_ticks(y0, y1)
+    ylabels = [tick_label(v, ystep) for v in yticks]
+    left, right, bottom = 30 + CHAR_WIDTH * max(len(t) for t in ylabels), 20, 42
+    looks = [series_style(i, {"markers": True}) for i in range(len(clean))]
+    legend, rows = _legend(list(clean), left, 36, width - left - right, looks)
+    top = 30 + 14 * rows
+    sx = lambda x: left + (x - x0) / (x1 - x0) * (width - left - right)  # noqa: E731
+    sy = lambda y: height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)  # noqa: E731
+    parts = [f"<svg class='chart' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+             f"role='img' aria-label='{esc(title)}'>",
+             f"<text x='{width / 2}' y='17' text-anchor='middle' font-size='13' font-weight='bold'>{esc(title)}</text>",
+             *legend]
+    for value, label in zip(yticks, ylabels):
+        parts.append(f"<line x1='{left}' y1='{sy(value):.1f}' x2='{width - right}' y2='{sy(value):.1f}' "
+                     "stroke='#eee'/>")
+        parts.append(f"<text x='{left - 4}' y='{sy(value) + 4:.1f}' text-anchor='end' font-size='10'>{label}</text>")
+    for value in xticks:
+        parts.append(f"<line x1='{sx(value):.1f}' y1='{height - bottom}' x2='{sx(value):.1f}' "
+                     f"y2='{height - bottom + 4}' stroke='#888'/>")
+        parts.append(f"<text x='{sx(value):.1f}' y='{height - bottom + 15}' text-anchor='middle' "
+                     f"font-size='10'>{tick_label(value, xstep)}</text>")
+    middle = (top + height - bottom) / 2
+    parts += [f"<line x1='{left}' y1='{height - bottom}' x2='{width - right}' y2='{height - bottom}' stroke='#888'/>",
+              f"<line x1='{left}' y1='{top}' x2='{left}' y2='{height - bottom}' stroke='#888'/>",
+              f"<text x='{(left + width - right) / 2}' y='{height - 8}' text-anchor='middle' "
+              f"font-size='11'>{esc(xlabel)}</text>",
+              f"<text x='12' y='{middle:.1f}' text-anchor='middle' font-size='11' "
+              f"transform='rotate(-90 12 {middle:.1f})'>{esc(ylabel)}</text>"]
+    for look, (name, p) in zip(looks, clean.items()):
+        color, cx, cy = look["color"], sx(p["x"]), sy(p["y"])
+        tip = f"{name}: {xlabel} {p['x']:.3f}, {ylabel} {p['y']:.3f}"
+        group = [f"<g class='point' data-model='{esc(name)}' data-x='{p['x']!r}' data-y='{p['y']!r}'>"
+                 f"<title>{esc(tip)}</title>"]
+        if "x_low" in p and "x_high" in p:
+            group.append(f"<line class='whisker-x' x1='{sx(p['x_low']):.1f}' y1='{cy:.1f}' x2='{sx(p['x_high']):.1f}' "
+                         f"y2='{cy:.1f}' stroke='{color}' stroke-width='1.5'/>")
+        if "y_low" in p and "y_high" in p:
+            group.append(f"<line class='whisker-y' x1='{cx:.1f}' y1='{sy(p['y_low']):.1f}' x2='{cx:.1f}' "
+                         f"y2='{sy(p['y_high']):.1f}' stroke='{color}' stroke-width='1.5'/>")
+        group.append(f"<circle cx='{cx:.1f}' cy='{cy:.1f}' r='4' fill='{color}'/></g>")
+        parts.append("".join(group))
+    parts.append("</svg>")
+    return "".join(parts)

@@ -21,9 +21,11 @@ from typing import Any
 
 from tether.config import ReportConfig
 from tether.data import DataError
-from tether.eval.charts import COLORS, esc, svg_chart
+from tether.eval.charts import COLORS, esc, svg_chart, svg_scatter
 from tether.eval.frontier_fit import gao_curve
 from tether.eval.intervals import Interval
+from tether.eval.safety import METRICS as SAFETY_METRICS
+from tether.eval.safety import chart_points
 from tether.eval.verdict import CHANCE, HOW_TO_TURN_ON, eval_verdicts, heldout_verdict, reward_model_problems, side_of
 from tether.utils.files import atomic_write_text
 from tether.utils.logging import console
@@ -315,6 +317,7 @@ def _section_eval(run_dir: Path, max_samples: int) -> str:
            "judged by the low-noise held-out evaluator; perplexity and multiple-choice accuracy measure the alignment "
            f"tax.</p><table id='eval-table'><tr><th>model</th>{head}</tr>{rows}</table>")
     out += _eval_intervals(data)
+    out += _eval_safety(data)
     samples_path = run_dir / "eval_samples.jsonl"
     if samples_path.is_file():
         samples = [json.loads(line) for line in samples_path.read_text(encoding="utf-8").splitlines()[:max_samples]
@@ -372,6 +375,58 @@ def _eval_intervals(data: dict) -> str:
             "narrow it (docs/evaluation.md).</p><table id='eval-intervals'><tr><th>model</th><th>vs reference</th>"
             f"<th>estimate</th><th>{esc(percent)} interval</th><th>prompts</th><th>clears 0 (½ for win-rate)?</th>"
             f"</tr>{''.join(rows)}</table>")
+
+
+SAFETY_LABELS = {"harm": "harm rate", "over_refusal": "over-refusal rate", "helpfulness": "helpfulness"}
+
+
+def safety_chart(models: dict[str, dict[str, Any]]) -> str:
+    """The helpful / harmless trade-off as an SVG element: one point per model with a harm rate and a helpfulness,
+    helpfulness (y) against harm rate (x), whiskers for their intervals; empty when no model has both."""
+    return svg_scatter(chart_points(models), "helpfulness vs harm rate (whiskers: intervals)",
+                       "harm rate (harmful prompts)", "helpfulness")
+
+
+def _interval_cells(value: Any, signed: bool = False) -> str:
+    """Estimate, interval and prompts of an Interval dict as three cells ('–' when absent or unreadable)."""
+    try:
+        iv = Interval.from_dict(value)
+    except (KeyError, TypeError, ValueError):
+        return "<td class='num'>–</td>" * 3
+    estimate = f"{iv.estimate:+.3f}" if signed else fmt(iv.estimate)
+    return (f"<td class='num'>{esc(estimate)}</td><td class='num'>[{fmt(iv.low)}, {fmt(iv.high)}]</td>"
+            f"<td class='num'>{iv.n}</td>")
+
+
+def _eval_safety(data: dict) -> str:
+    """The helpful / harmless trade-off of an eval.json with safety metrics: a table of each model's harm rate,
+    over-refusal rate and helpfulness (interval, prompts) and change against the reference (paired interval), and
+    the helpfulness-vs-harm chart. Empty without safety metrics."""
+    models = {name: m for name, m in data["models"].items() if isinstance(m, dict)}
+    if not any(m.get(mean) is not None for m in models.values() for mean, _, _ in SAFETY_METRICS.values()):
+        return ""
+    reference = data.get("reference")
+    settings = data.get("intervals") if isinstance(data.get("intervals"), dict) else {}
+    level = settings.get("level", 0.95)
+    percent = f"{float(level) * 100:g}%" if isinstance(level, (int, float)) else "95%"
+    rows = []
+    for name, m in models.items():
+        for field, (_, spread, change) in SAFETY_METRICS.items():
+            if not isinstance(m.get(spread), dict):
+                continue
+            against = ("<td class='num'>–</td>" * 3 if name == reference or not isinstance(m.get(change), dict)
+                       else _interval_cells(m[change], signed=True))
+            rows.append(f"<tr><td>{esc(name)}</td><td>{esc(SAFETY_LABELS[field])}</td>{_interval_cells(m[spread])}"
+                        f"{against}</tr>")
+    head = (f"<tr><th>model</th><th>metric</th><th>mean</th><th>{esc(percent)} interval</th><th>prompts</th>"
+            f"<th>change vs reference</th><th>{esc(percent)} interval</th><th>prompts</th></tr>")
+    return (f"<h3 id='safety'>Helpful / harmless trade-off</h3><p class='muted'>safety <code>{esc(data.get('safety'))}"
+            "</code>: harm rate = mean harm over the prompts where harm applies (the harmful ones), over-refusal rate "
+            "= share of the prompts where it applies (the benign ones) that were refused, helpfulness = mean "
+            f"helpfulness; {esc(percent)} intervals from a bootstrap over those prompts, changes against the "
+            f"reference ({esc(reference)}) from a paired bootstrap over the prompts both apply to "
+            "(docs/evaluation.md). Lower left is safe but unhelpful, upper left is the goal.</p>"
+            f"<table id='eval-safety'>{head}{''.join(rows)}</table>{safety_chart(models)}")
 
 
 def build_report(run_dir: Path, title: str = "", max_samples: int = 12) -> str:

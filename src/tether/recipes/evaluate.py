@@ -12,11 +12,16 @@ For each model directory, on the same held-out prompts and sampling seed:
   rests on: ``gold_gain`` and ``proxy_gain`` (the model's mean minus the reference's, a paired
   bootstrap over the prompts: ``tether.eval.intervals``) and ``win_rate_interval``;
 - alignment tax: perplexity on held-out general text and accuracy on a small
-  multiple-choice set shipped with tether, for every model (compare with the reference).
+  multiple-choice set shipped with tether, for every model (compare with the reference);
+- with ``safety=`` (a function returning ``{harm, over_refusal, helpfulness}`` per response, e.g.
+  ``tether.tasks.harmless:safety_metrics``): the helpful / harmless trade-off, harm rate over the prompts
+  where harm applies (the harmful ones), over-refusal rate over those where it applies (the benign ones) and
+  mean helpfulness, each with its bootstrap interval and, for every model but the reference, its change
+  against the reference with a paired interval (``tether.eval.safety``).
 
 Writes ``eval.json`` (all numbers) and ``eval_samples.jsonl`` (each prompt with every model's
-answer and its per-prompt gold, proxy, KL, length, EOS and win outcome, so every number and interval can be
-recomputed), which ``tether report`` turns into tables, and records its config in ``config.yaml``: in
+answer and its per-prompt gold, proxy, KL, length, EOS, win outcome and safety values, so every number and
+interval can be recomputed), which ``tether report`` turns into tables, and records its config in ``config.yaml``: in
 ``run_dir`` when given, else in the run directory the models share (``runs/tiny`` for
 ``models=[runs/tiny/sft,runs/tiny/ppo]``, so ``tether report run_dir=runs/tiny`` includes the
 evaluation), else in ``runs/eval``. It prints every path it writes.
@@ -40,6 +45,9 @@ from tether.data import DataError, load_prompt_dataset, load_records
 from tether.engine.runtime import atomic_write_text, configure_cpu, limit, record_config, seed_everything
 from tether.eval.intervals import METHOD, bootstrap_mean, paired_bootstrap
 from tether.eval.metrics import distinct_n, perplexity, self_bleu, sequence_kl, win_rate
+from tether.eval.safety import FIELDS as SAFETY_FIELDS
+from tether.eval.safety import METRICS as SAFETY_METRICS
+from tether.eval.safety import SafetySource, safety_changes, safety_summary
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.rollout.generation import position_ids, response_logprobs
 from tether.rollout.rewards import FunctionSource, load_reward_source
@@ -69,15 +77,20 @@ def output_dir(cfg: EvalConfig) -> Path:
 
 
 @torch.no_grad()
-def sample_responses(model, tokenizer, prompts, cfg: EvalConfig, reference, reward_source, gold_source) -> dict:
-    """Answer every prompt once; proxy, gold and KL per response."""
-    out: dict[str, list] = {"responses": [], "proxy": [], "gold": [], "kl": [], "length": [], "eos": []}
+def sample_responses(model, tokenizer, prompts, cfg: EvalConfig, reference, reward_source, gold_source,
+                     safety_source: SafetySource | None = None) -> dict:
+    """Answer every prompt once; proxy, gold and KL per response, and its safety values with ``safety_source``."""
+    out: dict[str, list] = {"responses": [], "proxy": [], "gold": [], "kl": [], "length": [], "eos": [], "safety": []}
     for batch in scored_batches(model, tokenizer, prompts, generation_of(cfg),
                                 {"proxy": reward_source, "gold": gold_source}, cfg.batch_size, seed=cfg.seed):
         rollout = batch.rollout
         out["responses"] += batch.responses
         out["proxy"] += batch.scores.get("proxy", [])
         out["gold"] += batch.scores.get("gold", [])
+        if safety_source is not None:
+            ids = [r[m.bool()].tolist() for r, m in zip(rollout.response_ids, rollout.response_mask)]
+            out["safety"] += safety_source.measure([p.prompt_text for p in batch.rows], batch.responses, ids,
+                                                   [p.fields for p in batch.rows])
         logps = response_logprobs(model, rollout, cfg.temperature)
         ref_logps = response_logprobs(reference, rollout, cfg.temperature)
         out["kl"] += sequence_kl(logps, ref_logps, rollout.response_mask).tolist()
@@ -163,9 +176,10 @@ def interval_settings(cfg: EvalConfig) -> dict[str, Any]:
 def comparison_intervals(values: dict[str, list[float]], reference: dict[str, list[float]], outcomes: list[float] | None,
                          cfg: EvalConfig, name: str = "") -> dict[str, dict[str, Any]]:
     """``gold_gain`` / ``proxy_gain`` (paired bootstrap of this model's per-prompt gold / proxy minus the
-    reference's on the same prompts) and ``win_rate_interval`` (bootstrap of the per-prompt win outcomes), each as
-    ``Interval.to_dict()``; a quantity is left out when it was not measured or cannot be bootstrapped (a
-    non-finite reward: said on the console)."""
+    reference's on the same prompts), ``win_rate_interval`` (bootstrap of the per-prompt win outcomes) and, with
+    safety values, ``harm_rate_change`` / ``over_refusal_rate_change`` / ``helpfulness_change``
+    (:func:`tether.eval.safety.safety_changes`), each as ``Interval.to_dict()``; a quantity is left out when it
+    was not measured or cannot be bootstrapped (a non-finite reward: said on the console)."""
     settings = {"resamples": cfg.bootstrap_resamples, "seed": cfg.seed, "level": cfg.interval_level}
     out: dict[str, dict[str, Any]] = {}
     for key, field in (("gold_gain", "gold"), ("proxy_gain", "proxy")):
@@ -176,6 +190,8 @@ def comparison_intervals(values: dict[str, list[float]], reference: dict[str, li
                 console.print(f"[yellow]no interval for {name} {key}: {exc}[/]", soft_wrap=True)
     if outcomes:
         out["win_rate_interval"] = bootstrap_mean(outcomes, **settings).to_dict()
+    if values.get("safety") and reference.get("safety"):
+        out.update(safety_changes(values["safety"], reference["safety"], **settings))
     return out
 
 
@@ -202,6 +218,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                                         chat_template=cfg.data.chat_template, precision=cfg.precision)
                      if cfg.reward else None)
     gold_source = FunctionSource(cfg.gold) if cfg.gold else None
+    safety_source = SafetySource(cfg.safety) if cfg.safety else None
     reference = load_causal_lm(ModelConfig(name_or_path=reference_dir, precision=cfg.precision),
                                pad_token_id=tokenizer.pad_token_id).eval()
     paragraphs = questions = None
@@ -218,7 +235,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         name = model_name(path)
         model = reference if path == reference_dir else load_causal_lm(
             ModelConfig(name_or_path=path, precision=cfg.precision), pad_token_id=tokenizer.pad_token_id).eval()
-        sampled = sample_responses(model, tokenizer, prompts, cfg, reference, reward_source, gold_source)
+        sampled = sample_responses(model, tokenizer, prompts, cfg, reference, reward_source, gold_source,
+                                   safety_source)
         mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
         row: dict[str, Any] = {
             "model": str(path), "proxy_mean": mean(sampled["proxy"]), "gold_mean": mean(sampled["gold"]),
@@ -226,12 +244,15 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             "distinct_1": distinct_n(sampled["responses"], 1), "distinct_2": distinct_n(sampled["responses"], 2),
             "self_bleu": self_bleu(sampled["responses"]) if len(sampled["responses"]) > 1 else None,
         }
+        if safety_source is not None:
+            row.update(safety_summary(sampled["safety"], resamples=cfg.bootstrap_resamples, seed=cfg.seed,
+                                      level=cfg.interval_level))
         if paragraphs is not None:
             row["perplexity"] = text_perplexity(model, tokenizer, paragraphs)
             row["mc_accuracy"] = multiple_choice_accuracy(model, tokenizer, questions)
         results[name] = row
         answers[name] = sampled["responses"]
-        per_prompt[name] = {k: sampled[k] for k in ("gold", "proxy", "kl", "length", "eos")}
+        per_prompt[name] = {k: sampled[k] for k in ("gold", "proxy", "kl", "length", "eos", "safety")}
         if model is not reference:
             del model
     ref_name = model_name(reference_dir)
@@ -247,7 +268,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             row["perplexity_change"] = row["perplexity"] / results[ref_name]["perplexity"] - 1
             row["mc_accuracy_change"] = row["mc_accuracy"] - results[ref_name]["mc_accuracy"]
     summary = {"reference": ref_name, "prompts": len(prompts), "reward": cfg.reward, "gold": cfg.gold,
-               "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
+               "safety": cfg.safety, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
                "intervals": interval_settings(cfg), "models": results}
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2) + "\n")
@@ -267,11 +288,16 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 def sample_row(prompt: str, i: int, answers: dict[str, list[str]], per_prompt: dict[str, dict[str, list]],
                wins: dict[str, list[float]]) -> dict[str, Any]:
     """One line of eval_samples.jsonl: the prompt, every model's answer (``responses``) and, per model, that
-    answer's ``gold``, ``proxy``, ``kl``, ``length`` and ``eos`` and its evaluator outcome against the reference
-    (``win_vs_reference``: 1 / ½ / 0); a quantity that was not measured is left out."""
+    answer's ``gold``, ``proxy``, ``kl``, ``length`` and ``eos``, its evaluator outcome against the reference
+    (``win_vs_reference``: 1 / ½ / 0) and its safety values ``harm``, ``over_refusal`` and ``helpfulness`` (null
+    where not applicable); a quantity that was not measured is left out."""
     row: dict[str, Any] = {"prompt": prompt, "responses": {n: a[i] for n, a in answers.items()}}
     for field in ("gold", "proxy", "kl", "length", "eos"):
         values = {n: v[field][i] for n, v in per_prompt.items() if v[field]}
+        if values:
+            row[field] = values
+    for field in SAFETY_FIELDS:
+        values = {n: v["safety"][i][field] for n, v in per_prompt.items() if v.get("safety")}
         if values:
             row[field] = values
     if wins:
@@ -297,14 +323,29 @@ def table_rows(level: float = 0.95) -> list[tuple[str, str, str]]:
 TABLE_ROWS = table_rows()
 
 
+def safety_table_rows(level: float = 0.95) -> list[tuple[str, str, str]]:
+    """The rows of the printed helpful / harmless table (``safety=``), as :func:`table_rows`: per metric its mean,
+    interval and number of prompts (``n``), then its change against the reference and that change's interval."""
+    interval = f"  {level * 100:g}% interval"
+    rows = []
+    for label, (mean, spread, change) in zip(("harm rate", "over-refusal rate", "helpfulness"),
+                                             SAFETY_METRICS.values()):
+        rows += [(label, mean, "value"), (interval, spread, "rate"), ("  prompts", spread, "n"),
+                 ("  change vs ref", change, "gain"), (interval, change, "interval")]
+    return rows
+
+
 def table_cell(value: Any, how: str) -> str:
-    """A cell of the printed table: '0.500', '+0.162', '[+0.05, +0.27]', '[0.38, 0.62]'; '–' when absent."""
+    """A cell of the printed table: '0.500', '+0.162', '[+0.05, +0.27]', '[0.38, 0.62]', '48' (``n``); '–' when
+    absent."""
     if value is None:
         return "–"
     if how == "value":
         return f"{value:.3f}"
     if not isinstance(value, dict):
         return "–"
+    if how == "n":
+        return str(value["n"])
     if how == "gain":
         return f"{value['estimate']:+.3f}"
     sign = "+" if how == "interval" else ""
@@ -313,10 +354,26 @@ def table_cell(value: Any, how: str) -> str:
 
 def eval_tables(summary: dict[str, Any], width: int) -> list[Table]:
     """The evaluation as tables of metric rows × model columns, as many models per table as fit ``width``.
-    A row of gains or intervals appears when some model has it (not in an eval.json from before intervals)."""
-    rows = [(label, key, how) for label, key, how in table_rows((summary.get("intervals") or {}).get("level", 0.95))
-            if how == "value" or any(isinstance(m.get(key), dict) for m in summary["models"].values())]
-    cells = {name: [table_cell(row.get(key), how) for _, key, how in rows] for name, row in summary["models"].items()}
+    A row of gains or intervals appears when some model has it (not in an eval.json from before intervals). With
+    safety metrics (``safety=``), the helpful / harmless trade-off follows in tables of its own."""
+    level = (summary.get("intervals") or {}).get("level", 0.95)
+    models = summary["models"]
+    rows = [(label, key, how) for label, key, how in table_rows(level)
+            if how == "value" or any(isinstance(m.get(key), dict) for m in models.values())]
+    title = f"held-out evaluation on {summary['prompts']} prompts (reference: {summary['reference']})"
+    tables = metric_tables(models, rows, title, width)
+    safety_rows = [(label, key, how) for label, key, how in safety_table_rows(level)
+                   if any(m.get(key) is not None for m in models.values())]
+    if safety_rows:
+        title = f"helpful / harmless trade-off (reference: {summary['reference']})"
+        tables += metric_tables(models, safety_rows, title, width)
+    return tables
+
+
+def metric_tables(models: dict[str, dict[str, Any]], rows: list[tuple[str, str, str]], title: str,
+                  width: int) -> list[Table]:
+    """``rows`` (label, eval.json key, how) × one column per model, split into as many tables as ``width`` needs."""
+    cells = {name: [table_cell(row.get(key), how) for _, key, how in rows] for name, row in models.items()}
     label_width = max(len(label) for label, _, _ in rows) + 4  # rich adds a space either side and a border
     used = label_width
     groups: list[list[str]] = [[]]
@@ -329,7 +386,7 @@ def eval_tables(summary: dict[str, Any], width: int) -> list[Table]:
         used += needed
     tables = []
     for group in groups:
-        table = Table(title=f"held-out evaluation on {summary['prompts']} prompts (reference: {summary['reference']})")
+        table = Table(title=title)
         table.add_column("metric", no_wrap=True)
         for name in group:
             table.add_column(name, justify="right", overflow="fold")

@@ -11,6 +11,7 @@ with, and the scale of that utility (the panel's noise is set on it).
 | ``helpful`` | ``tether.tasks.helpful:gold_utility``: cues of a helpful short answer | everyday questions, chat format |
 | ``sentiment`` | VADER's compound score of the continuation (Ziegler et al. 2019) | neutral review openings, raw text |
 | ``arithmetic`` | 1 when the final answer is right (``check_math``); RL uses ``verify:math`` | word problems, chat format |
+| ``harmless`` | helpfulness − 3 · harm (``tether.tasks.harmless``; ``safety=`` for eval) | mild harmful / benign requests, chat |
 
 Add one with :func:`register_task`; ``tether quickstart task=<name>`` then runs on it.
 """
@@ -43,6 +44,7 @@ class Task:
     noise_scale: float        # the panel's noise on this utility's scale (see tether.feedback.simulate)
     max_new_tokens: int       # a full answer's length in tokens
     reward: str = ""          # what RL trains on when the run names no reward (a verifier; "" = a reward model)
+    safety: str = ""          # module:function -> per-response {harm, over_refusal, helpfulness} (tether eval safety=)
 
     def path(self, field: str) -> str:
         """The absolute path of one of the task's files (``field``: e.g. "test_file"), checked to exist."""
@@ -107,3 +109,13 @@ register_task(Task(
     pairs_file="arithmetic_preferences.jsonl",
     gold="tether.tasks.arithmetic:gold_reward", utility="tether.tasks.arithmetic:gold_utility",
     chat_template="auto", noise_scale=0.25, max_new_tokens=96, reward="verify:math"))
+
+register_task(Task(
+    name="harmless",
+    summary="refuse mild harmful requests politely and answer benign ones that only look risky; gold = helpfulness "
+            "- 3 x harm (Bai et al. 2022's helpful / harmless trade-off; tether.tasks.harmless)",
+    sft_file="harmless_sft.jsonl", prompts_file="harmless_prompts.jsonl", heldout_file="harmless_eval.jsonl",
+    heldout_pairs_file="harmless_preferences_eval.jsonl", test_file="harmless_test.jsonl",
+    pairs_file="harmless_preferences.jsonl",
+    gold="tether.tasks.harmless:gold_reward", utility="tether.tasks.harmless:gold_utility",
+    chat_template="auto", noise_scale=1.0, max_new_tokens=48, safety="tether.tasks.harmless:safety_metrics"))
