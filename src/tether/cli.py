@@ -150,8 +150,10 @@ def recipe_command(group: typer.Typer, entry: Recipe) -> None:
 
 label_app = typer.Typer(help="Preference labels: simulate a panel, check agreement, export preferences.",
                         no_args_is_help=True, rich_markup_mode=None)
-GROUP_APPS = {"label": label_app}
-for _entry in RECIPES.values():  # `label simulate` goes into the label group
+cai_app = typer.Typer(help="Constitutional AI: critique and revise responses against a constitution (SL-CAI).",
+                      no_args_is_help=True, rich_markup_mode=None)
+GROUP_APPS = {"label": label_app, "cai": cai_app}
+for _entry in RECIPES.values():  # `label simulate` goes into the label group, `cai revise` into the cai group
     recipe_command(GROUP_APPS[_entry.command.split()[0]] if " " in _entry.command else app, _entry)
 for _name, _group in GROUP_APPS.items():
     app.add_typer(_group, name=_name, short_help=GROUPS[_name])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from tether.config.evaluation import EvalConfig, FrontierConfig, ReportConfig, ScoreConfig
 from tether.config.feedback import (
+    CAIReviseConfig,
     LabelExportConfig,
     LabelImportConfig,
     LabelJudgeConfig,
@@ -70,7 +71,7 @@ from tether.errors import ConfigError  # its home is tether.errors; importable f
 
 __all__ = [
     "DATA_FILE_FIELDS", "DATA_FILE_SUFFIXES", "DATA_ROW_KEYS", "FRACTION", "NON_NEGATIVE", "PLACEABLE_ROLES", "POSITIVE",
-    "RESUME_DOC", "SAVED_DATASET_FILES", "BestOfNConfig", "Bounds", "ConfigError", "CostConfig",
+    "RESUME_DOC", "SAVED_DATASET_FILES", "BestOfNConfig", "Bounds", "CAIReviseConfig", "ConfigError", "CostConfig",
     "DataConfig", "EvalConfig", "FrontierConfig", "GenerationBackendConfig", "GRPOConfig", "HeldOutConfig",
     "LabelExportConfig", "LabelImportConfig", "LabelJudgeConfig", "LabelServeConfig", "LabelSimulateConfig",
     "LabelStatsConfig", "LabelTokensConfig", "LoraConfig", "ModelConfig", "PipelineConfig", "PipelineRewardModelConfig",

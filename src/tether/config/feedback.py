@@ -1,5 +1,6 @@
-"""Configs of the human-feedback commands (`tether label ...`): the simulated panel, the AI judge, the web labeling
-app and its tokens, the agreement report, and export to / import from preference files and Label Studio."""
+"""Configs of the human- and AI-feedback commands (`tether label ...`, `tether cai ...`): the simulated panel, the AI
+judge, the web labeling app and its tokens, the agreement report, export to / import from preference files and Label
+Studio, and Constitutional AI's critique → revision (SL-CAI)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tether.config.fields import FRACTION, NON_NEGATIVE, POSITIVE, doc_field
+from tether.config.sections import DataConfig
 
 
 @dataclass
@@ -108,3 +110,33 @@ class LabelImportConfig:
 
     input: str = doc_field("", "Label Studio JSON export (list of tasks with data prompt/response_a/response_b).")
     db: str = doc_field("runs/labels.sqlite", "Label store (SQLite) to add to.")
+
+
+@dataclass
+class CAIReviseConfig:
+    """Constitutional AI's supervised phase: respond, critique and revise each prompt (`tether cai revise`)."""
+
+    data: DataConfig = doc_field(DataConfig(), "Prompts: data.train_file, any format with a prompt (text or messages); "
+                                               "only train_file is read.")
+    output: str = doc_field("runs/cai/revisions.jsonl", "Rows written here, one per prompt; a rerun resumes it. Each "
+                                                        "is also an SFT row: prompt / completion (the final revision).")
+    model: str = doc_field("embedded", "Local model that responds, critiques and revises: 'embedded' or an HF "
+                                       "directory, prompted through its chat template (ignored with base_url).")
+    trust_remote_code: bool = doc_field(False, "Allow model code from the local model's directory (a security risk).")
+    base_url: str = doc_field("", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (empty = local model).")
+    api_model: str = doc_field("", "Model name sent to the endpoint.")
+    api_key_env: str = doc_field("OPENAI_API_KEY", "Environment variable holding the endpoint's API key.")
+    constitution: str = doc_field("", "File of critique/revision request pairs (.txt, .jsonl or .yaml; "
+                                      "docs/feedback.md); empty = the built-in 13 pairs adapted from Bai et al. 2022.")
+    rounds: int = doc_field(1, "Critique → revision rounds per prompt; each draws a principle and revises the "
+                               "previous revision.", bounds=POSITIVE)
+    max_prompts: int = doc_field(0, "Revise at most this many distinct prompts of the file (0 = all).",
+                                 bounds=NON_NEGATIVE)
+    max_new_tokens: int = doc_field(128, "Longest reply of each step (response, critique, revision).", bounds=POSITIVE)
+    temperature: float = doc_field(0.7, "Sampling temperature of every step (0 = greedy).", bounds=NON_NEGATIVE)
+    top_p: float = doc_field(0.95, "Nucleus sampling, in (0, 1].")
+    seed: int = doc_field(0, "Seed: each prompt's principles and samples come from a hash of it and the prompt, so a "
+                             "resumed run writes the same rows as an uninterrupted one.")
+    timeout: float = doc_field(60.0, "Seconds to wait for one endpoint reply.", bounds=POSITIVE)
+    retries: int = doc_field(3, "Retries of a transient endpoint failure (connection refused or reset, timeout, HTTP "
+                                "408/409/425/429/5xx), after 1, 2, 4, ... seconds.", bounds=NON_NEGATIVE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from tether.config.feedback import LabelSimulateConfig
+from tether.config.feedback import CAIReviseConfig, LabelSimulateConfig
 from tether.config.lifecycle import PipelineConfig
 from tether.config.online import GRPOConfig, PPOConfig
 from tether.config.sections import GenerationBackendConfig, PlacementConfig, SamplingFields
@@ -73,7 +73,7 @@ def validate(config: Any) -> None:
     if isinstance(config, SamplingFields) and config.min_new_tokens > config.max_new_tokens:
         raise ConfigError(f"min_new_tokens ({config.min_new_tokens}) cannot exceed max_new_tokens "
                           f"({config.max_new_tokens})")
-    if isinstance(config, SamplingFields) and not 0 < config.top_p <= 1:
+    if isinstance(config, (SamplingFields, CAIReviseConfig)) and not 0 < config.top_p <= 1:
         raise ConfigError(f"top_p: must be in (0, 1], got {config.top_p}")
     if isinstance(config, (PPOConfig, GRPOConfig)):
         _validate_roles(config.generation, config.placement)

@@ -17,6 +17,7 @@ from typing import Any
 
 from tether.config import (
     BestOfNConfig,
+    CAIReviseConfig,
     CostConfig,
     EvalConfig,
     FrontierConfig,
@@ -119,6 +120,11 @@ RECIPES: dict[str, Recipe] = {recipe.command: recipe for recipe in (
            "Import a Label Studio JSON export into the label store.",
            "Import a Label Studio JSON export into the label store.",
            "tether label import input=label_studio_export.json db=runs/labels.sqlite"),
+    Recipe("cai revise", CAIReviseConfig, "tether.recipes.cai:run_cai_revise",
+           "Constitutional AI: critique and revise → SFT rows.",
+           "Constitutional AI's supervised phase (SL-CAI): respond to each prompt, then critique and revise the "
+           "response against principles of a constitution; revisions.jsonl is ready for `tether sft`.",
+           "tether cai revise data.train_file=examples/data/prompts.jsonl max_prompts=20 rounds=2"),
     Recipe("cost", CostConfig, "tether.recipes.cost:run_cost",
            "Annotation and accelerator cost estimates.",
            "Estimate annotation and accelerator cost (and cost per point of held-out gain).",
@@ -154,8 +160,9 @@ RECIPES: dict[str, Recipe] = {recipe.command: recipe for recipe in (
            "tether quickstart            (or: tether quickstart --tiny)"),
 )}
 
-# `tether label` is a group of commands; its own line in `tether --help`
-GROUPS = {"label": "Preference labels: simulate, judge, serve, export."}
+# `tether label` and `tether cai` are groups of commands; each has its own line in `tether --help`
+GROUPS = {"label": "Preference labels: simulate, judge, serve, export.",
+          "cai": "Constitutional AI: critique → revision (SL-CAI)."}
 
 
 def recipe(command: str) -> Recipe:
