@@ -68,6 +68,21 @@ class _PPOFields:
                                             "(with LoRA: the base with adapters disabled, no copy).")
     reward: str = reward_field()
     ensemble_k: float | None = ensemble_k_field()
+    cost: str = doc_field(
+        "", "Constrained PPO (Safe RLHF, Dai et al. 2023): a cost (harm) source whose mean per response is held under "
+            "cost_limit by a Lagrange multiplier; the same specs as reward (a cost model directory, an ensemble: its "
+            "members' plain mean, module:function, a weighted sum); empty = no constraint.")
+    cost_limit: float = doc_field(
+        0.0, "d: the bound on the expected cost per response, E[cost] <= d (Safe RLHF's 0: the safe/unsafe boundary "
+             "of its cost model; for a 0/1 cost, the share of harmful responses allowed). Needs cost.")
+    lagrange_init: float = doc_field(1.0, "λ₀: the Lagrange multiplier at the start (Safe RLHF's 1). Needs cost.",
+                                     bounds=NON_NEGATIVE)
+    lagrange_lr: float = doc_field(
+        0.1, "η of the dual step after each iteration, λ ← clip(λ + η·(mean cost − cost_limit), 0, lagrange_max), on λ "
+             "itself, not log λ (0 = a fixed λ; Safe RLHF's 0.1). Needs cost.", bounds=NON_NEGATIVE)
+    lagrange_max: float | None = doc_field(
+        None, "Cap on λ (empty = none; Safe RLHF's script uses 5): the reward keeps at least 1/(1 + cap) of the "
+              "score's weight. Needs cost.", bounds=POSITIVE)
     value_model: str | None = doc_field(None, "Value model init; empty = the reward model directory (an ensemble: its "
                                               "first member; a function reward: the policy).")
     data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from tether.config.feedback import CAIReviseConfig, LabelSimulateConfig
@@ -60,6 +61,28 @@ def _validate_simpo_margin(config: PreferenceConfig) -> None:
                           "itself (simpo_gamma) or γ/β (simpo_gamma_beta_ratio)")
 
 
+CONSTRAINT_FIELDS = ("cost_limit", "lagrange_init", "lagrange_lr", "lagrange_max")  # (PPOConfig's; they need cost)
+
+
+def validate_constraint(config: PPOConfig) -> None:
+    """The constrained-PPO fields (docs/ppo.md, Constrained PPO): set only with a ``cost``, a finite ``cost_limit``,
+    and a cap ``lagrange_max`` no lower than the start ``lagrange_init``."""
+    if not config.cost:
+        fields = PPOConfig.__dataclass_fields__
+        changed = [f"{key}={getattr(config, key)}" for key in CONSTRAINT_FIELDS
+                   if getattr(config, key) != fields[key].default]
+        if changed:
+            raise ConfigError(f"{', '.join(changed)} only applies to a constrained run: set cost= (a cost model "
+                              "directory or module:function whose mean per response is held under cost_limit), or "
+                              "drop it")
+        return
+    if not math.isfinite(config.cost_limit):
+        raise ConfigError(f"cost_limit: must be a finite number, got {config.cost_limit}")
+    if config.lagrange_max is not None and config.lagrange_max < config.lagrange_init:
+        raise ConfigError(f"lagrange_max ({config.lagrange_max}) cannot be below lagrange_init "
+                          f"({config.lagrange_init}): the cap bounds the multiplier from its start")
+
+
 def validate(config: Any) -> None:
     """Range checks that apply to every recipe config (raise ConfigError)."""
     _check_ranges(config)
@@ -77,6 +100,8 @@ def validate(config: Any) -> None:
         raise ConfigError(f"top_p: must be in (0, 1], got {config.top_p}")
     if isinstance(config, (PPOConfig, GRPOConfig)):
         _validate_roles(config.generation, config.placement)
+    if isinstance(config, PPOConfig):
+        validate_constraint(config)
     if isinstance(config, PreferenceConfig):
         if config.kl_coef is not None and config.kl_coef <= 0:
             raise ConfigError(f"kl_coef: must be > 0, got {config.kl_coef}")

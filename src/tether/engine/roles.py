@@ -9,7 +9,7 @@ import torch
 
 from tether.engine.runtime import frozen_reference
 from tether.rollout.backends import Generator, make_generator, require_vllm
-from tether.rollout.rewards import load_reward_source
+from tether.rollout.rewards import RewardSpecError, load_reward_source
 
 
 def open_roles(cfg):
@@ -30,6 +30,19 @@ def reward_for(cfg, tokenizer, roles):
         return roles.reward(cfg.reward, cfg.model, cfg.ensemble_k, cfg.data.chat_template)
     return load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k, chat_template=cfg.data.chat_template,
                               precision=cfg.model.precision)
+
+
+def cost_for(cfg, tokenizer):
+    """The cost source of a constrained run (``cfg.cost``: any reward-source spec, tether.rollout.rewards), or None
+    without one. It is scored in this process, also when the reward is placed on a Ray actor. An ensemble cost is
+    scored as its members' plain mean: the conservative mean − k·std that suits a reward would understate a cost."""
+    if not getattr(cfg, "cost", ""):
+        return None
+    try:
+        return load_reward_source(cfg.cost, tokenizer, conservative_k=0.0, chat_template=cfg.data.chat_template,
+                                  precision=cfg.model.precision)
+    except RewardSpecError as exc:
+        raise RewardSpecError(f"cost: {exc}") from None
 
 
 def reference_for(cfg, policy: torch.nn.Module, tokenizer, roles):

@@ -2,14 +2,15 @@
 
 Each iteration, top to bottom:
   1. generate   — sample one response per prompt (left-padded prompts, stop at EOS)
-  2. score      — reward source on prompt + response; penalty for a missing EOS
+  2. score      — reward source on prompt + response; penalty for a missing EOS; with a ``cost``, the cost source
+                  too, and the normalised Lagrangian (r − λ·c)/(1 + λ) of the two (Safe RLHF)
   3. log-probs  — old policy and reference log-probs of the sampled tokens (fp32)
   4. values     — per-token values from the value model (initialised from the reward model)
   5. advantages — score normalised + clipped, placed on the last real token, per-token
                   −β·KL added; GAE; advantages whitened over response tokens
   6. update     — PPO epochs over minibatches: clipped policy loss (+ dual clip), clipped
                   value loss, entropy bonus, gradient clipping, early stop on approx KL
-  7. control    — adaptive β (Ziegler et al. 2019), KL guard, metrics, checkpoint
+  7. control    — adaptive β (Ziegler et al. 2019), the dual step on λ (with a cost), KL guard, metrics, checkpoint
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from pathlib import Path
 import torch
 
 from tether.algos.advantages import gae
+from tether.algos.constraint import LagrangeMultiplier, lagrangian_scores
 from tether.algos.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from tether.algos.losses.ppo import POLICY_LOSSES, explained_variance, policy_loss_spec, value_loss
 from tether.algos.masked import masked_mean, masked_whiten_across
 from tether.algos.mismatch import corrected_advantages, loss_tokens
 from tether.algos.rewards import RunningMoments, clip_scores, kl_shaped_rewards
 from tether.config import ModelConfig, PPOConfig, to_dict
+from tether.config.validation import validate_constraint
 from tether.data import collate_prompts
 from tether.engine.loop import adamw
 from tether.engine.rl import (
@@ -40,7 +43,7 @@ from tether.engine.rl import (
     start_online_run,
     with_task,
 )
-from tether.engine.roles import generator_for, reference_for
+from tether.engine.roles import cost_for, generator_for, reference_for
 from tether.errors import ConfigError
 from tether.eval.verdict import end_of_run_line
 from tether.models.loading import apply_lora, disable_dropout, load_causal_lm, load_reward_model, save_model
@@ -121,14 +124,31 @@ def shaped_advantages(cfg: PPOConfig, old_logps: torch.Tensor, ref_logps: torch.
     return advantages, returns, (kl_penalty(old_logps, ref_logps, "k1") * mask).sum(-1)
 
 
+def constraint_metrics(all_costs: torch.Tensor, all_scores: torch.Tensor, cost_limit: float,
+                       multiplier: float) -> dict[str, float]:
+    """The metrics of a constrained run's batch (every process's responses): the raw costs (B,), the Lagrangian
+    scores (B,) PPO is given, the bound d and the λ those scores used."""
+    mean_cost = float(all_costs.mean())
+    return {"objective/cost": mean_cost, "objective/cost_limit": cost_limit,
+            "objective/lagrange_multiplier": multiplier, "cost/score_mean": mean_cost,
+            "cost/score_std": float(all_costs.std()) if len(all_costs) > 1 else 0.0,
+            "reward/lagrangian_mean": float(all_scores.mean())}
+
+
 @torch.no_grad()
 def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_source, tokenizer, prompts, kl_coef,
                     moments: RunningMoments, seeds: list[int] | None = None,
-                    dist: Dist | None = None, generator: Generator | None = None) -> tuple[Experience, dict]:
+                    dist: Dist | None = None, generator: Generator | None = None, cost_source=None,
+                    multiplier: float = 0.0) -> tuple[Experience, dict]:
     """Stages 1-5 for this process's prompts: a rollout with everything the update needs, and its metrics.
 
     ``generator``: the sampler (default: the policy's own ``generate``). A reward or reference in a Ray actor
     starts on the rollout before the policy's old log-probs and values, and runs beside them.
+
+    ``cost_source`` (a constrained run): scored on the same prompts, responses and rows as the reward; each
+    response's score is then the normalised Lagrangian (r̃ − λ·c)/(1 + λ) at ``multiplier`` λ, where r̃ is the
+    reward less the missing-EOS penalty (the penalty shapes the reward side, never the cost, so a cut-off answer
+    does not move λ), before the normalisation and clipping every score goes through.
 
     In a data-parallel run the score normaliser sees the scores of every process and advantages are
     whitened over every process's tokens, as one process holding the whole batch would do."""
@@ -143,12 +163,17 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
     timings["time/generate"] = time.time() - mark
     mark = time.time()
     responses = decode_responses(tokenizer, rollout)
-    scoring = start_score(reward_source, rollout, [p.prompt_text for p in prompts], responses,
-                          [p.fields for p in prompts])
+    texts, rows = [p.prompt_text for p in prompts], [p.fields for p in prompts]
+    scoring = start_score(reward_source, rollout, texts, responses, rows)
+    cost_scoring = None if cost_source is None else start_score(cost_source, rollout, texts, responses, rows)
+
+    def score() -> tuple[torch.Tensor, torch.Tensor | None]:  # (B,) rewards, (B,) costs or None
+        return scoring(), None if cost_scoring is None else cost_scoring()
+
     remote_ref = start_logprobs(ref_model, rollout, cfg.temperature, cfg.model.padding_free, cfg.model.share_prefixes)
     overlapped = remote_ref is not None or isinstance(reward_source, RemoteReward)  # a role works in its actor
     if not overlapped:  # in this process: scored first, as the stages are listed
-        raw_scores = scoring()
+        raw_scores, raw_costs = score()
         timings["time/score"] = time.time() - mark
         mark = time.time()
     mask = rollout.response_mask
@@ -163,10 +188,17 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
         ref_logps = rollout_logprobs(cfg, ref_model, rollout)
     values = None if deferred else token_values(models.value, rollout)
     if overlapped:
-        raw_scores = scoring()
-    scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()
+        raw_scores, raw_costs = score()
+    proxy_scores = raw_scores - cfg.missing_eos_penalty * (~rollout.ended_with_eos).float()  # (the reward side)
     timings["time/score_logprobs_values" if overlapped else "time/logprobs_values"] = time.time() - mark
-    all_raw_scores, all_scores = dist.all_gather(raw_scores.float()), dist.all_gather(scores.float())
+    all_raw_scores, all_proxy_scores = dist.all_gather(raw_scores.float()), dist.all_gather(proxy_scores.float())
+    if raw_costs is None:
+        scores, all_scores, constraint = proxy_scores, all_proxy_scores, {}
+    else:  # the normalised Lagrangian at this iteration's λ, before the normalisation and clipping below
+        all_costs = dist.all_gather(raw_costs.float())
+        scores = lagrangian_scores(proxy_scores, raw_costs, multiplier)
+        all_scores = lagrangian_scores(all_proxy_scores, all_costs, multiplier)
+        constraint = constraint_metrics(all_costs, all_scores, cfg.cost_limit, multiplier)
     if cfg.normalize_scores:
         moments.update(all_scores)
         scores_used = moments.normalize(scores)
@@ -183,13 +215,13 @@ def make_experience(cfg: PPOConfig, models: PolicyAndValue, ref_model, reward_so
     metrics = {
         "reward/score_mean": float(all_raw_scores.mean()),
         "reward/score_std": float(all_raw_scores.std()) if len(all_raw_scores) > 1 else 0.0,
-        "reward/proxy_mean": float(all_scores.mean()), "reward/normalized_mean": float(scores_used.mean()),
+        "reward/proxy_mean": float(all_proxy_scores.mean()), "reward/normalized_mean": float(scores_used.mean()),
         "objective/kl_coef": kl_coef, **kl_metrics,
         "response/length_mean": float(mask.sum(-1).float().mean()),
         "response/eos_frac": float(rollout.ended_with_eos.float().mean()),
-        **outcome_metrics(reward_source), **timings,
+        **outcome_metrics(reward_source), **timings, **constraint,
     }
-    gathered = {"reward/score_mean", "reward/score_std", "reward/proxy_mean", "objective/kl_coef"}
+    gathered = {"reward/score_mean", "reward/score_std", "reward/proxy_mean", "objective/kl_coef", *constraint}
     metrics.update(dist.combine({k: v for k, v in metrics.items() if k not in gathered}))
     return experience, metrics  # (objective/kl, when deferred, and objective/rlhf_reward: after the update)
 
@@ -273,6 +305,16 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: Ex
     return metrics
 
 
+def load_multiplier(multiplier: LagrangeMultiplier, state: dict, cfg: PPOConfig) -> None:
+    """λ from a checkpoint's recipe state (the λ of the iteration after it). A checkpoint of an unconstrained run
+    (``resume=force`` after adding a cost) has none: λ then starts at ``lagrange_init``, as a note says."""
+    if "lagrange_multiplier" in state:
+        multiplier.load_state_dict(state["lagrange_multiplier"])
+    else:
+        console.print(f"[yellow]{cfg.name}: the checkpoint has no Lagrange multiplier (an unconstrained run wrote it); "
+                      f"λ starts at lagrange_init={cfg.lagrange_init}[/]")
+
+
 def _build_models(cfg: PPOConfig, tokenizer, roles=None):
     pad = tokenizer.pad_token_id
     # no dropout in the policy or the value model: the rollout's log-probs and values, the reference's and the
@@ -290,9 +332,11 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
         raise ConfigError(f"loss={cfg.loss} is defined on one advantage per response: use it with tether grpo (PPO's "
                           f"GAE advantages are per token; choose one of "
                           f"{', '.join(n for n, s in POLICY_LOSSES.items() if s.token_level)})")
+    validate_constraint(cfg)  # (a config built in Python has not been through tether.config.validate)
     setup = start_online_run(cfg, "rollout_batch_size")
     dist, run_dir, logger, tokenizer, prompts = setup.dist, setup.run_dir, setup.logger, setup.tokenizer, setup.prompts
     roles, reward_source = setup.roles, setup.reward_source
+    cost_source = cost_for(cfg, tokenizer)  # (None: an unconstrained run)
     models, ref_model = _build_models(cfg, tokenizer, roles)
     # DDP in a data-parallel run (generation uses the plain policy). Under FSDP the policy, the value model's trunk
     # and its score head are each a root unit (they are called one by one), and the reference is sharded too
@@ -307,6 +351,8 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
               else FixedKLController(cfg.kl_coef))
     moments = RunningMoments()
+    multiplier = (LagrangeMultiplier(cfg.lagrange_init, cfg.cost_limit, cfg.lagrange_lr, cfg.lagrange_max)
+                  if cost_source is not None else None)
 
     def iterate(iteration: int, generator: Generator) -> dict:
         chosen = prompt_batches(len(prompts), cfg.rollout_batch_size, cfg.seed, iteration)
@@ -314,31 +360,47 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
         seeds = row_seeds(cfg.seed, iteration, mine) if seeded else None
         experience, metrics = make_experience(cfg, models, ref_model, reward_source, tokenizer,
                                               [prompts[chosen[j]] for j in mine], kl_ctl.value, moments, seeds, dist,
-                                              generator)
+                                              generator, cost_source, 0.0 if multiplier is None else multiplier.value)
         update_start = time.time()
         metrics.update(ppo_update(cfg, models, optimizer, experience, train_models, dist))
         metrics["time/update"] = time.time() - update_start
-        metrics["objective/rlhf_reward"] = metrics["reward/proxy_mean"] - kl_ctl.value * metrics["objective/kl"]
+        given = metrics["reward/proxy_mean" if multiplier is None else "reward/lagrangian_mean"]  # the score PPO got
+        metrics["objective/rlhf_reward"] = given - kl_ctl.value * metrics["objective/kl"]
         kl_ctl.update(metrics["objective/kl"], cfg.rollout_batch_size)
+        if multiplier is not None:  # the dual step: the next iteration's λ, from this iteration's mean cost
+            multiplier.update(metrics["objective/cost"])
         return metrics
+
+    def state() -> dict:
+        constrained = {} if multiplier is None else {"lagrange_multiplier": multiplier.state_dict()}
+        return {"kl_controller": kl_ctl.state_dict(), "score_moments": moments.state_dict(), **constrained}
 
     def load_state(state: dict) -> None:
         kl_ctl.load_state_dict(state["kl_controller"])
         moments.load_state_dict(state["score_moments"])
+        if multiplier is not None:
+            load_multiplier(multiplier, state, cfg)
 
-    meta = {"recipe": "ppo", "base_model": cfg.model.name_or_path, "reward": cfg.reward}
+    def postfix(m: dict) -> dict:
+        shown = {"score": f"{m['reward/score_mean']:.3g}", "kl": f"{m['objective/kl']:.3g}",
+                 "beta": f"{m['objective/kl_coef']:.3g}", "len": f"{m['response/length_mean']:.3g}"}
+        if multiplier is not None:
+            shown.update(cost=f"{m['objective/cost']:.3g}", lam=f"{m['objective/lagrange_multiplier']:.3g}")
+        return shown
+
+    meta = {"recipe": "ppo", "base_model": cfg.model.name_or_path, "reward": cfg.reward,
+            **({"cost": cfg.cost, "cost_limit": cfg.cost_limit} if multiplier is not None else {})}
     run = OnlineRun(
         models, models.policy, optimizer, iterate=iterate, meta=meta, description=cfg.name,
         make_generator=lambda: generator_for(cfg, models.policy, tokenizer, run_dir, roles),
-        postfix=lambda m: {"score": f"{m['reward/score_mean']:.3g}", "kl": f"{m['objective/kl']:.3g}",
-                           "beta": f"{m['objective/kl_coef']:.3g}", "len": f"{m['response/length_mean']:.3g}"},
-        state=lambda: {"kl_controller": kl_ctl.state_dict(), "score_moments": moments.state_dict()},
-        load_state=load_state, kl_advice="raise kl_coef / lower learning_rate",
+        postfix=postfix, state=state, load_state=load_state, kl_advice="raise kl_coef / lower learning_rate",
         memory_advice="lower rollout_batch_size or minibatch_size")
     outcome = run_online_rl(cfg, run, logger, tokenizer, ref_model, heldout, roles)
     out = save_model(models.policy, tokenizer, run_dir / cfg.name,
                      {**meta, "iterations": outcome.iterations, "stopped_early": outcome.stopped_early,
-                      "final_kl_coef": kl_ctl.value, "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)
+                      "final_kl_coef": kl_ctl.value, "config": to_dict(cfg),
+                      **({"final_lagrange_multiplier": multiplier.value} if multiplier is not None else {})},
+                     merge_lora=cfg.model.lora.merge_on_save)
     console.print(f"[bold green]PPO done[/]: policy → {out}  ({outcome.iterations} iterations)")
     console.print(end_of_run_line(cfg.name, outcome.heldout_state), soft_wrap=True)  # one line, in a log too
     return PPOResult(out, outcome.iterations, outcome.history, outcome.stopped_early, outcome.alarms)
