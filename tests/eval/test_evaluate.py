@@ -7,9 +7,11 @@ is zero on every prompt, and a zero-width interval there would read as certainty
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
+from transformers import AutoConfig
 
 from tests.helpers import EXAMPLES, tiny_model_config
 from tether.config import ConfigError, DataConfig, EvalConfig
@@ -77,12 +79,18 @@ def test_eval_writes_every_metric(tmp_path, two_models):
     assert saved["models"]["m1"]["gold_gain"] == other["gold_gain"]
 
     # every per-prompt number is in eval_samples.jsonl, so the means and intervals can be recomputed from it
-    for field in ("gold", "proxy", "kl", "length", "eos", "win_vs_reference"):
+    for field in ("gold", "proxy", "kl", "entropy", "length", "eos", "win_vs_reference"):
         assert all(set(s[field]) == {"m0", "m1"} for s in samples), field
     column = lambda field, name: [s[field][name] for s in samples]  # noqa: E731
     assert sum(column("gold", "m1")) / 4 == pytest.approx(other["gold_mean"])
     assert sum(column("kl", "m1")) / 4 == pytest.approx(other["kl_mean"]) and set(column("kl", "m0")) == {0.0}
     assert sum(column("length", "m1")) / 4 == pytest.approx(other["length_mean"])
+    vocab = AutoConfig.from_pretrained(two_models[0]).vocab_size
+    for name, row in (("m0", ref), ("m1", other)):  # nats per token, in [0, log V]
+        assert sum(column("entropy", name)) / 4 == pytest.approx(row["entropy_mean"])
+        assert 0 <= row["entropy_mean"] <= math.log(vocab) + 1e-6
+    # the plain random model is near uniform over its vocabulary; the one with its head × 40 is nearly certain
+    assert ref["entropy_mean"] > 0.5 * math.log(vocab) and other["entropy_mean"] < 0.1 * ref["entropy_mean"]
     assert column("win_vs_reference", "m0") == [0.5] * 4
     assert paired_bootstrap(column("gold", "m1"), column("gold", "m0")).to_dict() == other["gold_gain"]
     assert paired_bootstrap(column("proxy", "m1"), column("proxy", "m0")).to_dict() == other["proxy_gain"]

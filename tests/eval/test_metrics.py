@@ -8,6 +8,7 @@ import torch
 from tether.eval.metrics import (
     bleu,
     distinct_n,
+    mean_token_entropy,
     perplexity,
     repeated_ngram_fraction,
     self_bleu,
@@ -51,6 +52,13 @@ def test_sequence_kl_sums_only_response_tokens():
     # row 0: (−1 + 1.5) + (−2 + 1) = −0.5; row 1: 0.2 + 0 = 0.2 (the masked −9 vs 0 is ignored)
     assert torch.allclose(sequence_kl(logps, ref, mask), torch.tensor([-0.5, 0.2]))
     assert sequence_kl(logps.half(), ref.half(), mask).dtype == torch.float32
+
+
+def test_mean_token_entropy_averages_each_response_over_its_own_tokens():
+    entropy = torch.tensor([[1.0, 2.0, 9.0], [0.5, 7.0, 7.0], [3.0, 3.0, 3.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0]])
+    # (1 + 2) / 2, 0.5 / 1, and no token at all → 0 (not 9, 7 or a division by zero)
+    assert mean_token_entropy(entropy, mask).tolist() == [1.5, 0.5, 0.0]
 
 
 def test_win_rate_counts_ties_as_half():

@@ -1,9 +1,11 @@
 """PPO on a tiny model: the score rises under the KL leash, β adapts, the KL guard stops a runaway run."""
 
 import json
+import math
 
 import pytest
 import torch
+from transformers import AutoConfig
 
 from tests.helpers import EXAMPLES, crash_training_rollout, tiny_model_config
 from tether.config import DataConfig, HeldOutConfig, ModelConfig, PPOConfig, SFTConfig, TrainConfig
@@ -272,9 +274,12 @@ def test_grpo_single_step_reuses_the_training_forward_as_old_logprobs(tmp_path, 
     deferred = run("deferred")
     monkeypatch.setattr(grpo_module, "single_on_policy_step", lambda cfg, batch, dist=None: False)
     explicit = run("explicit")  # the separate no-grad forward for the old log-probs
-    for key in ("reward/score_mean", "objective/kl", "policy/loss", "policy/kl_loss", "policy/clip_frac"):
+    for key in ("reward/score_mean", "objective/kl", "policy/loss", "policy/kl_loss", "policy/clip_frac",
+                "objective/entropy"):
         assert [h[key] for h in deferred] == pytest.approx([h[key] for h in explicit], abs=1e-5), key
     assert deferred[-1]["objective/kl"] > 0
+    vocab = AutoConfig.from_pretrained(sft_dir).vocab_size  # nats per token, in (0, log V]
+    assert all(0 < h["objective/entropy"] <= math.log(vocab) + 1e-6 for h in deferred)
 
 
 def test_ppo_single_step_reuses_the_training_forward_for_old_logprobs_and_values(tmp_path, sft_dir, monkeypatch):

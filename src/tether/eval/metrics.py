@@ -84,6 +84,13 @@ def sequence_kl(logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor
     return ((logps.float() - ref_logps.float()) * mask.float()).sum(-1)
 
 
+def mean_token_entropy(entropy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) each response's mean per-token entropy (nats) over its response tokens, from ``entropy`` (B, R) as
+    ``response_logprobs(..., return_entropy=True)`` gives it; 0 for a response with no token."""
+    mask = mask.float()
+    return (entropy.float() * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
+
 def win_rate(scores_a: Sequence[float], scores_b: Sequence[float]) -> float:
     """Fraction of paired comparisons A wins, ties counting one half."""
     if len(scores_a) != len(scores_b) or not scores_a:

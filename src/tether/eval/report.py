@@ -305,9 +305,10 @@ def _section_eval(run_dir: Path, max_samples: int) -> str:
     data = _read_json(run_dir / "eval.json")
     if not isinstance(data, dict) or not data.get("models"):
         return ""
-    cols = [("proxy", "proxy_mean"), ("gold", "gold_mean"), ("KL", "kl_mean"), ("win vs ref", "win_rate_vs_reference"),
-            ("length", "length_mean"), ("EOS", "eos_rate"), ("distinct-1", "distinct_1"), ("distinct-2", "distinct_2"),
-            ("self-BLEU", "self_bleu"), ("perplexity", "perplexity"), ("MC accuracy", "mc_accuracy")]
+    cols = [("proxy", "proxy_mean"), ("gold", "gold_mean"), ("KL", "kl_mean"), ("entropy", "entropy_mean"),
+            ("win vs ref", "win_rate_vs_reference"), ("length", "length_mean"), ("EOS", "eos_rate"),
+            ("distinct-1", "distinct_1"), ("distinct-2", "distinct_2"), ("self-BLEU", "self_bleu"),
+            ("perplexity", "perplexity"), ("MC accuracy", "mc_accuracy")]
     head = "".join(f"<th>{esc(t)}</th>" for t, _ in cols)
     rows = "".join(f"<tr><td>{esc(name)}</td>" + "".join(f"<td class='num'>{fmt(m.get(k))}</td>" for _, k in cols)
                    + "</tr>" for name, m in data["models"].items())

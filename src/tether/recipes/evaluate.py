@@ -5,6 +5,8 @@ For each model directory, on the same held-out prompts and sampling seed:
 - proxy reward (the reward model / function the policy was trained on) and gold reward
   (the held-out utility it was not trained on): a proxy gain without a gold gain is hacking;
 - KL to the reference: Σ over response tokens of log π − log π_ref on the policy's own samples;
+- entropy: each answer's mean per-token entropy of the policy at the sampling temperature (how sure it
+  is of its own tokens; RL on a verifier tends to lower it), averaged over answers;
 - response length and EOS rate; distinct-1/2 and self-BLEU across responses (mode collapse);
 - win-rate against the reference, judged by a low-noise held-out evaluator on the gold
   reward (P(A wins) = σ((gold_A − gold_B)/T), sampled with a fixed seed; ties count ½);
@@ -44,7 +46,7 @@ from tether.config import ConfigError, EvalConfig, ModelConfig
 from tether.data import DataError, load_prompt_dataset, load_records
 from tether.engine.runtime import atomic_write_text, configure_cpu, limit, record_config, seed_everything
 from tether.eval.intervals import METHOD, bootstrap_mean, paired_bootstrap
-from tether.eval.metrics import distinct_n, perplexity, self_bleu, sequence_kl, win_rate
+from tether.eval.metrics import distinct_n, mean_token_entropy, perplexity, self_bleu, sequence_kl, win_rate
 from tether.eval.safety import FIELDS as SAFETY_FIELDS
 from tether.eval.safety import METRICS as SAFETY_METRICS
 from tether.eval.safety import SafetySource, safety_changes, safety_summary
@@ -80,7 +82,8 @@ def output_dir(cfg: EvalConfig) -> Path:
 def sample_responses(model, tokenizer, prompts, cfg: EvalConfig, reference, reward_source, gold_source,
                      safety_source: SafetySource | None = None) -> dict:
     """Answer every prompt once; proxy, gold and KL per response, and its safety values with ``safety_source``."""
-    out: dict[str, list] = {"responses": [], "proxy": [], "gold": [], "kl": [], "length": [], "eos": [], "safety": []}
+    out: dict[str, list] = {"responses": [], "proxy": [], "gold": [], "kl": [], "entropy": [], "length": [], "eos": [],
+                            "safety": []}
     for batch in scored_batches(model, tokenizer, prompts, generation_of(cfg),
                                 {"proxy": reward_source, "gold": gold_source}, cfg.batch_size, seed=cfg.seed):
         rollout = batch.rollout
@@ -91,9 +94,10 @@ def sample_responses(model, tokenizer, prompts, cfg: EvalConfig, reference, rewa
             ids = [r[m.bool()].tolist() for r, m in zip(rollout.response_ids, rollout.response_mask)]
             out["safety"] += safety_source.measure([p.prompt_text for p in batch.rows], batch.responses, ids,
                                                    [p.fields for p in batch.rows])
-        logps = response_logprobs(model, rollout, cfg.temperature)
+        logps, entropy = response_logprobs(model, rollout, cfg.temperature, return_entropy=True)
         ref_logps = response_logprobs(reference, rollout, cfg.temperature)
         out["kl"] += sequence_kl(logps, ref_logps, rollout.response_mask).tolist()
+        out["entropy"] += mean_token_entropy(entropy, rollout.response_mask).tolist()
         out["length"] += rollout.response_lengths.tolist()
         out["eos"] += rollout.ended_with_eos.float().tolist()
     return out
@@ -230,7 +234,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         questions = load_multiple_choice(cfg.multiple_choice or str(ASSETS / "multiple_choice.jsonl"))
     results: dict[str, dict[str, Any]] = {}
     answers: dict[str, list[str]] = {}
-    per_prompt: dict[str, dict[str, list]] = {}  # model → gold / proxy / kl / length / eos, one value per prompt
+    per_prompt: dict[str, dict[str, list]] = {}  # model → gold / proxy / kl / entropy / length / eos, one value per prompt
     for path in tqdm(cfg.models, desc="evaluating models", unit="model", dynamic_ncols=True):
         name = model_name(path)
         model = reference if path == reference_dir else load_causal_lm(
@@ -240,7 +244,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
         row: dict[str, Any] = {
             "model": str(path), "proxy_mean": mean(sampled["proxy"]), "gold_mean": mean(sampled["gold"]),
-            "kl_mean": mean(sampled["kl"]), "length_mean": mean(sampled["length"]), "eos_rate": mean(sampled["eos"]),
+            "kl_mean": mean(sampled["kl"]), "entropy_mean": mean(sampled["entropy"]),
+            "length_mean": mean(sampled["length"]), "eos_rate": mean(sampled["eos"]),
             "distinct_1": distinct_n(sampled["responses"], 1), "distinct_2": distinct_n(sampled["responses"], 2),
             "self_bleu": self_bleu(sampled["responses"]) if len(sampled["responses"]) > 1 else None,
         }
@@ -252,7 +257,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             row["mc_accuracy"] = multiple_choice_accuracy(model, tokenizer, questions)
         results[name] = row
         answers[name] = sampled["responses"]
-        per_prompt[name] = {k: sampled[k] for k in ("gold", "proxy", "kl", "length", "eos", "safety")}
+        per_prompt[name] = {k: sampled[k] for k in ("gold", "proxy", "kl", "entropy", "length", "eos", "safety")}
         if model is not reference:
             del model
     ref_name = model_name(reference_dir)
@@ -288,11 +293,11 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 def sample_row(prompt: str, i: int, answers: dict[str, list[str]], per_prompt: dict[str, dict[str, list]],
                wins: dict[str, list[float]]) -> dict[str, Any]:
     """One line of eval_samples.jsonl: the prompt, every model's answer (``responses``) and, per model, that
-    answer's ``gold``, ``proxy``, ``kl``, ``length`` and ``eos``, its evaluator outcome against the reference
+    answer's ``gold``, ``proxy``, ``kl``, ``entropy``, ``length`` and ``eos``, its evaluator outcome against the reference
     (``win_vs_reference``: 1 / ½ / 0) and its safety values ``harm``, ``over_refusal`` and ``helpfulness`` (null
     where not applicable); a quantity that was not measured is left out."""
     row: dict[str, Any] = {"prompt": prompt, "responses": {n: a[i] for n, a in answers.items()}}
-    for field in ("gold", "proxy", "kl", "length", "eos"):
+    for field in ("gold", "proxy", "kl", "entropy", "length", "eos"):
         values = {n: v[field][i] for n, v in per_prompt.items() if v[field]}
         if values:
             row[field] = values
@@ -314,6 +319,7 @@ def table_rows(level: float = 0.95) -> list[tuple[str, str, str]]:
             (interval, "proxy_gain", "interval"),
             ("gold reward", "gold_mean", "value"), ("gold gain vs ref", "gold_gain", "gain"),
             (interval, "gold_gain", "interval"), ("KL to reference", "kl_mean", "value"),
+            ("entropy (nats/token)", "entropy_mean", "value"),
             ("win-rate vs reference", "win_rate_vs_reference", "value"), (interval, "win_rate_interval", "rate"),
             ("length (tokens)", "length_mean", "value"), ("EOS rate", "eos_rate", "value"),
             ("distinct-2", "distinct_2", "value"), ("self-BLEU", "self_bleu", "value"),

@@ -23,6 +23,7 @@ import torch
 from tether.algos.advantages import advantage_estimator
 from tether.algos.kl import kl_penalty
 from tether.algos.losses.ppo import aggregate, aggregate_parts, policy_loss_spec
+from tether.algos.masked import masked_mean
 from tether.algos.mismatch import corrected_advantages, loss_tokens
 from tether.algos.rewards import soft_overlong_penalty
 from tether.config import GRPOConfig, to_dict
@@ -45,7 +46,7 @@ from tether.eval.verdict import end_of_run_line
 from tether.models.loading import apply_lora, disable_dropout, load_causal_lm, save_model
 from tether.rollout.backends import Generator, TransformersGenerator, sampler_gap
 from tether.rollout.experience import Experience
-from tether.rollout.generation import Rollout, concat_rollouts, row_seeds
+from tether.rollout.generation import Rollout, concat_rollouts, response_logprobs, row_seeds
 from tether.rollout.placement import start_logprobs, start_score
 from tether.rollout.rewards import outcome_metrics
 from tether.rollout.sampling import decode_responses, generation_of
@@ -244,7 +245,9 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: Experience, trai
             idx = order[start:start + size]
             mini = rollout.select(idx)
             mask = mini.response_mask
-            logps = rollout_logprobs(cfg, train_policy, mini)
+            logps, entropy = response_logprobs(train_policy, mini, cfg.temperature, return_entropy=True,
+                                               padding_free=cfg.model.padding_free,
+                                               share_prefixes=cfg.model.share_prefixes)
             deferred = experience.deferred
             old = logps.detach() if deferred else experience.old_logps[idx]
             advantages, kept, mismatch = corrected_advantages(old, mini.sampler_logps, experience.advantages[idx],
@@ -262,6 +265,7 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: Experience, trai
                                     clip_range_high=high, aggregation=aggregation, max_length=cfg.max_new_tokens,
                                     denominator=denominator)
             metrics.update(mismatch)
+            metrics["objective/entropy"] = masked_mean(entropy.detach(), mask)  # (a metric; not in the loss)
             if deferred:  # the rollout's KL to the reference and the sampler's gap, from this forward
                 metrics["objective/kl"] = (kl_penalty(old, experience.ref_logps[idx], "k1") * mask).sum(-1).mean()
                 metrics.update(sampler_gap(mini, old))
