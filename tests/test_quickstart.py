@@ -168,3 +168,25 @@ def test_a_quickstart_run_directory_with_the_same_settings_passes_and_other_sett
     more = QuickstartConfig(run_dir=str(tmp_path), tiny=True, k=6)
     with pytest.raises(ResumeRefused, match=r"\(quickstart\): k: 4 → 6\)"):
         check_run_dir(more, stage_configs(more))
+
+
+def test_the_harmless_quickstart_runs_its_flow_with_the_safety_metrics(tmp_path):
+    """`tether quickstart task=harmless`: the standard flow (one reward model on the combined gold, helpfulness − 3 ·
+    harm) with the evaluation's safety metrics; the two-objective lifecycle is examples/pipeline_harmless.yaml."""
+    from tether.recipes.quickstart import run_quickstart
+
+    stages = stage_configs(QuickstartConfig(task="harmless", tiny=True))
+    assert stages["eval"].safety == "tether.tasks.harmless:safety_metrics"
+    assert stages["label simulate"].utility == "tether.tasks.harmless:gold_utility"
+    assert stage_configs(QuickstartConfig(task="sentiment", tiny=True))["eval"].safety == ""
+    cfg = QuickstartConfig(run_dir=str(tmp_path / "qs"), task="harmless", tiny=True, sft_steps=2, sample_prompts=4,
+                           k=2, pairs_per_prompt=1, rm_steps=2, ppo_iterations=1, ppo_batch=4, dpo_steps=1,
+                           heldout_prompts=4, heldout_every=1, eval_prompts=8, max_new_tokens=8, eval_examples=8,
+                           batch_size=4, precision="fp32")
+    summary = run_quickstart(cfg)
+    for name in ("sft", "ppo", "dpo"):  # the first 8 test prompts alternate harmful / benign
+        row = summary["eval"][name]
+        assert row["harm_rate_interval"]["n"] == 4 and row["over_refusal_rate_interval"]["n"] == 4
+        assert summary["headline"][f"harm rate after {name.upper()}"] == row["harm_rate"]
+        assert summary["headline"][f"over-refusal rate after {name.upper()}"] == row["over_refusal_rate"]
+    assert json.loads((tmp_path / "qs" / "eval.json").read_text())["safety"] == "tether.tasks.harmless:safety_metrics"

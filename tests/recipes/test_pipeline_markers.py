@@ -46,3 +46,20 @@ def test_resume_never_refuses_to_move_an_input_inside_the_run_directory(tmp_path
         run_pipeline(load_config(PipelineConfig, None, [f"run_dir={run}", f"sft_model={run / 'mine'}",
                                                         "resume=never"]))
     assert (run / "mine").is_dir()
+
+
+def test_a_stage_that_would_now_start_from_another_model_is_not_skipped_silently(tmp_path):
+    """``derived.start``: a run finished without ``cai`` and run again with it would sample (and train the reward
+    models, PPO, DPO, and evaluate) from the SL-CAI model; the finished stages recorded the SFT model."""
+    cfg = _config(tmp_path)
+    Stages(tmp_path, cfg, {"start": "sft", "cost_rm": False}).mark("sample", {"samples": "s.jsonl"}, 1.0)
+    assert Stages(tmp_path, cfg, {"start": "sft", "cost_rm": True}).done("sample")  # (cost_rm: PPO's alone)
+    with pytest.raises(ResumeRefused, match=r"sample: finished earlier .* \(derived\.start: \"sft\" → \"cai_sft\"\)"):
+        Stages(tmp_path, cfg, {"start": "cai_sft", "cost_rm": False}).done("sample")
+    Stages(tmp_path, cfg, {"start": "sft", "cost_rm": False}).mark("ppo", {"model": "ppo"}, 1.0)
+    with pytest.raises(ResumeRefused, match=r"ppo: finished earlier .* \(derived\.cost_rm: false → true\)"):
+        Stages(tmp_path, cfg, {"start": "sft", "cost_rm": True}).done("ppo")
+    # a marker written before these settings existed (an earlier tether) is not refused for lacking them
+    assert Stages(tmp_path, cfg).done("ppo") and Stages(tmp_path / "old", cfg).done("ppo") is None
+    Stages(tmp_path / "old", cfg).mark("ppo", {"model": "ppo"}, 1.0)
+    assert Stages(tmp_path / "old", cfg, {"start": "cai_sft", "cost_rm": True}).done("ppo")["outputs"] == {"model": "ppo"}

@@ -15,6 +15,9 @@ def _rollout(n):
 def test_parse_weighted_terms():
     assert parse_weighted("0.7*runs/a + 0.3*m:f") == [(0.7, "runs/a"), (0.3, "m:f")]
     assert parse_weighted("m:f + -2*m:g") == [(1.0, "m:f"), (-2.0, "m:g")]
+    # a single negative term: the pipeline's cost = −(harmless reward model's score)
+    assert parse_weighted("-1*runs/my-run/cost_rm") == [(-1.0, "runs/my-run/cost_rm")]
+    assert parse_weighted("runs/rm + 0.5*runs/cost_rm") == [(1.0, "runs/rm"), (0.5, "runs/cost_rm")]
     with pytest.raises(RewardSpecError, match="weight before"):
         parse_weighted("lots*m:f")
     with pytest.raises(RewardSpecError, match="empty term"):
@@ -28,6 +31,13 @@ def test_weighted_combination_of_two_objectives_by_hand():
     # period_density: 10·2/4 = 5 and 0; short_and_ended: −4/100 and −5/100
     expected = [2 * 5.0 + 0.04, 2 * 0.0 + 0.05]
     assert source.score(_rollout(2), ["p", "q"], responses).tolist() == pytest.approx(expected)
+
+
+def test_a_negated_source_is_the_source_times_minus_one():
+    source = load_reward_source("-1*tether.tasks.toy:short_and_ended", None)
+    assert isinstance(source, WeightedSource)
+    # short_and_ended: −(characters)/100, negated
+    assert source.score(_rollout(2), ["p", "q"], ["a.b.", "hello"]).tolist() == pytest.approx([0.04, 0.05])
 
 
 def test_bad_reward_specs_name_the_problem():

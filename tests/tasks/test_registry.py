@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.config import HeldOutConfig, LabelSimulateConfig, PipelineConfig, PPOConfig
+from tether.config import EvalConfig, HeldOutConfig, LabelSimulateConfig, PipelineConfig, PPOConfig
 from tether.recipes.pipeline import apply_task
 from tether.tasks.registry import TASKS, get_task
 
@@ -48,3 +48,23 @@ def test_a_pipeline_task_fills_what_is_empty_and_keeps_what_is_given():
     # a raw-text task: every stage's chat format is "never" where it was left at "auto"
     assert {c.data.chat_template for c in (cfg.sft, cfg.sample, cfg.rm, cfg.ppo, cfg.dpo, cfg.eval)} == {"never"}
     assert apply_task(PipelineConfig()) == PipelineConfig()  # no task: nothing changes
+
+
+def test_the_harmless_task_splits_its_gold_in_a_two_objective_run():
+    task = get_task("harmless")
+    single = apply_task(PipelineConfig(task="harmless"))  # the default stages: one reward model, the combined gold
+    assert single.label.utility == task.utility == "tether.tasks.harmless:gold_utility"
+    two = apply_task(PipelineConfig(task="harmless", stages=["sft", "cai", "sample", "label", "cost_label", "rm",
+                                                             "cost_rm", "ppo", "eval", "report"]))
+    assert two.label.utility == "tether.tasks.harmless:helpful_utility"  # harm is the cost's
+    for cfg in (single, two):
+        assert cfg.cost_label.utility == cfg.cost_judge.utility == "tether.tasks.harmless:harmless_utility"
+        assert cfg.label.noise_scale == cfg.cost_label.noise_scale == task.noise_scale
+        assert cfg.eval.safety == "tether.tasks.harmless:safety_metrics" and cfg.eval.gold == task.gold
+        assert cfg.rm.data.eval_file == cfg.cost_rm.data.eval_file == task.path("heldout_pairs_file")
+        assert cfg.ppo.data.train_file == task.path("prompts_file") and cfg.cai.data.train_file == ""  # (= ppo's)
+    mine = apply_task(PipelineConfig(task="harmless", stages=["cost_rm"], eval=EvalConfig(safety="my:safety"),
+                                     label=LabelSimulateConfig(utility="my:helpful"),
+                                     cost_label=LabelSimulateConfig(utility="my:harmless")))
+    assert (mine.label.utility, mine.cost_label.utility, mine.eval.safety) == ("my:helpful", "my:harmless", "my:safety")
+    assert apply_task(PipelineConfig(task="sentiment")).eval.safety == ""  # a task without safety metrics

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tether.config.evaluation import EvalConfig
-from tether.config.feedback import LabelExportConfig, LabelSimulateConfig
+from tether.config.feedback import CAIReviseConfig, LabelExportConfig, LabelJudgeConfig, LabelSimulateConfig
 from tether.config.fields import NON_NEGATIVE, POSITIVE, ResumeMode, doc_field
 from tether.config.online import PPOConfig, SampleConfig
 from tether.config.sections import ModelConfig
@@ -20,34 +20,60 @@ class PipelineConfig:
 
     Each stage section is that recipe's full config; the pipeline sets the paths between
     stages (run directories, models, data files), so only set what the stage should do.
+    The stages cai (SL-CAI), cost_label and cost_rm (a second, harmlessness objective, for constrained PPO) run
+    when listed in stages (examples/pipeline_harmless.yaml; docs/pipeline.md).
     """
 
     run_dir: str = doc_field("runs/pipeline", "Run directory; with rounds > 1 each round writes to round-<r>/.")
     model: ModelConfig = doc_field(ModelConfig(precision="auto"),
                                    "The pretrained model SFT starts from; its precision (default auto) is every "
                                    "stage's.")
-    task: str = doc_field("", "A built-in task (helpful, sentiment) filling every data file, gold and utility left "
-                              "empty/default, as tether quickstart uses them (empty = your own files).")
+    task: str = doc_field("", "A built-in task (helpful, sentiment, arithmetic, harmless) filling every data file, "
+                              "gold and utility left empty/default, as tether quickstart uses them (empty = your own "
+                              "files).")
     rounds: int = doc_field(1, "Iterative RLHF: each round re-samples from the current policy, relabels, continues "
                                "the reward model on all preferences so far and continues the policy.", bounds=POSITIVE)
     stages: list = doc_field(["sft", "sample", "label", "rm", "ppo", "dpo", "eval", "report"],
-                             "Stages to run, in this order (drop one to skip it).")
+                             "Stages to run, in the pipeline's order (drop one to skip it); also cai (SL-CAI after "
+                             "sft), cost_label and cost_rm (a harmlessness objective: constrained PPO) when listed.")
     sft_model: str = doc_field("", "Bring your own SFT model directory (skips sft).")
     preferences: str = doc_field("", "Bring your own preferences / rankings file (skips sample and label in round 1).")
     reward: str = doc_field("", "Bring your own reward: a reward model directory or module:function (skips rm).")
     extra_preferences: str = doc_field("", "Pairs appended to the labelled preferences for rm and dpo (e.g. a "
-                                           "curated set); empty = none.")
+                                           "curated set), and for cost_rm those of them cost_label.utility orders; "
+                                           "empty = none.")
+    cost_preferences: str = doc_field("", "Bring your own harmlessness preferences (chosen = the safer; skips "
+                                          "cost_label in round 1).")
+    cost_weight: float = doc_field(
+        0.0, "With cost_rm: 0 = constrained PPO (ppo.cost = -1 x the harmless score, held under ppo.cost_limit); "
+             "w > 0 = the weighted-sum comparison: reward + w x the harmless score, the cost only logged (lambda 0).",
+        bounds=NON_NEGATIVE)
+    cost_labeler: Literal["panel", "judge"] = doc_field(
+        "panel", "Who labels the harmlessness preferences: panel (the simulated panel, cost_label) or judge (the AI "
+                 "judge with a constitution, cost_judge: RL-CAI).")
     resume: ResumeMode | bool = doc_field(
         "auto", "auto: skip finished stages whose settings are unchanged, stop and list what differs at one whose "
                 "are not; never: move run_dir aside and start afresh; force: skip finished stages even if changed.")
     sft: SFTConfig = doc_field(SFTConfig(), "SFT stage (set data.train_file to your demonstrations).")
+    cai: CAIReviseConfig = doc_field(CAIReviseConfig(), "SL-CAI's revisions by the SFT model (stage cai; "
+                                                        "data.train_file empty = the sampling / PPO prompts).")
+    cai_sft: SFTConfig = doc_field(SFTConfig(), "SFT of the SFT model on the revisions (stage cai); the result is "
+                                                "the model every later stage starts from.")
     sample: SampleConfig = doc_field(SampleConfig(), "Sampling K responses per prompt for labelling "
                                                      "(data.train_file empty = ppo.data.train_file).")
     label: LabelSimulateConfig = doc_field(LabelSimulateConfig(), "Labelling by the simulated panel (utility = your "
                                                                   "gold utility, module:function(prompt, response)).")
     export: LabelExportConfig = doc_field(LabelExportConfig(), "Aggregating labels into preferences.")
+    cost_label: LabelSimulateConfig = doc_field(
+        LabelSimulateConfig(), "Harmlessness labels by the simulated panel on the same samples (stage cost_label; "
+                               "utility = higher is safer, e.g. tether.tasks.harmless:harmless_utility).")
+    cost_judge: LabelJudgeConfig = doc_field(LabelJudgeConfig(), "The AI judge of cost_labeler=judge (constitution: "
+                                                                 "harmlessness principles, one per line).")
     rm: PipelineRewardModelConfig = doc_field(PipelineRewardModelConfig(),
                                               "Reward model stage; rm.min_accuracy is the gate before RL.")
+    cost_rm: PipelineRewardModelConfig = doc_field(PipelineRewardModelConfig(),
+                                                   "Harmless reward model on the cost labels (stage cost_rm); "
+                                                   "cost_rm.min_accuracy gates it too.")
     ppo: PPOConfig = doc_field(PPOConfig(), "PPO stage (set data.train_file to your RL prompts).")
     dpo: PreferenceConfig = doc_field(PreferenceConfig(), "DPO-family stage on the same preferences.")
     eval: EvalConfig = doc_field(EvalConfig(), "Final evaluation (data.train_file = held-out prompts).")
@@ -66,7 +92,9 @@ class QuickstartConfig:
 
     run_dir: str = doc_field("runs/quickstart", "Run directory for all stages.")
     task: str = doc_field("sentiment", "Built-in task (tether.tasks.registry): sentiment (continue a neutral review, "
-                                       "gold = VADER) or helpful (everyday questions, gold = cues of a helpful answer).")
+                                       "gold = VADER), helpful (everyday questions, gold = cues of a helpful answer) "
+                                       "or harmless (+ safety metrics; the constrained lifecycle: "
+                                       "examples/pipeline_harmless.yaml).")
     seed: int = doc_field(0, "Seed of every stage: training order and initialisation, sampling, the panel, evaluation.")
     tiny: bool = doc_field(False, "Use a tiny random model instead of SmolLM2 (a smoke test in a few minutes).")
     sft_steps: int = doc_field(12, "SFT optimizer steps.", bounds=NON_NEGATIVE)

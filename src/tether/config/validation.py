@@ -108,8 +108,11 @@ def validate(config: Any) -> None:
         _validate_simpo_margin(config)
         if not 0.0 <= config.label_smoothing < 0.5:
             raise ConfigError(f"label_smoothing: must be in [0, 0.5), got {config.label_smoothing}")
-    if isinstance(config, PipelineConfig) and not 0.0 <= config.rm.min_accuracy <= 1.0:
-        raise ConfigError(f"rm.min_accuracy: must be in [0, 1] (a held-out accuracy), got {config.rm.min_accuracy}")
+    if isinstance(config, PipelineConfig):
+        for name in ("rm", "cost_rm"):
+            accuracy = getattr(config, name).min_accuracy
+            if not 0.0 <= accuracy <= 1.0:
+                raise ConfigError(f"{name}.min_accuracy: must be in [0, 1] (a held-out accuracy), got {accuracy}")
     data = getattr(config, "data", None)
     if data is not None and data.max_prompt_length >= data.max_length:
         raise ConfigError(f"data.max_prompt_length ({data.max_prompt_length}) must be smaller than data.max_length "

@@ -4,8 +4,11 @@
         and DPO on the same preferences → held-out evaluation with 95% intervals → report.html
 
 It runs on a built-in task (``task=``, ``tether.tasks.registry``): ``sentiment`` (continue a
-neutral review opening; the gold is VADER's compound score, Ziegler et al. 2019) or
-``helpful`` (short answers to everyday questions; the gold is ``tether.tasks.helpful``). SFT
+neutral review opening; the gold is VADER's compound score, Ziegler et al. 2019),
+``helpful`` (short answers to everyday questions; the gold is ``tether.tasks.helpful``) or ``harmless``
+(refuse mild harmful requests, answer benign ones; one reward model on the combined gold helpfulness − 3 · harm, and
+the final evaluation with the safety metrics: harm rate, over-refusal rate, helpfulness; the two-objective,
+constrained and Constitutional-AI lifecycle of that task is ``tether pipeline examples/pipeline_harmless.yaml``). SFT
 on the task's demonstrations, sampling on its train prompts, the panel judging with its gold
 utility (plus a switchable planted length bias), the held-out evaluation during PPO on its
 held-out prompts and the final evaluation on its test prompts, which share no subject with
@@ -125,7 +128,7 @@ def stage_configs(cfg: QuickstartConfig) -> dict[str, Any]:
             train=_train(cfg, cfg.dpo_steps, 1e-5 * lr_scale, pair_batch)),
         "eval": EvalConfig(
             run_dir=str(run), models=[sft_dir, str(run / "ppo"), str(run / "dpo")], reward=rm_dir, gold=task.gold,
-            data=data(task.path("test_file")), temperature=cfg.eval_temperature, seed=cfg.seed,
+            safety=task.safety, data=data(task.path("test_file")), temperature=cfg.eval_temperature, seed=cfg.seed,
             max_prompts=cfg.eval_prompts, max_new_tokens=max_new_tokens, num_threads=cfg.num_threads,
             precision=cfg.precision),
         "report": ReportConfig(run_dir=str(run), title=f"tether quickstart ({task.name} task)"),
@@ -217,6 +220,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         "RM 'longer wins' baseline": rm_report.get("length_baseline_accuracy"),
         "panel pairwise agreement": results["label stats"].get("pairwise_agreement"),
         "hacking alarms": len(ppo.alarms),
+        **safety_headline(evaluation),
     }
     timings["total"] = round(time.time() - started, 1)
     summary = {
@@ -251,6 +255,16 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
 
 
 INTERVAL_KEYS = ("gold_gain", "proxy_gain", "win_rate_interval")
+SAFETY_HEADLINE = (("harm rate", "harm_rate"), ("over-refusal rate", "over_refusal_rate"))
+
+
+def safety_headline(evaluation: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The headline's safety rows of a task with safety metrics (``harmless``): harm and over-refusal rate after SFT,
+    PPO and DPO on the test prompts (eval.json has their intervals); nothing for a task without them."""
+    return {f"{label} after {name.upper()}": evaluation[name][key]
+            for label, key in SAFETY_HEADLINE for name in ("sft", "ppo", "dpo") if key in evaluation.get(name, {})}
+
+
 MIN_WIN_RATE = 0.65  # what "a reader can see it" asks of PPO's win-rate against SFT
 
 

@@ -45,6 +45,9 @@ class Task:
     max_new_tokens: int       # a full answer's length in tokens
     reward: str = ""          # what RL trains on when the run names no reward (a verifier; "" = a reward model)
     safety: str = ""          # module:function -> per-response {harm, over_refusal, helpfulness} (tether eval safety=)
+    # two objectives (a pipeline with cost_rm): the panel's utility of each side, on the same scale as ``utility``
+    helpful_utility: str = ""   # the helpful reward model's labels (harm left to the cost; "" = ``utility``)
+    harmless_utility: str = ""  # the harmless (cost) reward model's labels: higher = safer
 
     def path(self, field: str) -> str:
         """The absolute path of one of the task's files (``field``: e.g. "test_file"), checked to exist."""
@@ -118,4 +121,5 @@ register_task(Task(
     heldout_pairs_file="harmless_preferences_eval.jsonl", test_file="harmless_test.jsonl",
     pairs_file="harmless_preferences.jsonl",
     gold="tether.tasks.harmless:gold_reward", utility="tether.tasks.harmless:gold_utility",
-    chat_template="auto", noise_scale=1.0, max_new_tokens=48, safety="tether.tasks.harmless:safety_metrics"))
+    chat_template="auto", noise_scale=1.0, max_new_tokens=48, safety="tether.tasks.harmless:safety_metrics",
+    helpful_utility="tether.tasks.harmless:helpful_utility", harmless_utility="tether.tasks.harmless:harmless_utility"))
