@@ -413,8 +413,6 @@ def test_the_cli_reports_an_unreachable_endpoint_without_a_traceback(tmp_path):
     ((200, b'{"choices": [{"message": {"role": "assistant"}}]}'), "critique (round 1)",
      'replied without choices[0].message.content text: {"choices": [{"message": {"role": "assistant"}}]}'),
     ((200, b'{"choices": []}'), "critique (round 1)", 'replied without choices[0].message.content text: {"choices": []}'),
-    ((200, json.dumps({"choices": [{"message": {"content": "Critique: <|im_end|>"}}]}).encode()), "critique (round 1)",
-     "the model's critique is empty after cleaning (raw reply 'Critique: <|im_end|>')"),
     ((401, b'{"error": "bad key"}'), "critique (round 1)", "answered HTTP 401 Unauthorized: '{\"error\": \"bad key\"}'"),
 ])
 def test_a_bad_reply_names_the_row_and_step_and_keeps_the_finished_rows(tmp_path, chat_server, monkeypatch, fault,
@@ -437,6 +435,40 @@ def test_a_bad_reply_names_the_row_and_step_and_keeps_the_finished_rows(tmp_path
     server.faults.clear()
     assert run_cai_revise(cfg)["revised"] == 1
     assert _read(Path(cfg.output)) == [_expected_endpoint_row(p, i)[0] for i, p in enumerate(DISTINCT[:2], start=1)]
+
+
+EMPTY = (200, json.dumps({"choices": [{"message": {"content": "Critique: <|im_end|>"}}]}).encode())
+
+
+def test_an_empty_reply_is_sampled_again_with_another_seed(tmp_path, chat_server):
+    """The second prompt's first critique (request 7) comes back empty after cleaning: it is asked again, with the
+    documented retry seed, and the row is the one a healthy server gives. Caught: failing at once (the run could
+    never get past that prompt: its seeds are fixed), or retrying with the same seed."""
+    server = chat_server({STEPS_PER_PROMPT + 2: EMPTY})
+    cfg = _endpoint_cfg(tmp_path, server.url)
+    assert run_cai_revise(cfg)["revised"] == 2
+    assert len(server.requests) == 2 * STEPS_PER_PROMPT + 1
+    first, again = server.requests[STEPS_PER_PROMPT + 1]["body"], server.requests[STEPS_PER_PROMPT + 2]["body"]
+    assert first["messages"] == again["messages"]
+    own = revise_module.step_seed(prompt_seed(10, DISTINCT[1]), 0, "critique")
+    assert first["seed"] == own % 2**31  # (the endpoint is sent the seed modulo 2³¹)
+    assert again["seed"] == revise_module.retry_seed(own, 1) % 2**31 != first["seed"]
+    assert revise_module.retry_seed(own, 1) == revise_module._hash_int(own, "again", 1)  # as documented
+    assert _read(Path(cfg.output)) == [_expected_endpoint_row(p, i)[0] for i, p in enumerate(DISTINCT[:2], start=1)]
+
+
+def test_a_step_that_stays_empty_fails_after_three_tries_naming_row_and_step(tmp_path, chat_server):
+    faults = {STEPS_PER_PROMPT + 2 + i: EMPTY for i in range(revise_module.EMPTY_TRIES)}
+    server = chat_server(faults)
+    cfg = _endpoint_cfg(tmp_path, server.url)
+    with pytest.raises(DataError) as error:
+        run_cai_revise(cfg)
+    assert str(error.value) == (f"{cfg.data.train_file} row 2, step 'critique (round 1)': the model's critique was "
+                                "empty after cleaning 3 times, each sampled with another seed (last raw reply "
+                                "'Critique: <|im_end|>'). The 1 rows finished before it are safely in "
+                                f"{cfg.output}: fix the problem and run the same command again to go on")
+    assert len(server.requests) == STEPS_PER_PROMPT + 1 + 3
+    assert _read(Path(cfg.output)) == [_expected_endpoint_row(DISTINCT[0], 1)[0]]
 
 
 def test_transient_http_errors_are_retried_with_backoff(tmp_path, chat_server, monkeypatch):

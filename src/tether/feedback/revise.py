@@ -378,15 +378,28 @@ class RevisionError(TetherInputError, ValueError):
         super().__init__(f"{step}: {problem}")
 
 
+EMPTY_TRIES = 3  # a reply empty after cleaning is sampled again with another seed, up to this many tries in all
+
+
+def retry_seed(seed: int, attempt: int) -> int:
+    """The seed of the ``attempt``-th try (0 = the step's own seed) at a step whose earlier replies were empty."""
+    return seed if attempt == 0 else _hash_int(seed, "again", attempt)
+
+
 def _ask(chat: Chat, messages: list[dict], seed: int, step: str, label: str) -> str:
-    try:
-        raw = chat.reply(messages, seed)
-    except TetherInputError as exc:
-        raise RevisionError(label, str(exc)) from None
-    text = clean_reply(raw, step, chat.end_markers, chat.special_tokens)
-    if not text:
-        raise RevisionError(label, f"the model's {step} is empty after cleaning (raw reply {raw!r:.80})")
-    return text
+    """The cleaned reply to ``messages``. A reply that is empty after cleaning (a small model may end its turn at
+    once) is sampled again with :func:`retry_seed`, deterministic as the first try, so a rerun gets past it the same
+    way; after :data:`EMPTY_TRIES` empty replies the step fails."""
+    for attempt in range(EMPTY_TRIES):
+        try:
+            raw = chat.reply(messages, retry_seed(seed, attempt))
+        except TetherInputError as exc:
+            raise RevisionError(label, str(exc)) from None
+        text = clean_reply(raw, step, chat.end_markers, chat.special_tokens)
+        if text:
+            return text
+    raise RevisionError(label, f"the model's {step} was empty after cleaning {EMPTY_TRIES} times, each sampled with "
+                               f"another seed (last raw reply {raw!r:.80})")
 
 
 def revise(chat: Chat, prompt: Any, constitution: Sequence[Principle], rounds: int, seed: int) -> dict:
