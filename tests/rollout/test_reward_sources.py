@@ -114,3 +114,18 @@ def test_verifier_errors_name_the_missing_field_row_and_checker(tmp_path, tokeni
         source.score(_rollout(1), ["a"], ["4"])
     with pytest.raises(RewardSpecError, match="unknown verifier 'maths'.*math"):
         load_reward_source("verify:maths", None)
+
+
+def test_a_gold_may_be_a_verifier_a_function_or_a_weighted_sum_of_them(tmp_path, tokenizer):
+    """``tether eval gold=verify:math`` (and the held-out evaluation, and the frontier) read the gold through
+    load_gold_source: before it, a verifier gold was imported as a module named 'verify' and failed."""
+    from tether.rollout.rewards import FunctionSource, VerifierSource, load_gold_source
+
+    rows = [p.fields for p in reference_rows(tmp_path, tokenizer)][:2]
+    assert isinstance(load_gold_source("verify:math"), VerifierSource)
+    assert isinstance(load_gold_source("tether.tasks.toy:period_density"), FunctionSource)
+    gold = load_gold_source("verify:math + 0.5*tether.tasks.toy:period_density")
+    # "4." is right (4) and "7." wrong (7 ≠ 3/2); period_density 10 · 1/2 = 5 each, times 0.5
+    assert gold.score(_rollout(2), ["a", "b"], ["4.", "7."], rows).tolist() == pytest.approx([1 + 2.5, 2.5])
+    with pytest.raises(RewardSpecError, match="no checker|unknown|registered"):
+        load_gold_source("verify:nonesuch")

@@ -38,7 +38,8 @@ class EvalConfig:
     reward: str = doc_field("", "Proxy reward: reward model directory (or ensemble) or module:function (empty = skip).")
     ensemble_k: float | None = ensemble_k_field()
     gold: str = doc_field("tether.tasks.helpful:gold_reward",
-                          "Gold / held-out reward, module:function(prompts, responses, ids) (empty = skip).")
+                          "Gold / held-out reward: module:function(prompts, responses, ids), verify:<checker> (math, "
+                              "code, format) or a weighted sum of them (empty = skip).")
     safety: str = doc_field(
         "", "Helpful / harmless trade-off: module:function(prompts, responses, ids[, rows]) -> one dict per response "
             "{harm, over_refusal, helpfulness}, None where not applicable (e.g. tether.tasks.harmless:safety_metrics; "

@@ -111,8 +111,9 @@ class TrainConfig:
 class HeldOutConfig:
     """Held-out evaluation during RL and the reward-hacking alarm (off unless ``gold`` is set)."""
 
-    gold: str = doc_field("", "Gold / held-out reward, module:function(prompts, responses) → scores, e.g. "
-                              "tether.tasks.helpful:gold_reward (empty = no held-out evaluation).")
+    gold: str = doc_field("", "Gold / held-out reward, module:function(prompts, responses) → scores (e.g. "
+                              "tether.tasks.helpful:gold_reward) or verify:<checker> (empty = no held-out "
+                              "evaluation).")
     prompts_file: str = doc_field("", "Held-out prompts (any format with a prompt); empty = data.eval_file.")
     max_prompts: int = doc_field(32, "Held-out prompts evaluated each time (the same ones every time).", bounds=NON_NEGATIVE)
     every: int = doc_field(5, "Evaluate every N iterations (and once before training, on the reference).")

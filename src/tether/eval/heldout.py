@@ -23,7 +23,7 @@ from tether.eval.alarm import HackingMonitor, HeldOutPoint
 from tether.eval.metrics import sequence_kl, top_ngram_share
 from tether.models.loading import save_model
 from tether.rollout.generation import GenerationConfig, response_logprobs
-from tether.rollout.rewards import FunctionSource, RewardSpecError
+from tether.rollout.rewards import RewardSpecError, load_gold_source
 from tether.rollout.sampling import scored_batches
 from tether.utils.distributed import Dist
 from tether.utils.files import atomic_write_text
@@ -42,7 +42,7 @@ class HeldOutEvaluator:
         prompts, _ = load_prompt_dataset(path, tokenizer, max_prompt_length=max_length - max_new_tokens,
                                          chat_template=chat_template)
         self.prompts = limit(prompts, cfg.max_prompts, "held-out prompts")
-        self.gold = FunctionSource(cfg.gold)
+        self.gold = load_gold_source(cfg.gold)
         self.cfg, self.tokenizer, self.reward_source = cfg, tokenizer, reward_source
         # top_p = 1 whatever the run samples with: the KL below, from log-probs at the temperature alone, is then the
         # KL of the distribution the answers were sampled from

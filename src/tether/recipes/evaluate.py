@@ -52,7 +52,7 @@ from tether.eval.safety import METRICS as SAFETY_METRICS
 from tether.eval.safety import SafetySource, safety_changes, safety_summary
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.rollout.generation import position_ids, response_logprobs
-from tether.rollout.rewards import FunctionSource, load_reward_source
+from tether.rollout.rewards import load_gold_source, load_reward_source
 from tether.rollout.sampling import generation_of, scored_batches
 from tether.utils.device import model_device
 from tether.utils.logging import console
@@ -221,7 +221,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     reward_source = (load_reward_source(cfg.reward, tokenizer, conservative_k=cfg.ensemble_k,
                                         chat_template=cfg.data.chat_template, precision=cfg.precision)
                      if cfg.reward else None)
-    gold_source = FunctionSource(cfg.gold) if cfg.gold else None
+    gold_source = load_gold_source(cfg.gold) if cfg.gold else None
     safety_source = SafetySource(cfg.safety) if cfg.safety else None
     reference = load_causal_lm(ModelConfig(name_or_path=reference_dir, precision=cfg.precision),
                                pad_token_id=tokenizer.pad_token_id).eval()

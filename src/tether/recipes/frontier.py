@@ -35,7 +35,7 @@ from tether.engine.runtime import atomic_write_text, limit, record_config
 from tether.eval.frontier_fit import fit_gao
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.rollout.best_of_n import best_of_n_kl
-from tether.rollout.rewards import FunctionSource, load_reward_source
+from tether.rollout.rewards import load_gold_source, load_reward_source
 from tether.rollout.sampling import generation_of, scored_batches
 from tether.utils.logging import console
 
@@ -108,7 +108,7 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
     prompts = limit(prompts, cfg.max_prompts, "held-out prompts")
     reward_source = load_reward_source(cfg.ppo.reward, tokenizer, conservative_k=cfg.ppo.ensemble_k,
                                        chat_template=cfg.ppo.data.chat_template, precision=cfg.ppo.model.precision)
-    gold_source = FunctionSource(cfg.gold)
+    gold_source = load_gold_source(cfg.gold)
     reference = load_causal_lm(cfg.ppo.model, seed=cfg.ppo.seed, pad_token_id=tokenizer.pad_token_id).eval()
     points: list[dict[str, Any]] = []
     start: dict[str, float] = {}

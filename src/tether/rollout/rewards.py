@@ -239,6 +239,17 @@ def parse_weighted(spec: str) -> list[tuple[float, str]]:
     return terms
 
 
+def load_gold_source(spec: str) -> RewardSource:
+    """A gold (held-out) reward, which needs no model: ``module:function``, ``verify:<checker>`` or a weighted sum of
+    them (``"verify:math + 0.1*my.module:fn"``). ``tether eval gold=``, the held-out evaluation during RL and
+    ``tether frontier`` read their gold through this."""
+    if "+" in spec or "*" in spec:
+        return WeightedSource([(w, load_gold_source(part)) for w, part in parse_weighted(spec)])
+    if spec.strip().startswith("verify:"):
+        return VerifierSource(spec.strip()[len("verify:"):].strip())
+    return FunctionSource(spec.strip())
+
+
 def load_reward_source(spec: str, tokenizer, batch_size: int = 8, conservative_k: float | None = None,
                        chat_template: str = "auto", precision: str = "fp32") -> RewardSource:
     """The reward ``spec`` names (see the module docstring); ``conservative_k`` and ``chat_template`` (the data's)
