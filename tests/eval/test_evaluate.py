@@ -115,3 +115,14 @@ def test_eval_rejects_a_bad_multiple_choice_file(tmp_path, two_models):
                      max_prompts=2, max_new_tokens=4, multiple_choice=str(bad))
     with pytest.raises(DataError, match="row 2, field 'answer'"):
         run_eval(cfg)
+
+
+def test_models_sharing_a_directory_name_keep_apart():
+    """Five runs all saved as <run>/grpo were one "grpo" in eval.json, each overwriting the last (caught: naming by
+    the directory's name alone)."""
+    from tether.recipes.evaluate import model_names
+
+    assert model_names(["runs/q/sft", "runs/q/ppo", "embedded"]) == {"runs/q/sft": "sft", "runs/q/ppo": "ppo",
+                                                                      "embedded": "embedded"}
+    assert model_names(["embedded", "/x/s0/grpo", "/x/s1/grpo", "/y/s1/grpo"]) == {
+        "embedded": "embedded", "/x/s0/grpo": "s0/grpo", "/x/s1/grpo": "x/s1/grpo", "/y/s1/grpo": "y/s1/grpo"}

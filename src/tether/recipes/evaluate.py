@@ -67,6 +67,25 @@ def model_name(path: str) -> str:
     return Path(path).name or str(path)
 
 
+def model_names(paths: list[str]) -> dict[str, str]:
+    """Each model's name in eval.json and the tables: its directory's name (``runs/q/ppo`` → ``ppo``), or, where
+    two models share that name (``runs/a/grpo``, ``runs/b/grpo``), as many trailing path parts as tell them apart
+    (``a/grpo``, ``b/grpo``), so no model's numbers overwrite another's."""
+    def tail(path: str, k: int) -> str:
+        parts = Path(path).parts
+        return "/".join(parts[-k:]) if parts else str(path)
+
+    names: dict[str, str] = {}
+    for path in paths:
+        k = 1
+        while any(tail(other, k) == tail(path, k) for other in paths if other != path) and k < len(Path(path).parts):
+            k += 1
+        names[path] = tail(path, k) if Path(path).parts else str(path)
+    if len(set(names.values())) < len(names):
+        raise ConfigError(f"models: {', '.join(paths)} name the same model twice")
+    return names
+
+
 def output_dir(cfg: EvalConfig) -> Path:
     """Where eval writes: ``run_dir`` when given; else the directory the models share (``runs/tiny`` for
     ``runs/tiny/sft`` and ``runs/tiny/ppo``: the run directory ``tether report`` reads); else runs/eval."""
@@ -235,8 +254,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     answers: dict[str, list[str]] = {}
     per_prompt: dict[str, dict[str, list]] = {}  # model → gold / proxy / kl / entropy / length / eos, one value per prompt
+    names = model_names(list(cfg.models))
     for path in tqdm(cfg.models, desc="evaluating models", unit="model", dynamic_ncols=True):
-        name = model_name(path)
+        name = names[path]
         model = reference if path == reference_dir else load_causal_lm(
             ModelConfig(name_or_path=path, precision=cfg.precision), pad_token_id=tokenizer.pad_token_id).eval()
         sampled = sample_responses(model, tokenizer, prompts, cfg, reference, reward_source, gold_source,
@@ -260,7 +280,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         per_prompt[name] = {k: sampled[k] for k in ("gold", "proxy", "kl", "entropy", "length", "eos", "safety")}
         if model is not reference:
             del model
-    ref_name = model_name(reference_dir)
+    ref_name = names.get(reference_dir, model_name(reference_dir))
     wins: dict[str, list[float]] = {}
     for name, row in results.items():
         if gold_source is not None and ref_name in per_prompt:
