@@ -97,6 +97,31 @@ def _legend(names: list[str], x: float, y: float, width: float,
     return parts, row + 1
 
 
+def _frame(title: str, xlabel: str, legend: list[str], size: tuple[int, int], margins: tuple[float, ...], sx, sy,
+           xticks: tuple[list[float], float], yticks: tuple[list[float], list[str]]) -> list[str]:
+    """The SVG a chart draws its data into: the title, the legend, the y grid with its labels, the x ticks with
+    theirs, both axes and the x label (``margins``: left, right, top, bottom; ``sx``/``sy`` map data to pixels)."""
+    (width, height), (left, right, top, bottom) = size, margins
+    parts = [f"<svg class='chart' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+             f"role='img' aria-label='{esc(title)}'>",
+             f"<text x='{width / 2}' y='17' text-anchor='middle' font-size='13' font-weight='bold'>{esc(title)}</text>",
+             *legend]
+    for value, label in zip(*yticks):
+        parts.append(f"<line x1='{left}' y1='{sy(value):.1f}' x2='{width - right}' y2='{sy(value):.1f}' "
+                     "stroke='#eee'/>")
+        parts.append(f"<text x='{left - 4}' y='{sy(value) + 4:.1f}' text-anchor='end' font-size='10'>{label}</text>")
+    values, step = xticks
+    for value in values:
+        parts.append(f"<line x1='{sx(value):.1f}' y1='{height - bottom}' x2='{sx(value):.1f}' "
+                     f"y2='{height - bottom + 4}' stroke='#888'/>")
+        parts.append(f"<text x='{sx(value):.1f}' y='{height - bottom + 15}' text-anchor='middle' "
+                     f"font-size='10'>{tick_label(value, step)}</text>")
+    return parts + [f"<line x1='{left}' y1='{height - bottom}' x2='{width - right}' y2='{height - bottom}' stroke='#888'/>",
+              f"<line x1='{left}' y1='{top}' x2='{left}' y2='{height - bottom}' stroke='#888'/>",
+              f"<text x='{(left + width - right) / 2}' y='{height - 8}' text-anchor='middle' "
+              f"font-size='11'>{esc(xlabel)}</text>"]
+
+
 def svg_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, width: int = 520,
               height: int = 280, markers: bool = False, vlines: list[float] | None = None,
               integer_x: bool = False, styles: dict[str, dict] | None = None) -> str:
@@ -118,23 +143,8 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: 
     top = 30 + 14 * rows
     sx = lambda x: left + (x - x0) / (x1 - x0) * (width - left - right)  # noqa: E731
     sy = lambda y: height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)  # noqa: E731
-    parts = [f"<svg class='chart' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-             f"role='img' aria-label='{esc(title)}'>",
-             f"<text x='{width / 2}' y='17' text-anchor='middle' font-size='13' font-weight='bold'>{esc(title)}</text>",
-             *legend]
-    for value, label in zip(yticks, ylabels):
-        parts.append(f"<line x1='{left}' y1='{sy(value):.1f}' x2='{width - right}' y2='{sy(value):.1f}' "
-                     "stroke='#eee'/>")
-        parts.append(f"<text x='{left - 4}' y='{sy(value) + 4:.1f}' text-anchor='end' font-size='10'>{label}</text>")
-    for value in xticks:
-        parts.append(f"<line x1='{sx(value):.1f}' y1='{height - bottom}' x2='{sx(value):.1f}' "
-                     f"y2='{height - bottom + 4}' stroke='#888'/>")
-        parts.append(f"<text x='{sx(value):.1f}' y='{height - bottom + 15}' text-anchor='middle' "
-                     f"font-size='10'>{tick_label(value, xstep)}</text>")
-    parts += [f"<line x1='{left}' y1='{height - bottom}' x2='{width - right}' y2='{height - bottom}' stroke='#888'/>",
-              f"<line x1='{left}' y1='{top}' x2='{left}' y2='{height - bottom}' stroke='#888'/>",
-              f"<text x='{(left + width - right) / 2}' y='{height - 8}' text-anchor='middle' "
-              f"font-size='11'>{esc(xlabel)}</text>"]
+    parts = _frame(title, xlabel, legend, (width, height), (left, right, top, bottom), sx, sy,
+                   (xticks, xstep), (yticks, ylabels))
     for value in vlines or []:
         parts.append(f"<line x1='{sx(value):.1f}' y1='{top}' x2='{sx(value):.1f}' y2='{height - bottom}' "
                      "stroke='#d62728' stroke-dasharray='4 3'/>")
@@ -174,25 +184,10 @@ def svg_scatter(points: dict[str, dict[str, float]], title: str, xlabel: str, yl
     top = 30 + 14 * rows
     sx = lambda x: left + (x - x0) / (x1 - x0) * (width - left - right)  # noqa: E731
     sy = lambda y: height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)  # noqa: E731
-    parts = [f"<svg class='chart' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
-             f"role='img' aria-label='{esc(title)}'>",
-             f"<text x='{width / 2}' y='17' text-anchor='middle' font-size='13' font-weight='bold'>{esc(title)}</text>",
-             *legend]
-    for value, label in zip(yticks, ylabels):
-        parts.append(f"<line x1='{left}' y1='{sy(value):.1f}' x2='{width - right}' y2='{sy(value):.1f}' "
-                     "stroke='#eee'/>")
-        parts.append(f"<text x='{left - 4}' y='{sy(value) + 4:.1f}' text-anchor='end' font-size='10'>{label}</text>")
-    for value in xticks:
-        parts.append(f"<line x1='{sx(value):.1f}' y1='{height - bottom}' x2='{sx(value):.1f}' "
-                     f"y2='{height - bottom + 4}' stroke='#888'/>")
-        parts.append(f"<text x='{sx(value):.1f}' y='{height - bottom + 15}' text-anchor='middle' "
-                     f"font-size='10'>{tick_label(value, xstep)}</text>")
+    parts = _frame(title, xlabel, legend, (width, height), (left, right, top, bottom), sx, sy,
+                   (xticks, xstep), (yticks, ylabels))
     middle = (top + height - bottom) / 2
-    parts += [f"<line x1='{left}' y1='{height - bottom}' x2='{width - right}' y2='{height - bottom}' stroke='#888'/>",
-              f"<line x1='{left}' y1='{top}' x2='{left}' y2='{height - bottom}' stroke='#888'/>",
-              f"<text x='{(left + width - right) / 2}' y='{height - 8}' text-anchor='middle' "
-              f"font-size='11'>{esc(xlabel)}</text>",
-              f"<text x='12' y='{middle:.1f}' text-anchor='middle' font-size='11' "
+    parts += [f"<text x='12' y='{middle:.1f}' text-anchor='middle' font-size='11' "
               f"transform='rotate(-90 12 {middle:.1f})'>{esc(ylabel)}</text>"]
     for look, (name, p) in zip(looks, clean.items()):
         color, cx, cy = look["color"], sx(p["x"]), sy(p["y"])
