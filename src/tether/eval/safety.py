@@ -27,7 +27,7 @@ from typing import Any
 
 from tether.errors import TetherInputError
 from tether.eval.intervals import bootstrap_mean, paired_bootstrap
-from tether.rollout.rewards import takes_rows
+from tether.rollout.rewards import call_function, takes_rows
 from tether.utils.imports import import_object
 
 # per-response field -> (the eval.json name of its mean, of its interval, of its change against the reference)
@@ -83,10 +83,7 @@ class SafetySource:
     def measure(self, prompts: list[str], responses: list[str], response_ids: list[list[int]],
                 rows: list[dict] | None = None) -> list[dict[str, float | None]]:
         """One checked ``{harm, over_refusal, helpfulness}`` dict per response."""
-        if self.with_rows:
-            values = self.fn(prompts, responses, response_ids, rows=rows if rows is not None else [{} for _ in prompts])
-        else:
-            values = self.fn(prompts, responses, response_ids)
+        values = call_function(self.fn, self.with_rows, prompts, responses, response_ids, rows)
         return check_values(values, len(responses), self.spec)
 
 

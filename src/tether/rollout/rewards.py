@@ -20,7 +20,7 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -146,6 +146,14 @@ def takes_rows(fn) -> bool:
     return any(p.name == "rows" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
+def call_function(fn, with_rows: bool, prompts: list[str], responses: list[str], ids: list[list[int]],
+                  rows: list[dict] | None) -> Any:
+    """``fn(prompts, responses, ids)``, with ``rows=`` (each prompt's row; empty rows when none) when it takes them."""
+    if with_rows:
+        return fn(prompts, responses, ids, rows=rows if rows is not None else [{} for _ in responses])
+    return fn(prompts, responses, ids)
+
+
 class FunctionSource:
     """A Python reward function given as ``module:function`` (called with ``rows=`` when it takes them)."""
 
@@ -159,10 +167,7 @@ class FunctionSource:
     def score(self, rollout: Rollout, prompts: list[str], responses: list[str],
               rows: list[dict] | None = None) -> torch.Tensor:
         ids = [rollout.response_ids[b][rollout.response_mask[b].bool()].tolist() for b in range(len(responses))]
-        if self.with_rows:
-            values = self.fn(prompts, responses, ids, rows=rows if rows is not None else [{} for _ in responses])
-        else:
-            values = self.fn(prompts, responses, ids)
+        values = call_function(self.fn, self.with_rows, prompts, responses, ids, rows)
         if len(values) != len(responses):
             raise ValueError(f"reward function {self.spec} returned {len(values)} scores for {len(responses)} "
                              "responses")
