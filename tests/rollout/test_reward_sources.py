@@ -1,5 +1,7 @@
 """Reward sources: functions, weighted combinations of objectives, clear errors for bad specs."""
 
+import re
+
 import pytest
 import torch
 
@@ -22,6 +24,22 @@ def test_parse_weighted_terms():
         parse_weighted("lots*m:f")
     with pytest.raises(RewardSpecError, match="empty term"):
         parse_weighted("m:f + ")
+
+
+def test_a_plus_inside_a_weight_or_a_name_does_not_split_a_term(tmp_path):
+    """Caught: splitting on every '+' (1e+3 read as two terms, a directory named a+b cut in two)."""
+    assert parse_weighted("1e+3*m:f") == [(1000.0, "m:f")]
+    assert parse_weighted("1E+2*m:f+m:g") == [(100.0, "m:f"), (1.0, "m:g")]
+    assert parse_weighted("m:f+m:g") == [(1.0, "m:f"), (1.0, "m:g")]  # no spaces anywhere: every '+' separates
+    # with a spaced '+', only the spaced ones separate
+    assert parse_weighted("runs/a+b + 0.5*runs/c") == [(1.0, "runs/a+b"), (0.5, "runs/c")]
+    assert parse_weighted("2*runs/a+b +runs/c") == [(2.0, "runs/a+b"), (1.0, "runs/c")]
+    # an existing path is one source, '+' and all
+    odd = tmp_path / "owner+name"
+    odd.mkdir()
+    assert parse_weighted(str(odd)) == [(1.0, str(odd))]
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{odd} is not a reward model directory")):  # one path, not split
+        load_reward_source(str(odd), None)
 
 
 def test_weighted_combination_of_two_objectives_by_hand():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -226,10 +227,22 @@ def outcome_metrics(source) -> dict[str, float]:
     return {f"verify/{source.name}/{verdict}": source.outcomes[verdict] / total for verdict in VERDICTS}
 
 
+_SPACED_PLUS = re.compile(r"\s+\+\s*|\s*\+\s+")  # a '+' with whitespace on at least one side
+_BARE_PLUS = re.compile(r"(?<![0-9][eE])\+")  # any '+' but an exponent's (1e+3)
+
+
 def parse_weighted(spec: str) -> list[tuple[float, str]]:
-    """``"0.7*a + 0.3*b:f"`` → [(0.7, "a"), (0.3, "b:f")]; a term without ``w*`` has weight 1."""
+    """``"0.7*a + 0.3*b:f"`` → [(0.7, "a"), (0.3, "b:f")]; a term without ``w*`` has weight 1.
+
+    Terms are separated by ``+``. When some ``+`` has a space beside it, only those separate (so a path with a
+    ``+`` in it, ``runs/a+b + runs/c``, keeps its name); otherwise every ``+`` does, except an exponent's
+    (``1e+3*m:f`` is one term). A spec that is an existing path is one term, ``+`` or not.
+    """
+    if Path(spec.strip()).exists():
+        return [(1.0, spec.strip())]
+    splitter = _SPACED_PLUS if _SPACED_PLUS.search(spec) else _BARE_PLUS
     terms = []
-    for term in spec.split("+"):
+    for term in splitter.split(spec):
         term = term.strip()
         weight, star, rest = term.partition("*")
         if star:
@@ -244,12 +257,21 @@ def parse_weighted(spec: str) -> list[tuple[float, str]]:
     return terms
 
 
+def _weighted_terms(spec: str) -> list[tuple[float, str]] | None:
+    """The terms of a weighted sum, or None when ``spec`` is one plain source (no weight, nothing added)."""
+    if "+" not in spec and "*" not in spec:
+        return None
+    terms = parse_weighted(spec)
+    return None if len(terms) == 1 and terms[0] == (1.0, spec.strip()) else terms
+
+
 def load_gold_source(spec: str) -> RewardSource:
     """A gold (held-out) reward, which needs no model: ``module:function``, ``verify:<checker>`` or a weighted sum of
     them (``"verify:math + 0.1*my.module:fn"``). ``tether eval gold=``, the held-out evaluation during RL and
     ``tether frontier`` read their gold through this."""
-    if "+" in spec or "*" in spec:
-        return WeightedSource([(w, load_gold_source(part)) for w, part in parse_weighted(spec)])
+    terms = _weighted_terms(spec)
+    if terms is not None:
+        return WeightedSource([(w, load_gold_source(part)) for w, part in terms])
     if spec.strip().startswith("verify:"):
         return VerifierSource(spec.strip()[len("verify:"):].strip())
     return FunctionSource(spec.strip())
@@ -261,10 +283,11 @@ def load_reward_source(spec: str, tokenizer, batch_size: int = 8, conservative_k
     as in :class:`RewardModelSource`; reward models compute in ``precision`` (the policy's ``model.precision``)."""
     if not spec:
         raise RewardSpecError("reward= is required: a reward model directory or module:function")
-    if "+" in spec or "*" in spec:
+    terms = _weighted_terms(spec)
+    if terms is not None:
         return WeightedSource([(w, load_reward_source(part, tokenizer, batch_size, conservative_k, chat_template,
                                                        precision))
-                               for w, part in parse_weighted(spec)])
+                               for w, part in terms])
     first = spec.split(",")[0].strip()
     if spec.strip().startswith("verify:") and not Path(first).exists():
         return VerifierSource(spec.strip()[len("verify:"):].strip())
