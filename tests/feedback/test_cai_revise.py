@@ -93,7 +93,8 @@ def test_local_model_writes_one_complete_row_per_prompt(uninterrupted, tiny_dir,
     for row in rows:
         assert list(row) == ROW_KEYS
         assert row["model"] == str(tiny_dir)
-        assert row["generation"] == {"rounds": 2, "max_new_tokens": 6, "temperature": 0.8, "top_p": 1.0, "seed": SEED}
+        assert row["generation"] == {"rounds": 2, "max_new_tokens": 6, "temperature": 0.8, "top_p": 1.0, "seed": SEED,
+                                    "precision": "fp32"}
         assert len(row["rounds"]) == 2 and all(list(r) == ROUND_KEYS for r in row["rounds"])
         for r in row["rounds"]:
             principle = principles[r["principle"]]
@@ -196,6 +197,19 @@ def test_a_partial_last_line_is_dropped_with_a_warning_and_rewritten(uninterrupt
     assert f"warning: {output} ended with a partial row" in err and "its prompt is revised again" in err
 
 
+def test_the_local_model_computes_in_the_configured_precision(uninterrupted, tiny_dir, tmp_path):
+    """Caught: precision= ignored (the model loaded in fp32), or not recorded (a resume in fp32 accepted)."""
+    cfg = _local_cfg(tiny_dir, _prompt_file(tmp_path / "prompts.jsonl"), tmp_path / "revisions.jsonl",
+                     precision="bf16", max_prompts=1)
+    chat = cai.make_chat(cfg)
+    assert {p.dtype for p in chat.model.parameters()} == {torch.bfloat16}
+    run_cai_revise(cfg)
+    row = json.loads((tmp_path / "revisions.jsonl").read_text().splitlines()[0])
+    assert row["generation"]["precision"] == "bf16"
+    with pytest.raises(DataError, match="'precision': 'bf16'}; this run has"):
+        run_cai_revise(_local_cfg(tiny_dir, cfg.data.train_file, cfg.output, max_prompts=1))
+
+
 def test_a_bad_line_inside_the_file_or_another_setting_is_an_error(uninterrupted, tiny_dir, tmp_path):
     _, _, expected = uninterrupted
     lines = expected.splitlines(keepends=True)
@@ -210,7 +224,7 @@ def test_a_bad_line_inside_the_file_or_another_setting_is_an_error(uninterrupted
         run_cai_revise(_local_cfg(tiny_dir, prompts, output, seed=4))
     assert str(error.value).startswith(f"{output} line 1 was written with model '{tiny_dir}' and generation "
                                        "{'rounds': 2, 'max_new_tokens': 6, 'temperature': 0.8, 'top_p': 1.0, "
-                                       "'seed': 3}; this run has")
+                                       "'seed': 3, 'precision': 'fp32'}; this run has")
     assert output.read_bytes() == lines[0]  # untouched
 
 

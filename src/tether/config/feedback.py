@@ -123,6 +123,9 @@ class CAIReviseConfig:
     model: str = doc_field("embedded", "Local model that responds, critiques and revises: 'embedded' or an HF "
                                        "directory, prompted through its chat template (ignored with base_url).")
     trust_remote_code: bool = doc_field(False, "Allow model code from the local model's directory (a security risk).")
+    precision: Literal["fp32", "bf16-mixed", "bf16", "auto"] = doc_field(
+        "fp32", "Numeric precision of the local model, as model.precision (recorded in each row's generation "
+                "settings: it changes the samples).")
     base_url: str = doc_field("", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (empty = local model).")
     api_model: str = doc_field("", "Model name sent to the endpoint.")
     api_key_env: str = doc_field("OPENAI_API_KEY", "Environment variable holding the endpoint's API key.")

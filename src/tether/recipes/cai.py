@@ -76,9 +76,11 @@ def model_name(cfg: CAIReviseConfig) -> str:
 
 
 def generation_settings(cfg: CAIReviseConfig) -> dict[str, Any]:
-    """The settings every row records; a resumed file must have been written with the same."""
-    return {"rounds": cfg.rounds, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
-            "top_p": cfg.top_p, "seed": cfg.seed}
+    """The settings every row records; a resumed file must have been written with the same (a local model's
+    precision too)."""
+    settings = {"rounds": cfg.rounds, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+                "top_p": cfg.top_p, "seed": cfg.seed}
+    return settings if cfg.base_url else {**settings, "precision": cfg.precision}
 
 
 def make_chat(cfg: CAIReviseConfig):
@@ -87,7 +89,7 @@ def make_chat(cfg: CAIReviseConfig):
         return EndpointChat(cfg.base_url, cfg.api_model, os.environ.get(cfg.api_key_env, ""),
                             max_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                             timeout=cfg.timeout, retries=cfg.retries)
-    model_cfg = ModelConfig(name_or_path=cfg.model, trust_remote_code=cfg.trust_remote_code)
+    model_cfg = ModelConfig(name_or_path=cfg.model, trust_remote_code=cfg.trust_remote_code, precision=cfg.precision)
     tokenizer = load_tokenizer(cfg.model, model_cfg)
     model = load_causal_lm(model_cfg, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)
     generation = GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature or 1.0,
