@@ -61,6 +61,21 @@ def test_report_says_so_when_no_alarm_fired(tmp_path):
     assert "No reward-hacking alarm" in build_report(run)
 
 
+def test_a_constrained_runs_heldout_cost_is_drawn_against_its_bound(tmp_path):
+    run = _run_dir(tmp_path)
+    assert "held-out cost" not in build_report(run)  # an unconstrained run: no cost chart
+    data = json.loads((run / "ppo_heldout.json").read_text())
+    for point, cost in zip(data["points"], [0.9, 0.7, 0.5, 0.4, 0.3]):
+        point["cost"] = cost
+    data["cost_limit"] = 0.5
+    (run / "ppo_heldout.json").write_text(json.dumps(data))
+    page = build_report(run)
+    chart = page[page.index("held-out cost (constrained run)"):]
+    chart = chart[:chart.index("</svg>")]
+    assert ">cost<" in chart and ">cost limit<" in chart  # the two series' legend entries
+    assert chart.count("<polyline") == 2
+
+
 def test_svg_chart_maps_points_into_the_frame():
     svg = svg_chart({"a": [(0.0, 0.0), (10.0, 1.0)]}, "t", "x", width=200, height=100)
     # the axes span the data and 5% more each side (x −0.5..10.5, y −0.05..1.05) across the frame from

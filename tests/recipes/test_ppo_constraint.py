@@ -134,6 +134,39 @@ def test_resumed_constrained_ppo_restores_lambda_exactly(tmp_path, monkeypatch):
     assert logged == pytest.approx(full_lambdas, abs=1e-6)  # each iteration logged once across the two runs
 
 
+def test_the_heldout_evaluation_of_a_constrained_run_reports_its_cost(tmp_path, monkeypatch):
+    """Each held-out point's cost is the mean of the cost function over that point's held-out answers (recomputed
+    here from the answers the cost was called with), logged as heldout/cost_mean and written with the bound; an
+    unconstrained run's points have none. Caught: the held-out cost not scored, the mean taken over the training
+    batch or the proxy, the bound not written."""
+    from tether.rollout import rewards as reward_module
+
+    heldout_answers = []
+    original = reward_module.FunctionSource.score
+
+    def record(self, rollout, prompts, responses, rows=None):
+        if self.spec.endswith(":cost_by_characters") and len(prompts) == 4:  # (training rollouts have 8)
+            heldout_answers.append(list(responses))
+        return original(self, rollout, prompts, responses, rows)
+
+    monkeypatch.setattr(reward_module.FunctionSource, "score", record)
+    heldout = HeldOutConfig(gold="tether.tasks.toy:moderate_periods", prompts_file=str(DATA / "prompts.jsonl"),
+                            max_prompts=4, every=2)
+    result = _train(_ppo(tmp_path / "c", cost=f"{HERE}:cost_by_characters", cost_limit=0.5, num_iterations=2,
+                         heldout=heldout))
+    record_file = json.loads((tmp_path / "c" / "ppo_heldout.json").read_text())
+    assert [p["iteration"] for p in record_file["points"]] == [0, 2] and len(heldout_answers) == 2
+    expected = [sum(len(a) / 40 for a in answers) / 4 for answers in heldout_answers]
+    assert [p["cost"] for p in record_file["points"]] == pytest.approx(expected, abs=1e-6)
+    assert record_file["cost_limit"] == 0.5
+    assert result.history[-1]["heldout/cost_mean"] == pytest.approx(expected[-1], abs=1e-6)
+
+    plain = _train(_ppo(tmp_path / "p", num_iterations=2, heldout=heldout))
+    plain_file = json.loads((tmp_path / "p" / "ppo_heldout.json").read_text())
+    assert [p["cost"] for p in plain_file["points"]] == [None, None] and "cost_limit" not in plain_file
+    assert not any("heldout/cost_mean" in h for h in plain.history)
+
+
 def test_without_a_cost_ppo_is_unchanged(tmp_path):
     """cost="" logs none of the constraint's metrics and checkpoints no multiplier; a constrained run held at λ = 0
     (λ₀ = 0, η = 0) gives PPO exactly the same scores, so the same run, metric for metric."""

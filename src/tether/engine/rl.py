@@ -87,8 +87,9 @@ def rollout_logprobs(cfg: Any, model: torch.nn.Module, rollout: Rollout) -> torc
                              share_prefixes=cfg.model.share_prefixes)
 
 
-def make_heldout(cfg: Any, tokenizer, reward_source):
-    """The held-out evaluator of an RL run (None unless ``heldout.gold`` is set).
+def make_heldout(cfg: Any, tokenizer, reward_source, cost_source=None, cost_limit: float | None = None):
+    """The held-out evaluator of an RL run (None unless ``heldout.gold`` is set); with ``cost_source`` (a constrained
+    run) each point also holds the held-out answers' mean cost, and the record its ``cost_limit``.
 
     In a multi-process run every process evaluates the same prompts with the same weights, and so reaches the
     same point and the same decisions (keep the best policy, stop on an alarm); the main process alone writes.
@@ -96,7 +97,8 @@ def make_heldout(cfg: Any, tokenizer, reward_source):
     if not cfg.heldout.gold:
         return None
     return HeldOutEvaluator(cfg.heldout, cfg.data.eval_file, tokenizer, reward_source, cfg.max_new_tokens,
-                            cfg.data.max_length, cfg.temperature, cfg.data.chat_template)
+                            cfg.data.max_length, cfg.temperature, cfg.data.chat_template, cost_source=cost_source,
+                            cost_limit=cost_limit)
 
 
 @dataclass

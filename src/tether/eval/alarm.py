@@ -29,6 +29,7 @@ class HeldOutPoint:
     ngram_share: float
     kl: float = 0.0
     top_ngram: str = ""
+    cost: float | None = None  # a constrained run's mean cost on the held-out answers (None without a cost)
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 A fixed set of held-out prompts is answered by the current policy (sampled with its own
 seed inside a forked RNG, so training randomness and exact resume are untouched), then
-scored by the proxy reward (what the policy is trained on) and by the gold / held-out
-reward (what we actually want, never trained on). KL to the reference, length and the
+scored by the proxy reward (what the policy is trained on), by the gold / held-out
+reward (what we actually want, never trained on) and, in a constrained run, by the cost. KL to the reference, length and the
 most widespread trigram complete each point; :class:`tether.eval.alarm.HackingMonitor`
 decides whether the run is hacking its reward.
 """
@@ -34,7 +34,8 @@ class HeldOutEvaluator:
     """Answers the held-out prompts with a policy and scores them by proxy and gold reward."""
 
     def __init__(self, cfg: HeldOutConfig, fallback_file: str | None, tokenizer, reward_source, max_new_tokens: int,
-                 max_length: int, temperature: float, chat_template: str = "auto", batch_size: int = 16):
+                 max_length: int, temperature: float, chat_template: str = "auto", batch_size: int = 16,
+                 cost_source=None, cost_limit: float | None = None):
         path = cfg.prompts_file or fallback_file
         if not path:
             raise RewardSpecError("heldout.gold is set but there are no held-out prompts: set heldout.prompts_file "
@@ -43,7 +44,8 @@ class HeldOutEvaluator:
                                          chat_template=chat_template)
         self.prompts = limit(prompts, cfg.max_prompts, "held-out prompts")
         self.gold = load_gold_source(cfg.gold)
-        self.cfg, self.tokenizer, self.reward_source = cfg, tokenizer, reward_source
+        self.cfg, self.tokenizer, self.reward_source, self.cost_source = cfg, tokenizer, reward_source, cost_source
+        self.cost_limit = cost_limit
         # top_p = 1 whatever the run samples with: the KL below, from log-probs at the temperature alone, is then the
         # KL of the distribution the answers were sampled from
         self.generation = GenerationConfig(max_new_tokens, temperature)
@@ -58,13 +60,16 @@ class HeldOutEvaluator:
     @torch.no_grad()
     def evaluate(self, policy, ref_model, iteration: int) -> tuple[HeldOutPoint, list[dict[str, Any]]]:
         """One held-out point for the current policy, and the alarms it fires."""
-        proxies, golds, kls, lengths, responses = [], [], [], [], []
-        for batch in scored_batches(policy, self.tokenizer, self.prompts, self.generation,
-                                    {"proxy": self.reward_source, "gold": self.gold}, self.batch_size,
+        proxies, golds, costs, kls, lengths, responses = [], [], [], [], [], []
+        sources = {"proxy": self.reward_source, "gold": self.gold}
+        if self.cost_source is not None:
+            sources["cost"] = self.cost_source
+        for batch in scored_batches(policy, self.tokenizer, self.prompts, self.generation, sources, self.batch_size,
                                     seed=self.cfg.seed):
             rollout = batch.rollout
             proxies += batch.scores["proxy"]
             golds += batch.scores["gold"]
+            costs += batch.scores.get("cost", [])
             logps = response_logprobs(policy, rollout, self.temperature)
             if ref_model is None:  # LoRA: the reference is the base with adapters disabled
                 with policy.disable_adapter():
@@ -76,23 +81,27 @@ class HeldOutEvaluator:
             responses += batch.responses
         share, gram = top_ngram_share(responses)
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-        point = HeldOutPoint(iteration, mean(proxies), mean(golds), mean(lengths), share, mean(kls), gram)
+        point = HeldOutPoint(iteration, mean(proxies), mean(golds), mean(lengths), share, mean(kls), gram,
+                             mean(costs) if costs else None)
         self.last_responses = responses
         return point, self.monitor.update(point)
 
     def metrics(self, point: HeldOutPoint) -> dict[str, float]:
-        return {"heldout/proxy_mean": point.proxy, "heldout/gold_mean": point.gold, "heldout/kl": point.kl,
-                "heldout/length_mean": point.length, "heldout/top_ngram_share": point.ngram_share,
-                "heldout/alarms": float(len(self.monitor.events))}
+        metrics = {"heldout/proxy_mean": point.proxy, "heldout/gold_mean": point.gold, "heldout/kl": point.kl,
+                   "heldout/length_mean": point.length, "heldout/top_ngram_share": point.ngram_share,
+                   "heldout/alarms": float(len(self.monitor.events))}
+        return metrics if point.cost is None else {**metrics, "heldout/cost_mean": point.cost}
 
     def write(self, path: Path) -> None:
         """The held-out curve and alarm events as JSON (read by ``tether report``)."""
         state = self.monitor.state_dict()
-        atomic_write_text(path, json.dumps({"points": state["history"], "alarms": state["events"],
-                                            "rules": {"patience": self.cfg.patience, "gold_drop": self.cfg.gold_drop,
-                                                      "length_ratio": self.cfg.length_ratio,
-                                                      "ngram_share": self.cfg.ngram_share},
-                                            "gold": self.cfg.gold, "prompts": len(self.prompts)}, indent=2) + "\n")
+        record = {"points": state["history"], "alarms": state["events"],
+                  "rules": {"patience": self.cfg.patience, "gold_drop": self.cfg.gold_drop,
+                            "length_ratio": self.cfg.length_ratio, "ngram_share": self.cfg.ngram_share},
+                  "gold": self.cfg.gold, "prompts": len(self.prompts)}
+        if self.cost_source is not None:
+            record["cost_limit"] = self.cost_limit
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
     def step(self, policy, ref_model, iteration: int, run_dir: Path, name: str, tokenizer,
              meta: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, Any]]]:

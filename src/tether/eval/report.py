@@ -182,6 +182,13 @@ def _section_heldout(run_dir: Path) -> str:
             svg_chart({"length": list(zip(its, [p["length"] for p in points]))}, "held-out response length",
                       "iteration", markers=True, integer_x=True),
         ]
+        if any(p.get("cost") is not None for p in points):  # a constrained run: its held-out cost against the bound
+            costs = [(x, p["cost"]) for x, p in zip(its, points) if p.get("cost") is not None]
+            limit = data.get("cost_limit")
+            series = {"cost": costs} | ({"cost limit": [(its[0], limit), (its[-1], limit)]} if limit is not None
+                                         else {})
+            charts.append(svg_chart(series, "held-out cost (constrained run)", "iteration", markers=True,
+                                    integer_x=True))
         out.append("<div class='charts'>" + "".join(charts) + "</div>")
     return ("<h2 id='alarm'>Held-out evaluation and reward-hacking alarm</h2>" + "".join(out)) if out else ""
 

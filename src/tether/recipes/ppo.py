@@ -342,7 +342,7 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     # and its score head are each a root unit (they are called one by one), and the reference is sharded too
     train_models = dist.wrap(models, roots=[models.policy, value_trunk(models.value), models.value.score])
     ref_model = dist.shard_frozen(ref_model)
-    heldout = make_heldout(cfg, tokenizer, reward_source)
+    heldout = make_heldout(cfg, tokenizer, reward_source, cost_source, cfg.cost_limit)
     seeded = cfg.row_seeded_sampling or dist.enabled
     optimizer = adamw([
         {"params": [p for p in models.policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},
