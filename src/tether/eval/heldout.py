@@ -3,9 +3,9 @@
 A fixed set of held-out prompts is answered by the current policy (sampled with its own
 seed inside a forked RNG, so training randomness and exact resume are untouched), then
 scored by the proxy reward (what the policy is trained on), by the gold / held-out
-reward (what we actually want, never trained on) and, in a constrained run, by the cost. KL to the reference, length and the
-most widespread trigram complete each point; :class:`tether.eval.alarm.HackingMonitor`
-decides whether the run is hacking its reward.
+reward (what we actually want, never trained on) and, in a constrained run, by the cost.
+KL to the reference, length and the most widespread trigram complete each point;
+:class:`tether.eval.alarm.HackingMonitor` decides whether the run is hacking its reward.
 """
 
 from __future__ import annotations
