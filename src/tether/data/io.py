@@ -10,6 +10,7 @@ import codecs
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,20 @@ from tether.data.errors import DataError, Problems
 from tether.utils.files import text_codec
 
 SUPPORTED = (".jsonl", ".json", ".parquet", ".csv")
+
+
+def json_lines(text: str, path: str) -> Iterator[tuple[int, str, Any]]:
+    """(line number, the line, its JSON value) of each non-blank line of JSONL ``text`` (read from ``path``); the
+    first line that is not JSON raises :class:`DataError` naming the file, the line and the column. For readers that
+    need the lines themselves or stop at the first problem; data files go through :func:`load_rows`."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        yield number, line, value
 LIST_FIELDS = ("messages", "responses", "ranks", "prompt", "chosen", "rejected", "completion")
 
 

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from tether.data.errors import DataError
 from tether.data.formats import validate_rows
-from tether.data.io import load_rows, read_text
+from tether.data.io import json_lines, load_rows, read_text
 from tether.errors import TetherInputError
 
 
@@ -211,13 +211,7 @@ def _parse_text(text: str, path: str) -> list[tuple[int, dict]]:
 
 def _parse_jsonl(text: str, path: str) -> list[tuple[int, dict]]:
     entries = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    for line_no, _, entry in json_lines(text, path):
         if not isinstance(entry, dict):
             raise DataError(f"{path} line {line_no}: expected an object with critique and revision, got "
                             f"{type(entry).__name__}")

@@ -53,6 +53,7 @@ from tether.config import (
 )
 from tether.config.validation import validate_constraint
 from tether.data import DataError
+from tether.data.io import json_lines
 from tether.data.tokenize import prompt_text, response_text
 from tether.engine.runtime import atomic_write_text, record_config, settle_precision
 from tether.errors import ConfigError
@@ -307,13 +308,7 @@ def ordered_pairs(path: str, utility_spec: str) -> tuple[list[str], int]:
     except ImportError as exc:
         raise DataError(f"cannot import the utility '{utility_spec}': {exc}") from None
     kept, left_out = [], 0
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+    for _, line, row in json_lines(Path(path).read_text(encoding="utf-8"), path):
         if not isinstance(row, dict) or not {"prompt", "chosen", "rejected"} <= set(row):
             left_out += 1
             continue
