@@ -48,6 +48,12 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's p
 ADD_TESTS = ["assert add(2, 3) == 5", "assert add(-1, 1) == 0"]
 
 
+# A hostile program's last line, and the test that passes exactly when the program got there: CORRECT would mean
+# the hostile step ran to its end unstopped, so each verdict below names what stopped it instead.
+RAN_TO_THE_END = "\nran_to_the_end = True"
+ENDED = ["assert ran_to_the_end is True"]
+
+
 def fenced(code: str, tag: str = "python") -> str:
     return f"Here is my solution.\n```{tag}\n{textwrap.dedent(code).strip()}\n```\n"
 
@@ -168,7 +174,7 @@ def test_a_program_that_sleeps_forever_is_stopped_by_the_wall_clock():
     result = run_untrusted("import time\ntime.sleep(30)", cpu_seconds=5, wall_seconds=1)  # (sleeping uses no CPU)
     assert result.timed_out and result.killed_reason == WALL_TIMEOUT and result.returncode == -signal.SIGKILL
     assert time.monotonic() - start < 8
-    outcome = check_code(fenced("import time\ntime.sleep(30)"), ["assert True"], timeout_s=0.5)
+    outcome = check_code(fenced("import time\ntime.sleep(30)" + RAN_TO_THE_END), ENDED, timeout_s=0.5)
     assert outcome.verdict == TIMEOUT
 
 
@@ -181,13 +187,13 @@ def test_the_wait_without_a_pidfd_polls(monkeypatch):
 
 def test_a_fork_bomb_is_refused_and_leaves_no_process_behind():
     before = descendants()
-    outcome = check_code(fenced("import os\nwhile True:\n    os.fork()"), ["assert True"], timeout_s=2)
+    outcome = check_code(fenced("import os\nwhile True:\n    os.fork()" + RAN_TO_THE_END), ENDED, timeout_s=2)
     assert outcome.verdict != CORRECT
     assert outcome.verdict == WRONG and "fork" in outcome.detail  # refused at the first fork, not timed out
     for attempt in ("import subprocess", "import multiprocessing", "import os\nos.system('true')",
                     "import os\nos.execv('/bin/true', ['true'])", "import os\nos.posix_spawn('/bin/true', ['t'], {})",
                     "import pty\npty.fork()"):
-        refused = check_code(attempt, ["assert True"])  # the test passes whenever the program runs: only a refusal fails it
+        refused = check_code(attempt + RAN_TO_THE_END, ENDED)  # passes whenever the program runs: only a refusal fails it
         assert refused.verdict == WRONG and "in the tether sandbox" in refused.detail, (attempt, refused.detail)
     assert descendants() <= before
 
@@ -198,10 +204,10 @@ def test_output_is_capped_however_much_is_printed():
     endless = run_untrusted("while True:\n    print('y' * 1000)", max_output_bytes=1000, wall_seconds=20)
     assert len(endless.stdout) <= 1000 and len(endless.stderr) <= 1000
     assert endless.stdout.startswith("yyy") and "bytes in all" in endless.stdout
-    # the test passes whenever the program ends normally; what stops each one is named
-    huge = check_code(fenced("print('x' * 10**9)"), ["assert True"])
+    # the test passes whenever the program gets to its end; what stops each one is named
+    huge = check_code(fenced("print('x' * 10**9)" + RAN_TO_THE_END), ENDED)
     assert huge.verdict == WRONG and huge.detail == "MemoryError"
-    flood = check_code(fenced("while True:\n    print('y' * 1000)"), ["assert True"])
+    flood = check_code(fenced("while True:\n    print('y' * 1000)" + RAN_TO_THE_END), ENDED)
     assert flood.verdict == WRONG and flood.detail.startswith("no test report")
 
 
@@ -217,7 +223,7 @@ def test_files_outside_the_scratch_directory_cannot_be_read(tmp_path):
                  f"import os\nos.chdir({str(tmp_path)!r})\ndata = open('answers.txt').read()",
                  f"import os\nos.symlink({str(secret)!r}, 'link')\ndata = open('link').read()"):
         assert check_code(fenced(read), ["assert data == 'hunter2'"]).verdict == WRONG, read
-    writes = check_code(fenced(f"open({str(tmp_path / 'planted.txt')!r}, 'w').write('x')"), ["assert True"])
+    writes = check_code(fenced(f"open({str(tmp_path / 'planted.txt')!r}, 'w').write('x')" + RAN_TO_THE_END), ENDED)
     assert writes.verdict == WRONG and not (tmp_path / "planted.txt").exists()
     assert "allows no file access outside its scratch directory" in writes.detail
     # its own scratch directory is usable
@@ -237,18 +243,18 @@ def test_the_network_is_unreachable():
         with pytest.raises(socket.timeout):
             server.accept()  # nobody connected
     for attempt in ("import _socket", "import ssl", "import urllib.request", "import http.client", "import ctypes"):
-        refused = check_code(attempt, ["assert True"])  # the test passes whenever the program runs: only a refusal fails it
+        refused = check_code(attempt + RAN_TO_THE_END, ENDED)  # passes whenever the program runs: only a refusal fails it
         assert refused.verdict == WRONG and "in the tether sandbox" in refused.detail, (attempt, refused.detail)
 
 
 def test_a_memory_bomb_fails_cleanly():
-    outcome = check_code(fenced("x = bytearray(10**10)"), ["assert True"])
+    outcome = check_code(fenced("x = bytearray(10**10)" + RAN_TO_THE_END), ENDED)
     assert outcome.verdict == WRONG and "MemoryError" in outcome.detail
 
 
 def test_a_huge_file_cannot_be_written():
     program = "with open('big', 'wb') as f:\n    while True:\n        f.write(b'x' * 2**20)"
-    outcome = check_code(fenced(program), ["assert True"])
+    outcome = check_code(fenced(program + RAN_TO_THE_END), ENDED)
     assert outcome.verdict == WRONG and "File too large" in outcome.detail
 
 
@@ -296,7 +302,8 @@ def test_the_environment_is_clean(monkeypatch):
 def test_other_processes_cannot_be_signalled():
     victim = subprocess.Popen(["sleep", "30"])
     try:
-        outcome = check_code(fenced(f"import os, signal\nos.kill({victim.pid}, signal.SIGKILL)"), ["assert True"])
+        outcome = check_code(fenced(f"import os, signal\nos.kill({victim.pid}, signal.SIGKILL)" + RAN_TO_THE_END),
+                             ENDED)
         assert outcome.verdict == WRONG
         assert victim.poll() is None
     finally:
