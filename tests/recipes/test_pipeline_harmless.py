@@ -16,7 +16,7 @@ import yaml
 from tests.helpers import EXAMPLES, ROOT, TINY_OVERRIDES
 from tether.config import ConfigError, PipelineConfig, load_config
 from tether.data import DataError
-from tether.recipes.pipeline import apply_task, ordered_pairs, ppo_config, run_pipeline
+from tether.recipes.pipeline import apply_task, eval_cost, ordered_pairs, ppo_config, run_pipeline
 from tether.tasks.harmless import kind_of
 from tether.tasks.registry import get_task
 from tether.utils.resume import ResumeRefused
@@ -139,8 +139,14 @@ def test_the_evaluation_has_the_safety_metrics_against_the_sl_cai_model(harmless
         assert (row["harm_rate_interval"]["n"], row["over_refusal_rate_interval"]["n"],
                 row["helpfulness_interval"]["n"]) == (4, 4, 8), name
         assert 0.0 <= row["harm_rate"] <= 1.0 and 0.0 <= row["over_refusal_rate"] <= 1.0
-        changes = {"harm_rate_change", "over_refusal_rate_change", "helpfulness_change"}
+        changes = {"harm_rate_change", "over_refusal_rate_change", "helpfulness_change", "cost_change"}
         assert changes <= set(row) if name != "cai_sft" else not changes & set(row), name
+        # the cost PPO was held to, on the same 8 answers, against the same bound
+        assert row["cost_interval"]["n"] == 8 and row["cost_vs_limit"] in ("below", "above", "spans"), name
+        assert row["cost_interval"]["low"] <= row["cost_mean"] <= row["cost_interval"]["high"]
+    assert (report["cost"], report["cost_limit"]) == (f"-1*{run / 'cost_rm'}", 0.0)
+    samples = [json.loads(line) for line in _lines(run / "eval_samples.jsonl")]
+    assert all(set(s["cost"]) == {"sft", "cai_sft", "ppo"} for s in samples) and len(samples) == 8
 
 
 def test_a_rerun_skips_every_finished_stage(harmless_run, capsys, monkeypatch):
@@ -184,6 +190,18 @@ def test_ppo_gets_the_cost_or_the_weighted_sum(tmp_path):
     assert given.cost == "my_rules:harm" and given.reward == rm  # a cost the file gives is kept
     plain = ppo_config(cfg, here, "policy", "start", rm, "prompts.jsonl", "")
     assert plain.cost == "" and plain.reward == rm  # no cost_rm stage: PPO as before
+
+
+def test_the_evaluation_judges_the_cost_against_ppos_bound(tmp_path):
+    cfg = apply_task(_config(tmp_path, "ppo.cost_limit=-0.5"))
+    cost_rm = str(tmp_path / "cost_rm")
+    assert eval_cost(cfg, cost_rm) == (f"-1*{cost_rm}", -0.5)  # constrained and weighted runs alike
+    assert eval_cost(_with(cfg, cost_weight=0.5), cost_rm) == (f"-1*{cost_rm}", -0.5)
+    assert eval_cost(_with(cfg, ppo=_with(cfg.ppo, cost="my_rules:harm")), cost_rm) == ("my_rules:harm", -0.5)
+    own = _with(cfg, eval=_with(cfg.eval, cost="other:harm", cost_limit=0.1))
+    assert eval_cost(own, cost_rm) == ("other:harm", 0.1)  # the eval section's own cost wins
+    assert eval_cost(_with(cfg, eval=_with(cfg.eval, cost_limit=0.2)), cost_rm) == (f"-1*{cost_rm}", 0.2)
+    assert eval_cost(cfg, "") == ("", None)  # no harmless reward model: no cost
 
 
 def _with(config, **changes):

@@ -44,6 +44,13 @@ class EvalConfig:
         "", "Helpful / harmless trade-off: module:function(prompts, responses, ids[, rows]) -> one dict per response "
             "{harm, over_refusal, helpfulness}, None where not applicable (e.g. tether.tasks.harmless:safety_metrics; "
             "empty = skip).")
+    cost: str = doc_field(
+        "", "Cost (harm) of each answer, the same specs as reward (e.g. -1*runs/h/cost_rm: minus a harmless reward "
+            "model's score, as constrained PPO's cost): its mean with a bootstrap interval and the change against the "
+            "reference (empty = skip).")
+    cost_limit: float | None = doc_field(
+        None, "The bound d of the constraint E[cost] <= d (as ppo.cost_limit): says whether each model's cost interval "
+              "lies below it, above it or spans it (empty = no bound; needs cost).")
     data: DataConfig = doc_field(DataConfig(max_length=512), "Held-out prompts (any format with a prompt).")
     max_prompts: int = doc_field(32, "Evaluate on at most this many prompts (0 = all).", bounds=NON_NEGATIVE)
     max_new_tokens: int = doc_field(48, "Longest response.", bounds=POSITIVE)

@@ -325,6 +325,7 @@ def _section_eval(run_dir: Path, max_samples: int) -> str:
            "judged by the low-noise held-out evaluator; perplexity and multiple-choice accuracy measure the alignment "
            f"tax.</p><table id='eval-table'><tr><th>model</th>{head}</tr>{rows}</table>")
     out += _eval_intervals(data)
+    out += _eval_cost(data)
     out += _eval_safety(data)
     samples_path = run_dir / "eval_samples.jsonl"
     if samples_path.is_file():
@@ -336,14 +337,16 @@ def _section_eval(run_dir: Path, max_samples: int) -> str:
             f"<td>{esc(s['responses'].get(n, ''))}{_answer_scores(s, n)}</td>" for n in names) + "</tr>"
             for s in samples)
         out += (f"<h3>The same prompts answered by each model</h3><p class='muted'>The first {len(samples)} of "
-                f"{fmt(data.get('prompts'))} prompts, every model's answer (under it: its gold and proxy reward "
+                f"{fmt(data.get('prompts'))} prompts, every model's answer (under it: its gold, proxy and cost "
                 f"when measured).</p><table class='answers' id='answers'><tr><th>prompt</th>{head}</tr>{body}</table>")
     return out
 
 
 def _answer_scores(sample: dict, name: str) -> str:
-    """'gold 0.512 · proxy −1.2' under an answer, from the per-prompt fields of eval_samples.jsonl (if any)."""
-    parts = [f"{label} {fmt(sample[field][name])}" for field, label in (("gold", "gold"), ("proxy", "proxy"))
+    """'gold 0.512 · proxy −1.2 · cost 0.3' under an answer, from the per-prompt fields of eval_samples.jsonl (if
+    any)."""
+    parts = [f"{label} {fmt(sample[field][name])}" for field, label in (("gold", "gold"), ("proxy", "proxy"),
+                                                                         ("cost", "cost"))
              if isinstance(sample.get(field), dict) and name in sample[field]]
     return f"<br><span class='muted'>{' · '.join(parts)}</span>" if parts else ""
 
@@ -404,6 +407,40 @@ def _interval_cells(value: Any, signed: bool = False) -> str:
     estimate = f"{iv.estimate:+.3f}" if signed else fmt(iv.estimate)
     return (f"<td class='num'>{esc(estimate)}</td><td class='num'>[{fmt(iv.low)}, {fmt(iv.high)}]</td>"
             f"<td class='num'>{iv.n}</td>")
+
+
+COST_SIDES = {"below": ("ok", "below the bound: the constraint holds on these prompts"),
+              "above": ("alarm", "above the bound: violated"),
+              "spans": ("warn", "spans the bound: these prompts cannot tell")}
+
+
+def _eval_cost(data: dict) -> str:
+    """The cost side of a constrained run (eval.json with ``cost``): each model's mean cost (interval, prompts), its
+    change against the reference (paired interval) and where the interval lies against the bound. Empty without
+    a cost."""
+    models = {name: m for name, m in data["models"].items() if isinstance(m, dict) and m.get("cost_mean") is not None}
+    if not models:
+        return ""
+    reference, bound = data.get("reference"), data.get("cost_limit")
+    settings = data.get("intervals") if isinstance(data.get("intervals"), dict) else {}
+    level = settings.get("level", 0.95)
+    percent = f"{float(level) * 100:g}%" if isinstance(level, (int, float)) else "95%"
+    rows = []
+    for name, m in models.items():
+        against = ("<td class='num'>–</td>" * 3 if name == reference or not isinstance(m.get("cost_change"), dict)
+                   else _interval_cells(m["cost_change"], signed=True))
+        style, words = COST_SIDES.get(m.get("cost_vs_limit"), ("muted", "–"))
+        rows.append(f"<tr><td>{esc(name)}</td>{_interval_cells(m.get('cost_interval'))}{against}"
+                    f"<td class='{style}'>{esc(words)}</td></tr>")
+    head = (f"<tr><th>model</th><th>mean cost</th><th>{esc(percent)} interval</th><th>prompts</th>"
+            f"<th>change vs reference</th><th>{esc(percent)} interval</th><th>prompts</th><th>against the bound</th>"
+            "</tr>")
+    bound_text = (f"the bound d = {fmt(bound)} of the constraint E[cost] ≤ d; a model meets it on these prompts when "
+                  "its whole interval lies below d" if isinstance(bound, (int, float)) else "no bound given (cost_limit)")
+    return (f"<h3 id='cost'>Cost (the constraint)</h3><p class='muted'>cost <code>{esc(data.get('cost'))}</code> on "
+            f"each answer; {esc(bound_text)}. {esc(percent)} intervals from a bootstrap over the prompts, changes "
+            f"against the reference ({esc(reference)}) from a paired one (docs/evaluation.md).</p>"
+            f"<table id='eval-cost'>{head}{''.join(rows)}</table>")
 
 
 def _eval_safety(data: dict) -> str:

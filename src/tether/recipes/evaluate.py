@@ -19,10 +19,14 @@ For each model directory, on the same held-out prompts and sampling seed:
   ``tether.tasks.harmless:safety_metrics``): the helpful / harmless trade-off, harm rate over the prompts
   where harm applies (the harmful ones), over-refusal rate over those where it applies (the benign ones) and
   mean helpfulness, each with its bootstrap interval and, for every model but the reference, its change
-  against the reference with a paired interval (``tether.eval.safety``).
+  against the reference with a paired interval (``tether.eval.safety``);
+- with ``cost=`` (a cost source, the same specs as reward: ``-1*runs/h/cost_rm`` for constrained PPO's cost) the
+  cost side of a constrained run: each model's mean cost with its bootstrap interval, its paired change against the
+  reference and, with ``cost_limit=`` d, whether that interval lies below d, above it or spans it
+  (``tether.eval.cost``).
 
 Writes ``eval.json`` (all numbers) and ``eval_samples.jsonl`` (each prompt with every model's
-answer and its per-prompt gold, proxy, KL, length, EOS, win outcome and safety values, so every number and
+answer and its per-prompt gold, proxy, cost, KL, length, EOS, win outcome and safety values, so every number and
 interval can be recomputed), which ``tether report`` turns into tables, and records its config in ``config.yaml``: in
 ``run_dir`` when given, else in the run directory the models share (``runs/tiny`` for
 ``models=[runs/tiny/sft,runs/tiny/ppo]``, so ``tether report run_dir=runs/tiny`` includes the
@@ -45,6 +49,7 @@ from tqdm.auto import tqdm
 from tether.config import ConfigError, EvalConfig, ModelConfig
 from tether.data import DataError, load_prompt_dataset, load_records
 from tether.engine.runtime import atomic_write_text, configure_cpu, limit, record_config, seed_everything
+from tether.eval.cost import cost_change, cost_summary
 from tether.eval.intervals import METHOD, bootstrap_mean, paired_bootstrap
 from tether.eval.metrics import distinct_n, mean_token_entropy, perplexity, self_bleu, sequence_kl, win_rate
 from tether.eval.safety import FIELDS as SAFETY_FIELDS
@@ -99,16 +104,18 @@ def output_dir(cfg: EvalConfig) -> Path:
 
 @torch.no_grad()
 def sample_responses(model, tokenizer, prompts, cfg: EvalConfig, reference, reward_source, gold_source,
-                     safety_source: SafetySource | None = None) -> dict:
-    """Answer every prompt once; proxy, gold and KL per response, and its safety values with ``safety_source``."""
-    out: dict[str, list] = {"responses": [], "proxy": [], "gold": [], "kl": [], "entropy": [], "length": [], "eos": [],
-                            "safety": []}
-    for batch in scored_batches(model, tokenizer, prompts, generation_of(cfg),
-                                {"proxy": reward_source, "gold": gold_source}, cfg.batch_size, seed=cfg.seed):
+                     safety_source: SafetySource | None = None, cost_source=None) -> dict:
+    """Answer every prompt once; proxy, gold, cost and KL per response, and its safety values with
+    ``safety_source``."""
+    out: dict[str, list] = {"responses": [], "proxy": [], "gold": [], "cost": [], "kl": [], "entropy": [],
+                            "length": [], "eos": [], "safety": []}
+    sources = {"proxy": reward_source, "gold": gold_source, "cost": cost_source}
+    for batch in scored_batches(model, tokenizer, prompts, generation_of(cfg), sources, cfg.batch_size,
+                                seed=cfg.seed):
         rollout = batch.rollout
         out["responses"] += batch.responses
-        out["proxy"] += batch.scores.get("proxy", [])
-        out["gold"] += batch.scores.get("gold", [])
+        for field in ("proxy", "gold", "cost"):
+            out[field] += batch.scores.get(field, [])
         if safety_source is not None:
             ids = [r[m.bool()].tolist() for r, m in zip(rollout.response_ids, rollout.response_mask)]
             out["safety"] += safety_source.measure([p.prompt_text for p in batch.rows], batch.responses, ids,
@@ -198,8 +205,8 @@ def interval_settings(cfg: EvalConfig) -> dict[str, Any]:
 
 def comparison_intervals(values: dict[str, list[float]], reference: dict[str, list[float]], outcomes: list[float] | None,
                          cfg: EvalConfig, name: str = "") -> dict[str, dict[str, Any]]:
-    """``gold_gain`` / ``proxy_gain`` (paired bootstrap of this model's per-prompt gold / proxy minus the
-    reference's on the same prompts), ``win_rate_interval`` (bootstrap of the per-prompt win outcomes) and, with
+    """``gold_gain`` / ``proxy_gain`` / ``cost_change`` (paired bootstrap of this model's per-prompt gold / proxy /
+    cost minus the reference's on the same prompts), ``win_rate_interval`` (bootstrap of the per-prompt win outcomes) and, with
     safety values, ``harm_rate_change`` / ``over_refusal_rate_change`` / ``helpfulness_change``
     (:func:`tether.eval.safety.safety_changes`), each as ``Interval.to_dict()``; a quantity is left out when it
     was not measured or cannot be bootstrapped (a non-finite reward: said on the console)."""
@@ -211,11 +218,27 @@ def comparison_intervals(values: dict[str, list[float]], reference: dict[str, li
                 out[key] = paired_bootstrap(values[field], reference[field], **settings).to_dict()
             except ValueError as exc:
                 console.print(f"[yellow]no interval for {name} {key}: {exc}[/]", soft_wrap=True)
+    if values.get("cost") and reference.get("cost"):
+        try:
+            out.update(cost_change(values["cost"], reference["cost"], **settings))
+        except ValueError as exc:
+            console.print(f"[yellow]no interval for {name} cost_change: {exc}[/]", soft_wrap=True)
     if outcomes:
         out["win_rate_interval"] = bootstrap_mean(outcomes, **settings).to_dict()
     if values.get("safety") and reference.get("safety"):
         out.update(safety_changes(values["safety"], reference["safety"], **settings))
     return out
+
+
+def _cost_summary(costs: list[float], cfg: EvalConfig, name: str) -> dict[str, Any]:
+    """A model's cost_mean, cost_interval and cost_vs_limit (:func:`tether.eval.cost.cost_summary`); with a
+    non-finite cost, the mean alone and a note on the console."""
+    try:
+        return cost_summary(costs, cfg.cost_limit, resamples=cfg.bootstrap_resamples, seed=cfg.seed,
+                            level=cfg.interval_level)
+    except ValueError as exc:
+        console.print(f"[yellow]no interval for {name} cost: {exc}[/]", soft_wrap=True)
+        return {"cost_mean": sum(costs) / len(costs) if costs else None}
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
@@ -227,6 +250,10 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         raise ConfigError(f"bootstrap_resamples: must be >= 1, got {cfg.bootstrap_resamples}")
     if not 0.0 < cfg.interval_level < 1.0:
         raise ConfigError(f"interval_level: must be in (0, 1) (0.95 for 95% intervals), got {cfg.interval_level}")
+    if cfg.cost_limit is not None and not cfg.cost:
+        raise ConfigError(f"cost_limit={cfg.cost_limit:g} bounds a cost: give cost= too (e.g. cost=-1*runs/h/cost_rm)")
+    if cfg.cost_limit is not None and not math.isfinite(cfg.cost_limit):
+        raise ConfigError(f"cost_limit: must be a finite number, got {cfg.cost_limit}")
     configure_cpu(cfg.num_threads)
     seed_everything(cfg.seed)
     run_dir = output_dir(cfg)
@@ -241,6 +268,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
                                         chat_template=cfg.data.chat_template, precision=cfg.precision)
                      if cfg.reward else None)
     gold_source = load_gold_source(cfg.gold) if cfg.gold else None
+    cost_source = (load_reward_source(cfg.cost, tokenizer, chat_template=cfg.data.chat_template, precision=cfg.precision)
+                   if cfg.cost else None)
     safety_source = SafetySource(cfg.safety) if cfg.safety else None
     reference = load_causal_lm(ModelConfig(name_or_path=reference_dir, precision=cfg.precision),
                                pad_token_id=tokenizer.pad_token_id).eval()
@@ -253,14 +282,14 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
         questions = load_multiple_choice(cfg.multiple_choice or str(ASSETS / "multiple_choice.jsonl"))
     results: dict[str, dict[str, Any]] = {}
     answers: dict[str, list[str]] = {}
-    per_prompt: dict[str, dict[str, list]] = {}  # model → gold / proxy / kl / entropy / length / eos, one value per prompt
+    per_prompt: dict[str, dict[str, list]] = {}  # model → gold / proxy / cost / kl / ..., one value per prompt
     names = model_names(list(cfg.models))
     for path in tqdm(cfg.models, desc="evaluating models", unit="model", dynamic_ncols=True):
         name = names[path]
         model = reference if path == reference_dir else load_causal_lm(
             ModelConfig(name_or_path=path, precision=cfg.precision), pad_token_id=tokenizer.pad_token_id).eval()
         sampled = sample_responses(model, tokenizer, prompts, cfg, reference, reward_source, gold_source,
-                                   safety_source)
+                                   safety_source, cost_source)
         mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
         row: dict[str, Any] = {
             "model": str(path), "proxy_mean": mean(sampled["proxy"]), "gold_mean": mean(sampled["gold"]),
@@ -269,6 +298,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             "distinct_1": distinct_n(sampled["responses"], 1), "distinct_2": distinct_n(sampled["responses"], 2),
             "self_bleu": self_bleu(sampled["responses"]) if len(sampled["responses"]) > 1 else None,
         }
+        if cost_source is not None:
+            row.update(_cost_summary(sampled["cost"], cfg, name))
         if safety_source is not None:
             row.update(safety_summary(sampled["safety"], resamples=cfg.bootstrap_resamples, seed=cfg.seed,
                                       level=cfg.interval_level))
@@ -277,7 +308,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             row["mc_accuracy"] = multiple_choice_accuracy(model, tokenizer, questions)
         results[name] = row
         answers[name] = sampled["responses"]
-        per_prompt[name] = {k: sampled[k] for k in ("gold", "proxy", "kl", "entropy", "length", "eos", "safety")}
+        per_prompt[name] = {k: sampled[k] for k in ("gold", "proxy", "cost", "kl", "entropy", "length", "eos",
+                                                    "safety")}
         if model is not reference:
             del model
     ref_name = names.get(reference_dir, model_name(reference_dir))
@@ -293,7 +325,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
             row["perplexity_change"] = row["perplexity"] / results[ref_name]["perplexity"] - 1
             row["mc_accuracy_change"] = row["mc_accuracy"] - results[ref_name]["mc_accuracy"]
     summary = {"reference": ref_name, "prompts": len(prompts), "reward": cfg.reward, "gold": cfg.gold,
-               "safety": cfg.safety, "temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
+               "safety": cfg.safety, "cost": cfg.cost, "cost_limit": cfg.cost_limit, "temperature": cfg.temperature,
+               "max_new_tokens": cfg.max_new_tokens,
                "intervals": interval_settings(cfg), "models": results}
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2) + "\n")
@@ -313,12 +346,12 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 def sample_row(prompt: str, i: int, answers: dict[str, list[str]], per_prompt: dict[str, dict[str, list]],
                wins: dict[str, list[float]]) -> dict[str, Any]:
     """One line of eval_samples.jsonl: the prompt, every model's answer (``responses``) and, per model, that
-    answer's ``gold``, ``proxy``, ``kl``, ``entropy``, ``length`` and ``eos``, its evaluator outcome against the reference
-    (``win_vs_reference``: 1 / ½ / 0) and its safety values ``harm``, ``over_refusal`` and ``helpfulness`` (null
+    answer's ``gold``, ``proxy``, ``cost``, ``kl``, ``entropy``, ``length`` and ``eos``, its evaluator outcome against
+    the reference (``win_vs_reference``: 1 / ½ / 0) and its safety values ``harm``, ``over_refusal`` and ``helpfulness`` (null
     where not applicable); a quantity that was not measured is left out."""
     row: dict[str, Any] = {"prompt": prompt, "responses": {n: a[i] for n, a in answers.items()}}
-    for field in ("gold", "proxy", "kl", "entropy", "length", "eos"):
-        values = {n: v[field][i] for n, v in per_prompt.items() if v[field]}
+    for field in ("gold", "proxy", "cost", "kl", "entropy", "length", "eos"):
+        values = {n: v[field][i] for n, v in per_prompt.items() if v.get(field)}
         if values:
             row[field] = values
     for field in SAFETY_FIELDS:
@@ -361,13 +394,24 @@ def safety_table_rows(level: float = 0.95) -> list[tuple[str, str, str]]:
     return rows
 
 
+def cost_table_rows(level: float = 0.95) -> list[tuple[str, str, str]]:
+    """The rows of the printed cost table (``cost=``), as :func:`safety_table_rows`, then where the cost's interval
+    lies against the bound (``cost_limit=``)."""
+    interval = f"  {level * 100:g}% interval"
+    return [("mean cost", "cost_mean", "value"), (interval, "cost_interval", "interval"),
+            ("  prompts", "cost_interval", "n"), ("  change vs ref", "cost_change", "gain"),
+            (interval, "cost_change", "interval"), ("interval vs bound", "cost_vs_limit", "text")]
+
+
 def table_cell(value: Any, how: str) -> str:
-    """A cell of the printed table: '0.500', '+0.162', '[+0.05, +0.27]', '[0.38, 0.62]', '48' (``n``); '–' when
-    absent."""
+    """A cell of the printed table: '0.500', '+0.162', '[+0.05, +0.27]', '[0.38, 0.62]', '48' (``n``), 'below'
+    (``text``); '–' when absent."""
     if value is None:
         return "–"
     if how == "value":
         return f"{value:.3f}"
+    if how == "text":
+        return str(value)
     if not isinstance(value, dict):
         return "–"
     if how == "n":
@@ -381,13 +425,20 @@ def table_cell(value: Any, how: str) -> str:
 def eval_tables(summary: dict[str, Any], width: int) -> list[Table]:
     """The evaluation as tables of metric rows × model columns, as many models per table as fit ``width``.
     A row of gains or intervals appears when some model has it (not in an eval.json from before intervals). With
-    safety metrics (``safety=``), the helpful / harmless trade-off follows in tables of its own."""
+    a cost (``cost=``) and with safety metrics (``safety=``), the cost and the helpful / harmless trade-off follow in
+    tables of their own."""
     level = (summary.get("intervals") or {}).get("level", 0.95)
     models = summary["models"]
     rows = [(label, key, how) for label, key, how in table_rows(level)
             if how == "value" or any(isinstance(m.get(key), dict) for m in models.values())]
     title = f"held-out evaluation on {summary['prompts']} prompts (reference: {summary['reference']})"
     tables = metric_tables(models, rows, title, width)
+    cost_rows = [(label, key, how) for label, key, how in cost_table_rows(level)
+                 if any(m.get(key) is not None for m in models.values())]
+    if cost_rows:
+        bound = summary.get("cost_limit")
+        title = f"cost {summary.get('cost')}" + (f", bound d = {bound:g}" if isinstance(bound, (int, float)) else "")
+        tables += metric_tables(models, cost_rows, f"{title} (reference: {summary['reference']})", width)
     safety_rows = [(label, key, how) for label, key, how in safety_table_rows(level)
                    if any(m.get(key) is not None for m in models.values())]
     if safety_rows:

@@ -87,7 +87,8 @@ STAGE_SETTINGS = {
                 "derived.start"),
     "ppo": ("ppo", "sft_model", "reward", "cost_weight", "derived.start", "derived.cost_rm"),
     "dpo": ("dpo", "sft_model", "preferences", "extra_preferences", "derived.start"),
-    "eval": ("eval", "sft_model", "reward", "ppo.data.eval_file", "derived.start"),
+    "eval": ("eval", "sft_model", "reward", "ppo.data.eval_file", "ppo.cost", "ppo.cost_limit", "derived.start",
+             "derived.cost_rm"),
 }
 
 
@@ -437,7 +438,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                 ref_model=start, data=_replace(cfg.dpo.data, train_file=pairs))).model_dir)}, timings)["model"]
         if "eval" in wanted:
             models = list(dict.fromkeys([sft_dir, start, policy, dpo_policy]))  # (each once)
-            _evaluate(cfg, here, stages, models, start, reward, timings)
+            _evaluate(cfg, here, stages, models, start, reward, cost_rm, timings)
         if "report" in wanted:
             RECIPES["report"].runner()(ReportConfig(run_dir=str(here),
                                                     title=f"{root.name} round {r}" if cfg.rounds > 1 else ""))
@@ -511,17 +512,31 @@ def _cost_labeller(cfg: PipelineConfig, samples: str) -> Callable[[str], Any]:
     return lambda db: RECIPES["label simulate"].runner()(_replace(cfg.cost_label, samples=samples, db=db))
 
 
+def eval_cost(cfg: PipelineConfig, cost_rm: str) -> tuple[str, float | None]:
+    """The evaluation's cost and bound: ``eval.cost`` / ``eval.cost_limit`` when set; else, with a harmless reward
+    model (the cost_rm stage ran), PPO's: ``ppo.cost`` or −1 × that model's score, under ``ppo.cost_limit`` (for the
+    weighted-sum run too, so both runs are judged against the same bound); else none."""
+    if cfg.eval.cost:
+        return cfg.eval.cost, cfg.eval.cost_limit
+    if not cost_rm:
+        return "", None
+    return cfg.ppo.cost or f"-1*{cost_rm}", cfg.eval.cost_limit if cfg.eval.cost_limit is not None else cfg.ppo.cost_limit
+
+
 def _evaluate(cfg: PipelineConfig, here: Path, stages: Stages, models: list[str], reference: str, reward: str,
-              timings: dict[str, float]) -> None:
+              cost_rm: str, timings: dict[str, float]) -> None:
     """Stage eval: every model on the held-out prompts against ``reference`` (the model RL started from), with the
-    safety metrics when ``eval.safety`` is set."""
+    safety metrics when ``eval.safety`` is set and the cost against its bound with a harmless reward model
+    (:func:`eval_cost`)."""
     eval_prompts = cfg.eval.data.train_file or cfg.ppo.data.eval_file
     if not eval_prompts:
         raise DataError("eval.data.train_file is required: held-out prompts for the evaluation")
+    cost, cost_limit = eval_cost(cfg, cost_rm)
 
     def evaluate() -> dict[str, Any]:
         RECIPES["eval"].runner()(_replace(cfg.eval, run_dir=str(here), models=models, reference=reference,
                                           precision=cfg.model.precision, reward=cfg.eval.reward or reward,
+                                          cost=cost, cost_limit=cost_limit,
                                           data=_replace(cfg.eval.data, train_file=eval_prompts)))
         return {"eval": str(here / "eval.json")}
 
