@@ -146,38 +146,105 @@ def test_revisions_jsonl_is_an_sft_file(uninterrupted, tmp_path, tokenizer):
 
 
 def test_a_run_killed_halfway_resumes_to_the_uninterrupted_file(uninterrupted, tiny_dir, tmp_path, monkeypatch):
-    """Killed in the middle of the third prompt's steps: the two finished rows are on disk, the third is not; the
-    rerun revises only what is missing and the file is byte for byte the uninterrupted run's.
+    """Batches of 2: killed in the middle of the second batch's steps (the third prompt's first revision), the first
+    batch's two rows are on disk and the third is not; the rerun revises only what is missing and the file is byte
+    for byte the uninterrupted run's (which answered all three in one batch).
 
-    Caught: rows buffered instead of written when complete (nothing on disk after the kill), dropping the skip of
-    finished prompts (rows repeated, more steps sampled), one random stream for the whole run (the resumed rows
-    differ)."""
+    Caught: rows buffered instead of written when their batch is complete (nothing on disk after the kill),
+    dropping the skip of finished prompts (rows repeated, more steps sampled), one random stream for the whole run
+    or seeds from a prompt's place in its batch (the resumed rows differ)."""
     _, _, expected = uninterrupted
     output = tmp_path / "revisions.jsonl"
-    cfg = _local_cfg(tiny_dir, _prompt_file(tmp_path / "prompts.jsonl"), output)
-    original, calls = cai.LocalChat.reply, []
+    cfg = _local_cfg(tiny_dir, _prompt_file(tmp_path / "prompts.jsonl"), output, batch_size=2)
+    original, calls = cai.LocalChat.reply_batch, []
 
-    def killed_at_step_13(self, messages, seed):
-        calls.append(seed)
-        if len(calls) == 2 * STEPS_PER_PROMPT + 3:  # the third prompt's first revision
+    def killed_at_call_8(self, conversations, seeds):
+        calls.append(list(seeds))
+        if len(calls) == STEPS_PER_PROMPT + 3:  # batch 1: 5 steps of 2 prompts; batch 2: response, critique, revision
             raise KeyboardInterrupt
-        return original(self, messages, seed)
+        return original(self, conversations, seeds)
 
-    monkeypatch.setattr(cai.LocalChat, "reply", killed_at_step_13)
+    monkeypatch.setattr(cai.LocalChat, "reply_batch", killed_at_call_8)
     with pytest.raises(KeyboardInterrupt):
         run_cai_revise(cfg)
+    assert [len(seeds) for seeds in calls] == [2] * STEPS_PER_PROMPT + [1] * 3
     assert output.read_bytes() == b"".join(expected.splitlines(keepends=True)[:2])
 
     calls.clear()
-    monkeypatch.setattr(cai.LocalChat, "reply", lambda self, messages, seed: (calls.append(seed),
-                                                                             original(self, messages, seed))[1])
+    monkeypatch.setattr(cai.LocalChat, "reply_batch", lambda self, conversations, seeds: (
+        calls.append(list(seeds)), original(self, conversations, seeds))[1])
     summary = run_cai_revise(cfg)
     assert summary["revised"] == 1 and summary["already_done"] == 2 and summary["rows"] == 3
-    assert len(calls) == STEPS_PER_PROMPT  # only the missing prompt was sampled
+    assert [len(seeds) for seeds in calls] == [1] * STEPS_PER_PROMPT  # only the missing prompt was sampled
     assert output.read_bytes() == expected
 
     assert run_cai_revise(cfg)["revised"] == 0 and len(calls) == STEPS_PER_PROMPT  # finished: nothing to do
     assert output.read_bytes() == expected
+
+
+def test_a_batch_asks_each_step_once_for_all_its_prompts_with_each_prompts_own_seeds(uninterrupted, tiny_dir,
+                                                                                       tmp_path, monkeypatch):
+    """One generate call per step for the whole batch, each row with the seed of its own prompt and step.
+    Caught: one call per prompt (no batching), seeds shared across the batch or taken from the batch position."""
+    original, calls = cai.LocalChat.reply_batch, []
+    monkeypatch.setattr(cai.LocalChat, "reply_batch", lambda self, conversations, seeds: (
+        calls.append(list(seeds)), original(self, conversations, seeds))[1])
+    run_cai_revise(_local_cfg(tiny_dir, _prompt_file(tmp_path / "prompts.jsonl"), tmp_path / "revisions.jsonl"))
+    steps = [(0, "response"), (0, "critique"), (0, "revision"), (1, "critique"), (1, "revision")]
+    assert calls == [[step_seed(prompt_seed(SEED, p), r, step) for p in DISTINCT] for r, step in steps]
+    assert (tmp_path / "revisions.jsonl").read_bytes() == uninterrupted[2]
+
+
+class BatchChat:
+    """A chat with reply_batch that answers "text <seed>", except that the seeds in ``empty`` get an empty reply;
+    it records every call as ("batch" | "one", seeds)."""
+
+    end_markers, special_tokens = (), ()
+
+    def __init__(self, empty=()):
+        self.empty, self.calls = set(empty), []
+
+    def _text(self, seed):
+        return "" if seed in self.empty else f"text {seed}"
+
+    def reply_batch(self, conversations, seeds):
+        self.calls.append(("batch", list(seeds)))
+        return [self._text(seed) for seed in seeds]
+
+    def reply(self, messages, seed):
+        self.calls.append(("one", [seed]))
+        return self._text(seed)
+
+
+def test_an_empty_reply_in_a_batch_is_sampled_again_on_its_own():
+    """Only the prompt whose reply was empty is asked again, alone, with its step's next retry seed; the others keep
+    their first reply. Caught: the whole batch asked again, the retry with the first seed or another prompt's."""
+    prompts = ["a", "b", "c"]
+    bases = [prompt_seed(SEED, p) for p in prompts]
+    first = step_seed(bases[1], 0, "response")
+    chat = BatchChat(empty={first})
+    revised = revise_module.revise_batch(chat, prompts, DEFAULT_CONSTITUTION, 1, SEED)
+    again = revise_module.retry_seed(first, 1)
+    assert chat.calls[:2] == [("batch", [step_seed(b, 0, "response") for b in bases]), ("one", [again])]
+    assert [r["original_response"] for r in revised] == [f"text {step_seed(bases[0], 0, 'response')}",
+                                                          f"text {again}", f"text {step_seed(bases[2], 0, 'response')}"]
+    assert len(chat.calls) == 4  # then the critique and the revision, each one call for the three
+
+
+def test_a_prompt_that_stays_empty_in_a_batch_names_its_own_row(tiny_dir, tmp_path, monkeypatch):
+    """The error names the failing prompt's row of the file (row 2: the second distinct prompt), not its batch's
+    first; nothing of the batch is written. Caught: item ignored (row 1 named), a half-finished batch written."""
+    base = prompt_seed(SEED, DISTINCT[1])
+    own = step_seed(base, 0, "critique")
+    empty = {revise_module.retry_seed(own, attempt) for attempt in range(revise_module.EMPTY_TRIES)}
+    monkeypatch.setattr(cai, "make_chat", lambda cfg: BatchChat(empty=empty))
+    output = tmp_path / "revisions.jsonl"
+    with pytest.raises(DataError) as error:
+        run_cai_revise(_local_cfg(tiny_dir, _prompt_file(tmp_path / "prompts.jsonl"), output))
+    assert str(error.value).startswith(f"{tmp_path / 'prompts.jsonl'} row 2, step 'critique (round 1)': the model's "
+                                       "critique was empty after cleaning 3 times")
+    assert "The 0 rows finished before it are safely in" in str(error.value)
+    assert output.read_bytes() == b""
 
 
 @pytest.mark.parametrize("damage", ["cut in the middle", "cut before its newline", "zeros after a crash"])

@@ -135,6 +135,10 @@ class CAIReviseConfig:
                                "previous revision.", bounds=POSITIVE)
     max_prompts: int = doc_field(0, "Revise at most this many distinct prompts of the file (0 = all).",
                                  bounds=NON_NEGATIVE)
+    batch_size: int = doc_field(
+        8, "Prompts a local model answers together: each step (response, critique, revision) of a batch is one generate "
+           "call, each prompt sampled from its own seeds, and the batch's rows are written when all are complete (an "
+           "endpoint is asked one prompt at a time).", bounds=POSITIVE)
     max_new_tokens: int = doc_field(128, "Longest reply of each step (response, critique, revision).", bounds=POSITIVE)
     temperature: float = doc_field(0.7, "Sampling temperature of every step (0 = greedy).", bounds=NON_NEGATIVE)
     top_p: float = doc_field(0.95, "Nucleus sampling, in (0, 1].")

@@ -7,7 +7,9 @@ per-prompt seeds, the row format of ``revisions.jsonl`` and its crash-safe appen
 OpenAI-compatible chat client (:class:`EndpointChat`). A local model answers through ``tether.recipes.cai``.
 
 A *chat* (:class:`Chat`) is any object with ``reply(messages, seed) -> str``, the raw text of the assistant's next
-turn, which :func:`clean_reply` cleans. For one prompt and one round the conversation is::
+turn, which :func:`clean_reply` cleans; one that also has ``reply_batch(conversations, seeds)`` (a local model:
+one generate call for several prompts) is asked for a step of every prompt of a batch at once
+(:func:`revise_batch`). For one prompt and one round the conversation is::
 
     user       the prompt (or the prompt's messages)
     assistant  the response                      (round 1: sampled; round r > 1: round r-1's revision)
@@ -351,12 +353,14 @@ def clean_reply(text: str, step: str, end_markers: Sequence[str] = (), special_t
     return text.strip()
 
 
-# ------------------------------------------------------------------------------------------------ one prompt
+# ------------------------------------------------------------------------------------ one prompt, or a batch
 
 
 class Chat(Protocol):
     """What answers: ``reply`` gives the raw text of the assistant's next turn after ``messages``, sampled with
-    ``seed``; ``end_markers`` and ``special_tokens`` are its own marker strings for :func:`clean_reply`."""
+    ``seed``; ``end_markers`` and ``special_tokens`` are its own marker strings for :func:`clean_reply`. A chat may
+    also have ``reply_batch(conversations, seeds) -> list[str]``, the same for several conversations at once, each
+    from its own seed (:func:`revise_batch`)."""
 
     end_markers: Sequence[str]
     special_tokens: Sequence[str]
@@ -365,10 +369,11 @@ class Chat(Protocol):
 
 
 class RevisionError(TetherInputError, ValueError):
-    """A step of one prompt failed (the endpoint's reply was unusable, or a reply was empty after cleaning)."""
+    """A step of one prompt failed (the endpoint's reply was unusable, or a reply was empty after cleaning);
+    ``item`` is the prompt's place in its batch (:func:`revise_batch`)."""
 
-    def __init__(self, step: str, problem: str):
-        self.step, self.problem = step, problem
+    def __init__(self, step: str, problem: str, item: int = 0):
+        self.step, self.problem, self.item = step, problem, item
         super().__init__(f"{step}: {problem}")
 
 
@@ -380,42 +385,74 @@ def retry_seed(seed: int, attempt: int) -> int:
     return seed if attempt == 0 else _hash_int(seed, "again", attempt)
 
 
-def _ask(chat: Chat, messages: list[dict], seed: int, step: str, label: str) -> str:
-    """The cleaned reply to ``messages``. A reply that is empty after cleaning (a small model may end its turn at
-    once) is sampled again with :func:`retry_seed`, deterministic as the first try, so a rerun gets past it the same
-    way; after :data:`EMPTY_TRIES` empty replies the step fails."""
-    for attempt in range(EMPTY_TRIES):
+def _reply(chat: Chat, messages: list[dict], seed: int, label: str, item: int) -> str:
+    try:
+        return chat.reply(messages, seed)
+    except TetherInputError as exc:
+        raise RevisionError(label, str(exc), item=item) from None
+
+
+def _ask_all(chat: Chat, conversations: list[list[dict]], seeds: list[int], step: str, label: str) -> list[str]:
+    """The cleaned reply to each conversation, each sampled with its seed: one ``reply_batch`` call for all of them
+    when the chat has it, else one ``reply`` each, in order. A reply that is empty after cleaning (a small model may
+    end its turn at once) is sampled again on its own with :func:`retry_seed`, deterministic as the first try, so a
+    rerun gets past it the same way; after :data:`EMPTY_TRIES` empty replies the step fails."""
+    batch = getattr(chat, "reply_batch", None)
+    if batch is not None and len(conversations) > 1:
         try:
-            raw = chat.reply(messages, retry_seed(seed, attempt))
+            raws = batch(conversations, seeds)
         except TetherInputError as exc:
             raise RevisionError(label, str(exc)) from None
-        text = clean_reply(raw, step, chat.end_markers, chat.special_tokens)
-        if text:
-            return text
-    raise RevisionError(label, f"the model's {step} was empty after cleaning {EMPTY_TRIES} times, each sampled with "
-                               f"another seed (last raw reply {raw!r:.80})")
+    else:
+        raws = [_reply(chat, messages, seed, label, i) for i, (messages, seed) in enumerate(zip(conversations, seeds))]
+    texts = [clean_reply(raw, step, chat.end_markers, chat.special_tokens) for raw in raws]
+    for i in range(len(texts)):
+        raw = raws[i]
+        for attempt in range(1, EMPTY_TRIES):
+            if texts[i]:
+                break
+            raw = _reply(chat, conversations[i], retry_seed(seeds[i], attempt), label, i)
+            texts[i] = clean_reply(raw, step, chat.end_markers, chat.special_tokens)
+        if not texts[i]:
+            raise RevisionError(label, f"the model's {step} was empty after cleaning {EMPTY_TRIES} times, each sampled "
+                                       f"with another seed (last raw reply {raw!r:.80})", item=i)
+    return texts
+
+
+def revise_batch(chat: Chat, prompts: Sequence[Any], constitution: Sequence[Principle], rounds: int,
+                 seed: int) -> list[dict]:
+    """:func:`revise` for several prompts in lockstep: each step (response; critique and revision of each round) is
+    asked for every prompt at once, each from the seeds of its own prompt, so a prompt's conversation and seeds are
+    those it gets alone (its text too, up to the rounding of a padded batch on a local model). A step that fails
+    raises :class:`RevisionError` with ``item`` = the failing prompt's place in ``prompts``."""
+    if not constitution:
+        raise ValueError("the constitution has no principles")
+    bases = [prompt_seed(seed, prompt) for prompt in prompts]
+    rngs = [random.Random(base) for base in bases]
+    responses = _ask_all(chat, [as_messages(p) for p in prompts], [step_seed(b, 0, "response") for b in bases],
+                         "response", "response")
+    latest, done = list(responses), [[] for _ in prompts]
+    for r in range(rounds):
+        principles = [constitution[rng.randrange(len(constitution))] for rng in rngs]
+        critiques = _ask_all(chat, [critique_messages(p, t, c) for p, t, c in zip(prompts, latest, principles)],
+                             [step_seed(b, r, "critique") for b in bases], "critique", f"critique (round {r + 1})")
+        revisions = _ask_all(chat, [revision_messages(p, t, c, k) for p, t, c, k in zip(prompts, latest, principles,
+                                                                                         critiques)],
+                             [step_seed(b, r, "revision") for b in bases], "revision", f"revision (round {r + 1})")
+        for i, (principle, critique, revision) in enumerate(zip(principles, critiques, revisions)):
+            done[i].append({"principle": principle.name, "critique_request": principle.critique_request,
+                            "critique": critique, "revision_request": principle.revision_request,
+                            "revision": revision})
+        latest = revisions
+    return [{"original_response": response, "rounds": rounds_done, "completion": last}
+            for response, rounds_done, last in zip(responses, done, latest)]
 
 
 def revise(chat: Chat, prompt: Any, constitution: Sequence[Principle], rounds: int, seed: int) -> dict:
     """Sample a response to ``prompt``, then ``rounds`` times draw a principle and ask for a critique and a revision
     of the latest text. Returns ``{"original_response", "rounds": [...], "completion"}`` (the last revision); a step
     that fails raises :class:`RevisionError` naming it (``critique (round 2)``)."""
-    if not constitution:
-        raise ValueError("the constitution has no principles")
-    base = prompt_seed(seed, prompt)
-    rng = random.Random(base)
-    response = _ask(chat, as_messages(prompt), step_seed(base, 0, "response"), "response", "response")
-    latest, done = response, []
-    for r in range(rounds):
-        principle = constitution[rng.randrange(len(constitution))]
-        critique = _ask(chat, critique_messages(prompt, latest, principle), step_seed(base, r, "critique"),
-                        "critique", f"critique (round {r + 1})")
-        revision = _ask(chat, revision_messages(prompt, latest, principle, critique), step_seed(base, r, "revision"),
-                        "revision", f"revision (round {r + 1})")
-        done.append({"principle": principle.name, "critique_request": principle.critique_request,
-                     "critique": critique, "revision_request": principle.revision_request, "revision": revision})
-        latest = revision
-    return {"original_response": response, "rounds": done, "completion": latest}
+    return revise_batch(chat, [prompt], constitution, rounds, seed)[0]
 
 
 def revision_row(prompt: Any, revised: dict, source_row: int, model: str, generation: dict) -> dict:

@@ -5,7 +5,8 @@ of a constitution, and write ``revisions.jsonl``: one row per prompt, which ``te
 1. the constitution, the prompts (each distinct prompt once) and the rows ``revisions.jsonl`` already holds
    (a crash's partial last line is dropped);
 2. the model: a local causal LM through its chat template, or an OpenAI-compatible endpoint;
-3. per prompt: response → (critique → revision) × rounds, the row appended and fsynced as soon as it is complete.
+3. per batch of ``batch_size`` prompts: response → (critique → revision) × rounds, each step one generate call for
+   the batch (each prompt from its own seeds), the batch's rows appended and fsynced as soon as they are complete.
 
 The model-independent parts (constitution, messages, cleaning, seeds, row format, endpoint client) are in
 :mod:`tether.feedback.revise`.
@@ -34,7 +35,7 @@ from tether.feedback.revise import (
     prompt_key,
     read_constitution,
     read_finished,
-    revise,
+    revise_batch,
     revision_row,
 )
 from tether.models.loading import ModelLoadError, load_causal_lm, load_tokenizer
@@ -46,7 +47,8 @@ from tether.utils.logging import console
 class LocalChat:
     """A local causal LM answering chat messages: the messages rendered with the tokenizer's chat template (with the
     generation prompt), one response sampled from the seed's own stream (greedy at temperature 0) up to the first
-    stop token, decoded with its special tokens (which :func:`~tether.feedback.revise.clean_reply` removes)."""
+    stop token, decoded with its special tokens (which :func:`~tether.feedback.revise.clean_reply` removes).
+    ``reply_batch`` answers several conversations in one generate call, left-padded, each row from its own seed."""
 
     def __init__(self, model, tokenizer, generation: GenerationConfig):
         if not getattr(tokenizer, "chat_template", None):
@@ -59,15 +61,22 @@ class LocalChat:
         self.end_markers = tuple(tokenizer.decode([token]) for token in self.stops)
         self.special_tokens = tuple(tokenizer.all_special_tokens)
 
-    @torch.no_grad()
     def reply(self, messages: list[dict], seed: int) -> str:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        encoded = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
-        rollout = generate(self.model, encoded["input_ids"], encoded["attention_mask"], self.generation, self.stops,
-                           self.tokenizer.pad_token_id, seeds=[seed] if self.generation.do_sample else None,
-                           share_prompts=False)
-        tokens = rollout.response_ids[0][rollout.response_mask[0].bool()]  # up to and including the stop token
-        return self.tokenizer.decode(tokens, skip_special_tokens=False)
+        return self.reply_batch([messages], [seed])[0]
+
+    @torch.no_grad()
+    def reply_batch(self, conversations: list[list[dict]], seeds: list[int]) -> list[str]:
+        ids = [self.tokenizer(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                              add_special_tokens=False)["input_ids"] for messages in conversations]
+        longest = max(len(x) for x in ids)
+        pad = self.tokenizer.pad_token_id
+        prompt_ids = torch.tensor([[pad] * (longest - len(x)) + x for x in ids], dtype=torch.long)
+        prompt_mask = torch.tensor([[0] * (longest - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)
+        rollout = generate(self.model, prompt_ids, prompt_mask, self.generation, self.stops, pad,
+                           seeds=list(seeds) if self.generation.do_sample else None, share_prompts=False)
+        # each row up to and including its stop token
+        return [self.tokenizer.decode(rollout.response_ids[i][rollout.response_mask[i].bool()], skip_special_tokens=False)
+                for i in range(len(ids))]
 
 
 def model_name(cfg: CAIReviseConfig) -> str:
@@ -111,20 +120,25 @@ def _prompts(cfg: CAIReviseConfig) -> tuple[list[tuple[int, Any]], int]:
 
 def _revise_all(chat, todo: list[tuple[int, Any]], constitution: Sequence[Principle], cfg: CAIReviseConfig,
                 output: Path, already: int) -> int:
-    """Revise each prompt of ``todo`` and append its row to ``output`` at once; returns how many were written."""
+    """Revise the prompts of ``todo``, ``batch_size`` at a time (an endpoint: one at a time), and append each batch's
+    rows to ``output`` as soon as they are complete; returns how many were written."""
     name, generation = model_name(cfg), generation_settings(cfg)
+    size = 1 if cfg.base_url else cfg.batch_size
     written = 0
     output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "ab") as handle:
-        for row, prompt in tqdm(todo, desc="cai revise", unit="prompt"):
+    with open(output, "ab") as handle, tqdm(total=len(todo), desc="cai revise", unit="prompt") as bar:
+        for start in range(0, len(todo), size):
+            batch = todo[start:start + size]
             try:
-                revised = revise(chat, prompt, constitution, cfg.rounds, cfg.seed)
+                revised = revise_batch(chat, [prompt for _, prompt in batch], constitution, cfg.rounds, cfg.seed)
             except RevisionError as exc:
-                raise DataError(f"{cfg.data.train_file} row {row}, step '{exc.step}': {exc.problem}. The "
-                                f"{already + written} rows finished before it are safely in {output}: fix the "
+                raise DataError(f"{cfg.data.train_file} row {batch[exc.item][0]}, step '{exc.step}': {exc.problem}. "
+                                f"The {already + written} rows finished before it are safely in {output}: fix the "
                                 "problem and run the same command again to go on") from None
-            append_row(handle, revision_row(prompt, revised, row, name, generation))
-            written += 1
+            for (row, prompt), done in zip(batch, revised):
+                append_row(handle, revision_row(prompt, done, row, name, generation))
+            written += len(batch)
+            bar.update(len(batch))
     return written
 
 
