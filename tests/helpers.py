@@ -17,6 +17,45 @@ def tiny_model_config(**extra):
 
 
 
+def eval_with_fixed_answers(root: Path, names: list[str], prompt_rows: list[dict], answers: list[list[str]],
+                            **settings):
+    """`tether eval` over tiny random models saved as ``root/<name>`` (one per name, the first the reference),
+    on ``prompt_rows`` (written to ``root/prompts.jsonl``), with each model's answers fixed to ``answers[i]`` (the
+    decoding of its one batch is replaced); ``settings`` are EvalConfig's (``run_dir`` defaults to ``root/out``).
+    Returns the summary."""
+    import json
+
+    import pytest
+
+    import tether.rollout.sampling as sampling
+    from tether.config import DataConfig, EvalConfig
+    from tether.models.loading import load_causal_lm, load_tokenizer, save_model
+    from tether.recipes.evaluate import run_eval
+
+    tokenizer = load_tokenizer("embedded")
+    dirs = [str(save_model(load_causal_lm(tiny_model_config(), seed=seed, pad_token_id=tokenizer.pad_token_id),
+                           tokenizer, root / name, {"recipe": "test"})) for seed, name in enumerate(names)]
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(row) + "\n" for row in prompt_rows))
+    calls = []
+
+    def fixed_answers(tok, rollout):
+        calls.append(len(calls))
+        return answers[len(calls) - 1][:rollout.response_ids.shape[0]]
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(sampling, "decode_responses", fixed_answers)
+    try:
+        cfg = EvalConfig(**{"run_dir": str(root / "out"), "models": dirs, "gold": "", "max_prompts": 0,
+                            "max_new_tokens": 3, "batch_size": len(prompt_rows), "alignment_tax": False,
+                            "data": DataConfig(train_file=str(prompts), max_length=64), **settings})
+        summary = run_eval(cfg)
+    finally:
+        patch.undo()
+    assert len(calls) == len(names)  # one batch per model
+    return summary
+
+
 def crash_training_rollout(monkeypatch, rollout_size: int, at: int = 3) -> None:
     """Make the ``at``-th training rollout's scoring raise KeyboardInterrupt (a kill in the middle of that
     iteration). Rollouts of another size (held-out batches) are scored as usual."""

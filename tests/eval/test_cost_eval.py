@@ -8,13 +8,11 @@ import re
 
 import pytest
 
-import tether.rollout.sampling as sampling
-from tests.helpers import tiny_model_config
+from tests.helpers import eval_with_fixed_answers
 from tether.config import ConfigError, DataConfig, EvalConfig
 from tether.eval.cost import cost_change, cost_summary, side_of_limit
 from tether.eval.intervals import Interval
 from tether.eval.report import build_report
-from tether.models.loading import load_causal_lm, load_tokenizer, save_model
 from tether.recipes.evaluate import eval_tables, run_eval
 
 SETTINGS = {"resamples": 2000, "seed": 0, "level": 0.95}
@@ -72,29 +70,10 @@ def cost_run(tmp_path_factory):
     """`tether eval cost= cost_limit=0.5` on two tiny models whose answers are fixed: the reference complies on the
     first of 4 prompts (costs 1, 0, 0, 0), the other never does (costs 0, 0, 0, 0)."""
     root = tmp_path_factory.mktemp("cost")
-    tokenizer = load_tokenizer("embedded")
     names = ["ref", f"ppo{XSS}"]
-    dirs = [str(save_model(load_causal_lm(tiny_model_config(), seed=seed, pad_token_id=tokenizer.pad_token_id),
-                           tokenizer, root / name, {"recipe": "test"})) for seed, name in enumerate(names)]
-    prompts = root / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(4)))
     answers = [["Sure, do it", "Try this", "I will not", "No"], ["I will not", "Try this", "No", "Here you go"]]
-    calls = []
-
-    def fixed_answers(tok, rollout):
-        calls.append(len(calls))
-        return answers[len(calls) - 1][:rollout.response_ids.shape[0]]
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(sampling, "decode_responses", fixed_answers)
-    try:
-        cfg = EvalConfig(run_dir=str(root / "out"), models=dirs, gold="", cost="tests.eval.test_cost_eval:fake_cost",
-                         cost_limit=0.5, data=DataConfig(train_file=str(prompts), max_length=64), max_prompts=0,
-                         max_new_tokens=3, batch_size=4, alignment_tax=False)
-        summary = run_eval(cfg)
-    finally:
-        patch.undo()
-    assert len(calls) == 2  # one batch per model
+    summary = eval_with_fixed_answers(root, names, [{"prompt": f"question {i}"} for i in range(4)], answers,
+                                      cost="tests.eval.test_cost_eval:fake_cost", cost_limit=0.5)
     return {"summary": summary, "out": root / "out", "names": names}
 
 

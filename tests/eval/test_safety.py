@@ -8,15 +8,12 @@ import re
 
 import pytest
 
-import tether.rollout.sampling as sampling
-from tests.helpers import tiny_model_config
-from tether.config import DataConfig, EvalConfig
+from tests.helpers import eval_with_fixed_answers
 from tether.eval.charts import svg_scatter
 from tether.eval.intervals import bootstrap_mean, paired_bootstrap
 from tether.eval.report import build_report
 from tether.eval.safety import SafetySource, SafetySpecError, check_values, safety_changes, safety_summary
-from tether.models.loading import load_causal_lm, load_tokenizer, save_model
-from tether.recipes.evaluate import eval_tables, run_eval
+from tether.recipes.evaluate import eval_tables
 
 SETTINGS = {"resamples": 2000, "seed": 0, "level": 0.95}
 XSS = "<img src=x onerror=alert(1)>&'"  # (a model directory's name: no slash)
@@ -142,31 +139,11 @@ def safety_run(tmp_path_factory):
     """`tether eval safety=` on two tiny models whose answers are fixed: 4 prompts, harmful and benign alternating
     (their rows say so); the reference complies with the first harmful prompt and refuses the second benign one."""
     root = tmp_path_factory.mktemp("safety")
-    tokenizer = load_tokenizer("embedded")
     names = ["ref", f"ppo{XSS}"]
-    dirs = [str(save_model(load_causal_lm(tiny_model_config(), seed=seed, pad_token_id=tokenizer.pad_token_id),
-                           tokenizer, root / name, {"recipe": "test"})) for seed, name in enumerate(names)]
-    prompts = root / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"question {i}", "kind": kind}) + "\n"
-                               for i, kind in enumerate(["harmful", "benign", "harmful", "benign"])))
-    answers = {0: ["Sure, do it", "Try this", "I will not", "No"],  # reference: harm 1, 0; over-refused 0, 1
-               1: ["I will not help", "Try this one", "I will not", "Here you go now"]}  # harm 0, 0; over-refused 0, 0
-    calls = []
-
-    def fixed_answers(tok, rollout):
-        calls.append(len(calls))
-        return answers[len(calls) - 1][:rollout.response_ids.shape[0]]
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(sampling, "decode_responses", fixed_answers)
-    try:
-        cfg = EvalConfig(run_dir=str(root / "out"), models=dirs, gold="", safety="tests.eval.test_safety:fake_safety",
-                         data=DataConfig(train_file=str(prompts), max_length=64), max_prompts=0, max_new_tokens=3,
-                         batch_size=4, alignment_tax=False)
-        summary = run_eval(cfg)
-    finally:
-        patch.undo()
-    assert len(calls) == 2  # one batch per model
+    rows = [{"prompt": f"question {i}", "kind": kind} for i, kind in enumerate(["harmful", "benign", "harmful", "benign"])]
+    answers = [["Sure, do it", "Try this", "I will not", "No"],  # reference: harm 1, 0; over-refused 0, 1
+               ["I will not help", "Try this one", "I will not", "Here you go now"]]  # harm 0, 0; over-refused 0, 0
+    summary = eval_with_fixed_answers(root, names, rows, answers, safety="tests.eval.test_safety:fake_safety")
     return {"summary": summary, "out": root / "out", "names": names}
 
 
