@@ -16,6 +16,7 @@ import yaml
 from tests.helpers import EXAMPLES, ROOT, TINY_OVERRIDES
 from tether.config import ConfigError, PipelineConfig, load_config
 from tether.data import DataError
+from tether.eval.cost import SIDES
 from tether.recipes.pipeline import apply_task, eval_cost, ordered_pairs, ppo_config, run_pipeline
 from tether.tasks.harmless import kind_of
 from tether.tasks.registry import get_task
@@ -142,7 +143,7 @@ def test_the_evaluation_has_the_safety_metrics_against_the_sl_cai_model(harmless
         changes = {"harm_rate_change", "over_refusal_rate_change", "helpfulness_change", "cost_change"}
         assert changes <= set(row) if name != "cai_sft" else not changes & set(row), name
         # the cost PPO was held to, on the same 8 answers, against the same bound
-        assert row["cost_interval"]["n"] == 8 and row["cost_vs_limit"] in ("below", "above", "spans"), name
+        assert row["cost_interval"]["n"] == 8 and row["cost_vs_limit"] in SIDES, name
         assert row["cost_interval"]["low"] <= row["cost_mean"] <= row["cost_interval"]["high"]
     assert (report["cost"], report["cost_limit"]) == (f"-1*{run / 'cost_rm'}", 0.0)
     samples = [json.loads(line) for line in _lines(run / "eval_samples.jsonl")]
