@@ -78,6 +78,10 @@ class FrontierConfig:
     RENAMED = {"betas": "kl_coefs", "dpo_betas": "dpo_kl_coefs"}  # old key → new key (read, with a note)
 
     run_dir: str = doc_field("runs/frontier", "Run directory: ppo-beta-<β>/ per PPO run, frontier.json, report.html.")
+    combine: list = doc_field(
+        [], "Instead of a sweep: frontier run directories to put side by side (e.g. one per seed, each with its "
+            "frontier.json): each setting's KL and gains over its own start, mean / min / max over the runs, and the "
+            "fits pooled over them → <run_dir>/frontier_seeds.json and frontier_seeds-{gold,proxy}.svg.")
     ppo: PPOConfig = doc_field(PPOConfig(), "The PPO run to sweep (model, reward, data, iterations ...); each point "
                                             "overrides kl_coef and turns adaptive_kl off.")
     kl_coefs: list = doc_field([0.5, 0.1, 0.02], "Fixed β (kl_coef) per PPO run, strong to weak leash ([] = no PPO "

@@ -70,9 +70,10 @@ def tick_label(value: float, step: float) -> str:
 
 def series_style(index: int, style: dict | None = None) -> dict:
     """How a series is drawn: ``color`` (default: the palette's, by position), ``dash`` (an SVG dash array, "" =
-    solid), ``width``, ``opacity``, ``markers`` (a dot at each point); ``style`` overrides any of them."""
+    solid), ``width``, ``opacity``, ``markers`` (a dot at each point), ``legend`` (False: no legend entry, for a
+    series that only backs another up); ``style`` overrides any of them."""
     return {"color": COLORS[index % len(COLORS)], "dash": "", "width": 1.8, "opacity": 1.0, "markers": False,
-            **(style or {})}
+            "legend": True, **(style or {})}
 
 
 def _legend(names: list[str], x: float, y: float, width: float,
@@ -139,7 +140,9 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: 
     ylabels = [tick_label(v, ystep) for v in yticks]
     left, right, bottom = 14 + CHAR_WIDTH * max(len(t) for t in ylabels), 20, 42
     looks = [series_style(i, {"markers": markers, **(styles or {}).get(name, {})}) for i, name in enumerate(clean)]
-    legend, rows = _legend(list(clean), left, 36, width - left - right, looks) if len(clean) > 1 else ([], 0)
+    shown = [(name, look) for name, look in zip(clean, looks) if look["legend"]]
+    legend, rows = (_legend([n for n, _ in shown], left, 36, width - left - right, [look for _, look in shown])
+                    if len(clean) > 1 and shown else ([], 0))
     top = 30 + 14 * rows
     sx = lambda x: left + (x - x0) / (x1 - x0) * (width - left - right)  # noqa: E731
     sy = lambda y: height - bottom - (y - y0) / (y1 - y0) * (height - top - bottom)  # noqa: E731
@@ -156,7 +159,8 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: 
             parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='{look['width']}' "
                          f"stroke-opacity='{look['opacity']}'{dash} points='{path}'/>")
         if look["markers"] or len(pts) == 1:
-            parts += [f"<circle cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='3' fill='{color}'/>" for x, y in pts]
+            fade = f" fill-opacity='{look['opacity']}'" if look["opacity"] < 1 else ""
+            parts += [f"<circle cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='3' fill='{color}'{fade}/>" for x, y in pts]
     parts.append("</svg>")
     return "".join(parts)
 

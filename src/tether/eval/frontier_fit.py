@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 FORMS = {"best-of-n": "d(α − βd)", "rl": "d(α − β log d)"}
+METHOD_FORMS = {"best-of-n": "best-of-n", "ppo": "rl", "dpo": "rl"}  # each frontier method's form
 
 
 @dataclass(frozen=True)
@@ -89,3 +90,17 @@ def fit_gao(kls: list[float], gains: list[float], form: str) -> GaoFit | None:
     residual = sum((g - (alpha * f1 + beta * f2)) ** 2 for (f1, f2), g in rows)
     r2 = 1 - residual / total if total > 0 else None
     return GaoFit(form, alpha, beta, r2, len(rows), peak_kl(form, alpha, beta))
+
+
+def fit_methods(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each method's form (:data:`METHOD_FORMS`) fitted to its points' gold and proxy gains: ``points`` are
+    ``{"method", "kl", "gold_gain", "proxy_gain"}`` (a gain None where not measured); one ``{"method", "reward",
+    ...GaoFit.as_dict()}`` per method and reward with a determined fit (two or more points at KL > 0)."""
+    fits = []
+    for method, form in METHOD_FORMS.items():
+        for reward in ("gold", "proxy"):
+            usable = [p for p in points if p["method"] == method and p.get(f"{reward}_gain") is not None]
+            fit = fit_gao([p["kl"] for p in usable], [p[f"{reward}_gain"] for p in usable], form)
+            if fit is not None:
+                fits.append({"method": method, "reward": reward, **fit.as_dict()})
+    return fits

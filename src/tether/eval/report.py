@@ -249,6 +249,55 @@ def write_frontier_svg(run_dir: Path) -> Path | None:
     return path
 
 
+def frontier_seeds_chart(combined: dict, reward: str, width: int = 640, height: int = 320) -> str:
+    """One reward's gain against KL over several frontier runs (:func:`tether.eval.frontier_seeds.combine`), as an
+    SVG element: per method the mean over the runs (solid, with markers), each run's own points pale behind it,
+    and the fit pooled over the runs (pale, dashed); every line starts at the start itself, gain 0 at KL 0."""
+    field = f"{reward}_gain"
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for row in combined["settings"]:
+        if row.get(field) is not None:
+            by_method[row["method"]].append(row)
+    color = {method: COLORS[i % len(COLORS)] for i, method in enumerate(by_method)}
+    series, styles = {}, {}
+    for name, points in combined["gains"].items():
+        for method in by_method:
+            mine = sorted((p for p in points if p["method"] == method and p.get(field) is not None),
+                          key=lambda p: p["kl"])
+            key = f"{method} {name}"
+            series[key] = ([] if mine and mine[0]["kl"] == 0 else [(0.0, 0.0)]) + [(p["kl"], p[field]) for p in mine]
+            styles[key] = {"color": color[method], "width": 1.0, "opacity": 0.35, "legend": False}
+    for method, rows in by_method.items():
+        rows = sorted(rows, key=lambda r: r["kl"]["mean"])
+        series[f"{method} mean"] = [(0.0, 0.0)] + [(r["kl"]["mean"], r[field]["mean"]) for r in rows]  # from the start
+        styles[f"{method} mean"] = {"color": color[method], "markers": True, "width": 2.2}
+    for f in combined.get("fits") or []:
+        if f.get("reward") != reward or f.get("method") not in by_method:
+            continue
+        top = max(r["kl"]["max"] for r in by_method[f["method"]])
+        key = f"{f['method']} fit (pooled)"
+        series[key] = [(top * i / 40, gao_curve(f["form"], f["alpha"], f["beta"], top * i / 40)) for i in range(41)]
+        styles[key] = {"color": color[f["method"]], "width": 1.2, "opacity": 0.55, "dash": "5 3"}
+    runs = len(combined.get("runs") or [])
+    return svg_chart(series, f"{reward} gain over the start vs KL, {runs} runs (bold: mean; pale: each run; dashed: "
+                     "pooled fit)", "KL (nats)", width, height, styles=styles)
+
+
+def write_frontier_seeds_svgs(run_dir: Path, combined: dict) -> list[Path]:
+    """``<run_dir>/frontier_seeds-gold.svg`` and ``-proxy.svg``: :func:`frontier_seeds_chart` as standalone images."""
+    paths = []
+    for reward in ("gold", "proxy"):
+        chart = frontier_seeds_chart(combined, reward)
+        if not chart:
+            continue
+        if "xmlns=" not in chart:
+            chart = chart.replace("<svg ", "<svg xmlns='http://www.w3.org/2000/svg' ", 1)
+        path = run_dir / f"frontier_seeds-{reward}.svg"
+        atomic_write_text(path, chart + "\n")
+        paths.append(path)
+    return paths
+
+
 def _section_frontier(run_dir: Path) -> str:
     data = _read_json(run_dir / "frontier.json")
     if not isinstance(data, dict) or not data.get("points"):

@@ -18,6 +18,9 @@ KL at which each fitted curve peaks.
 
 Writes ``<run_dir>/frontier.json`` (the points, the start's rewards, the fits) and ``<run_dir>/report.html``
 (the plot, fitted curves drawn through the points).
+
+With ``combine=[dir, ...]`` nothing is trained: the frontiers those directories hold (one per seed, say) are put side
+by side (:mod:`tether.eval.frontier_seeds`) in ``<run_dir>/frontier_seeds.json`` and two plots.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from rich.table import Table
 from tether.config import EvalConfig, FrontierConfig, HeldOutConfig, ModelConfig, ReportConfig
 from tether.data import DataError, load_prompt_dataset
 from tether.engine.runtime import atomic_write_text, limit, record_config
-from tether.eval.frontier_fit import fit_gao
+from tether.eval.frontier_fit import fit_methods
+from tether.eval.frontier_seeds import combine
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.rollout.best_of_n import best_of_n_kl
 from tether.rollout.rewards import load_gold_source, load_reward_source
@@ -65,21 +69,71 @@ def _sample_many(policy, tokenizer, prompts, n: int, cfg: FrontierConfig, reward
     return proxy, gold
 
 
-FIT_FORMS = {"best-of-n": "best-of-n", "ppo": "rl", "dpo": "rl"}  # each method's Gao et al. form
-
-
 def gao_fits(points: list[dict[str, Any]], start: dict[str, float]) -> list[dict[str, Any]]:
     """Gao et al.'s form fitted to each method's gold and proxy gains over ``start`` (the starting policy's mean
     gold and proxy on the same prompts); a family with fewer than two points at KL > 0 gets no fit."""
-    fits = []
-    for method, form in FIT_FORMS.items():
-        mine = [p for p in points if p["method"] == method]
-        for reward in ("gold", "proxy"):
-            usable = [p for p in mine if p.get(reward) is not None and start.get(reward) is not None]
-            fit = fit_gao([p["kl"] for p in usable], [p[reward] - start[reward] for p in usable], form)
-            if fit is not None:
-                fits.append({"method": method, "reward": reward, **fit.as_dict()})
-    return fits
+    def gain(p: dict[str, Any], reward: str) -> float | None:
+        return p[reward] - start[reward] if p.get(reward) is not None and start.get(reward) is not None else None
+
+    return fit_methods([{"method": p["method"], "kl": p["kl"], "gold_gain": gain(p, "gold"),
+                         "proxy_gain": gain(p, "proxy")} for p in points])
+
+
+def print_fits(fits: list[dict[str, Any]], title: str) -> None:
+    """The fitted forms as a table on the console (nothing without fits)."""
+    if not fits:
+        return
+    fitted = Table(title=title)
+    for column in ("method", "reward", "form", "α", "β", "R²", "peak KL"):
+        fitted.add_column(column, justify="right")
+    for f in fits:
+        fitted.add_row(f["method"], f["reward"], f["formula"], f"{f['alpha']:.3f}", f"{f['beta']:.3f}",
+                       "-" if f["r2"] is None else f"{f['r2']:.2f}",
+                       "none (still rising)" if f["peak_kl"] is None else f"{f['peak_kl']:.2f}")
+    console.print(fitted)
+
+
+def _spread_text(spread: dict[str, float] | None, digits: int, signed: bool) -> str:
+    if spread is None:
+        return "–"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    return f"{f.format(spread['mean'])} [{f.format(spread['min'])}, {f.format(spread['max'])}]"
+
+
+def combine_frontiers(cfg: FrontierConfig) -> dict[str, Any]:
+    """``combine=``: read each directory's frontier.json, put them side by side, write frontier_seeds.json and the
+    two plots into ``run_dir``, print the table; returns the combined result."""
+    from tether.eval.report import write_frontier_seeds_svgs
+
+    results: dict[str, Any] = {}
+    for folder in cfg.combine:
+        path = Path(folder) / "frontier.json"
+        if not path.is_file():
+            raise DataError(f"combine: {path} does not exist (run tether frontier with run_dir={folder} first)")
+        try:
+            results[str(folder)] = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"combine: {path} is not JSON (line {exc.lineno}, column {exc.colno})") from None
+    try:
+        combined = combine(results)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"combine: {exc}") from None
+    combined.update({name: {run: r.get(name) for run, r in results.items()} for name in ("start", "prompts")})
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_config(run_dir, "frontier", cfg)
+    atomic_write_text(run_dir / "frontier_seeds.json", json.dumps(combined, indent=2) + "\n")
+    table = Table(title=f"reward gain over each run's start vs KL, {len(results)} runs: mean [min, max]")
+    for column in ("method", "setting", "runs", "KL", "proxy gain", "gold gain"):
+        table.add_column(column, justify="right")
+    for row in combined["settings"]:
+        table.add_row(row["method"], row["setting"], str(row["n"]), _spread_text(row["kl"], 2, False),
+                      _spread_text(row["proxy_gain"], 2, True), _spread_text(row["gold_gain"], 3, True))
+    console.print(table)
+    print_fits(combined["fits"], f"Gao et al. 2022 forms fitted to the {len(results)} runs' gains pooled (d = √KL)")
+    for path in [run_dir / "frontier_seeds.json", *write_frontier_seeds_svgs(run_dir, combined)]:
+        console.print(f"wrote {path}", soft_wrap=True)
+    return combined
 
 
 def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
@@ -87,6 +141,8 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
     from tether.recipes.ppo import train_ppo
     from tether.recipes.preference import train_preference
 
+    if cfg.combine:
+        return combine_frontiers(cfg)
     if not cfg.ppo.reward:
         raise DataError("ppo.reward= is required: the proxy reward (reward model directory or module:function)")
     prompts_file = cfg.prompts_file or cfg.ppo.data.eval_file
@@ -163,15 +219,7 @@ def run_frontier(cfg: FrontierConfig) -> dict[str, Any]:
     for p in points:
         table.add_row(p["method"], p["setting"], f"{p['kl']:.3f}", f"{p['proxy']:.3f}", f"{p['gold']:.3f}")
     console.print(table)
-    if fits:
-        fitted = Table(title="Gao et al. 2022 forms fitted to the gains over the start (d = √KL)")
-        for column in ("method", "reward", "form", "α", "β", "R²", "peak KL"):
-            fitted.add_column(column, justify="right")
-        for f in fits:
-            fitted.add_row(f["method"], f["reward"], f["formula"], f"{f['alpha']:.3f}", f"{f['beta']:.3f}",
-                           "-" if f["r2"] is None else f"{f['r2']:.2f}",
-                           "none (still rising)" if f["peak_kl"] is None else f"{f['peak_kl']:.2f}")
-        console.print(fitted)
+    print_fits(fits, "Gao et al. 2022 forms fitted to the gains over the start (d = √KL)")
     from tether.eval.report import write_report
 
     write_report(ReportConfig(run_dir=str(run_dir), title="reward vs KL frontier"))
