@@ -97,6 +97,8 @@ def test_combine_reads_the_runs_and_writes_the_table_and_plots(tmp_path):
     assert written["start"] == {str(tmp_path / "s0"): SEED0["start"], str(tmp_path / "s1"): SEED1["start"]}
     assert "xmlns='http://www.w3.org/2000/svg'" in (out / "frontier_seeds-gold.svg").read_text().split(">")[0]
     assert (out / "frontier_seeds-proxy.svg").is_file()
+    # its config is a section of its own, so combining into a sweep's run_dir keeps the sweep's config
+    assert "frontier_combine:" in (out / "config.yaml").read_text()
 
 
 def test_combine_names_a_missing_or_broken_frontier(tmp_path):

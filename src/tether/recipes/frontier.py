@@ -121,7 +121,7 @@ def combine_frontiers(cfg: FrontierConfig) -> dict[str, Any]:
     combined.update({name: {run: r.get(name) for run, r in results.items()} for name in ("start", "prompts")})
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    record_config(run_dir, "frontier", cfg)
+    record_config(run_dir, "frontier_combine", cfg)  # (its own section: a sweep's own config in run_dir is kept)
     atomic_write_text(run_dir / "frontier_seeds.json", json.dumps(combined, indent=2) + "\n")
     table = Table(title=f"reward gain over each run's start vs KL, {len(results)} runs: mean [min, max]")
     for column in ("method", "setting", "runs", "KL", "proxy gain", "gold gain"):
