@@ -315,6 +315,7 @@ def test_the_caller_is_unharmed(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     cwd = os.getcwd()
     run_untrusted("import os\nos.mkdir('d')\nos.chmod('d', 0)\nopen('f', 'w').write('x')")
-    check_code(fenced("while True:\n    pass"), ["assert True"], timeout_s=0.5)
+    outcome = check_code(fenced("while True:\n    pass" + RAN_TO_THE_END), ENDED, timeout_s=0.5)
+    assert outcome.verdict == TIMEOUT and outcome.reward == 0.0  # (stopped, and its scratch directory still removed)
     assert os.getcwd() == cwd
     assert list(tmp_path.iterdir()) == []  # every scratch directory was removed
