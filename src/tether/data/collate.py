@@ -84,13 +84,18 @@ def collate_unpaired(examples: list["UnpairedExample"], pad_token_id: int) -> di
     }
 
 
-def collate_prompts(examples: list["PromptExample"], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """LEFT-padded ``input_ids`` (B, T) and ``attention_mask`` for generation."""
-    width = max(len(e.prompt_ids) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e.prompt_ids)
-        input_ids[i, width - n:] = torch.tensor(e.prompt_ids, dtype=torch.long)
+def left_pad(sequences: list[list[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Token id lists LEFT-padded to one width: ``input_ids`` (B, T) and ``attention_mask`` for generation."""
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, ids in enumerate(sequences):
+        n = len(ids)
+        input_ids[i, width - n:] = torch.tensor(ids, dtype=torch.long)
         attention_mask[i, width - n:] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def collate_prompts(examples: list["PromptExample"], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """The examples' prompts LEFT-padded (:func:`left_pad`) for generation."""
+    return left_pad([e.prompt_ids for e in examples], pad_token_id)

@@ -92,6 +92,16 @@ def fit_gao(kls: list[float], gains: list[float], form: str) -> GaoFit | None:
     return GaoFit(form, alpha, beta, r2, len(rows), peak_kl(form, alpha, beta))
 
 
+def gains_over(point: dict[str, Any], start: dict[str, Any]) -> dict[str, float | None]:
+    """A frontier point's ``proxy_gain`` and ``gold_gain`` over the starting policy's rewards ``start`` (None where
+    the point or the start lacks that reward)."""
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    return {f"{reward}_gain": point[reward] - start[reward] if number(point.get(reward)) and number(start.get(reward))
+            else None for reward in ("proxy", "gold")}
+
+
 def fit_methods(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each method's form (:data:`METHOD_FORMS`) fitted to its points' gold and proxy gains: ``points`` are
     ``{"method", "kl", "gold_gain", "proxy_gain"}`` (a gain None where not measured); one ``{"method", "reward",

@@ -11,7 +11,7 @@ one scale. Per (method, setting) over the runs that have it:
 | ``kl``, ``proxy_gain``, ``gold_gain`` | ``{"mean", "min", "max"}`` over those runs |
 
 and Gao et al.'s forms fitted once per method and reward to every run's gains pooled
-(:func:`tether.eval.frontier_fit.fit_gao`, the same least squares as one run's), so a fit rests on all the seeds. A
+(:func:`tether.eval.frontier_fit.fit_methods`, the same least squares as one run's), so a fit rests on all the seeds. A
 run's best-of-N N = 1 point (its start, gain 0 at KL 0 by definition) is left out of the table.
 
 Pure functions over the parsed JSON; :func:`tether.recipes.frontier.combine_frontiers` reads and writes the files.
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tether.eval.frontier_fit import fit_methods
+from tether.eval.frontier_fit import fit_methods, gains_over
 
 
 def run_gains(result: Mapping[str, Any], name: str = "") -> list[dict[str, Any]]:
@@ -34,14 +34,8 @@ def run_gains(result: Mapping[str, Any], name: str = "") -> list[dict[str, Any]]
         raise ValueError(f"{name or 'frontier.json'}: no points")
     if not isinstance(start, Mapping) or not start:
         raise ValueError(f"{name or 'frontier.json'}: no start (the starting policy's proxy and gold), so no gains")
-    out = []
-    for p in points:
-        gains = {f"{reward}_gain": (p[reward] - start[reward]
-                                    if isinstance(p.get(reward), (int, float)) and isinstance(start.get(reward),
-                                                                                             (int, float)) else None)
-                 for reward in ("proxy", "gold")}
-        out.append({"method": p["method"], "setting": p["setting"], "kl": float(p["kl"]), **gains})
-    return out
+    return [{"method": p["method"], "setting": p["setting"], "kl": float(p["kl"]), **gains_over(p, start)}
+            for p in points]
 
 
 def _spread(values: list[float]) -> dict[str, float]:

@@ -241,10 +241,13 @@ def write_frontier_svg(run_dir: Path) -> Path | None:
     data = _read_json(run_dir / "frontier.json")
     if not isinstance(data, dict) or not data.get("points"):
         return None
-    chart = frontier_chart(data)
+    return _write_svg(run_dir / "frontier.svg", frontier_chart(data))
+
+
+def _write_svg(path: Path, chart: str) -> Path:
+    """An inline chart written as a standalone SVG file (with the namespace a file needs)."""
     if "xmlns=" not in chart:
         chart = chart.replace("<svg ", "<svg xmlns='http://www.w3.org/2000/svg' ", 1)
-    path = run_dir / "frontier.svg"
     atomic_write_text(path, chart + "\n")
     return path
 
@@ -285,17 +288,8 @@ def frontier_seeds_chart(combined: dict, reward: str, width: int = 640, height: 
 
 def write_frontier_seeds_svgs(run_dir: Path, combined: dict) -> list[Path]:
     """``<run_dir>/frontier_seeds-gold.svg`` and ``-proxy.svg``: :func:`frontier_seeds_chart` as standalone images."""
-    paths = []
-    for reward in ("gold", "proxy"):
-        chart = frontier_seeds_chart(combined, reward)
-        if not chart:
-            continue
-        if "xmlns=" not in chart:
-            chart = chart.replace("<svg ", "<svg xmlns='http://www.w3.org/2000/svg' ", 1)
-        path = run_dir / f"frontier_seeds-{reward}.svg"
-        atomic_write_text(path, chart + "\n")
-        paths.append(path)
-    return paths
+    charts = {reward: frontier_seeds_chart(combined, reward) for reward in ("gold", "proxy")}
+    return [_write_svg(run_dir / f"frontier_seeds-{reward}.svg", chart) for reward, chart in charts.items() if chart]
 
 
 def _section_frontier(run_dir: Path) -> str:

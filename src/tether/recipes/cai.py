@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from tether.config import CAIReviseConfig, ModelConfig
 from tether.data import DataError
+from tether.data.collate import left_pad
 from tether.feedback.revise import (
     DEFAULT_CONSTITUTION,
     EndpointChat,
@@ -68,12 +69,10 @@ class LocalChat:
     def reply_batch(self, conversations: list[list[dict]], seeds: list[int]) -> list[str]:
         ids = [self.tokenizer(self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
                               add_special_tokens=False)["input_ids"] for messages in conversations]
-        longest = max(len(x) for x in ids)
-        pad = self.tokenizer.pad_token_id
-        prompt_ids = torch.tensor([[pad] * (longest - len(x)) + x for x in ids], dtype=torch.long)
-        prompt_mask = torch.tensor([[0] * (longest - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)
-        rollout = generate(self.model, prompt_ids, prompt_mask, self.generation, self.stops, pad,
-                           seeds=list(seeds) if self.generation.do_sample else None, share_prompts=False)
+        batch = left_pad(ids, self.tokenizer.pad_token_id)
+        rollout = generate(self.model, batch["input_ids"], batch["attention_mask"], self.generation, self.stops,
+                           self.tokenizer.pad_token_id, seeds=list(seeds) if self.generation.do_sample else None,
+                           share_prompts=False)
         # each row up to and including its stop token
         return [self.tokenizer.decode(rollout.response_ids[i][rollout.response_mask[i].bool()], skip_special_tokens=False)
                 for i in range(len(ids))]

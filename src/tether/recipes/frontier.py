@@ -35,7 +35,7 @@ from rich.table import Table
 from tether.config import EvalConfig, FrontierConfig, HeldOutConfig, ModelConfig, ReportConfig
 from tether.data import DataError, load_prompt_dataset
 from tether.engine.runtime import atomic_write_text, limit, record_config
-from tether.eval.frontier_fit import fit_methods
+from tether.eval.frontier_fit import fit_methods, gains_over
 from tether.eval.frontier_seeds import combine
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.rollout.best_of_n import best_of_n_kl
@@ -72,11 +72,7 @@ def _sample_many(policy, tokenizer, prompts, n: int, cfg: FrontierConfig, reward
 def gao_fits(points: list[dict[str, Any]], start: dict[str, float]) -> list[dict[str, Any]]:
     """Gao et al.'s form fitted to each method's gold and proxy gains over ``start`` (the starting policy's mean
     gold and proxy on the same prompts); a family with fewer than two points at KL > 0 gets no fit."""
-    def gain(p: dict[str, Any], reward: str) -> float | None:
-        return p[reward] - start[reward] if p.get(reward) is not None and start.get(reward) is not None else None
-
-    return fit_methods([{"method": p["method"], "kl": p["kl"], "gold_gain": gain(p, "gold"),
-                         "proxy_gain": gain(p, "proxy")} for p in points])
+    return fit_methods([{"method": p["method"], "kl": p["kl"], **gains_over(p, start)} for p in points])
 
 
 def print_fits(fits: list[dict[str, Any]], title: str) -> None:

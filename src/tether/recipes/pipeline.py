@@ -349,6 +349,12 @@ def _cost_pairs(cfg: PipelineConfig, here: Path, labelled: list[str]) -> tuple[s
     return str(train_file), str(heldout_file)
 
 
+def ppo_cost(cfg: PipelineConfig, cost_rm: str) -> str:
+    """The cost PPO is held to (and the evaluation judges): ``ppo.cost`` when the file gives one, else −1 × the
+    harmless reward model's score (``-1*<cost_rm>``)."""
+    return cfg.ppo.cost or f"-1*{cost_rm}"
+
+
 def ppo_config(cfg: PipelineConfig, here: Path, policy: str, reference: str, reward: str, prompts_file: str,
                cost_rm: str) -> PPOConfig:
     """The PPO stage's config. With a harmless reward model ``cost_rm`` (the cost_rm stage ran) and ``ppo.cost``
@@ -359,7 +365,7 @@ def ppo_config(cfg: PipelineConfig, here: Path, policy: str, reference: str, rew
                    ref_model=reference, reward=reward, data=_replace(cfg.ppo.data, train_file=prompts_file))
     if not cost_rm:
         return ppo
-    cost = cfg.ppo.cost or f"-1*{cost_rm}"
+    cost = ppo_cost(cfg, cost_rm)
     if cfg.cost_weight > 0:
         return _replace(ppo, reward=f"{reward} + {cfg.cost_weight:g}*{cost_rm}", cost=cost, lagrange_init=0.0,
                         lagrange_lr=0.0, lagrange_max=None)
@@ -378,7 +384,7 @@ def _check_two_objectives(cfg: PipelineConfig, wanted: set[str]) -> None:
     if cfg.cost_weight > 0 and not cost_rm:
         raise ConfigError(f"cost_weight={cfg.cost_weight:g} weights the harmless reward model: keep cost_rm in stages")
     if "ppo" in wanted and not (cost_rm and cfg.cost_weight > 0):
-        validate_constraint(_replace(cfg.ppo, cost=cfg.ppo.cost or ("-1*<cost_rm>" if cost_rm else "")))
+        validate_constraint(_replace(cfg.ppo, cost=ppo_cost(cfg, "<cost_rm>") if cost_rm else cfg.ppo.cost))
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
@@ -520,7 +526,7 @@ def eval_cost(cfg: PipelineConfig, cost_rm: str) -> tuple[str, float | None]:
         return cfg.eval.cost, cfg.eval.cost_limit
     if not cost_rm:
         return "", None
-    return cfg.ppo.cost or f"-1*{cost_rm}", cfg.eval.cost_limit if cfg.eval.cost_limit is not None else cfg.ppo.cost_limit
+    return ppo_cost(cfg, cost_rm), cfg.eval.cost_limit if cfg.eval.cost_limit is not None else cfg.ppo.cost_limit
 
 
 def _evaluate(cfg: PipelineConfig, here: Path, stages: Stages, models: list[str], reference: str, reward: str,
