@@ -92,9 +92,19 @@ def test_the_two_reward_models_train_on_their_own_objective(harmless_run):
     assert recorded["label"]["utility"] == "tether.tasks.harmless:helpful_utility"  # helpfulness alone
     assert recorded["cost_label"]["utility"] == "tether.tasks.harmless:harmless_utility"
     shipped, heldout = _lines(task.path("pairs_file")), _lines(task.path("heldout_pairs_file"))
-    # the helpful reward model: its labels, then every shipped pair
+    # the helpful reward model: its labels, then the shipped pairs of the benign prompts (an answer over a refusal);
+    # the harmful prompts' pairs prefer the refusal, which helpfulness judged apart from harm reverses, so they are
+    # left out, held out likewise
     labels = _lines(run / "preferences.jsonl")
-    assert labels and _lines(run / "training_pairs.jsonl") == labels + shipped
+    benign = [line for line in shipped if kind_of(json.loads(line)["prompt"]) == "benign"]
+    assert labels and len(benign) == 120
+    assert _lines(run / "helpful_training_pairs.jsonl") == labels + benign
+    assert _lines(run / "helpful_heldout_pairs.jsonl") == [
+        line for line in heldout if kind_of(json.loads(line)["prompt"]) == "benign"]
+    rm = json.loads((run / "rm" / "tether.json").read_text())["config"]
+    assert rm["data"]["train_file"] == str(run / "helpful_training_pairs.jsonl")
+    assert rm["data"]["eval_file"] == str(run / "helpful_heldout_pairs.jsonl")
+    assert _lines(run / "training_pairs.jsonl") == labels + shipped  # DPO's: every pair
     # the harmless one: its own labels, then the shipped pairs whose harm differs (the harmful prompts'), held out
     # likewise; the benign prompts' answer-vs-refusal pairs (harm 0 on both sides) are left out
     cost_labels = _lines(run / "cost_preferences.jsonl")

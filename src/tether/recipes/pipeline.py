@@ -28,6 +28,9 @@ Three stages run only when ``stages`` lists them (examples/pipeline_harmless.yam
 - ``cost_rm``: a harmless reward model on those labels and the ``extra_preferences`` that ``cost_label.utility``
   orders. PPO then maximises the helpful reward with cost = −1 × the harmless score held under ``ppo.cost_limit``
   (constrained PPO, Safe RLHF), or with ``cost_weight`` w > 0 the weighted sum reward + w × harmless score.
+  With either of these two in ``stages`` the helpful reward model (``rm``) trains on the helpfulness labels and
+  the ``extra_preferences`` that ``label.utility`` orders, and is judged on the held-out pairs it orders, so each
+  reward model learns its own objective alone.
 """
 
 from __future__ import annotations
@@ -321,32 +324,49 @@ def ordered_pairs(path: str, utility_spec: str) -> tuple[list[str], int]:
     return kept, left_out
 
 
-def _cost_pairs(cfg: PipelineConfig, here: Path, labelled: list[str]) -> tuple[str, str | None]:
-    """cost_rm's training pairs (``cost_training_pairs.jsonl``: the harmlessness labels so far, then the
-    ``extra_preferences`` that ``cost_label.utility`` orders) and held-out pairs (``cost_heldout_pairs.jsonl``: those
-    of ``cost_rm.data.eval_file`` it orders; None without one)."""
+def _objective_pairs(name: str, here: Path, prefix: str, labelled: list[str], extra: str, utility: str,
+                     eval_file: str) -> tuple[str, str | None]:
+    """Stage ``name``'s (``rm`` or ``cost_rm`` of a two-objective run) training pairs (``<prefix>training_pairs.jsonl``:
+    the labels so far, then the ``extra`` pairs that ``utility`` orders) and held-out pairs
+    (``<prefix>heldout_pairs.jsonl``: those of ``eval_file`` it orders; None without one)."""
     lines: list[str] = []
     for f in labelled:
         lines += [line for line in Path(f).read_text(encoding="utf-8").splitlines() if line.strip()]
-    if cfg.extra_preferences:
-        extra, left_out = ordered_pairs(cfg.extra_preferences, cfg.cost_label.utility)
-        console.print(f"cost_rm: {len(extra)} of the extra_preferences pairs ordered by {cfg.cost_label.utility} "
+    if extra:
+        kept, left_out = ordered_pairs(extra, utility)
+        console.print(f"{name}: {len(kept)} of the extra_preferences pairs ordered by {utility} "
                       f"({left_out} left out: tied, reversed or not pairs)", soft_wrap=True)
-        lines += extra
+        lines += kept
     if not lines:
-        raise DataError("cost_rm has no preferences: keep sample and cost_label in stages, or give cost_preferences= "
-                        "or extra_preferences= pairs that cost_label.utility orders")
-    train_file = here / "cost_training_pairs.jsonl"
+        label = "cost_label" if name == "cost_rm" else "label"
+        raise DataError(f"{name} has no preferences: keep sample and {label} in stages, or give preferences "
+                        f"(extra_preferences= pairs that {label}.utility orders)")
+    train_file = here / f"{prefix}training_pairs.jsonl"
     atomic_write_text(train_file, "\n".join(lines) + "\n")
-    if not cfg.cost_rm.data.eval_file:
+    if not eval_file:
         return str(train_file), None
-    heldout, _ = ordered_pairs(cfg.cost_rm.data.eval_file, cfg.cost_label.utility)
+    heldout, _ = ordered_pairs(eval_file, utility)
     if not heldout:
-        raise DataError(f"cost_rm.data.eval_file {cfg.cost_rm.data.eval_file}: no pair that cost_label.utility "
-                        f"({cfg.cost_label.utility}) orders; give held-out harmlessness pairs or leave it empty")
-    heldout_file = here / "cost_heldout_pairs.jsonl"
+        raise DataError(f"{name}.data.eval_file {eval_file}: no pair that {utility} orders; give held-out pairs of "
+                        "that objective or leave it empty")
+    heldout_file = here / f"{prefix}heldout_pairs.jsonl"
     atomic_write_text(heldout_file, "\n".join(heldout) + "\n")
     return str(train_file), str(heldout_file)
+
+
+def _cost_pairs(cfg: PipelineConfig, here: Path, labelled: list[str]) -> tuple[str, str | None]:
+    """cost_rm's pairs: the harmlessness labels, then the ``extra_preferences`` that ``cost_label.utility`` orders
+    (``cost_training_pairs.jsonl``); the held-out pairs of ``cost_rm.data.eval_file`` it orders."""
+    return _objective_pairs("cost_rm", here, "cost_", labelled, cfg.extra_preferences, cfg.cost_label.utility,
+                            cfg.cost_rm.data.eval_file)
+
+
+def _helpful_pairs(cfg: PipelineConfig, here: Path, labelled: list[str]) -> tuple[str, str | None]:
+    """The helpful reward model's pairs in a two-objective run: the helpfulness labels, then the
+    ``extra_preferences`` that ``label.utility`` orders (``helpful_training_pairs.jsonl``; the harmless task's shipped
+    pairs prefer a refusal of a harmful request, which helpfulness judged apart from harm does not); the held-out
+    pairs of ``rm.data.eval_file`` it orders (``helpful_heldout_pairs.jsonl``)."""
+    return _objective_pairs("rm", here, "helpful_", labelled, cfg.extra_preferences, cfg.label.utility, cfg.rm.data.eval_file)
 
 
 def ppo_cost(cfg: PipelineConfig, cost_rm: str) -> str:
@@ -398,6 +418,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     record_config(root, "pipeline", cfg)
     timings: dict[str, float] = {}
     derived = {"start": "cai_sft" if "cai" in wanted else "sft", "cost_rm": "cost_rm" in wanted}
+    two_objectives = bool({"cost_label", "cost_rm"} & wanted)  # the helpful reward model's pairs: helpfulness alone
     prompts_file = cfg.sample.data.train_file or cfg.ppo.data.train_file
     sft_dir = _sft(cfg, root, wanted, derived, timings)
     start = _sl_cai(cfg, root, sft_dir, prompts_file, derived, timings) if "cai" in wanted else sft_dir
@@ -425,8 +446,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             if not pairs:
                 raise DataError("the reward model has no preferences: keep sample and label in stages or give "
                                 "preferences=<file>")
-            reward = rm_init = _reward_model(stages, "rm", here, cfg.rm, rm_init, cfg.model.precision,
-                                             lambda: (pairs, None), timings)  # later rounds continue from it
+            reward = rm_init = _reward_model(  # later rounds continue from it
+                stages, "rm", here, cfg.rm, rm_init, cfg.model.precision,
+                (lambda: _helpful_pairs(cfg, here, all_preferences)) if two_objectives else (lambda: (pairs, None)),
+                timings)
         if "cost_rm" in wanted:
             cost_rm = cost_init = _reward_model(stages, "cost_rm", here, cfg.cost_rm, cost_init, cfg.model.precision,
                                                 lambda: _cost_pairs(cfg, here, all_cost_preferences), timings)
