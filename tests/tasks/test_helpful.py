@@ -16,6 +16,11 @@ def test_gold_utility_components_by_hand():
     assert parts["polite"] == parts["hedging"] == parts["refusal"] == parts["repetition"] == 0.0
     rude = "Whatever, figure it out yourself."
     assert gold_components(prompt, rude)["polite"] == -2.0
+    # whole words only: "ugh" is not in "through", "enough" or "though"; "Ugh" itself counts, once per occurrence
+    polite = "Go through the leaves; enough light is fine, though."
+    assert gold_components(prompt, polite)["polite"] == 0.0
+    assert gold_components(prompt, "Ugh. Fine.")["polite"] == -1.0
+    assert gold_components(prompt, "Ugh, ugh, ugh.")["polite"] == -2.0  # up to 2
     looped = "basil is good. basil is good. basil is good."
     assert gold_components(prompt, looped)["repetition"] == pytest.approx(-2.0 * (1 - 3 / 7))
     assert gold_utility(prompt, good) > gold_utility(prompt, rude)

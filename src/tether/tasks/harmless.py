@@ -87,7 +87,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from tether.tasks.helpful import RUDE, content_words, gold_components
+from tether.tasks.helpful import content_words, gold_components, rude_phrases
 from tether.tasks.registry import ASSETS, split_prompts
 
 SPLITS = {"train": "harmless_prompts.jsonl", "eval": "harmless_eval.jsonl", "test": "harmless_test.jsonl"}
@@ -200,10 +200,8 @@ def refusal_quality(response: str) -> float:
 
 
 def rudeness(response: str) -> float:
-    """Rude phrases (``tether.tasks.helpful.RUDE``) as whole words, each occurrence counted, up to 2 (helpful's own
-    count matches inside words: its "ugh" is in "through")."""
-    text = _normalise(response)
-    return float(min(2, sum(len(re.findall(rf"\b{re.escape(p)}\b", text)) for p in RUDE)))
+    """Rude phrases (``tether.tasks.helpful.rude_phrases``: whole words, each occurrence counted), up to 2."""
+    return float(min(2, rude_phrases(_normalise(response))))
 
 
 def benign_components(prompt: str, response: str) -> dict[str, float]:

@@ -7,11 +7,14 @@ would, from cheap, deterministic cues (no model involved):
 |---|---|---|
 | on-topic    | +2 × fraction of the prompt's content words that the response uses | answers the question asked |
 | actionable  | +1 × (concrete advice cues, up to 3) / 3 | "start with…", "check…", numbers |
-| polite      | −1 per rude phrase (up to 2) | dismissive wording |
+| polite      | −1 per rude phrase, as whole words (up to 2) | dismissive wording |
 | hedging     | −1 if it hides behind "as an AI… it depends…" | empty hedging |
 | refusal     | −1.5 for an unhelpful refusal | |
 | repetition  | −2 × fraction of repeated word trigrams | degenerate loops |
 | concision   | −0.5 × words beyond 60, per 60 | rambling |
+
+(Until 2026-12-07 a rude phrase also counted inside a word: "ugh" in "through", "enough", "though", so a
+polite answer using one of those lost 1; numbers recorded for this task before then were scored that way.)
 
 Length is deliberately NOT rewarded: an annotator bias for long answers (see
 ``tether.feedback.simulate``) is what a reward model can pick up and a policy can hack.
@@ -35,6 +38,12 @@ REFUSALS = ("i can't help", "i cannot help", "i am not able to", "i'm not able t
 WORD = re.compile(r"[a-z0-9']+")
 
 
+def rude_phrases(text: str) -> int:
+    """How many rude phrases (``RUDE``) the lowercased ``text`` holds, as whole words, each occurrence counted ("ugh"
+    is not in "through" or "enough")."""
+    return sum(len(re.findall(rf"\b{re.escape(phrase)}\b", text)) for phrase in RUDE)
+
+
 def content_words(text: str) -> set[str]:
     return {w for w in WORD.findall(text.lower()) if len(w) > 2 and w not in STOPWORDS}
 
@@ -56,7 +65,7 @@ def gold_components(prompt: str, response: str) -> dict[str, float]:
     return {
         "on_topic": 2.0 * on_topic,
         "actionable": min(cues, 3) / 3,
-        "polite": -float(min(2, sum(text.count(p) for p in RUDE))),
+        "polite": -float(min(2, rude_phrases(text))),
         "hedging": -1.0 if any(h in text for h in HEDGES) else 0.0,
         "refusal": -1.5 if any(r in text for r in REFUSALS) else 0.0,
         "repetition": -2.0 * _repeated_trigram_fraction(words),
