@@ -324,3 +324,38 @@ def test_a_frontier_run_gets_its_chart_as_a_standalone_svg(tmp_path):
     lines = re.findall(r"<polyline fill='none' stroke='(#[0-9a-f]+)'[^>]*?( stroke-dasharray='[^']+')? points", svg)
     # one colour per method, its proxy dashed and its gold solid (best-of-n has two points: a line each)
     assert lines == [(lines[0][0], " stroke-dasharray='5 3'"), (lines[0][0], "")]
+
+
+def _constrained_run(tmp_path, name, costs, limit, multipliers=None):
+    run = tmp_path / name
+    run.mkdir()
+    rows = [{"stage": "ppo", "step": 0, "heldout/gold_mean": 0.1}]  # the held-out row at step 0: not a curve point
+    for i, cost in enumerate(costs, start=1):
+        row = {"stage": "ppo", "step": i, "objective/cost": cost, "objective/kl": 0.5 * i}
+        if limit is not None:
+            row.update({"objective/cost_limit": limit, "objective/lagrange_multiplier": multipliers[i - 1]})
+        rows.append(row)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def test_report_compare_draws_each_runs_curve_on_shared_charts(tmp_path):
+    """compare=: one chart per RL metric with a line per run, the bound dashed on the cost chart; written as SVGs."""
+    constrained = _constrained_run(tmp_path, "constrained", [-0.2, 0.3, -0.1], -0.5, [1.0, 1.15, 1.55])
+    weighted = _constrained_run(tmp_path, "weighted", [0.1, 0.4, 0.2], None)
+    write_report(ReportConfig(run_dir=str(constrained), compare=[str(weighted)]))
+    files = sorted(p.name for p in (constrained / "compare").iterdir())
+    # the multiplier: the constrained run alone logged it; the cost and the KL: both runs
+    assert files == ["ppo-objective_cost.svg", "ppo-objective_kl.svg", "ppo-objective_lagrange_multiplier.svg"]
+    cost = (constrained / "compare" / "ppo-objective_cost.svg").read_text()
+    assert cost.startswith("<svg ") and "xmlns=" in cost and "constrained: bound" in cost and "weighted: bound" not in cost
+    lines = re.findall(r"<polyline[^>]*points='([^']*)'", cost)
+    assert len(lines) == 3  # constrained, its bound, weighted: three iterations each
+    assert all(len(points.split()) == 3 for points in lines)
+    multiplier = (constrained / "compare" / "ppo-objective_lagrange_multiplier.svg").read_text()
+    assert "constrained" in multiplier and "weighted" not in multiplier
+    page = (constrained / "report.html").read_text()
+    assert "Compared with weighted" in page
+    assert page.count("cost (train batch mean") == 2 * 2  # its own chart and the compared one (title + aria-label)
+    with pytest.raises(Exception, match="no metrics.jsonl"):
+        write_report(ReportConfig(run_dir=str(constrained), compare=[str(tmp_path / "nowhere")]))

@@ -106,3 +106,6 @@ class ReportConfig:
     output: str = doc_field("", "Where to write the report (default <run_dir>/report.html).")
     title: str = doc_field("", "Report title (default: the run directory's name).")
     max_samples: int = doc_field(12, "Prompts shown in the side-by-side answer table.")
+    compare: list[str] = doc_field([], "Other run directories whose RL training curves are drawn on shared charts "
+                                         "with this run's (same stage names; e.g. a constrained and a weighted PPO "
+                                         "run), in the report and as <run_dir>/compare/<stage>-<metric>.svg.")

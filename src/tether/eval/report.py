@@ -36,7 +36,9 @@ RL_CURVES = [("reward/score_mean", "proxy reward (train batch)"), ("objective/kl
              ("objective/rlhf_reward", "RLHF reward (proxy − β·KL)"),
              ("policy/clip_frac", "clip fraction (share of tokens clipped)"),
              ("policy/approx_kl", "approx KL(π_old‖π) per update"),
-             ("objective/entropy", "entropy (nats/token)"), ("response/length_mean", "response length (tokens)")]
+             ("objective/entropy", "entropy (nats/token)"), ("response/length_mean", "response length (tokens)"),
+             ("objective/cost", "cost (train batch mean, constrained PPO)"),
+             ("objective/lagrange_multiplier", "Lagrange multiplier λ")]
 TRAIN_CURVES = [("loss", "training loss"), ("eval/loss", "held-out loss")]
 VERDICT_STYLE = {"improved": "ok", "flat": "warn", "reference_only": "warn", "alarm": "alarm"}
 
@@ -206,6 +208,58 @@ def _section_training(stages: dict[str, list[dict]]) -> str:
             note = f"<p class='muted'>{'; '.join(notes)} (no curve).</p>" if notes else ""
             out.append(f"<h3>{esc(stage)}</h3><div class='charts'>{''.join(charts)}</div>{note}")
     return ("<h2 id='training'>Training curves</h2>" + "".join(out)) if out else ""
+
+
+def _run_name(run_dir: Path) -> str:
+    return run_dir.resolve().name
+
+
+def comparison_charts(run_dir: Path, compare: list[str]) -> dict[str, str]:
+    """The training curves of ``run_dir`` and the run directories ``compare`` on shared charts: for each RL stage of
+    ``run_dir`` and each RL metric (:data:`RL_CURVES`) that any of the runs logged for that stage at two steps or
+    more, one chart with a line per run (named by its directory). Keyed by file name, ``<stage>-<metric>.svg``
+    (``/`` in the metric's name as ``_``); a bound the runs were held to (``objective/cost_limit``) is drawn on the
+    cost chart as a dashed line per run."""
+    runs = {_run_name(run_dir): _metrics_by_stage(run_dir)}
+    for other in compare:
+        path = Path(other)
+        if not (path / "metrics.jsonl").is_file():
+            raise DataError(f"report compare: {path} has no metrics.jsonl to compare (is it a run directory?)")
+        name = _run_name(path)
+        runs[name if name not in runs else str(path)] = _metrics_by_stage(path)
+    charts: dict[str, str] = {}
+    for stage, rows in runs[_run_name(run_dir)].items():
+        if not _is_rl(rows):
+            continue
+        for key, title in RL_CURVES:
+            series, styles = {}, {}
+            for i, (name, stages) in enumerate(runs.items()):
+                logged = [r for r in stages.get(stage, []) if r.get("step", 0) > 0 and isinstance(r.get(key), (int, float))]
+                if len(logged) < 2:
+                    continue
+                series[name] = [(float(r["step"]), float(r[key])) for r in logged]
+                styles[name] = {"color": COLORS[i % len(COLORS)]}
+                bounds = [(float(r["step"]), float(r["objective/cost_limit"])) for r in logged
+                          if isinstance(r.get("objective/cost_limit"), (int, float))]
+                if key == "objective/cost" and bounds:
+                    series[f"{name}: bound"] = bounds
+                    styles[f"{name}: bound"] = {"color": COLORS[i % len(COLORS)], "dash": "5 3", "width": 1.2}
+            drawn = [name for name in runs if name in series]
+            if drawn:  # (a chart of one line has no legend: its title names the run)
+                label = f"{stage}: {title}" + (f" ({drawn[0]})" if len(series) == 1 else "")
+                charts[f"{stage}-{key.replace('/', '_')}.svg"] = svg_chart(
+                    series, label, "iteration", integer_x=True, styles=styles)
+    return charts
+
+
+def _section_comparison(run_dir: Path, compare: list[str]) -> str:
+    if not compare:
+        return ""
+    charts = comparison_charts(run_dir, compare)
+    names = ", ".join(esc(_run_name(Path(c))) for c in compare)
+    body = "".join(charts.values()) or "<p class='muted'>No RL stage of this run logged curves to compare.</p>"
+    return (f"<h2 id='compare'>Compared with {names}</h2><p class='muted'>Each RL curve of this run with the same "
+            f"stage's curve of each run compared (one colour per run).</p><div class='charts'>{body}</div>")
 
 
 def frontier_chart(data: dict, width: int = 640, height: int = 320) -> str:
@@ -517,12 +571,13 @@ def _eval_safety(data: dict) -> str:
             f"<table id='eval-safety'>{head}{''.join(rows)}</table>{safety_chart(models)}")
 
 
-def build_report(run_dir: Path, title: str = "", max_samples: int = 12) -> str:
-    """The report's HTML for ``run_dir``."""
+def build_report(run_dir: Path, title: str = "", max_samples: int = 12, compare: list[str] | None = None) -> str:
+    """The report's HTML for ``run_dir`` (with ``compare``: its RL curves beside those run directories')."""
     stages = _metrics_by_stage(run_dir)
     sections = [_section_verdict(run_dir, stages), _section_summary(run_dir), _section_heldout(run_dir),
                 _section_eval(run_dir, max_samples), _section_frontier(run_dir), _section_training(stages),
-                _section_reward_model(run_dir), _section_labels(run_dir)]
+                _section_comparison(run_dir, list(compare or [])), _section_reward_model(run_dir),
+                _section_labels(run_dir)]
     config = run_dir / "config.yaml"
     if config.is_file():
         sections.append("<h2 id='config'>Configuration</h2><details><summary>config.yaml (every stage, fully "
@@ -543,8 +598,13 @@ def write_report(cfg: ReportConfig) -> Path:
     if not run_dir.is_dir():
         raise DataError(f"run directory {run_dir} does not exist")
     output = Path(cfg.output) if cfg.output else run_dir / "report.html"
-    atomic_write_text(output, build_report(run_dir, cfg.title, cfg.max_samples))
+    atomic_write_text(output, build_report(run_dir, cfg.title, cfg.max_samples, cfg.compare))
     console.print(f"report → {output}")
+    if cfg.compare:
+        charts = comparison_charts(run_dir, cfg.compare)
+        for name, chart in charts.items():
+            _write_svg(run_dir / "compare" / name, chart)
+        console.print(f"{len(charts)} comparison charts → {run_dir / 'compare'}")
     chart = write_frontier_svg(run_dir)
     if chart is not None:
         console.print(f"frontier chart → {chart}")
