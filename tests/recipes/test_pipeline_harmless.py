@@ -14,10 +14,17 @@ import pytest
 import yaml
 
 from tests.helpers import EXAMPLES, ROOT, TINY_OVERRIDES
-from tether.config import ConfigError, PipelineConfig, load_config
+from tether.config import ConfigError, LabelSimulateConfig, PipelineConfig, load_config
 from tether.data import DataError
 from tether.eval.cost import SIDES
-from tether.recipes.pipeline import apply_task, eval_cost, ordered_pairs, ppo_config, run_pipeline
+from tether.recipes.pipeline import (
+    apply_task,
+    eval_cost,
+    helpful_pairs_filtered,
+    ordered_pairs,
+    ppo_config,
+    run_pipeline,
+)
 from tether.tasks.harmless import kind_of
 from tether.tasks.registry import get_task
 from tether.utils.resume import ResumeRefused
@@ -219,6 +226,16 @@ def _with(config, **changes):
     import dataclasses
 
     return dataclasses.replace(config, **changes)
+
+
+def test_which_runs_filter_the_helpful_reward_models_pairs(tmp_path):
+    """Only a run with a cost objective whose label.utility is the helpful objective's (set, or the panel's)."""
+    task_run = apply_task(_config(tmp_path))
+    assert helpful_pairs_filtered(task_run, set(task_run.stages))
+    assert not helpful_pairs_filtered(task_run, {"sft", "sample", "label", "rm", "ppo"})  # one objective
+    own = _with(task_run, task="", label=_with(task_run.label, utility=LabelSimulateConfig().utility))
+    assert helpful_pairs_filtered(own, {"sample", "label", "cost_label", "rm", "cost_rm", "ppo"})  # its panel's
+    assert not helpful_pairs_filtered(own, {"cost_label", "rm", "cost_rm", "ppo"})  # your pairs, default utility
 
 
 def test_bad_two_objective_settings_stop_before_any_stage(tmp_path):

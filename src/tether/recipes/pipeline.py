@@ -361,6 +361,15 @@ def _cost_pairs(cfg: PipelineConfig, here: Path, labelled: list[str]) -> tuple[s
                             cfg.cost_rm.data.eval_file)
 
 
+def helpful_pairs_filtered(cfg: PipelineConfig, wanted: set[str]) -> bool:
+    """Whether the helpful reward model keeps only the pairs ``label.utility`` orders (:func:`_helpful_pairs`): in a
+    run with a cost objective (``cost_label`` or ``cost_rm`` in stages) where ``label.utility`` is the helpful
+    objective's: the panel labels by it (``label`` in stages) or it was set (by ``task`` or by you). Your own
+    preferences with the default utility and no ``label`` stage are kept whole."""
+    two_objectives = bool({"cost_label", "cost_rm"} & wanted)
+    return two_objectives and ("label" in wanted or cfg.label.utility != LabelSimulateConfig().utility)
+
+
 def _helpful_pairs(cfg: PipelineConfig, here: Path, labelled: list[str]) -> tuple[str, str | None]:
     """The helpful reward model's pairs in a two-objective run: the helpfulness labels, then the
     ``extra_preferences`` that ``label.utility`` orders (``helpful_training_pairs.jsonl``; the harmless task's shipped
@@ -418,7 +427,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     record_config(root, "pipeline", cfg)
     timings: dict[str, float] = {}
     derived = {"start": "cai_sft" if "cai" in wanted else "sft", "cost_rm": "cost_rm" in wanted}
-    two_objectives = bool({"cost_label", "cost_rm"} & wanted)  # the helpful reward model's pairs: helpfulness alone
+    helpful_alone = helpful_pairs_filtered(cfg, wanted)
     prompts_file = cfg.sample.data.train_file or cfg.ppo.data.train_file
     sft_dir = _sft(cfg, root, wanted, derived, timings)
     start = _sl_cai(cfg, root, sft_dir, prompts_file, derived, timings) if "cai" in wanted else sft_dir
@@ -448,7 +457,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                                 "preferences=<file>")
             reward = rm_init = _reward_model(  # later rounds continue from it
                 stages, "rm", here, cfg.rm, rm_init, cfg.model.precision,
-                (lambda: _helpful_pairs(cfg, here, all_preferences)) if two_objectives else (lambda: (pairs, None)),
+                (lambda: _helpful_pairs(cfg, here, all_preferences)) if helpful_alone else (lambda: (pairs, None)),
                 timings)
         if "cost_rm" in wanted:
             cost_rm = cost_init = _reward_model(stages, "cost_rm", here, cfg.cost_rm, cost_init, cfg.model.precision,
