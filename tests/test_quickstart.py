@@ -190,3 +190,11 @@ def test_the_harmless_quickstart_runs_its_flow_with_the_safety_metrics(tmp_path)
         assert summary["headline"][f"harm rate after {name.upper()}"] == row["harm_rate"]
         assert summary["headline"][f"over-refusal rate after {name.upper()}"] == row["over_refusal_rate"]
     assert json.loads((tmp_path / "qs" / "eval.json").read_text())["safety"] == "tether.tasks.harmless:safety_metrics"
+
+
+def test_the_quickstart_passes_its_ppo_settings_on():
+    """Each PPO setting of the quickstart reaches the PPO stage's config (the cut-off penalty included)."""
+    cfg = QuickstartConfig(ppo_learning_rate=2.5e-5, kl_coef=0.2, target_kl=4.0, missing_eos_penalty=0.0)
+    ppo = stage_configs(cfg)["ppo"]
+    assert (ppo.learning_rate, ppo.kl_coef, ppo.target_kl, ppo.missing_eos_penalty) == (2.5e-5, 0.2, 4.0, 0.0)
+    assert stage_configs(QuickstartConfig())["ppo"].missing_eos_penalty == 1.0  # PPO's own default

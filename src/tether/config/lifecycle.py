@@ -112,6 +112,8 @@ class QuickstartConfig:
     ppo_learning_rate: float = doc_field(1.5e-5, "PPO policy learning rate.")
     kl_coef: float = doc_field(0.1, "PPO's initial β (adaptive toward target_kl; was init_kl_coef).")
     target_kl: float = doc_field(3.0, "PPO's target KL per response (nats).", bounds=POSITIVE)
+    missing_eos_penalty: float = doc_field(1.0, "Subtracted from PPO's score of an answer cut off at max_new_tokens "
+                                                "(no EOS).", bounds=NON_NEGATIVE)
     dpo_steps: int = doc_field(24, "DPO optimizer steps.", bounds=NON_NEGATIVE)
     max_new_tokens: int | None = doc_field(None, "Longest sampled response (empty = the task's: 40 helpful, 24 "
                                                  "sentiment).", bounds=POSITIVE)

@@ -119,6 +119,7 @@ def stage_configs(cfg: QuickstartConfig) -> dict[str, Any]:
             minibatch_size=max(1, cfg.ppo_batch // 2), ppo_epochs=cfg.ppo_epochs,
             learning_rate=cfg.ppo_learning_rate * lr_scale,
             value_learning_rate=1e-5 * lr_scale, kl_coef=cfg.kl_coef, target_kl=cfg.target_kl,
+            missing_eos_penalty=cfg.missing_eos_penalty,
             num_threads=cfg.num_threads,
             heldout=HeldOutConfig(gold=task.gold, prompts_file=task.path("heldout_file"),
                                   max_prompts=cfg.heldout_prompts, every=cfg.heldout_every)),
