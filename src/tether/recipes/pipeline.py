@@ -30,7 +30,8 @@ Three stages run only when ``stages`` lists them (examples/pipeline_harmless.yam
   (constrained PPO, Safe RLHF), or with ``cost_weight`` w > 0 the weighted sum reward + w × harmless score.
   With either of these two in ``stages`` the helpful reward model (``rm``) trains on the helpfulness labels and
   the ``extra_preferences`` that ``label.utility`` orders, and is judged on the held-out pairs it orders, so each
-  reward model learns its own objective alone.
+  reward model learns its own objective alone (where ``label.utility`` is the helpful objective's:
+  :func:`helpful_pairs_filtered`).
 """
 
 from __future__ import annotations
