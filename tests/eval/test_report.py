@@ -334,18 +334,21 @@ def _constrained_run(tmp_path, name, costs, limit, multipliers=None):
         row = {"stage": "ppo", "step": i, "objective/cost": cost, "objective/kl": 0.5 * i}
         if limit is not None:
             row.update({"objective/cost_limit": limit, "objective/lagrange_multiplier": multipliers[i - 1]})
+        else:  # a weighted-sum run: PPO logs the default bound, λ held at 0
+            row.update({"objective/cost_limit": 0.0, "objective/lagrange_multiplier": 0.0})
         rows.append(row)
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return run
 
 
 def test_report_compare_draws_each_runs_curve_on_shared_charts(tmp_path):
-    """compare=: one chart per RL metric with a line per run, the bound dashed on the cost chart; written as SVGs."""
+    """compare=: one chart per RL metric with a line per run, a constrained run's bound dashed on the cost chart (not
+    the weighted run's logged default, λ ≡ 0); written as SVGs."""
     constrained = _constrained_run(tmp_path, "constrained", [-0.2, 0.3, -0.1], -0.5, [1.0, 1.15, 1.55])
     weighted = _constrained_run(tmp_path, "weighted", [0.1, 0.4, 0.2], None)
     write_report(ReportConfig(run_dir=str(constrained), compare=[str(weighted)]))
     files = sorted(p.name for p in (constrained / "compare").iterdir())
-    # the multiplier: the constrained run alone logged it; the cost and the KL: both runs
+    # the cost and the KL: both runs; the multiplier: both logged it, only the constrained run's moved (a chart still)
     assert files == ["ppo-objective_cost.svg", "ppo-objective_kl.svg", "ppo-objective_lagrange_multiplier.svg"]
     cost = (constrained / "compare" / "ppo-objective_cost.svg").read_text()
     assert cost.startswith("<svg ") and "xmlns=" in cost and "constrained: bound" in cost and "weighted: bound" not in cost
@@ -353,7 +356,7 @@ def test_report_compare_draws_each_runs_curve_on_shared_charts(tmp_path):
     assert len(lines) == 3  # constrained, its bound, weighted: three iterations each
     assert all(len(points.split()) == 3 for points in lines)
     multiplier = (constrained / "compare" / "ppo-objective_lagrange_multiplier.svg").read_text()
-    assert "constrained" in multiplier and "weighted" not in multiplier
+    assert "constrained" in multiplier and "weighted" in multiplier
     page = (constrained / "report.html").read_text()
     assert "Compared with weighted" in page
     assert page.count("cost (train batch mean") == 2 * 2  # its own chart and the compared one (title + aria-label)

@@ -218,8 +218,9 @@ def comparison_charts(run_dir: Path, compare: list[str]) -> dict[str, str]:
     """The training curves of ``run_dir`` and the run directories ``compare`` on shared charts: for each RL stage of
     ``run_dir`` and each RL metric (:data:`RL_CURVES`) that any of the runs logged for that stage at two steps or
     more, one chart with a line per run (named by its directory). Keyed by file name, ``<stage>-<metric>.svg``
-    (``/`` in the metric's name as ``_``); a bound the runs were held to (``objective/cost_limit``) is drawn on the
-    cost chart as a dashed line per run."""
+    (``/`` in the metric's name as ``_``); the bound a constrained run was held to (``objective/cost_limit``) is
+    drawn on the cost chart as a dashed line, for each run whose λ was above 0 at some iteration (a weighted-sum
+    run logs a bound it was never held to, with λ at 0 throughout)."""
     runs = {_run_name(run_dir): _metrics_by_stage(run_dir)}
     for other in compare:
         path = Path(other)
@@ -241,7 +242,8 @@ def comparison_charts(run_dir: Path, compare: list[str]) -> dict[str, str]:
                 styles[name] = {"color": COLORS[i % len(COLORS)]}
                 bounds = [(float(r["step"]), float(r["objective/cost_limit"])) for r in logged
                           if isinstance(r.get("objective/cost_limit"), (int, float))]
-                if key == "objective/cost" and bounds:
+                held = any((r.get("objective/lagrange_multiplier") or 0) > 0 for r in logged)  # (weighted: λ ≡ 0)
+                if key == "objective/cost" and bounds and held:
                     series[f"{name}: bound"] = bounds
                     styles[f"{name}: bound"] = {"color": COLORS[i % len(COLORS)], "dash": "5 3", "width": 1.2}
             drawn = [name for name in runs if name in series]
