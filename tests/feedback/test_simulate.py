@@ -56,7 +56,10 @@ def test_default_panel_agrees_with_itself_at_a_realistic_level():
     a, b = (by_annotator[p.name] for p in panel)
     items = sorted(set(a) & set(b))
     agreement = percent_agreement([a[i] for i in items], [b[i] for i in items])
-    assert 0.65 <= agreement <= 0.85
+    # humans agree 0.63-0.77 on real comparisons (Stiennon et al. 2020, Bai et al. 2022); the shipped pairs are
+    # constructed to be clear, so the panel agrees more: 0.849 with the helpful gold of before 2026-12-07, 0.855
+    # since (rude phrases as whole words: 4 of 708 comparisons changed). A noiseless panel (1.0) fails.
+    assert 0.65 <= agreement <= 0.88
     assert cohen_kappa([a[i] for i in items], [b[i] for i in items]) > 0.2
 
 
