@@ -99,29 +99,25 @@ def test_the_two_reward_models_train_on_their_own_objective(harmless_run):
     assert recorded["label"]["utility"] == "tether.tasks.harmless:helpful_utility"  # helpfulness alone
     assert recorded["cost_label"]["utility"] == "tether.tasks.harmless:harmless_utility"
     shipped, heldout = _lines(task.path("pairs_file")), _lines(task.path("heldout_pairs_file"))
-    # the helpful reward model: its labels, then the shipped pairs of the benign prompts (an answer over a refusal);
-    # the harmful prompts' pairs prefer the refusal, which helpfulness judged apart from harm reverses, so they are
-    # left out, held out likewise
-    labels = _lines(run / "preferences.jsonl")
-    benign = [line for line in shipped if kind_of(json.loads(line)["prompt"]) == "benign"]
-    assert labels and len(benign) == 120
-    assert _lines(run / "helpful_training_pairs.jsonl") == labels + benign
-    assert _lines(run / "helpful_heldout_pairs.jsonl") == [
-        line for line in heldout if kind_of(json.loads(line)["prompt"]) == "benign"]
-    rm = json.loads((run / "rm" / "tether.json").read_text())["config"]
-    assert rm["data"]["train_file"] == str(run / "helpful_training_pairs.jsonl")
-    assert rm["data"]["eval_file"] == str(run / "helpful_heldout_pairs.jsonl")
-    assert _lines(run / "training_pairs.jsonl") == labels + shipped  # DPO's: every pair
-    # the harmless one: its own labels, then the shipped pairs whose harm differs (the harmful prompts'), held out
-    # likewise; the benign prompts' answer-vs-refusal pairs (harm 0 on both sides) are left out
-    cost_labels = _lines(run / "cost_preferences.jsonl")
-    harmful = [line for line in shipped if kind_of(json.loads(line)["prompt"]) == "harmful"]
-    assert cost_labels and len(harmful) == 120
-    assert _lines(run / "cost_training_pairs.jsonl") == cost_labels + harmful
-    assert _lines(run / "cost_heldout_pairs.jsonl") == [
-        line for line in heldout if kind_of(json.loads(line)["prompt"]) == "harmful"]
+
+    def of_kind(lines, kind):
+        return [line for line in lines if kind_of(json.loads(line)["prompt"]) == kind]
+
+    # each reward model: its own labels, then the shipped pairs its utility orders, held out likewise. The helpful
+    # one keeps the benign prompts' pairs (an answer over a refusal; the harmful prompts' prefer the refusal, which
+    # helpfulness judged apart from harm reverses); the harmless one keeps the harmful prompts' (the benign ones'
+    # answer-vs-refusal pairs have harm 0 on both sides)
+    for prefix, model, labels_file, kind in (("helpful_", "rm", "preferences.jsonl", "benign"),
+                                              ("cost_", "cost_rm", "cost_preferences.jsonl", "harmful")):
+        labels, kept = _lines(run / labels_file), of_kind(shipped, kind)
+        assert labels and len(kept) == 120
+        assert _lines(run / f"{prefix}training_pairs.jsonl") == labels + kept
+        assert _lines(run / f"{prefix}heldout_pairs.jsonl") == of_kind(heldout, kind)
+        config = json.loads((run / model / "tether.json").read_text())["config"]
+        assert config["data"]["train_file"] == str(run / f"{prefix}training_pairs.jsonl")
+        assert config["data"]["eval_file"] == str(run / f"{prefix}heldout_pairs.jsonl")
+    assert _lines(run / "training_pairs.jsonl") == _lines(run / "preferences.jsonl") + shipped  # DPO's: every pair
     cost_rm = json.loads((run / "cost_rm" / "tether.json").read_text())["config"]
-    assert cost_rm["data"]["eval_file"] == str(run / "cost_heldout_pairs.jsonl")
     assert cost_rm["center_coef"] == 0.01  # (the example's)
 
 

@@ -235,10 +235,13 @@ def _run(stages: Stages, name: str, fn: Callable[[], dict[str, Any]], timings: d
     return outputs
 
 
+def _pair_lines(files: list[str]) -> list[str]:
+    """The non-empty lines of the preference files ``files``, in order."""
+    return [line for f in files for line in Path(f).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def _concat(files: list[str], output: Path) -> str:
-    lines = []
-    for f in files:
-        lines += [line for line in Path(f).read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = _pair_lines(files)
     if not lines:
         raise DataError(f"no preference rows to train on (from {', '.join(files)})")
     atomic_write_text(output, "\n".join(lines) + "\n")
@@ -330,9 +333,7 @@ def _objective_pairs(name: str, here: Path, prefix: str, labelled: list[str], ex
     """Stage ``name``'s (``rm`` or ``cost_rm`` of a two-objective run) training pairs (``<prefix>training_pairs.jsonl``:
     the labels so far, then the ``extra`` pairs that ``utility`` orders) and held-out pairs
     (``<prefix>heldout_pairs.jsonl``: those of ``eval_file`` it orders; None without one)."""
-    lines: list[str] = []
-    for f in labelled:
-        lines += [line for line in Path(f).read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = _pair_lines(labelled)
     if extra:
         kept, left_out = ordered_pairs(extra, utility)
         console.print(f"{name}: {len(kept)} of the extra_preferences pairs ordered by {utility} "
