@@ -177,3 +177,10 @@ def test_unknown_key_hints_the_section_that_has_it(command, args, hint, tmp_path
     result = tether(command, f"run_dir={tmp_path}", *args, "--print-config")
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == f"error: {hint}; see --help for the fields"
+
+
+def test_unknown_key_with_no_near_name_is_a_plain_error(tmp_path):
+    # no section has it and no name is close: the message without a hint, not an IndexError while building one
+    result = tether("rm", f"run_dir={tmp_path}", "zzqq=1", "--print-config")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == "error: unknown config key 'zzqq'; see --help for the fields"

@@ -122,8 +122,10 @@ def _unknown_key_error(root: type, cls: type, prefix: str, key: str, value: Any)
             near = set(difflib.get_close_matches(leaf, {k.rsplit(".", 1)[-1] for k in keys}, n=3, cutoff=0.8))
             suggestions = [k for k in keys if k.rsplit(".", 1)[-1] in near]
     quoted = [f"'{k}'" for k in suggestions[:3]]
-    either = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
-    hint = f" (did you mean {either}?)" if quoted else ""
+    hint = ""
+    if quoted:
+        either = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+        hint = f" (did you mean {either}?)"
     return ConfigError(f"unknown config key '{full}'{hint}; see --help for the fields")
 
 
