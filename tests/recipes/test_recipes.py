@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -84,6 +85,29 @@ def test_score_matches_plain_transformers(rm_run, tmp_path):
     assert scored[1]["score"] == pytest.approx(plain(rows[1]["prompt"], rows[1]["response"]), abs=1e-5)
     assert scored[2]["chosen_score"] == pytest.approx(plain("Say hi", "Hi there!"), abs=1e-5)
     assert scored[0]["score"] > scored[1]["score"]  # the trained model prefers the helpful answer
+
+
+def test_score_formats_rows_as_the_reward_model_was_trained(rm_run, tmp_path):
+    # a reward model trained on plain text (data.chat_template=never, as the sentiment quickstart's) is scored on
+    # plain text by default, though its tokenizer carries a chat template; the reference is plain transformers
+    _, result = rm_run
+    plain_dir = tmp_path / "rm-plain"
+    shutil.copytree(result.model_dir, plain_dir)
+    meta = json.loads((plain_dir / "tether.json").read_text())
+    meta["config"]["data"]["chat_template"] = "never"
+    (plain_dir / "tether.json").write_text(json.dumps(meta))
+    src = tmp_path / "rows.jsonl"
+    src.write_text(json.dumps({"prompt": "The room", "response": " was clean and quiet."}) + "\n")
+    score = json.loads(score_file(ScoreConfig(model=str(plain_dir), input=str(src))).read_text())["score"]
+    templated = json.loads(score_file(ScoreConfig(model=str(plain_dir), input=str(src), chat_template="always",
+                                                  output=str(tmp_path / "t.jsonl"))).read_text())["score"]
+    model = AutoModelForSequenceClassification.from_pretrained(plain_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(plain_dir)
+    ids = tokenizer("The room")["input_ids"] + tokenizer(" was clean and quiet.", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor([ids + [tokenizer.eos_token_id]])).logits[0, 0].item()
+    assert score == pytest.approx(expected, abs=1e-5)
+    assert abs(templated - score) > 1e-3  # the two formats do score differently: the setting matters
 
 
 def test_reward_model_ensemble(tmp_path):

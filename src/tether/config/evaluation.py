@@ -21,7 +21,9 @@ class ScoreConfig:
     output: str = doc_field("", "Where to write the scored jsonl (default: <input stem>.scored.jsonl).")
     batch_size: int = doc_field(8, "Rows per forward pass.", bounds=POSITIVE)
     max_length: int = doc_field(1024, "Longer rows are truncated from the left (counted and reported).", bounds=POSITIVE)
-    chat_template: Literal["auto", "always", "never"] = doc_field("auto", "As in data.chat_template.")
+    chat_template: Literal["auto", "always", "never"] = doc_field(
+        "auto", "As in data.chat_template; 'auto' formats rows as the reward model was trained (the data.chat_template "
+        "its tether.json records), and as 'auto' in data.chat_template for a model without one.")
     ensemble_k: float = doc_field(1.0, "Conservative score = mean - k * std when several models are given.", bounds=NON_NEGATIVE)
     precision: Literal["fp32", "bf16-mixed", "bf16", "auto"] = doc_field(
         "fp32", "Numeric precision of every model this loads, as model.precision.")

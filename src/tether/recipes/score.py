@@ -24,7 +24,7 @@ from tether.data import load_records
 from tether.data.tokenize import encode_prompt_response
 from tether.engine.runtime import atomic_write_text
 from tether.errors import TetherInputError
-from tether.models.loading import load_tokenizer
+from tether.models.loading import load_tokenizer, read_tether_meta
 from tether.models.reward import ensemble_members, load_reward_models, score_with_members
 from tether.utils.logging import console
 
@@ -63,6 +63,17 @@ def _put(row: dict, key: str, position: int | None, value: float) -> None:
         row.setdefault(key, []).append(value)  # targets arrive in list order
 
 
+def trained_chat_template(member_dirs: list[Path]) -> str | None:
+    """The ``data.chat_template`` the reward models were trained with (their ``tether.json``), or None when none
+    records one; models that disagree are an error (one formatting of the rows cannot suit them all)."""
+    recorded = {str(d): read_tether_meta(d).get("config", {}).get("data", {}).get("chat_template") for d in member_dirs}
+    found = {value for value in recorded.values() if value}
+    if len(found) > 1:
+        raise ScoreInputError(f"the reward models were trained with different data.chat_template settings ({recorded}); "
+                              "score them separately or give chat_template= explicitly")
+    return found.pop() if found else None
+
+
 def score_file(cfg: ScoreConfig) -> Path:
     if not cfg.model:
         raise ScoreInputError("model= is required: a reward model directory (or several, comma-separated)")
@@ -75,12 +86,15 @@ def score_file(cfg: ScoreConfig) -> Path:
     member_dirs = [m for d in dirs for m in ensemble_members(d)]
     models = [m for d in member_dirs for m in load_reward_models(d, cfg.precision)]
     tokenizer = load_tokenizer(str(member_dirs[0]))
+    chat_template = cfg.chat_template
+    if chat_template == "auto":  # a model trained on plain text scores plain text, whatever its tokenizer carries
+        chat_template = trained_chat_template(member_dirs) or "auto"
     rows = load_records(cfg.input)
     sequences, targets = [], []
     truncated = 0
     for number, row in enumerate(rows, start=1):
         for key, position, prompt, response in _row_items(row, f"{cfg.input} row {number}"):
-            prompt_ids, response_ids = encode_prompt_response(tokenizer, prompt, response, cfg.chat_template)
+            prompt_ids, response_ids = encode_prompt_response(tokenizer, prompt, response, chat_template)
             ids = prompt_ids + response_ids
             if len(ids) > cfg.max_length:
                 ids = ids[-cfg.max_length:]
