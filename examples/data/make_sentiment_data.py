@@ -28,7 +28,11 @@ a sentence about another aspect; one or two sentences, 8-25 words, starting with
 ending with a period. The SFT continuations demonstrate the FORMAT, not positivity: a third
 each is positive (compound >= 0.05), negative (<= -0.05) and neutral or mixed (in between),
 as VADER classifies them (checked and printed). In a preference pair the chosen continuation's
-compound is higher by at least 0.3; length is made uninformative (a balanced coin decides
+compound is higher by at least 0.3. Two pairs in five are graded: both continuations are positive (or both
+negative) and the chosen one is more so, as in comparisons of samples from one policy, so that a reward model
+learns *how* positive a continuation is, not only which side of neutral it falls on (without them, a reward
+model trained on these pairs paid as much or more for a two-word " was excellent." as for a longer, more
+positive continuation, and PPO on it shortened its answers). Length is made uninformative (a balanced coin decides
 whether the chosen or the rejected continuation is the longer one; the script checks that
 "longer wins" is right on 45-55% of pairs). Deterministic for a seed: the files are byte for
 byte the same on every run.
@@ -643,12 +647,13 @@ def continuation(item: dict, cls: str, rng: random.Random) -> tuple[str, float]:
     raise RuntimeError(f"no {cls} continuation found for {item['prompt']!r}")
 
 
-PAIR_KINDS = [("pos", "neg"), ("pos", "neu"), ("neu", "neg")]
+# (chosen's class, rejected's class); the last two are graded pairs within one class
+PAIR_KINDS = [("pos", "neg"), ("pos", "neu"), ("neu", "neg"), ("pos", "pos"), ("neg", "neg")]
 
 
 def make_pair(item: dict, kind: tuple[str, str], chosen_longer: bool, rng: random.Random) -> dict:
     """Chosen has the higher compound by >= PAIR_MARGIN; ``chosen_longer`` decides which one is longer."""
-    for _ in range(200):
+    for _ in range(1000):
         chosen, c_score = continuation(item, kind[0], rng)
         rejected, r_score = continuation(item, kind[1], rng)
         if c_score >= r_score + PAIR_MARGIN and len(chosen) != len(rejected) and \

@@ -13,7 +13,7 @@ from tether.tasks.sentiment import gold_reward, gold_utility, task_prompts
 DATA = ROOT / "src" / "tether" / "assets" / "data"
 GENERATOR = EXAMPLES / "data" / "make_sentiment_data.py"
 FILES = ("sentiment_sft.jsonl", "sentiment_prompts.jsonl", "sentiment_eval.jsonl", "sentiment_test.jsonl",
-         "sentiment_preferences.jsonl")
+         "sentiment_preferences.jsonl", "sentiment_preferences_eval.jsonl")
 
 
 def rows(name: str) -> list[dict]:
@@ -115,15 +115,24 @@ def test_sft_format_and_sentiment_mix(vader):
         assert 0.25 <= classes.count(cls) / len(classes) <= 0.42, cls
 
 
-def test_shipped_pairs_prefer_the_more_positive_and_length_is_uninformative(vader):
-    pairs = rows("sentiment_preferences.jsonl")
-    assert 400 <= len(pairs) <= 700
-    assert {p["prompt"] for p in pairs} <= set(task_prompts("train"))
+@pytest.mark.parametrize("name, split, count", [("sentiment_preferences.jsonl", "train", (400, 700)),
+                                                ("sentiment_preferences_eval.jsonl", "eval", (160, 160))])
+def test_shipped_pairs_prefer_the_more_positive_and_length_is_uninformative(vader, name, split, count):
+    pairs = rows(name)
+    assert count[0] <= len(pairs) <= count[1]
+    assert {p["prompt"] for p in pairs} <= set(task_prompts(split))
+    kinds = []
     for pair in pairs:
-        assert vader(pair["chosen"]) >= vader(pair["rejected"]) + 0.3, pair
+        chosen, rejected = vader(pair["chosen"]), vader(pair["rejected"])
+        assert chosen >= rejected + 0.3, pair
         assert pair["chosen"].startswith(" ") and pair["rejected"].startswith(" ")
+        kinds.append("pos" if rejected >= 0.05 else "neg" if chosen <= -0.05 else "across")
     longer_wins = sum(len(p["chosen"]) > len(p["rejected"]) for p in pairs) / len(pairs)
     assert 0.45 <= longer_wins <= 0.55
+    # graded pairs, both positive (or both negative) and the chosen more so: a fifth each, so that a reward model
+    # learns how positive a continuation is and not only which side of neutral it is on
+    for kind in ("pos", "neg"):
+        assert 0.17 <= kinds.count(kind) / len(kinds) <= 0.23, (kind, kinds.count(kind))
 
 
 def test_generator_reproduces_the_packaged_files(tmp_path):

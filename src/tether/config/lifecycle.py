@@ -105,7 +105,8 @@ class QuickstartConfig:
     planted_length_bias: float = doc_field(0.0, "The panel's planted bias for longer answers (utility per 100 chars).")
     shipped_pairs: bool = doc_field(True, "Train RM and DPO on the panel's preferences plus the task's shipped pairs "
                                           "(false: the panel's labels alone, biases and all).")
-    rm_steps: int = doc_field(60, "Reward-model optimizer steps (4 pairs each).", bounds=NON_NEGATIVE)
+    rm_steps: int = doc_field(160, "Reward-model optimizer steps (4 pairs each; 160 is about one pass over the "
+                                   "sentiment task's panel and shipped pairs).", bounds=NON_NEGATIVE)
     ppo_iterations: int = doc_field(16, "PPO iterations.")
     ppo_batch: int = doc_field(16, "Prompts per PPO iteration (one update epoch in two minibatches).")
     ppo_epochs: int = doc_field(2, "PPO update epochs over each iteration's rollouts (two minibatches each).", bounds=POSITIVE)

@@ -27,7 +27,9 @@ museum, train journey) x 14 subjects x 4 opening templates = 560 openings, split
 The SFT continuations demonstrate the format only (8-25 words, one or two sentences, a third
 each positive, negative and neutral by VADER), so the SFT model starts with no lean to
 positivity; the shipped preference pairs' chosen continuation has a compound higher by at
-least 0.3, and their length says nothing about which one is chosen.
+least 0.3, and their length says nothing about which one is chosen. Two pairs in five are graded (both
+continuations positive, or both negative, the chosen one more so), so that a reward model learns how positive a
+continuation is, not only which side of neutral it falls on.
 """
 
 from __future__ import annotations
