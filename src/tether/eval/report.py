@@ -254,10 +254,10 @@ def comparison_charts(run_dir: Path, compare: list[str]) -> dict[str, str]:
     return charts
 
 
-def _section_comparison(run_dir: Path, compare: list[str]) -> str:
+def _section_comparison(run_dir: Path, compare: list[str], charts: dict[str, str] | None = None) -> str:
     if not compare:
         return ""
-    charts = comparison_charts(run_dir, compare)
+    charts = comparison_charts(run_dir, compare) if charts is None else charts
     names = ", ".join(esc(_run_name(Path(c))) for c in compare)
     body = "".join(charts.values()) or "<p class='muted'>No RL stage of this run logged curves to compare.</p>"
     return (f"<h2 id='compare'>Compared with {names}</h2><p class='muted'>Each RL curve of this run with the same "
@@ -573,12 +573,14 @@ def _eval_safety(data: dict) -> str:
             f"<table id='eval-safety'>{head}{''.join(rows)}</table>{safety_chart(models)}")
 
 
-def build_report(run_dir: Path, title: str = "", max_samples: int = 12, compare: list[str] | None = None) -> str:
-    """The report's HTML for ``run_dir`` (with ``compare``: its RL curves beside those run directories')."""
+def build_report(run_dir: Path, title: str = "", max_samples: int = 12, compare: list[str] | None = None,
+                 compare_charts: dict[str, str] | None = None) -> str:
+    """The report's HTML for ``run_dir`` (with ``compare``: its RL curves beside those run directories';
+    ``compare_charts``: those charts, when the caller has already drawn them with :func:`comparison_charts`)."""
     stages = _metrics_by_stage(run_dir)
     sections = [_section_verdict(run_dir, stages), _section_summary(run_dir), _section_heldout(run_dir),
                 _section_eval(run_dir, max_samples), _section_frontier(run_dir), _section_training(stages),
-                _section_comparison(run_dir, list(compare or [])), _section_reward_model(run_dir),
+                _section_comparison(run_dir, list(compare or []), compare_charts), _section_reward_model(run_dir),
                 _section_labels(run_dir)]
     config = run_dir / "config.yaml"
     if config.is_file():
@@ -600,10 +602,10 @@ def write_report(cfg: ReportConfig) -> Path:
     if not run_dir.is_dir():
         raise DataError(f"run directory {run_dir} does not exist")
     output = Path(cfg.output) if cfg.output else run_dir / "report.html"
-    atomic_write_text(output, build_report(run_dir, cfg.title, cfg.max_samples, cfg.compare))
+    charts = comparison_charts(run_dir, cfg.compare) if cfg.compare else None  # drawn once: the page and the files
+    atomic_write_text(output, build_report(run_dir, cfg.title, cfg.max_samples, cfg.compare, charts))
     console.print(f"report → {output}")
-    if cfg.compare:
-        charts = comparison_charts(run_dir, cfg.compare)
+    if charts is not None:
         for name, chart in charts.items():
             _write_svg(run_dir / "compare" / name, chart)
         console.print(f"{len(charts)} comparison charts → {run_dir / 'compare'}")
