@@ -30,11 +30,11 @@ each is positive (compound >= 0.05), negative (<= -0.05) and neutral or mixed (i
 as VADER classifies them (checked and printed). In a preference pair the chosen continuation's
 compound is higher by at least 0.3. Two pairs in five are graded: both continuations are positive (or both
 negative) and the chosen one is more so, as in comparisons of samples from one policy, so that a reward model
-learns *how* positive a continuation is, not only which side of neutral it falls on (without them, a reward
-model trained on these pairs paid as much or more for a two-word " was excellent." as for a longer, more
-positive continuation, and PPO on it shortened its answers). Length is made uninformative (a balanced coin decides
-whether the chosen or the rejected continuation is the longer one; the script checks that
-"longer wins" is right on 45-55% of pairs). Deterministic for a seed: the files are byte for
+learns *how* positive a continuation is, not only which side of neutral it falls on (without them, a
+reward model trained on these pairs scored positive continuations the lower the longer they were, while VADER
+scores them the higher, and PPO on it shortened its answers: docs/results.md). Length is made uninformative
+(a balanced coin decides whether the chosen or the rejected continuation is the longer one; the script checks
+that "longer wins" is right on 45-55% of pairs). Deterministic for a seed: the files are byte for
 byte the same on every run.
 """
 
