@@ -147,3 +147,41 @@ def test_a_gold_may_be_a_verifier_a_function_or_a_weighted_sum_of_them(tmp_path,
     assert gold.score(_rollout(2), ["a", "b"], ["4.", "7."], rows).tolist() == pytest.approx([1 + 2.5, 2.5])
     with pytest.raises(RewardSpecError, match="no checker|unknown|registered"):
         load_gold_source("verify:nonesuch")
+
+
+def test_a_reward_model_trained_in_another_rendering_than_the_policys_is_warned_about(tmp_path, capsys):
+    """A reward model scores the policy's own token ids, so one trained on plain text (the sentiment task's
+    data.chat_template=never) and read through a chat-formatted policy scores a format it never saw. The check
+    compares renderings, not setting names: ``auto`` and ``always`` agree on a tokenizer with a template, and
+    ``auto`` and ``never`` agree on one without. Catches: comparing the strings; reading the policy's setting
+    where the reward model's belongs; no warning printed."""
+    import json
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from tether.models.loading import load_tokenizer
+    from tether.rollout.rewards import RewardModelSource, rendering_mismatch
+
+    tokenizer = load_tokenizer("embedded")  # SmolLM2: a ChatML template
+    rm_dir = tmp_path / "rm"
+    LlamaForSequenceClassification(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                               num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                               num_labels=1, pad_token_id=0)).save_pretrained(rm_dir)
+    (rm_dir / "tether.json").write_text(json.dumps({"config": {"data": {"chat_template": "never"}}}))
+
+    source = RewardModelSource(str(rm_dir), tokenizer, chat_template="auto")
+    assert str(rm_dir) in source.format_warning and "plain text" in source.format_warning
+    assert "warning:" in capsys.readouterr().err
+    assert RewardModelSource(str(rm_dir), tokenizer, chat_template="never").format_warning is None
+    assert "warning:" not in capsys.readouterr().err
+
+    (rm_dir / "tether.json").write_text(json.dumps({"config": {"data": {"chat_template": "auto"}}}))
+    assert RewardModelSource(str(rm_dir), tokenizer, chat_template="always").format_warning is None
+    assert "chat-formatted" in RewardModelSource(str(rm_dir), tokenizer, chat_template="never").format_warning
+    (rm_dir / "tether.json").unlink()  # trained elsewhere: nothing recorded, nothing to compare
+    assert RewardModelSource(str(rm_dir), tokenizer, chat_template="never").format_warning is None
+
+    plain = SimpleNamespace(chat_template=None)  # a tokenizer without a template renders plain text either way
+    assert rendering_mismatch(plain, "never", {"rm": "auto"}) is None
+    assert rendering_mismatch(tokenizer, "auto", {"a": "auto", "b": "never"}).startswith("the reward model b ")

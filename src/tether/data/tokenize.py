@@ -24,6 +24,13 @@ def _has_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def renders_chat(tokenizer, chat_template: str) -> bool:
+    """Whether plain-string rows are rendered in ``tokenizer``'s chat template under ``chat_template`` (True) or as
+    plain text (False); no error for ``always`` without a template (:func:`uses_template` raises that when
+    encoding)."""
+    return chat_template != "never" and _has_template(tokenizer)
+
+
 def uses_template(tokenizer, chat_template: str, conversational: bool) -> bool:
     has = _has_template(tokenizer)
     if chat_template == "never":

@@ -23,6 +23,7 @@ from tether.models.scoring import base_model, padded_forward_inputs
 from tether.models.special_tokens import stop_token_ids
 from tether.utils.device import model_device
 from tether.utils.logging import console
+from tether.utils.resume import output_config
 
 
 def pad_right(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +94,12 @@ def ensemble_members(model_dir: str | Path) -> list[Path]:
         members = json.loads(manifest.read_text())["members"]
         return [model_dir / m for m in members]
     return [model_dir]
+
+
+def recorded_chat_templates(member_dirs: list[Path]) -> dict[str, str | None]:
+    """Each reward model's ``data.chat_template`` as its ``tether.json`` records it (the rendering its training pairs
+    had), by directory; None where nothing is recorded (a model trained elsewhere)."""
+    return {str(d): (output_config(d) or {}).get("data", {}).get("chat_template") for d in member_dirs}
 
 
 def load_reward_models(model_dir: str | Path, precision: str = "fp32") -> list:

@@ -25,9 +25,8 @@ from tether.data.tokenize import encode_prompt_response
 from tether.engine.runtime import atomic_write_text
 from tether.errors import TetherInputError
 from tether.models.loading import load_tokenizer
-from tether.models.reward import ensemble_members, load_reward_models, score_with_members
+from tether.models.reward import ensemble_members, load_reward_models, recorded_chat_templates, score_with_members
 from tether.utils.logging import console
-from tether.utils.resume import output_config
 
 RESPONSE_FIELDS = ("response", "completion")
 
@@ -67,7 +66,7 @@ def _put(row: dict, key: str, position: int | None, value: float) -> None:
 def trained_chat_template(member_dirs: list[Path]) -> str | None:
     """The ``data.chat_template`` the reward models were trained with (their ``tether.json``), or None when none
     records one; models that disagree are an error (one formatting of the rows cannot suit them all)."""
-    recorded = {str(d): (output_config(d) or {}).get("data", {}).get("chat_template") for d in member_dirs}
+    recorded = recorded_chat_templates(member_dirs)
     found = {value for value in recorded.values() if value}
     if len(found) > 1:
         raise ScoreInputError(f"the reward models were trained with different data.chat_template settings ({recorded}); "
