@@ -54,6 +54,17 @@ def lagrangian_scores(rewards: torch.Tensor, costs: torch.Tensor, multiplier: fl
     return (rewards.float() - multiplier * costs.float()) / (1.0 + multiplier)
 
 
+def constraint_metrics(all_costs: torch.Tensor, all_scores: torch.Tensor, cost_limit: float,
+                       multiplier: float) -> dict[str, float]:
+    """The metrics of a constrained run's batch (every process's responses): the raw costs (B,), the Lagrangian
+    scores (B,) the policy is given, the bound d and the λ those scores used."""
+    mean_cost = float(all_costs.mean())
+    return {"objective/cost": mean_cost, "objective/cost_limit": cost_limit,
+            "objective/lagrange_multiplier": multiplier, "cost/score_mean": mean_cost,
+            "cost/score_std": float(all_costs.std()) if len(all_costs) > 1 else 0.0,
+            "reward/lagrangian_mean": float(all_scores.mean())}
+
+
 class LagrangeMultiplier:
     """λ of the constraint E[cost] ≤ ``cost_limit``, updated by :func:`dual_ascent_step` at rate ``lr`` and capped at
     ``max_value`` (None: no cap). Its state (λ) is part of every checkpoint; the limit, rate and cap are the config's."""

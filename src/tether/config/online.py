@@ -36,6 +36,36 @@ CLIP_HIGH_DOC = ("Upper clip ε_high of the ratio (empty = the loss's usual: 0.2
                  "then ε_low).")
 
 
+# The constraint's fields (Safe RLHF; docs/ppo.md, Constrained PPO), the same in PPO's and GRPO's configs.
+def cost_field():
+    return doc_field(
+        "", "Constrained RL (Safe RLHF, Dai et al. 2023): a cost (harm) source whose mean per response is held under "
+            "cost_limit by a Lagrange multiplier; the same specs as reward (a cost model directory, an ensemble: its "
+            "members' plain mean, module:function, a weighted sum); empty = no constraint.")
+
+
+def cost_limit_field():
+    return doc_field(
+        0.0, "d: the bound on the expected cost per response, E[cost] <= d (Safe RLHF's 0: the safe/unsafe boundary "
+             "of its cost model; for a 0/1 cost, the share of harmful responses allowed). Needs cost.")
+
+
+def lagrange_init_field():
+    return doc_field(1.0, "λ₀: the Lagrange multiplier at the start (Safe RLHF's 1). Needs cost.", bounds=NON_NEGATIVE)
+
+
+def lagrange_lr_field():
+    return doc_field(
+        0.1, "η of the dual step after each iteration, λ ← clip(λ + η·(mean cost − cost_limit), 0, lagrange_max), on λ "
+             "itself, not log λ (0 = a fixed λ; Safe RLHF's 0.1). Needs cost.", bounds=NON_NEGATIVE)
+
+
+def lagrange_max_field():
+    return doc_field(
+        None, "Cap on λ (empty = none; Safe RLHF's script uses 5): the reward keeps at least 1/(1 + cap) of the "
+              "score's weight. Needs cost.", bounds=POSITIVE)
+
+
 @dataclass
 class OnlineRunFields:
     """The fields every online-RL config ends with (PPO's and GRPO's): where and how the roles run, the seed,
@@ -68,21 +98,11 @@ class _PPOFields:
                                             "(with LoRA: the base with adapters disabled, no copy).")
     reward: str = reward_field()
     ensemble_k: float | None = ensemble_k_field()
-    cost: str = doc_field(
-        "", "Constrained PPO (Safe RLHF, Dai et al. 2023): a cost (harm) source whose mean per response is held under "
-            "cost_limit by a Lagrange multiplier; the same specs as reward (a cost model directory, an ensemble: its "
-            "members' plain mean, module:function, a weighted sum); empty = no constraint.")
-    cost_limit: float = doc_field(
-        0.0, "d: the bound on the expected cost per response, E[cost] <= d (Safe RLHF's 0: the safe/unsafe boundary "
-             "of its cost model; for a 0/1 cost, the share of harmful responses allowed). Needs cost.")
-    lagrange_init: float = doc_field(1.0, "λ₀: the Lagrange multiplier at the start (Safe RLHF's 1). Needs cost.",
-                                     bounds=NON_NEGATIVE)
-    lagrange_lr: float = doc_field(
-        0.1, "η of the dual step after each iteration, λ ← clip(λ + η·(mean cost − cost_limit), 0, lagrange_max), on λ "
-             "itself, not log λ (0 = a fixed λ; Safe RLHF's 0.1). Needs cost.", bounds=NON_NEGATIVE)
-    lagrange_max: float | None = doc_field(
-        None, "Cap on λ (empty = none; Safe RLHF's script uses 5): the reward keeps at least 1/(1 + cap) of the "
-              "score's weight. Needs cost.", bounds=POSITIVE)
+    cost: str = cost_field()
+    cost_limit: float = cost_limit_field()
+    lagrange_init: float = lagrange_init_field()
+    lagrange_lr: float = lagrange_lr_field()
+    lagrange_max: float | None = lagrange_max_field()
     value_model: str | None = doc_field(None, "Value model init; empty = the reward model directory (an ensemble: its "
                                               "first member; a function reward: the policy).")
     data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
@@ -141,6 +161,11 @@ class _GRPOFields:
                                             "(with LoRA: the base with adapters disabled).")
     reward: str = reward_field()
     ensemble_k: float | None = ensemble_k_field()
+    cost: str = cost_field()
+    cost_limit: float = cost_limit_field()
+    lagrange_init: float = lagrange_init_field()
+    lagrange_lr: float = lagrange_lr_field()
+    lagrange_max: float | None = lagrange_max_field()
     data: DataConfig = doc_field(DataConfig(max_length=512), "Prompts (any format with a prompt).")
     group_size: int = doc_field(4, "K: responses sampled per prompt.")
     prompts_per_iteration: int = doc_field(4, "Prompts per iteration (batch = prompts x K responses).", bounds=POSITIVE)

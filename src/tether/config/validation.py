@@ -61,14 +61,14 @@ def _validate_simpo_margin(config: PreferenceConfig) -> None:
                           "itself (simpo_gamma) or γ/β (simpo_gamma_beta_ratio)")
 
 
-CONSTRAINT_FIELDS = ("cost_limit", "lagrange_init", "lagrange_lr", "lagrange_max")  # (PPOConfig's; they need cost)
+CONSTRAINT_FIELDS = ("cost_limit", "lagrange_init", "lagrange_lr", "lagrange_max")  # (PPO's and GRPO's; need cost)
 
 
-def validate_constraint(config: PPOConfig) -> None:
-    """The constrained-PPO fields (docs/ppo.md, Constrained PPO): set only with a ``cost``, a finite ``cost_limit``,
-    and a cap ``lagrange_max`` no lower than the start ``lagrange_init``."""
+def validate_constraint(config: PPOConfig | GRPOConfig) -> None:
+    """The constraint's fields (docs/ppo.md, Constrained PPO; the same in GRPO): set only with a ``cost``, a finite
+    ``cost_limit``, and a cap ``lagrange_max`` no lower than the start ``lagrange_init``."""
     if not config.cost:
-        fields = PPOConfig.__dataclass_fields__
+        fields = type(config).__dataclass_fields__
         changed = [f"{key}={getattr(config, key)}" for key in CONSTRAINT_FIELDS
                    if getattr(config, key) != fields[key].default]
         if changed:
@@ -100,7 +100,6 @@ def validate(config: Any) -> None:
         raise ConfigError(f"top_p: must be in (0, 1], got {config.top_p}")
     if isinstance(config, (PPOConfig, GRPOConfig)):
         _validate_roles(config.generation, config.placement)
-    if isinstance(config, PPOConfig):
         validate_constraint(config)
     if isinstance(config, PreferenceConfig):
         if config.kl_coef is not None and config.kl_coef <= 0:

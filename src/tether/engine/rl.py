@@ -28,9 +28,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from tether.algos.constraint import LagrangeMultiplier
 from tether.config import to_dict
 from tether.engine.loop import epoch_order
-from tether.engine.roles import open_roles, reward_for
+from tether.engine.roles import cost_for, open_roles, reward_for
 from tether.engine.runtime import configure_cpu, load_generation_prompts, prepare_run, seed_everything
 from tether.errors import ConfigError, TrainingError
 from tether.eval.heldout import HeldOutEvaluator
@@ -274,3 +275,49 @@ def stop_reason(cfg: Any, metrics: dict, fired: list[dict], iteration: int,
         return (f"mean KL per response {metrics['objective/kl']:.1f} nats exceeded kl_limit={cfg.kl_limit} at "
                 f"iteration {iteration}: the policy is running away from the reference; {kl_advice}"), None
     return None, None
+
+
+class Constraint:
+    """A constrained run's cost source and Lagrange multiplier λ (Safe RLHF, :mod:`tether.algos.constraint`), the
+    same in PPO and GRPO: iteration t's scores are the normalised Lagrangian at :attr:`value` λ_t; after it
+    :meth:`step` takes the dual step on that iteration's mean cost (``objective/cost``), so a checkpoint written after
+    iteration t holds λ_{t+1} (:meth:`state`)."""
+
+    def __init__(self, cfg: Any, source):
+        self.cfg, self.source = cfg, source
+        self.multiplier = LagrangeMultiplier(cfg.lagrange_init, cfg.cost_limit, cfg.lagrange_lr, cfg.lagrange_max)
+
+    @classmethod
+    def of(cls, cfg: Any, tokenizer) -> Constraint | None:
+        """The constraint ``cfg`` asks for (``cost``, ``cost_limit``, ``lagrange_*``; checked by
+        ``tether.config.validation.validate_constraint``), or None without a cost."""
+        source = cost_for(cfg, tokenizer)
+        return None if source is None else cls(cfg, source)
+
+    @property
+    def value(self) -> float:
+        return self.multiplier.value
+
+    def step(self, metrics: dict) -> None:
+        """The dual step: the next iteration's λ, from this iteration's mean cost."""
+        self.multiplier.update(metrics["objective/cost"])
+
+    def state(self) -> dict:
+        return {"lagrange_multiplier": self.multiplier.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        """λ from a checkpoint's recipe state (the λ of the iteration after it). A checkpoint of an unconstrained
+        run (``resume=force`` after adding a cost) has none: λ then starts at ``lagrange_init``, as a note says."""
+        if "lagrange_multiplier" in state:
+            self.multiplier.load_state_dict(state["lagrange_multiplier"])
+        else:
+            console.print(f"[yellow]{self.cfg.name}: the checkpoint has no Lagrange multiplier (an unconstrained run "
+                          f"wrote it); λ starts at lagrange_init={self.cfg.lagrange_init}[/]")
+
+    @staticmethod
+    def postfix(metrics: dict) -> dict:
+        """The progress bar's cost and λ."""
+        return {"cost": f"{metrics['objective/cost']:.3g}", "lam": f"{metrics['objective/lagrange_multiplier']:.3g}"}
+
+    def meta(self) -> dict:
+        return {"cost": self.cfg.cost, "cost_limit": self.cfg.cost_limit}

@@ -2,14 +2,15 @@
 
 Each iteration, top to bottom:
   1. generate   — K responses for each of ``prompts_per_iteration`` prompts
-  2. score      — reward source; penalty for a missing EOS
+  2. score      — reward source; penalty for a missing EOS; with a ``cost``, the cost source too, and the
+                  normalised Lagrangian (r − λ·c)/(1 + λ) of the two (Safe RLHF), as in PPO
   3. log-probs  — old policy and reference log-probs of the sampled tokens (fp32)
   4. advantages — grpo: (s − mean_group)/std_group (Dr. GRPO: no std); rloo: s − mean of the
                   other K−1; reinforce_pp: returns of the KL-shaped token rewards, whitened
                   over the whole batch. No value model.
   5. update     — clipped surrogate over minibatches, KL either in the reward (k1) or as a
                   k3 loss term, token losses aggregated as configured
-  6. control    — KL guard, metrics, checkpoint
+  6. control    — the dual step on λ (with a cost), KL guard, metrics, checkpoint
 """
 
 from __future__ import annotations
@@ -21,15 +22,18 @@ from dataclasses import dataclass
 import torch
 
 from tether.algos.advantages import advantage_estimator
+from tether.algos.constraint import constraint_metrics, lagrangian_scores
 from tether.algos.kl import kl_penalty
 from tether.algos.losses.ppo import aggregate, aggregate_parts, policy_loss_spec
 from tether.algos.masked import masked_mean
 from tether.algos.mismatch import corrected_advantages, loss_tokens
 from tether.algos.rewards import soft_overlong_penalty
 from tether.config import GRPOConfig, to_dict
+from tether.config.validation import validate_constraint
 from tether.data import collate_prompts
 from tether.engine.loop import adamw
 from tether.engine.rl import (
+    Constraint,
     OnlineResult,
     OnlineRun,
     make_heldout,
@@ -89,25 +93,43 @@ class SampledGroups:
     rollout: Rollout
     responses: list[str]
     raw_scores: torch.Tensor | None = None  # the reward source's
-    scores: torch.Tensor | None = None  # shaped: missing-EOS and overlong penalties
-    overlong: torch.Tensor | None = None  # the soft overlong penalty in ``scores``
+    proxy: torch.Tensor | None = None  # the reward shaped: missing-EOS and overlong penalties
+    overlong: torch.Tensor | None = None  # the soft overlong penalty in ``proxy``
+    costs: torch.Tensor | None = None  # the cost source's (a constrained run), else None
+    scores: torch.Tensor | None = None  # what the advantages see: ``proxy``, or with a cost the Lagrangian of the two
 
-    def score(self, cfg: GRPOConfig, scoring) -> SampledGroups:
+    SCORED = ("raw_scores", "proxy", "overlong", "costs", "scores")  # the per-response tensors
+
+    def score(self, cfg: GRPOConfig, scoring, cost_scoring=None, multiplier: float = 0.0) -> SampledGroups:
+        """Finish the scoring started for these responses: the reward (``scoring()``), shaped; with
+        ``cost_scoring`` (a constrained run) the costs too, and the scores the normalised Lagrangian
+        (proxy − λ·cost)/(1 + λ) at ``multiplier`` λ. The penalties shape the reward side only: a cut-off answer
+        is a worse answer, not a harmful one, so it does not move λ."""
         self.raw_scores = scoring()
         self.overlong = soft_overlong_penalty(self.rollout.response_mask.sum(-1), cfg.max_new_tokens,
                                               cfg.overlong_buffer, cfg.overlong_penalty)
-        self.scores = self.raw_scores - cfg.missing_eos_penalty * (~self.rollout.ended_with_eos).float() + self.overlong
+        self.proxy = self.raw_scores - cfg.missing_eos_penalty * (~self.rollout.ended_with_eos).float() + self.overlong
+        self.costs = None if cost_scoring is None else cost_scoring().float()
+        self.scores = self.proxy if self.costs is None else lagrangian_scores(self.proxy, self.costs, multiplier)
         return self
 
     def informative(self, group_size: int) -> torch.Tensor:
-        """(groups,) bool: the groups whose shaped scores are not all equal (a non-zero advantage somewhere)."""
+        """(groups,) bool: the groups whose scores are not all equal (a non-zero advantage somewhere)."""
         return self.scores.view(-1, group_size).std(-1) > 0
 
     def groups(self, which: torch.Tensor, group_size: int) -> SampledGroups:
         rows = (which.nonzero().squeeze(-1)[:, None] * group_size + torch.arange(group_size)).reshape(-1)
+        picked = {name: None if getattr(self, name) is None else getattr(self, name)[rows] for name in self.SCORED}
         return SampledGroups([self.prompts[i] for i in rows.tolist()], self.rollout.select(rows),
-                             [self.responses[i] for i in rows.tolist()], self.raw_scores[rows], self.scores[rows],
-                             self.overlong[rows])
+                             [self.responses[i] for i in rows.tolist()], **picked)
+
+    @classmethod
+    def concat(cls, pieces: list[SampledGroups], pad_token_id: int) -> SampledGroups:
+        joined = {name: None if getattr(pieces[0], name) is None else torch.cat([getattr(p, name) for p in pieces])
+                  for name in cls.SCORED}
+        return cls([p for piece in pieces for p in piece.prompts],
+                   concat_rollouts([piece.rollout for piece in pieces], pad_token_id),
+                   [r for piece in pieces for r in piece.responses], **joined)
 
 
 def sample_groups(cfg: GRPOConfig, generator: Generator, tokenizer, prompts, seeds: list[int] | None
@@ -120,16 +142,27 @@ def sample_groups(cfg: GRPOConfig, generator: Generator, tokenizer, prompts, see
     return SampledGroups(grouped, rollout, decode_responses(tokenizer, rollout))
 
 
-def start_scoring(reward_source, sampled: SampledGroups):
-    return start_score(reward_source, sampled.rollout, [p.prompt_text for p in sampled.prompts], sampled.responses,
-                       [p.fields for p in sampled.prompts])
+Scorer = Callable[[SampledGroups], Callable[[], SampledGroups]]  # start scoring → finish it (the groups, scored)
+
+
+def scorer_of(cfg: GRPOConfig, reward_source, constraint: Constraint | None = None) -> Scorer:
+    """Start scoring a round's responses with the reward (and the cost of a constrained run, at this iteration's λ;
+    a reward on a Ray actor starts now, in its actor); the function returned finishes it."""
+    def start(sampled: SampledGroups) -> Callable[[], SampledGroups]:
+        args = ([p.prompt_text for p in sampled.prompts], sampled.responses, [p.fields for p in sampled.prompts])
+        reward = start_score(reward_source, sampled.rollout, *args)
+        if constraint is None:
+            return lambda: sampled.score(cfg, reward)
+        cost = start_score(constraint.source, sampled.rollout, *args)
+        return lambda: sampled.score(cfg, reward, cost, constraint.value)
+    return start
 
 
 MorePrompts = Callable[[int], tuple[list, list[int] | None]]  # extra round r → (prompts, their row seeds)
 
 
 def fill_with_informative_groups(cfg: GRPOConfig, first: SampledGroups, generator: Generator, tokenizer,
-                                 reward_source, more_prompts: MorePrompts) -> tuple[SampledGroups, dict]:
+                                 scorer: Scorer, more_prompts: MorePrompts) -> tuple[SampledGroups, dict]:
     """DAPO's dynamic sampling: keep the groups of ``first`` whose scores differ, and sample the prompts of extra
     rounds (``more_prompts(r)``, r = 1 .. ``dynamic_sampling_max_rounds``) until as many groups as ``first`` had
     are kept; then the first that many. A batch that stays short after the last round trains on the groups it has
@@ -147,18 +180,12 @@ def fill_with_informative_groups(cfg: GRPOConfig, first: SampledGroups, generato
             break
         rounds += 1
         prompts, seeds = more_prompts(rounds)
-        sampled = sample_groups(cfg, generator, tokenizer, prompts, seeds)
-        sampled.score(cfg, start_scoring(reward_source, sampled))
+        sampled = scorer(sample_groups(cfg, generator, tokenizer, prompts, seeds))()
     metrics = {"sampling/extra_rounds": float(rounds), "sampling/dropped_groups": float(dropped),
                "sampling/trained_groups": float(min(kept, target) or target)}
     if not pieces:
         return first, metrics
-    batch = SampledGroups(
-        [p for piece in pieces for p in piece.prompts],
-        concat_rollouts([piece.rollout for piece in pieces], tokenizer.pad_token_id),
-        [r for piece in pieces for r in piece.responses],
-        torch.cat([piece.raw_scores for piece in pieces]), torch.cat([piece.scores for piece in pieces]),
-        torch.cat([piece.overlong for piece in pieces]))
+    batch = SampledGroups.concat(pieces, tokenizer.pad_token_id)
     if kept > target:
         batch = batch.groups(torch.arange(kept) < target, k)
     return batch, metrics
@@ -167,23 +194,26 @@ def fill_with_informative_groups(cfg: GRPOConfig, first: SampledGroups, generato
 @torch.no_grad()
 def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer, prompts,
                     seeds: list[int] | None = None, dist: Dist | None = None,
-                    generator: Generator | None = None, more_prompts: MorePrompts | None = None
-                    ) -> tuple[Experience, dict]:
+                    generator: Generator | None = None, more_prompts: MorePrompts | None = None,
+                    constraint: Constraint | None = None) -> tuple[Experience, dict]:
     """Stages 1-4 for this process's prompts: K responses each (row-seeded when ``seeds``) from ``generator``
     (default: the policy's own ``generate``), scores, log-probs, advantages. A reward or reference in a Ray actor
     starts on the rollout before the policy's old log-probs and runs beside them. With ``dynamic_sampling``, groups
     whose scores are all equal are replaced by groups of ``more_prompts`` (see :func:`fill_with_informative_groups`;
-    the reward metrics describe the first round, the policy as it samples)."""
+    the reward metrics describe the first round, the policy as it samples). With a ``constraint`` each response's
+    score is the normalised Lagrangian of its shaped reward and its cost at the constraint's λ, and the constraint's
+    metrics are the first round's over every process (its mean cost is the dual step's estimate of E[cost])."""
     generator = generator or TransformersGenerator(policy)
     mark = time.time()
     sampled = sample_groups(cfg, generator, tokenizer, prompts, seeds)
     generate_time = time.time() - mark
-    scoring = start_scoring(reward_source, sampled)
+    scorer = scorer_of(cfg, reward_source, constraint)
+    finish_scoring = scorer(sampled)
     first, extra = sampled, {}  # (the reward metrics describe the first round)
     if cfg.dynamic_sampling:
-        sampled.score(cfg, scoring)
+        finish_scoring()
         verdicts = outcome_metrics(reward_source)
-        sampled, extra = fill_with_informative_groups(cfg, first, generator, tokenizer, reward_source,
+        sampled, extra = fill_with_informative_groups(cfg, first, generator, tokenizer, scorer,
                                                       more_prompts or (lambda r: (prompts, None)))
     rollout = sampled.rollout
     remote_ref = start_logprobs(ref_model, rollout, cfg.temperature, cfg.model.padding_free, cfg.model.share_prefixes)
@@ -198,7 +228,7 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
     else:
         ref_logps = rollout_logprobs(cfg, ref_model, rollout)
     if not cfg.dynamic_sampling:
-        sampled.score(cfg, scoring)
+        finish_scoring()
         verdicts = outcome_metrics(reward_source)
     scores = sampled.scores
     # (when the old log-probs are deferred to the update, KL is not needed here: it is a loss term)
@@ -206,7 +236,7 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
     advantages = sequence_advantages(cfg, scores, kl, mask, dist)
     groups = first.scores.view(-1, cfg.group_size)
     metrics = {
-        "reward/score_mean": float(first.raw_scores.mean()), "reward/proxy_mean": float(first.scores.mean()),
+        "reward/score_mean": float(first.raw_scores.mean()), "reward/proxy_mean": float(first.proxy.mean()),
         "reward/group_std_mean": float(groups.std(-1).mean()),
         "reward/zero_std_groups": float((groups.std(-1) == 0).float().mean()),
         "reward/overlong_penalty_mean": float(first.overlong.mean()),
@@ -216,6 +246,10 @@ def make_experience(cfg: GRPOConfig, policy, ref_model, reward_source, tokenizer
         **sampler_gap(rollout, old_logps), **verdicts, **extra,
         "time/generate": generate_time, "time/experience": time.time() - mark,
     }
+    if constraint is not None:
+        dist = dist or Dist()
+        metrics.update(constraint_metrics(dist.all_gather(first.costs), dist.all_gather(first.scores),
+                                          cfg.cost_limit, constraint.value))
     return Experience(rollout, ref_logps, old_logps, advantages, responses=sampled.responses), metrics
 
 
@@ -292,9 +326,11 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     if cfg.dynamic_sampling and Dist.current().enabled:
         raise ConfigError("dynamic_sampling runs in one process: each process would train on a different number of "
                           "groups, and the data-parallel steps would not line up")
+    validate_constraint(cfg)  # (a config built in Python has not been through tether.config.validate)
     setup = start_online_run(cfg, "prompts_per_iteration")
     dist, run_dir, logger, tokenizer, prompts = setup.dist, setup.run_dir, setup.logger, setup.tokenizer, setup.prompts
     roles, reward_source = setup.roles, setup.reward_source
+    constraint = Constraint.of(cfg, tokenizer)  # (None: an unconstrained run)
     # no dropout: the rollout's log-probs, the reference's and the update's are one distribution's (TRL, OpenRLHF)
     policy = apply_lora(disable_dropout(load_causal_lm(cfg.model, seed=cfg.seed, pad_token_id=tokenizer.pad_token_id)),
                         cfg.model.lora, "CAUSAL_LM")
@@ -303,7 +339,8 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     train_policy = dist.wrap(policy)
     ref_model = dist.shard_frozen(ref_model)
     optimizer = adamw([p for p in policy.parameters() if p.requires_grad], lr=cfg.learning_rate, eps=1e-5)
-    heldout = make_heldout(cfg, tokenizer, reward_source)
+    heldout = make_heldout(cfg, tokenizer, reward_source, None if constraint is None else constraint.source,
+                           cfg.cost_limit)
     seeded = cfg.row_seeded_sampling or dist.enabled
 
     def round_prompts(iteration: int, extra_round: int) -> tuple[list, list[int] | None]:
@@ -319,23 +356,34 @@ def train_grpo(cfg: GRPOConfig) -> GRPOResult:
     def iterate(iteration: int, generator: Generator) -> dict:
         mine, seeds = round_prompts(iteration, 0)
         experience, metrics = make_experience(cfg, policy, ref_model, reward_source, tokenizer, mine, seeds, dist,
-                                              generator, more_prompts=lambda r: round_prompts(iteration, r))
-        metrics = dist.combine(metrics)  # equal shares: the mean over processes
+                                              generator, more_prompts=lambda r: round_prompts(iteration, r),
+                                              constraint=constraint)
+        metrics = dist.combine(metrics)  # equal shares: the mean over processes (the constraint's: already global)
         metrics.update(grpo_update(cfg, policy, optimizer, experience, train_policy, dist))
+        if constraint is not None:  # the dual step: the next iteration's λ, from this iteration's mean cost
+            constraint.step(metrics)
         return metrics
 
-    meta = {"recipe": "grpo", "advantage": cfg.advantage, "base_model": cfg.model.name_or_path, "reward": cfg.reward}
+    def postfix(m: dict) -> dict:
+        shown = {"score": f"{m['reward/score_mean']:.3g}", "kl": f"{m['objective/kl']:.3g}",
+                 "len": f"{m['response/length_mean']:.3g}"}
+        return shown if constraint is None else {**shown, **constraint.postfix(m)}
+
+    meta = {"recipe": "grpo", "advantage": cfg.advantage, "base_model": cfg.model.name_or_path, "reward": cfg.reward,
+            **({} if constraint is None else constraint.meta())}
     run = OnlineRun(
         policy, policy, optimizer, iterate=iterate, meta=meta, description=f"{cfg.name} ({cfg.advantage})",
-        make_generator=lambda: generator_for(cfg, policy, tokenizer, run_dir, roles),
-        postfix=lambda m: {"score": f"{m['reward/score_mean']:.3g}", "kl": f"{m['objective/kl']:.3g}",
-                           "len": f"{m['response/length_mean']:.3g}"},
+        make_generator=lambda: generator_for(cfg, policy, tokenizer, run_dir, roles), postfix=postfix,
+        state=dict if constraint is None else constraint.state,
+        load_state=(lambda state: None) if constraint is None else constraint.load_state,
         kl_advice="raise kl_coef / lower learning_rate",
         memory_advice="lower prompts_per_iteration, group_size or minibatch_size")
     outcome = run_online_rl(cfg, run, logger, tokenizer, ref_model, heldout, roles)
     out = save_model(policy, tokenizer, run_dir / cfg.name,
                      {**meta, "iterations": outcome.iterations, "stopped_early": outcome.stopped_early,
-                      "config": to_dict(cfg)}, merge_lora=cfg.model.lora.merge_on_save)
+                      "config": to_dict(cfg),
+                      **({} if constraint is None else {"final_lagrange_multiplier": constraint.value})},
+                     merge_lora=cfg.model.lora.merge_on_save)
     console.print(f"[bold green]{cfg.advantage} done[/]: policy → {out}  ({outcome.iterations} iterations)")
     console.print(end_of_run_line(cfg.name, outcome.heldout_state), soft_wrap=True)  # one line, in a log too
     return GRPOResult(out, outcome.iterations, outcome.history, outcome.stopped_early, outcome.alarms)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from tether.algos.advantages import gae
-from tether.algos.constraint import LagrangeMultiplier, lagrangian_scores
+from tether.algos.constraint import constraint_metrics, lagrangian_scores
 from tether.algos.kl import AdaptiveKLController, FixedKLController, kl_penalty
 from tether.algos.losses.ppo import POLICY_LOSSES, explained_variance, policy_loss_spec, value_loss
 from tether.algos.masked import masked_mean, masked_whiten_across
@@ -33,6 +33,7 @@ from tether.config.validation import validate_constraint
 from tether.data import collate_prompts
 from tether.engine.loop import adamw
 from tether.engine.rl import (
+    Constraint,
     OnlineResult,
     OnlineRun,
     make_heldout,
@@ -43,7 +44,7 @@ from tether.engine.rl import (
     start_online_run,
     with_task,
 )
-from tether.engine.roles import cost_for, generator_for, reference_for
+from tether.engine.roles import generator_for, reference_for
 from tether.errors import ConfigError
 from tether.eval.verdict import end_of_run_line
 from tether.models.loading import apply_lora, disable_dropout, load_causal_lm, load_reward_model, save_model
@@ -122,17 +123,6 @@ def shaped_advantages(cfg: PPOConfig, old_logps: torch.Tensor, ref_logps: torch.
     if cfg.whiten_advantages:
         advantages = masked_whiten_across(advantages, mask, dist.reducer)
     return advantages, returns, (kl_penalty(old_logps, ref_logps, "k1") * mask).sum(-1)
-
-
-def constraint_metrics(all_costs: torch.Tensor, all_scores: torch.Tensor, cost_limit: float,
-                       multiplier: float) -> dict[str, float]:
-    """The metrics of a constrained run's batch (every process's responses): the raw costs (B,), the Lagrangian
-    scores (B,) PPO is given, the bound d and the λ those scores used."""
-    mean_cost = float(all_costs.mean())
-    return {"objective/cost": mean_cost, "objective/cost_limit": cost_limit,
-            "objective/lagrange_multiplier": multiplier, "cost/score_mean": mean_cost,
-            "cost/score_std": float(all_costs.std()) if len(all_costs) > 1 else 0.0,
-            "reward/lagrangian_mean": float(all_scores.mean())}
 
 
 @torch.no_grad()
@@ -305,16 +295,6 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: Ex
     return metrics
 
 
-def load_multiplier(multiplier: LagrangeMultiplier, state: dict, cfg: PPOConfig) -> None:
-    """λ from a checkpoint's recipe state (the λ of the iteration after it). A checkpoint of an unconstrained run
-    (``resume=force`` after adding a cost) has none: λ then starts at ``lagrange_init``, as a note says."""
-    if "lagrange_multiplier" in state:
-        multiplier.load_state_dict(state["lagrange_multiplier"])
-    else:
-        console.print(f"[yellow]{cfg.name}: the checkpoint has no Lagrange multiplier (an unconstrained run wrote it); "
-                      f"λ starts at lagrange_init={cfg.lagrange_init}[/]")
-
-
 def _build_models(cfg: PPOConfig, tokenizer, roles=None):
     pad = tokenizer.pad_token_id
     # no dropout in the policy or the value model: the rollout's log-probs and values, the reference's and the
@@ -336,7 +316,8 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     setup = start_online_run(cfg, "rollout_batch_size")
     dist, run_dir, logger, tokenizer, prompts = setup.dist, setup.run_dir, setup.logger, setup.tokenizer, setup.prompts
     roles, reward_source = setup.roles, setup.reward_source
-    cost_source = cost_for(cfg, tokenizer)  # (None: an unconstrained run)
+    constraint = Constraint.of(cfg, tokenizer)  # (None: an unconstrained run)
+    cost_source = None if constraint is None else constraint.source
     models, ref_model = _build_models(cfg, tokenizer, roles)
     # DDP in a data-parallel run (generation uses the plain policy). Under FSDP the policy, the value model's trunk
     # and its score head are each a root unit (they are called one by one), and the reference is sharded too
@@ -351,8 +332,6 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
               else FixedKLController(cfg.kl_coef))
     moments = RunningMoments()
-    multiplier = (LagrangeMultiplier(cfg.lagrange_init, cfg.cost_limit, cfg.lagrange_lr, cfg.lagrange_max)
-                  if cost_source is not None else None)
 
     def iterate(iteration: int, generator: Generator) -> dict:
         chosen = prompt_batches(len(prompts), cfg.rollout_batch_size, cfg.seed, iteration)
@@ -360,36 +339,36 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
         seeds = row_seeds(cfg.seed, iteration, mine) if seeded else None
         experience, metrics = make_experience(cfg, models, ref_model, reward_source, tokenizer,
                                               [prompts[chosen[j]] for j in mine], kl_ctl.value, moments, seeds, dist,
-                                              generator, cost_source, 0.0 if multiplier is None else multiplier.value)
+                                              generator, cost_source, 0.0 if constraint is None else constraint.value)
         update_start = time.time()
         metrics.update(ppo_update(cfg, models, optimizer, experience, train_models, dist))
         metrics["time/update"] = time.time() - update_start
-        given = metrics["reward/proxy_mean" if multiplier is None else "reward/lagrangian_mean"]  # the score PPO got
+        given = metrics["reward/proxy_mean" if constraint is None else "reward/lagrangian_mean"]  # the score PPO got
         metrics["objective/rlhf_reward"] = given - kl_ctl.value * metrics["objective/kl"]
         kl_ctl.update(metrics["objective/kl"], cfg.rollout_batch_size)
-        if multiplier is not None:  # the dual step: the next iteration's λ, from this iteration's mean cost
-            multiplier.update(metrics["objective/cost"])
+        if constraint is not None:  # the dual step: the next iteration's λ, from this iteration's mean cost
+            constraint.step(metrics)
         return metrics
 
     def state() -> dict:
-        constrained = {} if multiplier is None else {"lagrange_multiplier": multiplier.state_dict()}
+        constrained = {} if constraint is None else constraint.state()
         return {"kl_controller": kl_ctl.state_dict(), "score_moments": moments.state_dict(), **constrained}
 
     def load_state(state: dict) -> None:
         kl_ctl.load_state_dict(state["kl_controller"])
         moments.load_state_dict(state["score_moments"])
-        if multiplier is not None:
-            load_multiplier(multiplier, state, cfg)
+        if constraint is not None:
+            constraint.load_state(state)
 
     def postfix(m: dict) -> dict:
         shown = {"score": f"{m['reward/score_mean']:.3g}", "kl": f"{m['objective/kl']:.3g}",
                  "beta": f"{m['objective/kl_coef']:.3g}", "len": f"{m['response/length_mean']:.3g}"}
-        if multiplier is not None:
-            shown.update(cost=f"{m['objective/cost']:.3g}", lam=f"{m['objective/lagrange_multiplier']:.3g}")
+        if constraint is not None:
+            shown.update(constraint.postfix(m))
         return shown
 
     meta = {"recipe": "ppo", "base_model": cfg.model.name_or_path, "reward": cfg.reward,
-            **({"cost": cfg.cost, "cost_limit": cfg.cost_limit} if multiplier is not None else {})}
+            **({} if constraint is None else constraint.meta())}
     run = OnlineRun(
         models, models.policy, optimizer, iterate=iterate, meta=meta, description=cfg.name,
         make_generator=lambda: generator_for(cfg, models.policy, tokenizer, run_dir, roles),
@@ -399,7 +378,7 @@ def train_ppo(cfg: PPOConfig) -> PPOResult:
     out = save_model(models.policy, tokenizer, run_dir / cfg.name,
                      {**meta, "iterations": outcome.iterations, "stopped_early": outcome.stopped_early,
                       "final_kl_coef": kl_ctl.value, "config": to_dict(cfg),
-                      **({"final_lagrange_multiplier": multiplier.value} if multiplier is not None else {})},
+                      **({} if constraint is None else {"final_lagrange_multiplier": constraint.value})},
                      merge_lora=cfg.model.lora.merge_on_save)
     console.print(f"[bold green]PPO done[/]: policy → {out}  ({outcome.iterations} iterations)")
     console.print(end_of_run_line(cfg.name, outcome.heldout_state), soft_wrap=True)  # one line, in a log too

@@ -1,0 +1,186 @@
+"""Constrained GRPO (Safe RLHF's Lagrangian, as in constrained PPO) on a tiny random model: the Lagrangian scores
+worked by hand, the advantages taken from them, λ's dual step every iteration, an exact resume of λ, the held-out
+cost, and cost="" leaving GRPO as it was.
+
+The costs are deterministic functions (``tests.recipes.test_ppo_constraint:<name>``), so λ's trajectory can be worked
+out by hand (a constant cost) or recomputed from the logged costs (a cost that depends on the samples).
+"""
+
+import json
+
+import pytest
+import torch
+
+from tests.helpers import EXAMPLES, crash_training_rollout, tiny_model_config
+from tests.recipes.test_ppo_constraint import CONSTRAINT_METRICS
+from tether.config import DataConfig, GRPOConfig, HeldOutConfig, validate
+from tether.errors import ConfigError
+from tether.utils.logging import read_metrics
+
+DATA = EXAMPLES / "data"
+COSTS = "tests.recipes.test_ppo_constraint"
+HERE = "tests.recipes.test_grpo_constraint"
+
+
+def cost_of_first_sample(prompts, responses, response_ids):
+    """1 for the first response of each group of 4 (its row in the batch a multiple of 4), else 0: a cost that
+    differs inside every group while a flat reward does not."""
+    return [1.0 if i % 4 == 0 else 0.0 for i in range(len(responses))]
+
+
+def flat(prompts, responses, response_ids):
+    """Every response scores 0: without a cost no group has an advantage."""
+    return [0.0] * len(responses)
+
+
+def _grpo(run_dir, **extra):
+    base = dict(run_dir=str(run_dir), model=tiny_model_config(), reward="tether.tasks.toy:short_and_ended",
+                data=DataConfig(train_file=str(DATA / "prompts.jsonl")), max_new_tokens=8, num_iterations=3,
+                group_size=4, prompts_per_iteration=2, minibatch_size=4, learning_rate=3e-3, kl_limit=1e9,
+                report_to=[])
+    return GRPOConfig(**{**base, **extra})
+
+
+def _train(cfg):
+    from tether.recipes.grpo import train_grpo
+
+    return train_grpo(cfg)
+
+
+def test_the_scores_are_the_lagrangian_of_the_shaped_reward_and_the_cost_by_hand():
+    """Rewards (1, 0, 2, 1), costs (0, 1, 1, 0), the third response cut off (missing-EOS penalty 0.5), λ = 1:
+    proxy (1, 0, 1.5, 1), scores (proxy − c)/2 = (0.5, −0.5, 0.25, 0.5). A group of equal rewards whose costs differ
+    is informative (dynamic sampling keeps it); selecting groups keeps every tensor's rows together. Catches: the
+    penalty charged to the cost side, no 1/(1 + λ), the advantages (or dynamic sampling) reading the reward alone."""
+    from tether.recipes.grpo import SampledGroups
+    from tether.rollout.generation import Rollout
+
+    cfg = GRPOConfig(group_size=2, max_new_tokens=4, missing_eos_penalty=0.5)
+    ones = torch.ones(4, 2, dtype=torch.long)
+    rollout = Rollout(ones, ones, ones, ones, torch.tensor([True, True, False, True]))
+    sampled = SampledGroups([None] * 4, rollout, ["a", "b", "c", "d"]).score(
+        cfg, lambda: torch.tensor([1.0, 0.0, 2.0, 1.0]), lambda: torch.tensor([0.0, 1.0, 1.0, 0.0]), 1.0)
+    assert sampled.proxy.tolist() == [1.0, 0.0, 1.5, 1.0]
+    assert sampled.scores.tolist() == [0.5, -0.5, 0.25, 0.5]
+    assert sampled.informative(2).tolist() == [True, True]
+    second = sampled.groups(torch.tensor([False, True]), 2)
+    assert second.costs.tolist() == [1.0, 0.0] and second.scores.tolist() == [0.25, 0.5]
+    assert second.responses == ["c", "d"] and second.proxy.tolist() == [1.5, 1.0]
+
+    same_reward = SampledGroups([None] * 4, rollout, ["a", "b", "c", "d"]).score(
+        GRPOConfig(group_size=2, max_new_tokens=4), lambda: torch.zeros(4), lambda: torch.tensor([1.0, 0.0, 0.0, 0.0]),
+        0.5)
+    assert same_reward.informative(2).tolist() == [True, False]  # the cost alone tells the first group apart
+    unconstrained = SampledGroups([None] * 4, rollout, ["a", "b", "c", "d"]).score(cfg, lambda: torch.zeros(4))
+    assert unconstrained.costs is None and unconstrained.scores is unconstrained.proxy
+
+
+def test_lambda_rises_by_hand_while_every_response_costs_more_than_the_bound(tmp_path):
+    """Cost 1 for every response, bound 0.25: λ_{t+1} = min(λ_t + 0.1·(1 − 0.25), 0.7), from 0.5: 0.5, 0.575, 0.65,
+    then the cap 0.7 in the final checkpoint and the saved model's tether.json."""
+    result = _train(_grpo(tmp_path, cost=f"{COSTS}:cost_one", cost_limit=0.25, lagrange_init=0.5, lagrange_lr=0.1,
+                          lagrange_max=0.7))
+    rows = read_metrics(tmp_path, "grpo")
+    assert len(rows) == 3
+    for row in rows:
+        assert all(key in row for key in CONSTRAINT_METRICS), sorted(row)
+        assert row["objective/cost"] == row["cost/score_mean"] == 1.0 and row["cost/score_std"] == 0.0
+        assert row["objective/cost_limit"] == 0.25
+    lambdas = [r["objective/lagrange_multiplier"] for r in rows]
+    assert lambdas == pytest.approx([0.5, 0.575, 0.65], abs=1e-9)
+    for row, lam in zip(rows, lambdas):
+        assert row["reward/lagrangian_mean"] == pytest.approx((row["reward/proxy_mean"] - lam) / (1 + lam), abs=1e-5)
+    state = json.loads((tmp_path / "checkpoints" / "grpo" / "step-3" / "trainer_state.json").read_text())
+    saved = json.loads((result.model_dir / "tether.json").read_text())
+    assert state["trainer"]["lagrange_multiplier"]["value"] == 0.7  # (0.725 without the cap)
+    assert saved["final_lagrange_multiplier"] == 0.7
+    assert saved["cost"] == f"{COSTS}:cost_one" and saved["cost_limit"] == 0.25
+
+
+def test_a_cost_that_moves_with_the_samples_drives_lambda_by_the_dual_step(tmp_path):
+    """Every logged λ follows from the previous iteration's logged λ and mean cost by max(0, λ + η·(Ĵ_C − d))."""
+    _train(_grpo(tmp_path, cost=f"{COSTS}:cost_by_characters", cost_limit=1.3, lagrange_init=0.2, lagrange_lr=2.0))
+    rows = read_metrics(tmp_path, "grpo")
+    lambdas, costs = [r["objective/lagrange_multiplier"] for r in rows], [r["objective/cost"] for r in rows]
+    assert lambdas[0] == 0.2 and len(set(costs)) > 1
+    expected = [max(0.0, lam + 2.0 * (cost - 1.3)) for lam, cost in zip(lambdas, costs)]
+    assert lambdas[1:] == pytest.approx(expected[:-1], abs=1e-6)
+
+
+def test_the_advantages_come_from_the_cost_when_the_reward_is_flat(tmp_path, monkeypatch):
+    """A flat reward gives every group a zero advantage; with a cost that differs inside each group the policy is
+    pushed away from the costly sample: under GRPO's group normalisation its advantage is −1.5 and the other three's
+    +0.5 (scores (−λ, 0, 0, 0)/(1 + λ): mean −λ/4(1 + λ), std (unbiased) λ/2(1 + λ)), whatever λ > 0."""
+    import tether.recipes.grpo as grpo
+
+    trained = []
+    update = grpo.grpo_update
+
+    def spy(cfg, policy, optimizer, experience, *args, **kwargs):
+        trained.append(experience.advantages.clone())
+        return update(cfg, policy, optimizer, experience, *args, **kwargs)
+
+    monkeypatch.setattr(grpo, "grpo_update", spy)
+    _train(_grpo(tmp_path / "plain", reward=f"{HERE}:flat", num_iterations=1))
+    assert float(trained[0].abs().sum()) == 0.0
+    trained.clear()
+    _train(_grpo(tmp_path / "cost", reward=f"{HERE}:flat", cost=f"{HERE}:cost_of_first_sample", lagrange_init=0.5,
+                 num_iterations=1))
+    mask = trained[0] != 0  # (advantages are spread over each response's tokens)
+    per_response = (trained[0] * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    assert per_response.tolist() == pytest.approx([-1.5, 0.5, 0.5, 0.5] * 2, abs=1e-4)
+
+
+def test_resumed_constrained_grpo_restores_lambda_exactly(tmp_path, monkeypatch):
+    """Killed during iteration 3 after the checkpoint at 2, then resumed: λ's trajectory and its final value match
+    the uninterrupted run's (the cost depends on the samples, so λ does too), with the held-out monitor on."""
+    heldout = HeldOutConfig(gold="tether.tasks.toy:moderate_periods", prompts_file=str(DATA / "prompts.jsonl"),
+                            max_prompts=4, every=2)
+    constrained = dict(cost=f"{COSTS}:cost_by_characters", cost_limit=0.5, lagrange_init=1.0, lagrange_lr=0.5,
+                       num_iterations=4, heldout=heldout)
+    full = _train(_grpo(tmp_path / "full", **constrained))
+    # the reward and the cost are both function sources, called once each per training round of 8 responses
+    # (held-out rollouts have 4): calls 1-4 are iterations 1-2, the 5th is iteration 3's reward
+    crash_training_rollout(monkeypatch, rollout_size=8, at=5)
+    with pytest.raises(KeyboardInterrupt):
+        _train(_grpo(tmp_path / "cut", save_every=2, **constrained))
+    assert [p.name for p in (tmp_path / "cut" / "checkpoints" / "grpo").iterdir()] == ["step-2"]
+    monkeypatch.undo()
+    resumed = _train(_grpo(tmp_path / "cut", save_every=2, **constrained))
+
+    assert len(resumed.history) == 2 and resumed.iterations == 4
+    full_lambdas = [h["objective/lagrange_multiplier"] for h in full.history]
+    assert full_lambdas[2] > full_lambdas[0] + 0.3  # λ moved before the cut, so restoring it is tested
+    for key in ("objective/lagrange_multiplier", "objective/cost", "reward/lagrangian_mean", "reward/score_mean",
+                "objective/kl"):
+        assert [h[key] for h in resumed.history] == pytest.approx([h[key] for h in full.history[2:]], abs=1e-6), key
+    final = [json.loads((run / "grpo" / "tether.json").read_text())["final_lagrange_multiplier"]
+             for run in (tmp_path / "full", tmp_path / "cut")]
+    assert final[0] == pytest.approx(final[1], abs=1e-6)
+    points = json.loads((tmp_path / "full" / "grpo_heldout.json").read_text())
+    assert points["cost_limit"] == 0.5 and all(p["cost"] is not None for p in points["points"])
+
+
+def test_without_a_cost_grpo_is_unchanged(tmp_path):
+    """cost="" logs none of the constraint's metrics and checkpoints no multiplier; a constrained run held at λ = 0
+    (λ₀ = 0, η = 0) gives GRPO the same scores, so the same run, metric for metric."""
+    plain = _train(_grpo(tmp_path / "plain", num_iterations=2))
+    held = _train(_grpo(tmp_path / "held", cost=f"{COSTS}:cost_one", cost_limit=0.0, lagrange_init=0.0,
+                        lagrange_lr=0.0, num_iterations=2))
+    for row in plain.history:
+        assert not any(key in row for key in CONSTRAINT_METRICS)
+    state = json.loads((tmp_path / "plain" / "checkpoints" / "grpo" / "step-2" / "trainer_state.json").read_text())
+    assert "lagrange_multiplier" not in state["trainer"]
+    assert "final_lagrange_multiplier" not in json.loads((plain.model_dir / "tether.json").read_text())
+    for key in ("reward/score_mean", "reward/proxy_mean", "objective/kl", "policy/loss", "response/length_mean"):
+        assert [h[key] for h in held.history] == [h[key] for h in plain.history], key
+
+
+def test_constraint_settings_need_a_cost_in_grpo_too(tmp_path):
+    with pytest.raises(ConfigError, match=r"cost_limit=0.2 only applies to a constrained run: set cost="):
+        validate(GRPOConfig(cost_limit=0.2))
+    with pytest.raises(ConfigError, match=r"lagrange_max \(0.5\) cannot be below lagrange_init \(1.0\)"):
+        validate(GRPOConfig(cost=f"{COSTS}:cost_one", lagrange_max=0.5))
+    with pytest.raises(ConfigError, match="only applies to a constrained run"):
+        _train(_grpo(tmp_path / "run", lagrange_init=2.0))
+    assert not (tmp_path / "run").exists()
