@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tether.algos.constraint import LagrangeMultiplier, dual_ascent_step, lagrangian_scores
+from tether.algos.constraint import LagrangeMultiplier, constraint_metrics, dual_ascent_step, lagrangian_scores
 
 
 def test_the_dual_step_rises_with_the_violation_by_hand():
@@ -79,3 +79,12 @@ def test_the_multiplier_refuses_impossible_settings():
     with pytest.raises(ValueError, match="cap"):
         LagrangeMultiplier(init=2.0, cost_limit=0.0, lr=0.1, max_value=1.0)
     assert LagrangeMultiplier(init=0.0, cost_limit=0.0, lr=0.1, max_value=1.0).value == 0.0
+
+
+def test_the_constraint_metrics_by_hand():
+    """Costs (1, 0, 2): mean 1, unbiased std 1; Lagrangian scores (0.5, 1, 0): mean 0.5; the bound and λ as given;
+    one response: std 0 (not NaN). Catches: the biased std, the scores' mean taken from the costs."""
+    metrics = constraint_metrics(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.5, 1.0, 0.0]), 0.3, 0.7)
+    assert metrics == {"objective/cost": 1.0, "objective/cost_limit": 0.3, "objective/lagrange_multiplier": 0.7,
+                       "cost/score_mean": 1.0, "cost/score_std": 1.0, "reward/lagrangian_mean": 0.5}
+    assert constraint_metrics(torch.tensor([2.0]), torch.tensor([0.1]), 0.0, 1.0)["cost/score_std"] == 0.0
