@@ -84,9 +84,52 @@ def test_every_loss_is_one_at_ratio_one_and_the_registry_says_where_each_applies
         spec = policy_loss_spec(name)
         loss, metrics = spec.fn(logps, logps, ADV, MASK, clip_range=0.2, aggregation=spec.aggregation or "token_mean")
         assert loss.item() == pytest.approx(-0.5) and metrics["policy/clip_frac"].item() == 0.0, name
-    assert [n for n, s in POLICY_LOSSES.items() if not s.token_level] == ["gspo"]
-    with pytest.raises(ValueError, match="choose one of ppo_clip, dapo, cispo, gspo"):
-        policy_loss_spec("sapo")
+    assert [n for n, s in POLICY_LOSSES.items() if not s.token_level] == ["gspo", "gmpo"]
+    with pytest.raises(ValueError, match="choose one of ppo_clip, dapo, cispo, gspo, gmpo, sapo"):
+        policy_loss_spec("gpg")
+
+
+def test_gmpo_takes_the_geometric_mean_of_token_ratios_clipped_on_the_advantages_side():
+    # one response, A = mean(+1, +1, +1, −1) = +0.5 > 0: the log-ratios [ln 1.5, ln 0.5, ln 1.25, 0] are clipped
+    # above at 0.4 only: [0.4, ln 0.5, ln 1.25, 0]; mean −0.0175009, ratio e^mean = 0.9826513, loss −0.5 × that.
+    # Token 0 (clipped) has no gradient, the others −A·ratio/4 each; ρ = 0.5 is not clipped (A > 0).
+    loss, grad, metrics = run("gmpo", clip_range=0.4)
+    assert loss == pytest.approx(-0.4913257, abs=1e-6)
+    assert grad == pytest.approx([0.0, -0.1228314, -0.1228314, -0.1228314], abs=1e-6)
+    assert metrics["policy/clip_frac"].item() == pytest.approx(0.25)
+    assert metrics["policy/ratio_mean"].item() == pytest.approx(0.9826513, abs=1e-6)
+    # A < 0 clips below instead: log-ratios [0.5, −0.6] → [0.5, −0.4], ratio e^0.05, loss +e^0.05 (A = −1)
+    logps = torch.tensor([[0.5, -0.6]], requires_grad=True)
+    spec = policy_loss_spec("gmpo")
+    loss, metrics = spec.fn(logps, torch.zeros(1, 2), torch.full((1, 2), -1.0), torch.ones(1, 2), clip_range=0.4,
+                            aggregation=spec.aggregation)
+    loss.backward()
+    assert loss.item() == pytest.approx(math.exp(0.05), abs=1e-6)
+    assert logps.grad[0].tolist() == pytest.approx([math.exp(0.05) / 2, 0.0], abs=1e-6)
+
+
+def test_sapo_gates_each_token_softly_and_keeps_the_policy_gradient_on_policy():
+    # f(ρ) = (4/τ)·σ(τ(ρ − 1)), loss −f(ρ)·A per token (token mean over 4), τ = 1 where A > 0 and 1.05 where not;
+    # d/dlog π = −A·4p(1 − p)·ρ/4, p = σ(τ(ρ − 1)): token 3 (ρ = 1) gets exactly the policy gradient −A/4 = +0.25
+    loss, grad, metrics = run("sapo")
+    assert loss == pytest.approx(-1.0859860, abs=1e-6)
+    assert grad == pytest.approx([-0.3525056, -0.1175019, -0.3076676, 0.25], abs=1e-6)
+    assert metrics["policy/clip_frac"].item() == 0.0  # every gate weight 4p(1 − p) ≥ 0.94 here
+    # a token far off-policy (ρ = 4, A = +1) keeps a fading gradient: 4σ(3)(1 − σ(3))·4 = 0.7228 (no hard zero)
+    logps = torch.tensor([[math.log(4.0)]], requires_grad=True)
+    loss, metrics = policy_loss_spec("sapo").fn(logps, torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1),
+                                                sapo_tau_pos=1.0, sapo_tau_neg=1.05)
+    loss.backward()
+    p = 1 / (1 + math.exp(-3.0))
+    assert logps.grad.item() == pytest.approx(-4 * p * (1 - p) * 4.0, abs=1e-6)
+    assert metrics["policy/clip_frac"].item() == 1.0  # its gate weight 0.18 < 0.5
+    # a larger τ closes the gate sooner: the same token's gradient at τ = 2 is smaller
+    logps.grad = None
+    loss, _ = policy_loss_spec("sapo").fn(logps, torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), sapo_tau_pos=2.0)
+    loss.backward()
+    q = 1 / (1 + math.exp(-6.0))
+    assert logps.grad.item() == pytest.approx(-4 * q * (1 - q) * 4.0, abs=1e-6)
+    assert policy_loss_spec("sapo").options == ("sapo_tau_pos", "sapo_tau_neg")
 
 
 def test_reinforce_pp_baseline_centres_each_group_before_whitening_the_batch():
@@ -99,3 +142,17 @@ def test_reinforce_pp_baseline_centres_each_group_before_whitening_the_batch():
     expected = torch.tensor([[w(-1), w(-1), 0.0], [w(1), 0.0, 0.0], [w(0), w(0), w(0)], [w(0), 0.0, 0.0]])
     assert torch.allclose(out, expected, atol=1e-5)
     assert advantage_estimator("reinforce_pp_baseline").kl_always_in_reward
+
+
+def test_a_losss_own_setting_for_another_loss_is_a_config_error():
+    from tether.config import GRPOConfig, PPOConfig, validate
+    from tether.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sapo_tau_neg=2.0 only applies to loss=sapo \(this run's loss is ppo_clip\)"):
+        validate(PPOConfig(sapo_tau_neg=2.0))
+    with pytest.raises(ConfigError, match=r"sapo_tau_pos=0.5 only applies to loss=sapo"):
+        validate(GRPOConfig(loss="gmpo", sapo_tau_pos=0.5))
+    validate(GRPOConfig(loss="sapo", sapo_tau_pos=0.5, sapo_tau_neg=2.0))
+    with pytest.raises(ConfigError, match="sapo_tau_pos: must be > 0"):
+        validate(GRPOConfig(loss="sapo", sapo_tau_pos=0.0))
+

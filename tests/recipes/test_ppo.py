@@ -88,7 +88,8 @@ def test_critic_free_estimators_raise_the_score(tmp_path, sft_dir, advantage):
 
 
 @pytest.mark.parametrize("loss, clip", [("dapo", {}), ("cispo", {"clip_range_high": 0.28}),
-                                        ("gspo", {"clip_range": 3e-4, "clip_range_high": 4e-4})])
+                                        ("gspo", {"clip_range": 3e-4, "clip_range_high": 4e-4}),
+                                        ("gmpo", {"clip_range": 0.4}), ("sapo", {})])
 def test_critic_free_training_with_each_registered_policy_loss_raises_the_score(tmp_path, sft_dir, loss, clip):
     from tether.config import GRPOConfig
     from tether.recipes.grpo import train_grpo
@@ -101,7 +102,35 @@ def test_critic_free_training_with_each_registered_policy_loss_raises_the_score(
     rows = read_metrics(tmp_path, "grpo")
     scores = [r["reward/score_mean"] for r in rows]
     assert sum(scores[-4:]) / 4 > sum(scores[:4]) / 4 + 0.3
-    assert any(r["policy/clip_frac"] > 0 for r in rows)  # the second minibatch of each iteration is off-policy
+    if loss != "sapo":  # (sapo has no clip; its clip_frac counts gates below one half, which needs ρ beyond ~2.8)
+        assert any(r["policy/clip_frac"] > 0 for r in rows)  # the second minibatch of each iteration is off-policy
+
+
+@pytest.mark.parametrize("recipe", ["ppo", "grpo"])
+def test_a_loss_gets_its_own_options_from_the_config(tmp_path, sft_dir, monkeypatch, recipe):
+    """loss=sapo reads sapo_tau_pos / sapo_tau_neg: both recipes pass the config's values to it by name. Catches:
+    a recipe calling the loss without its options (it would run silently at the defaults)."""
+    from tether.algos.losses import ppo as losses
+    from tether.config import GRPOConfig
+    from tether.recipes.grpo import train_grpo
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("sapo_tau_pos"), kwargs.get("sapo_tau_neg")))
+        return losses.sapo_loss(*args, **kwargs)
+
+    monkeypatch.setitem(losses.POLICY_LOSSES, "sapo", losses.PolicyLoss(spy, aggregation="token_mean",
+                                                                         options=("sapo_tau_pos", "sapo_tau_neg")))
+    options = dict(loss="sapo", sapo_tau_pos=0.5, sapo_tau_neg=2.0, num_iterations=1)
+    if recipe == "ppo":
+        train_ppo(_ppo(tmp_path, sft_dir, **options))
+    else:
+        train_grpo(GRPOConfig(run_dir=str(tmp_path), model=ModelConfig(name_or_path=sft_dir), group_size=4,
+                              prompts_per_iteration=2, max_new_tokens=8, minibatch_size=8,
+                              reward="tether.tasks.toy:period_density",
+                              data=DataConfig(train_file=str(DATA / "prompts.jsonl")), **options))
+    assert seen and set(seen) == {(0.5, 2.0)}
 
 
 def test_ppo_refuses_a_sequence_level_loss_before_loading_anything(tmp_path, sft_dir):

@@ -24,7 +24,9 @@ from tether.config.sections import (
 LOSS_DOC = ("Policy loss by name (tether.algos.losses.ppo.POLICY_LOSSES): ppo_clip (PPO's clipped surrogate), dapo "
             "(clip-higher, ε_high 0.28, token mean; Yu et al. 2025), cispo (clipped stop-gradient importance weight on "
             "a REINFORCE term; MiniMax-M1 2025), gspo (one length-normalised ratio per response, clipped per response; "
-            "tether grpo only; Zheng et al. 2025: set clip_range=3e-4 clip_range_high=4e-4).")
+            "tether grpo only; Zheng et al. 2025: set clip_range=3e-4 clip_range_high=4e-4), gmpo (the geometric mean "
+            "of token ratios clipped in log space; tether grpo only; Zhao et al. 2025: set clip_range=0.4), sapo (a "
+            "soft sigmoid gate instead of a clip, sapo_tau_pos / sapo_tau_neg; Gao et al. 2025).")
 MismatchMode = Literal["none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
 MISMATCH_DOC = ("Correct for the sampler's log-probs differing from the trainer's (vLLM, bf16 sampling), when the sampler "
                 "reports them: token_truncate (TIS: weight min(ρ, C)), sequence_truncate (one weight per response), "
@@ -64,6 +66,15 @@ def lagrange_max_field():
     return doc_field(
         None, "Cap on λ (empty = none; Safe RLHF's script uses 5): the reward keeps at least 1/(1 + cap) of the "
               "score's weight. Needs cost.", bounds=POSITIVE)
+
+
+def sapo_tau_pos_field():
+    return doc_field(1.0, "loss=sapo: τ of the soft gate (4/τ)·σ(τ(ρ − 1)) on positive-advantage tokens (the paper's 1.0; "
+                          "larger: the gate closes sooner off-policy).", bounds=POSITIVE)
+
+
+def sapo_tau_neg_field():
+    return doc_field(1.05, "loss=sapo: τ of the gate on the other tokens (the paper's 1.05).", bounds=POSITIVE)
 
 
 @dataclass
@@ -115,6 +126,8 @@ class _PPOFields:
     clip_range: float = doc_field(0.2, "Policy ratio clip ε.")
     clip_range_high: float | None = doc_field(None, CLIP_HIGH_DOC, bounds=NON_NEGATIVE)
     loss: str = doc_field("ppo_clip", LOSS_DOC)
+    sapo_tau_pos: float = sapo_tau_pos_field()
+    sapo_tau_neg: float = sapo_tau_neg_field()
     mismatch_correction: MismatchMode = doc_field("none", MISMATCH_DOC)
     mismatch_threshold: float = doc_field(2.0, MISMATCH_THRESHOLD_DOC, bounds=ABOVE_ONE)
     value_clip_range: float = doc_field(0.2, "Value clip around the old values.")
@@ -177,6 +190,8 @@ class _GRPOFields:
     clip_range: float = doc_field(0.2, "Policy ratio clip ε.")
     clip_range_high: float | None = doc_field(None, CLIP_HIGH_DOC, bounds=NON_NEGATIVE)
     loss: str = doc_field("ppo_clip", LOSS_DOC)
+    sapo_tau_pos: float = sapo_tau_pos_field()
+    sapo_tau_neg: float = sapo_tau_neg_field()
     mismatch_correction: MismatchMode = doc_field("none", MISMATCH_DOC)
     mismatch_threshold: float = doc_field(2.0, MISMATCH_THRESHOLD_DOC, bounds=ABOVE_ONE)
     kl_coef: float = doc_field(0.04, "β of the KL term (0 = no leash).", bounds=NON_NEGATIVE)

@@ -83,6 +83,19 @@ def validate_constraint(config: PPOConfig | GRPOConfig) -> None:
                           f"({config.lagrange_init}): the cap bounds the multiplier from its start")
 
 
+SAPO_FIELDS = ("sapo_tau_pos", "sapo_tau_neg")  # (read by loss=sapo alone)
+
+
+def _validate_loss_options(config: PPOConfig | GRPOConfig) -> None:
+    """A loss's own settings (``sapo_tau_*``) set for another loss would be ignored: an error instead."""
+    if config.loss == "sapo":
+        return
+    fields = type(config).__dataclass_fields__
+    changed = [f"{key}={getattr(config, key)}" for key in SAPO_FIELDS if getattr(config, key) != fields[key].default]
+    if changed:
+        raise ConfigError(f"{', '.join(changed)} only applies to loss=sapo (this run's loss is {config.loss})")
+
+
 def validate(config: Any) -> None:
     """Range checks that apply to every recipe config (raise ConfigError)."""
     _check_ranges(config)
@@ -101,6 +114,7 @@ def validate(config: Any) -> None:
     if isinstance(config, (PPOConfig, GRPOConfig)):
         _validate_roles(config.generation, config.placement)
         validate_constraint(config)
+        _validate_loss_options(config)
     if isinstance(config, PreferenceConfig):
         if config.kl_coef is not None and config.kl_coef <= 0:
             raise ConfigError(f"kl_coef: must be > 0, got {config.kl_coef}")

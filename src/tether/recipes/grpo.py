@@ -297,7 +297,7 @@ def grpo_update(cfg: GRPOConfig, policy, optimizer, experience: Experience, trai
                 denominator, kl_denominator = totals["d"], totals["kl"]
             loss, metrics = spec.fn(logps, old, advantages, kept, clip_range=cfg.clip_range,
                                     clip_range_high=high, aggregation=aggregation, max_length=cfg.max_new_tokens,
-                                    denominator=denominator)
+                                    denominator=denominator, **spec.options_of(cfg))
             metrics.update(mismatch)
             metrics["objective/entropy"] = masked_mean(entropy.detach(), mask)  # (a metric; not in the loss)
             if deferred:  # the rollout's KL to the reference and the sampler's gap, from this forward

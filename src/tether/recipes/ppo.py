@@ -262,7 +262,8 @@ def ppo_update(cfg: PPOConfig, models: PolicyAndValue, optimizer, experience: Ex
             dropping = dist.enabled and cfg.mismatch_correction != "none"  # (every process sums, or none does)
             pg_tokens = dist.sum({"n": float(pg_mask.sum())})["n"] if dropping else tokens
             pg_loss, pg_metrics = spec.fn(logps, old_logps, advantages, pg_mask, clip_range=cfg.clip_range,
-                                          clip_range_high=high, dual_clip=cfg.dual_clip, denominator=pg_tokens)
+                                          clip_range_high=high, dual_clip=cfg.dual_clip, denominator=pg_tokens,
+                                          **spec.options_of(cfg))
             vf_loss, vf_metrics = value_loss(values, old_values, returns, mask, cfg.value_clip_range,
                                              denominator=tokens)
             # (has grad: the entropy bonus)

@@ -183,16 +183,87 @@ def gspo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Te
     return loss, metrics
 
 
+def gmpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+              clip_range: float = 0.4, dual_clip: float | None = None, aggregation: str = "seq_mean_token_mean",
+              max_length: int | None = None, denominator: torch.Tensor | float | None = None,
+              clip_range_high: float | None = None):
+    """GMPO (Zhao et al. 2025, "Geometric-Mean Policy Optimization"): each response's ratio is the geometric mean of
+    its token ratios, each token's log-ratio clipped on the side the advantage pushes it (log ρ_t ≤ ε_high where
+    A > 0, ≥ −ε_low where A < 0, PPO's pessimism in log space), and the loss −A·exp(mean_t clipped log ρ_t) with A
+    the response's advantage (the mean of its token advantages) → (loss, metrics).
+
+    A geometric mean is not pulled far by one outlying token ratio, which is GMPO's point against GRPO's
+    arithmetic mean; a clipped token has no gradient, the others keep theirs (GSPO's sequence clip stops them all).
+    The paper clips at (e^−0.4, e^0.4): ``clip_range=0.4``. Each response's term is spread evenly over its tokens,
+    so the registered ``seq_mean_token_mean`` aggregation gives the mean over responses; ``policy/clip_frac`` is the
+    share of tokens clipped."""
+    high = clip_range if clip_range_high is None else clip_range_high
+    mask_f = mask.float()
+    lengths = mask_f.sum(-1).clamp(min=1.0)  # (B,)
+    log_ratio = logps.float() - old_logps.float()
+    advantage = (advantages.float() * mask_f).sum(-1) / lengths  # (B,)
+    sign = torch.where(advantage >= 0, 1.0, -1.0).unsqueeze(-1)  # (A = 0: no loss either way)
+    clipped = sign * torch.minimum(sign * log_ratio, sign * log_ratio.clamp(-clip_range, high))
+    ratio = torch.exp((clipped * mask_f).sum(-1) / lengths)  # (B,)
+    per_token = (-advantage * ratio).unsqueeze(-1).expand_as(mask_f)
+    loss = aggregate(per_token, mask, aggregation, max_length, denominator)
+    with torch.no_grad():
+        real = mask_f.sum(-1) > 0
+        metrics = {
+            "policy/loss": loss.detach(),
+            "policy/clip_frac": masked_mean((clipped != log_ratio).float(), mask),
+            "policy/approx_kl": masked_mean(approx_kl_k3(log_ratio), mask),
+            "policy/ratio_mean": ratio[real].mean(),
+        }
+    return loss, metrics
+
+
+def sapo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+              clip_range: float = 0.2, dual_clip: float | None = None, aggregation: str = "token_mean",
+              max_length: int | None = None, denominator: torch.Tensor | float | None = None,
+              clip_range_high: float | None = None, sapo_tau_pos: float = 1.0, sapo_tau_neg: float = 1.05):
+    """SAPO (Gao et al. 2025, "Soft Adaptive Policy Optimization"): no hard clip; each token's ratio goes through a
+    soft gate f(ρ) = (4/τ)·σ(τ(ρ − 1)), the loss −f(ρ)·A per token, τ = ``sapo_tau_pos`` where A > 0 and
+    ``sapo_tau_neg`` where A ≤ 0 (the paper's 1.0 and 1.05: negative-advantage tokens' gates close faster) →
+    (loss, metrics).
+
+    Its gradient is the policy gradient weighted by 4p(1 − p), p = σ(τ(ρ − 1)): exactly −A·∇log π on-policy (ρ = 1),
+    fading smoothly as a token moves off-policy, so a few far-off tokens lose their weight without the rest of
+    their response losing it. ``clip_range`` / ``clip_range_high`` / ``dual_clip`` do not apply. ``policy/clip_frac``
+    is the share of tokens whose gate weight 4p(1 − p) fell below one half."""
+    log_ratio = logps.float() - old_logps.float()
+    ratio = torch.exp(log_ratio)
+    adv = advantages.float()
+    tau = torch.where(adv > 0, torch.full_like(adv, sapo_tau_pos), torch.full_like(adv, sapo_tau_neg))
+    gate = torch.sigmoid(tau * (ratio - 1.0))
+    per_token = -(4.0 / tau) * gate * adv
+    loss = aggregate(per_token, mask, aggregation, max_length, denominator)
+    with torch.no_grad():
+        metrics = {
+            "policy/loss": loss.detach(),
+            "policy/clip_frac": masked_mean((4.0 * gate * (1.0 - gate) < 0.5).float(), mask),
+            "policy/approx_kl": masked_mean(approx_kl_k3(log_ratio), mask),
+            "policy/ratio_mean": masked_mean(ratio, mask),
+        }
+    return loss, metrics
+
+
 @dataclass(frozen=True)
 class PolicyLoss:
     """A registered policy loss: its function, the aggregation it is defined with (None: the run's
-    ``loss_aggregation``), its usual ε_high when the run leaves ``clip_range_high`` empty (None: ``clip_range``), and
-    whether it is defined on token advantages (PPO's GAE) as well as sequence ones."""
+    ``loss_aggregation``), its usual ε_high when the run leaves ``clip_range_high`` empty (None: ``clip_range``),
+    whether it is defined on token advantages (PPO's GAE) as well as sequence ones, and the config fields it reads
+    besides the clip ranges (passed by name: ``fn(..., **{field: cfg.<field>})``)."""
 
     fn: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
     aggregation: str | None = None
     clip_range_high: float | None = None
     token_level: bool = True
+    options: tuple[str, ...] = ()
+
+    def options_of(self, cfg) -> dict:
+        """The values of :attr:`options` in the run's config ``cfg``."""
+        return {name: getattr(cfg, name) for name in self.options}
 
 
 POLICY_LOSSES: dict[str, PolicyLoss] = {
@@ -200,6 +271,8 @@ POLICY_LOSSES: dict[str, PolicyLoss] = {
     "dapo": PolicyLoss(policy_loss, aggregation="token_mean", clip_range_high=0.28),  # Yu et al. 2025: ε_high 0.28
     "cispo": PolicyLoss(cispo_loss, aggregation="token_mean"),
     "gspo": PolicyLoss(gspo_loss, aggregation="seq_mean_token_mean", token_level=False),
+    "gmpo": PolicyLoss(gmpo_loss, aggregation="seq_mean_token_mean", token_level=False),
+    "sapo": PolicyLoss(sapo_loss, aggregation="token_mean", options=("sapo_tau_pos", "sapo_tau_neg")),
 }
 
 
