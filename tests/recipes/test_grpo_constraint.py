@@ -1,6 +1,6 @@
 """Constrained GRPO (Safe RLHF's Lagrangian, as in constrained PPO) on a tiny random model: the Lagrangian scores
-worked by hand, the advantages taken from them, λ's dual step every iteration, an exact resume of λ, the held-out
-cost, and cost="" leaving GRPO as it was.
+worked by hand, the advantages taken from them, λ's dual step every iteration, and cost="" leaving GRPO as it was
+(the exact resume of λ and the held-out cost: tests/recipes/test_ppo_constraint.py, for both recipes).
 
 The costs are deterministic functions (``tests.recipes.test_ppo_constraint:<name>``), so λ's trajectory can be worked
 out by hand (a constant cost) or recomputed from the logged costs (a cost that depends on the samples).
@@ -11,9 +11,9 @@ import json
 import pytest
 import torch
 
-from tests.helpers import EXAMPLES, crash_training_rollout, tiny_model_config
+from tests.helpers import EXAMPLES, tiny_model_config
 from tests.recipes.test_ppo_constraint import CONSTRAINT_METRICS
-from tether.config import DataConfig, GRPOConfig, HeldOutConfig, validate
+from tether.config import DataConfig, GRPOConfig, validate
 from tether.errors import ConfigError
 from tether.utils.logging import read_metrics
 
@@ -129,36 +129,6 @@ def test_the_advantages_come_from_the_cost_when_the_reward_is_flat(tmp_path, mon
     mask = trained[0] != 0  # (advantages are spread over each response's tokens)
     per_response = (trained[0] * mask).sum(-1) / mask.sum(-1).clamp(min=1)
     assert per_response.tolist() == pytest.approx([-1.5, 0.5, 0.5, 0.5] * 2, abs=1e-4)
-
-
-def test_resumed_constrained_grpo_restores_lambda_exactly(tmp_path, monkeypatch):
-    """Killed during iteration 3 after the checkpoint at 2, then resumed: λ's trajectory and its final value match
-    the uninterrupted run's (the cost depends on the samples, so λ does too), with the held-out monitor on."""
-    heldout = HeldOutConfig(gold="tether.tasks.toy:moderate_periods", prompts_file=str(DATA / "prompts.jsonl"),
-                            max_prompts=4, every=2)
-    constrained = dict(cost=f"{COSTS}:cost_by_characters", cost_limit=0.5, lagrange_init=1.0, lagrange_lr=0.5,
-                       num_iterations=4, heldout=heldout)
-    full = _train(_grpo(tmp_path / "full", **constrained))
-    # the reward and the cost are both function sources, called once each per training round of 8 responses
-    # (held-out rollouts have 4): calls 1-4 are iterations 1-2, the 5th is iteration 3's reward
-    crash_training_rollout(monkeypatch, rollout_size=8, at=5)
-    with pytest.raises(KeyboardInterrupt):
-        _train(_grpo(tmp_path / "cut", save_every=2, **constrained))
-    assert [p.name for p in (tmp_path / "cut" / "checkpoints" / "grpo").iterdir()] == ["step-2"]
-    monkeypatch.undo()
-    resumed = _train(_grpo(tmp_path / "cut", save_every=2, **constrained))
-
-    assert len(resumed.history) == 2 and resumed.iterations == 4
-    full_lambdas = [h["objective/lagrange_multiplier"] for h in full.history]
-    assert full_lambdas[2] > full_lambdas[0] + 0.3  # λ moved before the cut, so restoring it is tested
-    for key in ("objective/lagrange_multiplier", "objective/cost", "reward/lagrangian_mean", "reward/score_mean",
-                "objective/kl"):
-        assert [h[key] for h in resumed.history] == pytest.approx([h[key] for h in full.history[2:]], abs=1e-6), key
-    final = [json.loads((run / "grpo" / "tether.json").read_text())["final_lagrange_multiplier"]
-             for run in (tmp_path / "full", tmp_path / "cut")]
-    assert final[0] == pytest.approx(final[1], abs=1e-6)
-    points = json.loads((tmp_path / "full" / "grpo_heldout.json").read_text())
-    assert points["cost_limit"] == 0.5 and all(p["cost"] is not None for p in points["points"])
 
 
 def test_without_a_cost_grpo_is_unchanged(tmp_path):

@@ -1,5 +1,6 @@
 """Constrained PPO (Safe RLHF) on a tiny random model: the constraint's metrics every iteration, λ rising while the
-cost is over its bound and falling to 0 under it, an exact resume of λ, and cost="" leaving PPO as it was.
+cost is over its bound and falling to 0 under it, an exact resume of λ (PPO's and GRPO's), and cost="" leaving PPO as
+it was.
 
 The costs here are deterministic functions (``tests.recipes.test_ppo_constraint:<name>``), so λ's trajectory can be
 worked out by hand (a constant cost) or recomputed from the logged costs (a cost that depends on the samples).
@@ -100,22 +101,28 @@ def test_a_cost_that_moves_with_the_samples_drives_lambda_by_the_dual_step(tmp_p
     assert lambdas[1:] == pytest.approx(expected[:-1], abs=1e-6)
 
 
-def test_resumed_constrained_ppo_restores_lambda_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("recipe", ["ppo", "grpo"])
+def test_a_resumed_constrained_run_restores_lambda_exactly(tmp_path, monkeypatch, recipe):
     """Killed during iteration 3 after the checkpoint at 2, then resumed: λ's trajectory and its final value match
-    the uninterrupted run's to 1e-6 (the cost depends on the samples, so λ does too), with the held-out monitor on."""
+    the uninterrupted run's to 1e-6 (the cost depends on the samples, so λ does too), with the held-out monitor on;
+    PPO and GRPO (tests/recipes/test_grpo_constraint.py) alike."""
+    from tests.recipes.test_grpo_constraint import _grpo
+    from tests.recipes.test_grpo_constraint import _train as _train_grpo
+
+    build, train = (_ppo, _train) if recipe == "ppo" else (_grpo, _train_grpo)
     heldout = HeldOutConfig(gold="tether.tasks.toy:moderate_periods", prompts_file=str(DATA / "prompts.jsonl"),
                             max_prompts=4, every=2)
     constrained = dict(cost=f"{HERE}:cost_by_characters", cost_limit=0.5, lagrange_init=1.0, lagrange_lr=0.5,
                        num_iterations=4, heldout=heldout)
-    full = _train(_ppo(tmp_path / "full", **constrained))
+    full = train(build(tmp_path / "full", **constrained))
     # the reward and the cost are both function sources, each called once per training rollout of 8 responses
     # (held-out rollouts have 4): calls 1-4 are iterations 1-2, the 5th is iteration 3's reward
     crash_training_rollout(monkeypatch, rollout_size=8, at=5)
     with pytest.raises(KeyboardInterrupt):
-        _train(_ppo(tmp_path / "cut", save_every=2, **constrained))
-    assert [p.name for p in (tmp_path / "cut" / "checkpoints" / "ppo").iterdir()] == ["step-2"]
+        train(build(tmp_path / "cut", save_every=2, **constrained))
+    assert [p.name for p in (tmp_path / "cut" / "checkpoints" / recipe).iterdir()] == ["step-2"]
     monkeypatch.undo()
-    resumed = _train(_ppo(tmp_path / "cut", save_every=2, **constrained))
+    resumed = train(build(tmp_path / "cut", save_every=2, **constrained))
 
     assert len(resumed.history) == 2 and resumed.iterations == 4
     full_lambdas = [h["objective/lagrange_multiplier"] for h in full.history]
@@ -124,12 +131,12 @@ def test_resumed_constrained_ppo_restores_lambda_exactly(tmp_path, monkeypatch):
     for key in ("objective/lagrange_multiplier", "objective/cost", "reward/lagrangian_mean", "reward/score_mean",
                 "objective/kl"):
         assert [h[key] for h in resumed.history] == pytest.approx([h[key] for h in full.history[2:]], abs=1e-6), key
-    for key in ("heldout/gold_mean", "heldout/proxy_mean", "heldout/kl"):  # (evaluated at 2 and 4)
+    for key in ("heldout/gold_mean", "heldout/proxy_mean", "heldout/kl", "heldout/cost_mean"):  # (at 2 and 4)
         assert resumed.history[-1][key] == pytest.approx(full.history[-1][key], abs=1e-6), key
-    final = [json.loads((run / "ppo" / "tether.json").read_text())["final_lagrange_multiplier"]
+    final = [json.loads((run / recipe / "tether.json").read_text())["final_lagrange_multiplier"]
              for run in (tmp_path / "full", tmp_path / "cut")]
     assert final[0] == pytest.approx(final[1], abs=1e-6)
-    logged = [r["objective/lagrange_multiplier"] for r in read_metrics(tmp_path / "cut", "ppo")
+    logged = [r["objective/lagrange_multiplier"] for r in read_metrics(tmp_path / "cut", recipe)
               if "objective/lagrange_multiplier" in r]
     assert logged == pytest.approx(full_lambdas, abs=1e-6)  # each iteration logged once across the two runs
 
