@@ -52,12 +52,24 @@ def _train(cfg):
     return train_ppo(cfg)
 
 
-def test_lambda_rises_by_hand_while_every_response_costs_more_than_the_bound(tmp_path):
+def _recipe(recipe: str):
+    """(config builder, trainer) of ``recipe``: PPO here, GRPO in tests/recipes/test_grpo_constraint.py."""
+    if recipe == "ppo":
+        return _ppo, _train
+    from tests.recipes.test_grpo_constraint import _grpo
+    from tests.recipes.test_grpo_constraint import _train as train_grpo
+
+    return _grpo, train_grpo
+
+
+@pytest.mark.parametrize("recipe", ["ppo", "grpo"])
+def test_lambda_rises_by_hand_while_every_response_costs_more_than_the_bound(tmp_path, recipe):
     """Cost 1 for every response, bound 0.25: λ_{t+1} = min(λ_t + 0.1·(1 − 0.25), 0.7), from 0.5: 0.5, 0.575, 0.65,
-    then the cap 0.7 in the final checkpoint and the saved model's tether.json."""
-    result = _train(_ppo(tmp_path, cost=f"{HERE}:cost_one", cost_limit=0.25, lagrange_init=0.5, lagrange_lr=0.1,
+    then the cap 0.7 in the final checkpoint and the saved model's tether.json (PPO and GRPO)."""
+    build, train = _recipe(recipe)
+    result = train(build(tmp_path, cost=f"{HERE}:cost_one", cost_limit=0.25, lagrange_init=0.5, lagrange_lr=0.1,
                          lagrange_max=0.7))
-    rows = read_metrics(tmp_path, "ppo")
+    rows = read_metrics(tmp_path, recipe)
     assert len(rows) == 3
     for row in rows:  # every iteration logs the constraint
         assert all(key in row for key in CONSTRAINT_METRICS), sorted(row)
@@ -70,9 +82,10 @@ def test_lambda_rises_by_hand_while_every_response_costs_more_than_the_bound(tmp
         # given is the normalised Lagrangian of the reward after the missing-EOS penalty (linear: means map to means)
         assert row["reward/score_mean"] <= 0.0
         assert row["reward/lagrangian_mean"] == pytest.approx((row["reward/proxy_mean"] - lam * 1.0) / (1 + lam), abs=1e-5)
-        assert row["objective/rlhf_reward"] == pytest.approx(
-            row["reward/lagrangian_mean"] - row["objective/kl_coef"] * row["objective/kl"], abs=1e-5)
-    state = json.loads((tmp_path / "checkpoints" / "ppo" / "step-3" / "trainer_state.json").read_text())
+        if recipe == "ppo":  # (GRPO has no rlhf_reward: its KL is a loss term)
+            assert row["objective/rlhf_reward"] == pytest.approx(
+                row["reward/lagrangian_mean"] - row["objective/kl_coef"] * row["objective/kl"], abs=1e-5)
+    state = json.loads((tmp_path / "checkpoints" / recipe / "step-3" / "trainer_state.json").read_text())
     saved = json.loads((result.model_dir / "tether.json").read_text())
     assert state["trainer"]["lagrange_multiplier"]["value"] == 0.7  # (0.725 without the cap)
     assert saved["final_lagrange_multiplier"] == 0.7
@@ -90,11 +103,13 @@ def test_lambda_falls_under_the_bound_and_stops_at_zero(tmp_path):
     assert rows[-1]["reward/lagrangian_mean"] == pytest.approx(rows[-1]["reward/proxy_mean"], abs=1e-6)
 
 
-def test_a_cost_that_moves_with_the_samples_drives_lambda_by_the_dual_step(tmp_path):
+@pytest.mark.parametrize("recipe", ["ppo", "grpo"])
+def test_a_cost_that_moves_with_the_samples_drives_lambda_by_the_dual_step(tmp_path, recipe):
     """A cost that depends on the samples (so on the policy): every logged λ follows from the previous iteration's
     logged λ and mean cost by max(0, λ + η·(Ĵ_C − d)), whichever way the cost falls around the bound."""
-    _train(_ppo(tmp_path, cost=f"{HERE}:cost_by_characters", cost_limit=1.3, lagrange_init=0.2, lagrange_lr=2.0))
-    rows = read_metrics(tmp_path, "ppo")
+    build, train = _recipe(recipe)
+    train(build(tmp_path, cost=f"{HERE}:cost_by_characters", cost_limit=1.3, lagrange_init=0.2, lagrange_lr=2.0))
+    rows = read_metrics(tmp_path, recipe)
     lambdas, costs = [r["objective/lagrange_multiplier"] for r in rows], [r["objective/cost"] for r in rows]
     assert lambdas[0] == 0.2 and len(set(costs)) > 1  # (the costs moved: the recurrence below is not one number)
     expected = [max(0.0, lam + 2.0 * (cost - 1.3)) for lam, cost in zip(lambdas, costs)]
@@ -106,10 +121,7 @@ def test_a_resumed_constrained_run_restores_lambda_exactly(tmp_path, monkeypatch
     """Killed during iteration 3 after the checkpoint at 2, then resumed: λ's trajectory and its final value match
     the uninterrupted run's to 1e-6 (the cost depends on the samples, so λ does too), with the held-out monitor on;
     PPO and GRPO (tests/recipes/test_grpo_constraint.py) alike."""
-    from tests.recipes.test_grpo_constraint import _grpo
-    from tests.recipes.test_grpo_constraint import _train as _train_grpo
-
-    build, train = (_ppo, _train) if recipe == "ppo" else (_grpo, _train_grpo)
+    build, train = _recipe(recipe)
     heldout = HeldOutConfig(gold="tether.tasks.toy:moderate_periods", prompts_file=str(DATA / "prompts.jsonl"),
                             max_prompts=4, every=2)
     constrained = dict(cost=f"{HERE}:cost_by_characters", cost_limit=0.5, lagrange_init=1.0, lagrange_lr=0.5,
