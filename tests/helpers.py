@@ -74,6 +74,21 @@ def crash_training_rollout(monkeypatch, rollout_size: int, at: int = 3) -> None:
     monkeypatch.setattr(reward_module.FunctionSource, "score", crash)
 
 
+def trained_advantages(monkeypatch) -> list:
+    """Record the advantages every GRPO update trains on (a clone per iteration, in order); the update runs as usual."""
+    import tether.recipes.grpo as grpo
+
+    trained = []
+    update = grpo.grpo_update
+
+    def spy(cfg, policy, optimizer, experience, *args, **kwargs):
+        trained.append(experience.advantages.clone())
+        return update(cfg, policy, optimizer, experience, *args, **kwargs)
+
+    monkeypatch.setattr(grpo, "grpo_update", spy)
+    return trained
+
+
 def have_chromium() -> bool:
     import shutil
 

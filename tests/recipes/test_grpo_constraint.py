@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from tests.helpers import EXAMPLES, tiny_model_config
+from tests.helpers import EXAMPLES, tiny_model_config, trained_advantages
 from tests.recipes.test_ppo_constraint import CONSTRAINT_METRICS
 from tether.config import DataConfig, GRPOConfig, validate
 from tether.errors import ConfigError
@@ -79,16 +79,7 @@ def test_the_advantages_come_from_the_cost_when_the_reward_is_flat(tmp_path, mon
     """A flat reward gives every group a zero advantage; with a cost that differs inside each group the policy is
     pushed away from the costly sample: under GRPO's group normalisation its advantage is −1.5 and the other three's
     +0.5 (scores (−λ, 0, 0, 0)/(1 + λ): mean −λ/4(1 + λ), std (unbiased) λ/2(1 + λ)), whatever λ > 0."""
-    import tether.recipes.grpo as grpo
-
-    trained = []
-    update = grpo.grpo_update
-
-    def spy(cfg, policy, optimizer, experience, *args, **kwargs):
-        trained.append(experience.advantages.clone())
-        return update(cfg, policy, optimizer, experience, *args, **kwargs)
-
-    monkeypatch.setattr(grpo, "grpo_update", spy)
+    trained = trained_advantages(monkeypatch)
     _train(_grpo(tmp_path / "plain", reward=f"{HERE}:flat", num_iterations=1))
     assert float(trained[0].abs().sum()) == 0.0
     trained.clear()

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from tests.helpers import tiny_model_config
+from tests.helpers import tiny_model_config, trained_advantages
 from tether.config import DataConfig, GenerationBackendConfig, GRPOConfig
 from tether.models.loading import load_causal_lm, load_tokenizer
 from tether.recipes.grpo import grpo_update, train_grpo
@@ -108,16 +108,7 @@ def _grpo(tmp_path, **overrides):
 
 
 def test_dynamic_sampling_trains_only_on_groups_whose_scores_differ(tmp_path, monkeypatch):
-    import tether.recipes.grpo as grpo
-
-    trained = []
-    update = grpo.grpo_update
-
-    def spy(cfg, policy, optimizer, experience, *args, **kwargs):
-        trained.append(experience.advantages.clone())
-        return update(cfg, policy, optimizer, experience, *args, **kwargs)
-
-    monkeypatch.setattr(grpo, "grpo_update", spy)
+    trained = trained_advantages(monkeypatch)
     plain = train_grpo(_grpo(tmp_path / "plain")).history
     flat_groups = [int((a.view(4, 3, -1).abs().sum((1, 2)) == 0).sum()) for a in trained]
     assert sum(flat_groups) > 0 and "sampling/extra_rounds" not in plain[0]  # the control: flat groups are trained on
