@@ -201,6 +201,7 @@ def test_a_misspelled_preference_option_is_an_error_not_ignored(name):
 def test_policy_losses_by_name():
     from tether.algos.losses.ppo import POLICY_LOSSES, policy_loss, policy_loss_fn
 
-    assert policy_loss_fn("ppo_clip") is policy_loss and list(POLICY_LOSSES) == ["ppo_clip", "dapo", "cispo", "gspo", "gmpo", "sapo"]
+    assert policy_loss_fn("ppo_clip") is policy_loss
+    assert list(POLICY_LOSSES) == ["ppo_clip", "dapo", "cispo", "gspo", "gmpo", "sapo"]
     with pytest.raises(ValueError, match="choose one of ppo_clip"):
         policy_loss_fn("ppo")
