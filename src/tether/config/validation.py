@@ -61,6 +61,12 @@ def _validate_simpo_margin(config: PreferenceConfig) -> None:
                           "itself (simpo_gamma) or γ/β (simpo_gamma_beta_ratio)")
 
 
+def _changed_from_default(config: Any, keys: tuple[str, ...]) -> list[str]:
+    """``key=value`` for each of ``keys`` whose value in ``config`` is not its field's default."""
+    fields = type(config).__dataclass_fields__
+    return [f"{key}={getattr(config, key)}" for key in keys if getattr(config, key) != fields[key].default]
+
+
 CONSTRAINT_FIELDS = ("cost_limit", "lagrange_init", "lagrange_lr", "lagrange_max")  # (PPO's and GRPO's; need cost)
 
 
@@ -68,9 +74,7 @@ def validate_constraint(config: PPOConfig | GRPOConfig) -> None:
     """The constraint's fields (docs/ppo.md, Constrained PPO; the same in GRPO): set only with a ``cost``, a finite
     ``cost_limit``, and a cap ``lagrange_max`` no lower than the start ``lagrange_init``."""
     if not config.cost:
-        fields = type(config).__dataclass_fields__
-        changed = [f"{key}={getattr(config, key)}" for key in CONSTRAINT_FIELDS
-                   if getattr(config, key) != fields[key].default]
+        changed = _changed_from_default(config, CONSTRAINT_FIELDS)
         if changed:
             raise ConfigError(f"{', '.join(changed)} only applies to a constrained run: set cost= (a cost model "
                               "directory or module:function whose mean per response is held under cost_limit), or "
@@ -90,8 +94,7 @@ def _validate_loss_options(config: PPOConfig | GRPOConfig) -> None:
     """A loss's own settings (``sapo_tau_*``) set for another loss would be ignored: an error instead."""
     if config.loss == "sapo":
         return
-    fields = type(config).__dataclass_fields__
-    changed = [f"{key}={getattr(config, key)}" for key in SAPO_FIELDS if getattr(config, key) != fields[key].default]
+    changed = _changed_from_default(config, SAPO_FIELDS)
     if changed:
         raise ConfigError(f"{', '.join(changed)} only applies to loss=sapo (this run's loss is {config.loss})")
 
