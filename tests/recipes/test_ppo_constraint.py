@@ -186,19 +186,30 @@ def test_the_heldout_evaluation_of_a_constrained_run_reports_its_cost(tmp_path, 
     assert not any("heldout/cost_mean" in h for h in plain.history)
 
 
-def test_without_a_cost_ppo_is_unchanged(tmp_path):
+# the metrics a constrained run held at λ = 0 must log exactly as the unconstrained run does, by recipe
+UNCHANGED_METRICS = {
+    "ppo": ("reward/score_mean", "reward/proxy_mean", "reward/normalized_mean", "objective/kl", "objective/rlhf_reward",
+            "policy/loss", "value/loss"),
+    "grpo": ("reward/score_mean", "reward/proxy_mean", "objective/kl", "policy/loss", "response/length_mean"),
+}
+
+
+@pytest.mark.parametrize("recipe", ["ppo", "grpo"])
+def test_without_a_cost_the_run_is_unchanged(tmp_path, recipe):
     """cost="" logs none of the constraint's metrics and checkpoints no multiplier; a constrained run held at λ = 0
-    (λ₀ = 0, η = 0) gives PPO exactly the same scores, so the same run, metric for metric."""
-    plain = _train(_ppo(tmp_path / "plain", num_iterations=2))
-    held = _train(_ppo(tmp_path / "held", cost=f"{HERE}:cost_one", cost_limit=0.0, lagrange_init=0.0,
+    (λ₀ = 0, η = 0) gives PPO (or GRPO) exactly the same scores, so the same run, metric for metric."""
+    build, train = _recipe(recipe)
+    plain = train(build(tmp_path / "plain", num_iterations=2))
+    held = train(build(tmp_path / "held", cost=f"{HERE}:cost_one", cost_limit=0.0, lagrange_init=0.0,
                        lagrange_lr=0.0, num_iterations=2))
     for row in plain.history:
         assert not any(key in row for key in CONSTRAINT_METRICS)
-    state = json.loads((tmp_path / "plain" / "checkpoints" / "ppo" / "step-2" / "trainer_state.json").read_text())
-    assert set(state["trainer"]) >= {"kl_controller", "score_moments"} and "lagrange_multiplier" not in state["trainer"]
+    state = json.loads((tmp_path / "plain" / "checkpoints" / recipe / "step-2" / "trainer_state.json").read_text())
+    assert "lagrange_multiplier" not in state["trainer"]
+    if recipe == "ppo":
+        assert set(state["trainer"]) >= {"kl_controller", "score_moments"}
     assert "final_lagrange_multiplier" not in json.loads((plain.model_dir / "tether.json").read_text())
-    for key in ("reward/score_mean", "reward/proxy_mean", "reward/normalized_mean", "objective/kl",
-                "objective/rlhf_reward", "policy/loss", "value/loss"):
+    for key in UNCHANGED_METRICS[recipe]:
         assert [h[key] for h in held.history] == [h[key] for h in plain.history], key
 
 
